@@ -1,0 +1,495 @@
+//! The configuration schema: gateway settings (`config/*.yaml`) and adapter descriptors
+//! (`adapters/*.yaml`), as serde structs.
+//!
+//! Every struct rejects unknown keys and has documented defaults. Durations are strings such as
+//! `"800ms"`; sizes are strings such as `"4MiB"`. Secrets are [`Secret`], which never prints.
+//! This module holds no I/O and no cross-reference checks (those live in [`super::validate`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A duration written as `"800ms"`, `"5s"`, `"2m"`, `"1h"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Dur(#[serde(serialize_with = "ser_dur")] pub Duration);
+
+fn ser_dur<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(Dur).map_err(|e| {
+            de::Error::custom(format!(
+                "invalid duration {s:?} ({e}): write it like \"800ms\", \"5s\", \"2m\" or \"1h\""
+            ))
+        })
+    }
+}
+
+/// A byte size written as an integer or as `"512KiB"`, `"4MiB"`, `"1GiB"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as 65536, \"64KiB\", \"4MiB\" or \"1GiB\"")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                let s = v.trim();
+                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+                let (num, unit) = s.split_at(split);
+                let n: u64 = num.parse().map_err(|_| {
+                    E::custom(format!("invalid size {v:?}: write it like \"64KiB\" or \"4MiB\""))
+                })?;
+                let mult: u64 = match unit.trim() {
+                    "" | "B" => 1,
+                    "KiB" | "KB" | "k" => 1 << 10,
+                    "MiB" | "MB" | "M" => 1 << 20,
+                    "GiB" | "GB" | "G" => 1 << 30,
+                    other => {
+                        return Err(E::custom(format!(
+                            "unknown size unit {other:?}: use B, KiB, MiB or GiB"
+                        )));
+                    }
+                };
+                n.checked_mul(mult)
+                    .map(ByteSize)
+                    .ok_or_else(|| E::custom("size too large"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A secret value (key, password). Never printed, never serialised back out.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gateway configuration
+// ---------------------------------------------------------------------------------------------
+
+/// `config/gateway.yaml`: everything but the adapters themselves.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Adapter descriptor files, or folders whose `*.yaml` files are all adapters; relative to
+    /// this config file.
+    pub adapters: Vec<String>,
+    /// Overall deadline of one dossier request; no source delays the answer past it.
+    pub deadline: Dur,
+    /// Size and depth caps for requests and for source answers.
+    pub limits: Limits,
+    /// The chain partners, by id.
+    pub organisations: BTreeMap<String, Organisation>,
+    /// The dossier sections and how sources are merged into them.
+    pub sections: BTreeMap<String, SectionDef>,
+    /// Views: who may see which sections and fields, for which purposes.
+    pub views: BTreeMap<String, ViewDef>,
+    /// Bearer token verification.
+    pub auth: AuthConfig,
+    /// The source-answer cache on the adapter path.
+    pub cache: CacheConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:8080".into(),
+            adapters: vec!["../adapters".into()],
+            deadline: Dur(Duration::from_millis(2000)),
+            limits: Limits::default(),
+            organisations: BTreeMap::new(),
+            sections: BTreeMap::new(),
+            views: BTreeMap::new(),
+            auth: AuthConfig::default(),
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body the API accepts.
+    pub max_request_body: ByteSize,
+    /// Default cap on a source answer; an adapter may set its own. Answers are cut off at the
+    /// cap while streaming, never buffered whole.
+    pub max_response_body: ByteSize,
+    /// Deepest element or JSON nesting accepted in a source answer.
+    pub max_depth: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body: ByteSize(64 * 1024),
+            max_response_body: ByteSize(4 * 1024 * 1024),
+            max_depth: 64,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Organisation {
+    /// Display name, e.g. "UWV".
+    pub name: String,
+    /// 20-digit Dutch organisation identification number.
+    pub oin: String,
+    /// Base URL that relative adapter endpoints are appended to.
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SectionKind {
+    /// One record; fields merged by source authority, provenance per field.
+    Single,
+    /// Records from every source, de-duplicated by key fields and sorted.
+    List,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectionDef {
+    pub kind: SectionKind,
+    #[serde(default)]
+    pub description: String,
+    /// Adapter ids, most authoritative first. Unlisted sources rank after, by id.
+    #[serde(default)]
+    pub authority: Vec<String>,
+    /// `list` only: fields that identify one record across sources.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// `list` only: sort order of the records.
+    #[serde(default)]
+    pub sort: Option<SortSpec>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SortSpec {
+    pub field: String,
+    #[serde(default)]
+    pub order: SortOrder,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Audience {
+    Citizen,
+    Employee,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewDef {
+    pub audience: Audience,
+    #[serde(default)]
+    pub description: String,
+    /// Employee views: token roles that may use this view (any one suffices).
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Employee views: the purposes (doelbinding) a caller may state, by id.
+    #[serde(default)]
+    pub purposes: BTreeMap<String, PurposeDef>,
+    /// Sections shown, each with its field allow-list; `["*"]` shows every field.
+    pub sections: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurposeDef {
+    #[serde(default)]
+    pub description: String,
+    /// URI into the register of processing activities (Logboek Dataverwerkingen).
+    #[serde(default)]
+    pub processing_activity: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Required `iss` claim.
+    pub issuer: String,
+    /// Required `aud` claim.
+    pub audience: String,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Dur,
+    /// Verification keys, selected by the token's `kid`.
+    pub keys: Vec<KeyDef>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: "ketenportaal".into(),
+            audience: "ketenportaal".into(),
+            leeway: Dur(Duration::from_secs(30)),
+            keys: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum KeyAlg {
+    HS256,
+    RS256,
+    ES256,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDef {
+    pub kid: String,
+    pub alg: KeyAlg,
+    /// HS256: the shared secret (use `${ENV}`).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// RS256/ES256: path to the PEM public key, relative to the config file.
+    #[serde(default)]
+    pub public_key: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Upper bound of the cache, weighed by the bytes of the cached answers.
+    pub max_bytes: ByteSize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            max_bytes: ByteSize(256 * 1024 * 1024),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Adapter descriptors
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Soap,
+    Rest,
+}
+
+/// One `adapters/*.yaml` file: how to reach one service of one organisation.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterDef {
+    /// Unique id; equals the file stem.
+    pub id: String,
+    /// Organisation id, declared in the gateway config.
+    pub organisation: String,
+    #[serde(default)]
+    pub description: String,
+    pub protocol: Protocol,
+    /// Absolute URL, or a path appended to the organisation's `base_url`.
+    pub endpoint: String,
+    /// Per-call timeout (the request deadline may cut it shorter).
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default)]
+    pub cache: AdapterCache,
+    /// Cap on this source's answer; defaults to `limits.max_response_body`.
+    #[serde(default)]
+    pub max_response_body: Option<ByteSize>,
+    #[serde(default)]
+    pub soap: Option<SoapDef>,
+    #[serde(default)]
+    pub rest: Option<RestDef>,
+    /// Section name -> how this source's answer fills it.
+    pub map: BTreeMap<String, SectionMap>,
+}
+
+fn default_timeout() -> Dur {
+    Dur(Duration::from_millis(1000))
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdapterCache {
+    /// How long an answer is served from cache. `0s` disables caching for this adapter.
+    pub ttl: Dur,
+    /// How long after expiry the last good answer may still be served, marked `stale`, while
+    /// the source fails.
+    pub stale_if_error: Dur,
+}
+
+impl Default for AdapterCache {
+    fn default() -> Self {
+        AdapterCache {
+            ttl: Dur(Duration::from_secs(60)),
+            stale_if_error: Dur(Duration::ZERO),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SoapDef {
+    /// "1.1" or "1.2".
+    pub version: SoapVersion,
+    /// SOAPAction (1.1 header; 1.2 `action` media-type parameter) and `wsa:Action`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Add Digikoppeling WUS WS-Addressing headers (To, Action, MessageID, ReplyTo).
+    #[serde(default)]
+    pub addressing: bool,
+    /// Prefix -> namespace URI, for `body` and for `map` paths.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, String>,
+    /// The Body content; `{{bsn}}` is XML-escaped on substitution.
+    pub body: String,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub enum SoapVersion {
+    #[serde(rename = "1.1")]
+    V11,
+    #[serde(rename = "1.2")]
+    V12,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestDef {
+    #[serde(default = "default_method")]
+    pub method: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A JSON body: a YAML mapping whose string leaves get `{{bsn}}` substituted, or a string
+    /// template whose substitutions are JSON-escaped.
+    #[serde(default)]
+    pub body: Option<serde_json::Value>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// How one source answer fills one section.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SectionMap {
+    /// Path to the repeating record; absent: the whole answer is one record.
+    #[serde(default)]
+    pub each: Option<String>,
+    /// Field name -> where its value is.
+    pub fields: BTreeMap<String, FieldSpec>,
+}
+
+/// Field types of the dossier.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    #[default]
+    String,
+    Integer,
+    Decimal,
+    Date,
+    Boolean,
+}
+
+/// A field: `"path"` or `{path, type, required}`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FieldSpec {
+    pub path: String,
+    pub r#type: FieldType,
+    pub required: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldSpecFull {
+    path: String,
+    #[serde(default)]
+    r#type: FieldType,
+    #[serde(default)]
+    required: bool,
+}
+
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = FieldSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path string, or a mapping with `path`, `type` and `required`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FieldSpec, E> {
+                Ok(FieldSpec {
+                    path: v.to_owned(),
+                    r#type: FieldType::String,
+                    required: false,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
+                let full = FieldSpecFull::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FieldSpec {
+                    path: full.path,
+                    r#type: full.r#type,
+                    required: full.required,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

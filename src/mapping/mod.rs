@@ -1,0 +1,186 @@
+//! Mapping source answers into dossier sections: pure functions, no I/O.
+//!
+//! An adapter's `map:` is compiled once, when the config loads, into a [`json::JsonMapping`]
+//! (REST answers; RFC 6901 pointers or RFC 9535 JSONPath) or an [`xml::XmlMapping`] (SOAP
+//! answers; streaming, elements matched by namespace URI + local name). Both produce
+//! [`Sections`]: section name -> records, each record a JSON object with typed field values.
+//!
+//! This module must not perform I/O or know about HTTP.
+
+pub mod json;
+pub mod xml;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::config::model::FieldType;
+
+/// One record of a section: field name -> typed value (`null` when the source has no value).
+pub type Record = serde_json::Map<String, Value>;
+
+/// Section name -> records, as mapped from one source answer.
+pub type Sections = BTreeMap<String, Vec<Record>>;
+
+/// Why an answer could not be mapped. Messages name the section and field, never the value of
+/// personal data beyond a short excerpt.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum MapError {
+    #[error("the answer is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("the answer is not well-formed XML: {0}")]
+    NotXml(String),
+    #[error("the answer carries a DOCTYPE or entity declaration, which is refused")]
+    Doctype,
+    #[error("the answer nests deeper than {0} levels")]
+    TooDeep(u32),
+    #[error("the answer has no SOAP Envelope/Body")]
+    NoSoapBody,
+    #[error("SOAP Fault {code}: {reason}")]
+    Fault { code: String, reason: String },
+    #[error("section `{section}`: required field `{field}` is missing (path `{path}`)")]
+    MissingField {
+        section: String,
+        field: String,
+        path: String,
+    },
+    #[error("section `{section}`: field `{field}` is not a valid {ty}: {excerpt:?}")]
+    BadValue {
+        section: String,
+        field: String,
+        ty: &'static str,
+        excerpt: String,
+    },
+    #[error("section `{section}`: `each` path `{path}` does not lead to a list")]
+    NotAList { section: String, path: String },
+}
+
+/// Caps applied while mapping a source answer.
+#[derive(Clone, Copy, Debug)]
+pub struct MapLimits {
+    pub max_depth: u32,
+}
+
+impl Default for MapLimits {
+    fn default() -> Self {
+        MapLimits { max_depth: 64 }
+    }
+}
+
+pub(crate) fn type_name(ty: FieldType) -> &'static str {
+    match ty {
+        FieldType::String => "string",
+        FieldType::Integer => "integer",
+        FieldType::Decimal => "decimal",
+        FieldType::Date => "date",
+        FieldType::Boolean => "boolean",
+    }
+}
+
+fn excerpt(s: &str) -> String {
+    let mut e: String = s.chars().take(24).collect();
+    if s.chars().count() > 24 {
+        e.push('…');
+    }
+    e
+}
+
+/// Converts source text into a typed value. `Err` carries an excerpt for the message.
+pub fn convert_text(ty: FieldType, raw: &str) -> Result<Value, String> {
+    let s = raw.trim();
+    match ty {
+        FieldType::String => Ok(Value::String(s.to_owned())),
+        FieldType::Integer => s
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| excerpt(s)),
+        FieldType::Decimal => parse_decimal(s).ok_or_else(|| excerpt(s)),
+        FieldType::Date => parse_date(s).map(Value::String).ok_or_else(|| excerpt(s)),
+        FieldType::Boolean => match s {
+            "true" | "1" | "J" | "j" => Ok(Value::Bool(true)),
+            "false" | "0" | "N" | "n" => Ok(Value::Bool(false)),
+            _ => Err(excerpt(s)),
+        },
+    }
+}
+
+/// Converts a JSON value from a REST answer into the field's type.
+pub fn convert_json(ty: FieldType, v: &Value) -> Result<Value, String> {
+    match (ty, v) {
+        (_, Value::Null) => Ok(Value::Null),
+        (FieldType::String, Value::String(_)) => Ok(v.clone()),
+        (FieldType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
+        (FieldType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
+        (FieldType::Integer, Value::Number(n)) => n
+            .as_i64()
+            .map(Value::from)
+            .ok_or_else(|| excerpt(&n.to_string())),
+        (FieldType::Decimal, Value::Number(n)) => Ok(Value::Number(n.clone())),
+        (FieldType::Boolean, Value::Bool(_)) => Ok(v.clone()),
+        (_, Value::String(s)) => convert_text(ty, s),
+        (_, other) => Err(excerpt(&other.to_string())),
+    }
+}
+
+/// A decimal in plain notation (`-12.50`), returned as a JSON number.
+fn parse_decimal(s: &str) -> Option<Value> {
+    let body = s.strip_prefix('-').unwrap_or(s);
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    let ok = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+        && !(body.contains('.') && frac.is_empty());
+    if !ok {
+        return None;
+    }
+    let f: f64 = s.parse().ok()?;
+    serde_json::Number::from_f64(f).map(Value::Number)
+}
+
+/// `YYYY-MM-DD`, or StUF's `YYYYMMDD`, to `YYYY-MM-DD` (checked as a calendar date).
+fn parse_date(s: &str) -> Option<String> {
+    let iso = match s.len() {
+        10 => s.to_owned(),
+        8 if s.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{}-{}-{}", &s[..4], &s[4..6], &s[6..])
+        }
+        _ => return None,
+    };
+    chrono::NaiveDate::parse_from_str(&iso, "%Y-%m-%d").ok()?;
+    Some(iso)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_conversion() {
+        assert_eq!(convert_text(FieldType::Date, "20260301").unwrap(), "2026-03-01");
+        assert_eq!(convert_text(FieldType::Date, "2026-03-01").unwrap(), "2026-03-01");
+        assert!(convert_text(FieldType::Date, "2026-02-30").is_err());
+        assert_eq!(
+            convert_text(FieldType::Decimal, "1843.27").unwrap(),
+            serde_json::json!(1843.27)
+        );
+        assert!(convert_text(FieldType::Decimal, "1.843,27").is_err());
+        assert!(convert_text(FieldType::Decimal, "1e5").is_err());
+        assert_eq!(convert_text(FieldType::Integer, " 42 ").unwrap(), 42);
+        assert_eq!(convert_text(FieldType::Boolean, "J").unwrap(), true);
+        assert_eq!(
+            convert_json(FieldType::String, &serde_json::json!(12)).unwrap(),
+            "12"
+        );
+        assert!(convert_json(FieldType::Integer, &serde_json::json!(1.5)).is_err());
+    }
+}
+
+/// A mapping that does not compile: names the section and (where it applies) the field, so the
+/// config loader can point at the YAML key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileError {
+    pub section: String,
+    pub field: Option<String>,
+    pub message: String,
+    pub hint: Option<String>,
+}
