@@ -1,6 +1,29 @@
 #![forbid(unsafe_code)]
 //! ketenportaal: an integration gateway for Dutch government chain portals.
+//!
+//! # Layout
+//! - [`config`]: YAML config and adapter descriptors → a validated, compiled [`config::Config`]
+//!   snapshot; every problem reported with file:line:column and a hint.
+//! - [`mapping`]: pure mapping of source answers (SOAP streaming, JSON) into dossier sections.
+//! - [`adapter`]: speaking SOAP and REST to one organisation's service; templates.
+//! - [`cache`]: the moka source-answer cache on the adapter path (coalescing, stale-if-error).
+//! - [`dossier`]: pure merge of answers into a dossier, and view filtering.
+//! - [`gateway`]: fan-out, deadline, authorisation, audit hook; the swappable runtime.
+//! - [`auth`]: JWT verification and the caller's identity.
+//! - [`audit`]: the access record and the sink it must reach before an answer leaves.
+//! - [`server`]: the HTTP API (axum), problem+json errors.
+//! - [`demo`]: built-in fixture agencies and the one-command demo.
+//! - [`bsn`], [`trace`]: the BSN type (11-proef) and W3C trace context.
 
+pub mod adapter;
+pub mod audit;
+pub mod auth;
 pub mod bsn;
+pub mod cache;
 pub mod config;
+pub mod demo;
+pub mod dossier;
+pub mod gateway;
 pub mod mapping;
+pub mod server;
+pub mod trace;

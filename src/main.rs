@@ -1,1 +1,285 @@
-fn main(){}
+//! The `ketenportaal` command: a thin shell around the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use ketenportaal::audit::LogAudit;
+use ketenportaal::config::Config;
+use ketenportaal::demo::{self, agencies::AgencyServer};
+use ketenportaal::gateway::Gateway;
+use ketenportaal::server::{self, AppState};
+
+#[derive(Parser)]
+#[command(name = "ketenportaal", version, about = "Integration gateway for Dutch government chain portals")]
+struct Cli {
+    /// Log format: `json` (structured, for operations) or `text`.
+    #[arg(long, global = true, default_value = "auto")]
+    log_format: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the fixture agencies and the gateway on config/demo.yaml, and print demo tokens.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "config/demo.yaml")]
+        config: PathBuf,
+    },
+    /// Run the gateway.
+    Serve {
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        /// Overrides `listen` from the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config and every adapter it loads; print every problem.
+    Check {
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
+    },
+    /// Mint a token with the config's HS256 key (secret from the environment).
+    Token {
+        #[arg(long, default_value = "config/demo.yaml")]
+        config: PathBuf,
+        /// A citizen token for this BSN.
+        #[arg(long, conflicts_with = "employee")]
+        citizen: Option<String>,
+        /// An employee token for this user id.
+        #[arg(long)]
+        employee: Option<String>,
+        /// Employee role (repeat for several).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Employee organisation.
+        #[arg(long, default_value = "uwv")]
+        org: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// Work with one adapter.
+    Adapter {
+        #[command(subcommand)]
+        cmd: AdapterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdapterCmd {
+    /// Call one adapter for a BSN and print its mapped sections as JSON.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        bsn: String,
+        /// Gateway config that declares the organisations and sections.
+        #[arg(long, default_value = "config/demo.yaml")]
+        config: PathBuf,
+    },
+}
+
+fn init_logs(format: &str, default_text: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        _ => !default_text,
+    };
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().flatten_event(true).init();
+    } else {
+        b.compact().init();
+    }
+}
+
+fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
+    Config::load_with_env(path, env).map_err(|e| anyhow::anyhow!("{e}\n\n{} problem(s) in the configuration", e.0.len()))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Check { config } => {
+            match Config::load(&config) {
+                Ok(c) => {
+                    println!(
+                        "{}: ok ({} adapters, {} views, {} sections; config version {})",
+                        config.display(),
+                        c.adapters.len(),
+                        c.gateway.views.len(),
+                        c.gateway.sections.len(),
+                        c.version
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{e}\n\n{} problem(s) found in {}", e.0.len(), config.display());
+                    std::process::exit(1);
+                }
+            }
+        }
+        Cmd::Token { config, citizen, employee, roles, org, ttl } => {
+            let c = load(&config, &|k| std::env::var(k).ok())?;
+            let key = c.gateway.auth.keys.iter().find(|k| k.secret.is_some())
+                .context("the config has no HS256 key")?;
+            let secret = key.secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+            let actor = match (citizen, employee) {
+                (Some(bsn), None) => demo::citizen(&bsn).map_err(anyhow::Error::msg)?,
+                (None, Some(id)) => {
+                    if roles.is_empty() {
+                        bail!("an employee token needs at least one --role");
+                    }
+                    let r: Vec<&str> = roles.iter().map(String::as_str).collect();
+                    demo::employee(&id, &org, &r)
+                }
+                _ => bail!("give --citizen BSN or --employee ID --role ROLE"),
+            };
+            println!("{}", demo::mint(&c, &secret, &actor, ttl).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+        Cmd::Adapter { cmd: AdapterCmd::Test { file, bsn, config } } => {
+            init_logs(&cli.log_format, true);
+            adapter_test(&file, &bsn, &config).await
+        }
+        Cmd::Serve { config, listen } => {
+            init_logs(&cli.log_format, false);
+            let c = load(&config, &|k| std::env::var(k).ok())?;
+            let addr = listen.unwrap_or(c.listen);
+            run(c, addr, None).await
+        }
+        Cmd::Demo { listen, config } => {
+            init_logs(&cli.log_format, true);
+            let fixtures = demo::fixtures_dir(&config);
+            let agencies = AgencyServer::start(&fixtures, "127.0.0.1:0".parse()?)
+                .await
+                .with_context(|| format!("starting the fixture agencies from {}", fixtures.display()))?;
+            let secret = demo::demo_secret();
+            let env = demo::demo_env(agencies.base_url(), secret.clone());
+            let c = load(&config, &env)?;
+            run(c, listen, Some((agencies, secret))).await
+        }
+    }
+}
+
+async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
+    let bsn = ketenportaal::bsn::Bsn::parse(bsn).map_err(|e| anyhow::anyhow!("--bsn: {e}"))?;
+    // Without an agencies URL, the demo config points at fixture agencies started here.
+    let mut _agencies = None;
+    let env: Box<dyn Fn(&str) -> Option<String>> = if std::env::var("KETENPORTAAL_AGENCIES").is_err() {
+        let a = AgencyServer::start(&demo::fixtures_dir(config), "127.0.0.1:0".parse()?).await?;
+        eprintln!("(KETENPORTAAL_AGENCIES not set: using the built-in fixture agencies at {})", a.base_url());
+        let e = demo::demo_env(a.base_url(), demo::demo_secret());
+        _agencies = Some(a);
+        Box::new(e)
+    } else {
+        Box::new(|k: &str| std::env::var(k).ok())
+    };
+    let c = load(config, &*env)?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let spec = c
+        .parse_adapter_text(&file.display().to_string(), &text)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = ketenportaal::adapter::AdapterClient::new(Arc::new(spec), ketenportaal::adapter::http_client()?);
+    let (result, took) = Gateway::run_adapter(&client, bsn).await;
+    let out = match result {
+        Ok(a) => serde_json::json!({
+            "adapter": a.adapter.as_ref(),
+            "organisation": a.organisation.as_ref(),
+            "status": "ok",
+            "latency_ms": took.as_millis() as u64,
+            "bytes": a.bytes,
+            "sections": a.sections,
+        }),
+        Err(e) => serde_json::json!({
+            "adapter": client.id().as_ref(),
+            "status": e.status(),
+            "latency_ms": took.as_millis() as u64,
+            "error": e.to_string(),
+        }),
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if out["status"] != "ok" {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+async fn run(config: Config, addr: SocketAddr, demo: Option<(AgencyServer, String)>) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    let summary = format!("{} adapters, config version {}", config.adapters.len(), config.version);
+    let demo_tokens = match &demo {
+        Some((_, secret)) => Some((
+            demo::mint(&config, secret, &demo::citizen(demo::DEMO_CITIZEN).map_err(anyhow::Error::msg)?, 8 * 3600)
+                .map_err(anyhow::Error::msg)?,
+            demo::mint(&config, secret, &demo::employee("werkcoach.jansen", "uwv", &["uwv-werkcoach"]), 8 * 3600)
+                .map_err(anyhow::Error::msg)?,
+        )),
+        None => None,
+    };
+    let gateway = Gateway::new(config, Arc::new(LogAudit)).map_err(anyhow::Error::msg)?;
+    let state = Arc::new(AppState { gateway });
+    tracing::info!(address = %local, "Gateway listening ({summary}).");
+    if let (Some((agencies, secret)), Some((citizen, employee))) = (&demo, &demo_tokens) {
+        let url = format!("http://{local}");
+        println!(
+            r#"
+ketenportaal demo is running.
+
+  gateway   {url}
+  agencies  {agencies} (UWV and SVB over SOAP, BRP and Belastingdienst over REST)
+
+Citizen 999993653 (klantportaal, view `klant`):
+  curl -s {url}/v1/me/dossier -H "Authorization: Bearer {citizen}"
+
+Employee werkcoach.jansen of UWV (view `werkcoach`, purpose `re-integratie`):
+  curl -s -X POST {url}/v1/dossiers -H "Authorization: Bearer {employee}" \
+    -H "X-Purpose: re-integratie" -H "Content-Type: application/json" \
+    -d '{{"bsn":"999993653","view":"werkcoach"}}'
+
+More tokens:  KETENPORTAAL_DEMO_SECRET={secret} cargo run --release -- token --citizen 999990019
+Stop with Ctrl-C.
+"#,
+            agencies = agencies.base_url(),
+        );
+    }
+    server::serve(listener, state, shutdown_signal())
+        .await
+        .context("serving")?;
+    tracing::info!("Gateway stopped.");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("Shutting down: no new connections, draining in-flight requests.");
+}

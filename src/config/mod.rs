@@ -1,4 +1,9 @@
 //! Configuration: loading, validating and compiling `config/*.yaml` and `adapters/*.yaml`.
 
+pub mod compile;
+pub mod load;
 pub mod model;
 pub mod yaml;
+
+pub use compile::Config;
+pub use load::{ConfigError, ConfigErrors};

@@ -1,0 +1,292 @@
+//! Adapters at run time: speaking SOAP and REST to one organisation's service.
+//!
+//! [`AdapterClient::fetch`] builds the request from the adapter's templates, sends it over the
+//! shared HTTP client, reads the answer up to the size cap (streaming, never buffering more),
+//! and maps it into sections. Everything that can go wrong becomes a [`SourceError`] naming
+//! what happened; nothing here panics or fails the whole dossier. What makes one organisation
+//! differ from another is data in its [`AdapterSpec`], never code.
+
+pub mod template;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::bsn::Bsn;
+use crate::config::compile::{AdapterSpec, Mapping};
+use crate::config::model::{Protocol, SoapVersion};
+use crate::mapping::{MapError, Sections};
+
+/// One source's mapped answer: what is cached, before any view filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceAnswer {
+    pub adapter: Arc<str>,
+    pub organisation: Arc<str>,
+    pub fetched_at: DateTime<Utc>,
+    pub sections: Sections,
+    /// Size of the raw answer: the cache weighs entries by it.
+    pub bytes: usize,
+}
+
+/// Why a source gave no usable answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum SourceError {
+    #[error("no answer within {0} ms")]
+    Timeout(u64),
+    #[error("HTTP {status} from the source{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Http { status: u16, detail: Option<String> },
+    #[error("SOAP Fault {code}: {reason}")]
+    Fault { code: String, reason: String },
+    #[error("the answer could not be mapped: {0}")]
+    Map(MapError),
+    #[error("the answer is larger than the cap of {0} bytes")]
+    TooLarge(u64),
+    #[error("cannot reach the source: {0}")]
+    Transport(String),
+    #[error("the source is unavailable (circuit open)")]
+    Unavailable,
+}
+
+impl SourceError {
+    /// The source status reported in a dossier.
+    pub fn status(&self) -> &'static str {
+        match self {
+            SourceError::Timeout(_) => "timeout",
+            SourceError::Unavailable => "unavailable",
+            _ => "error",
+        }
+    }
+}
+
+/// Per-call context handed to an adapter.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub bsn: Bsn,
+    /// W3C trace context for the outgoing call.
+    pub traceparent: Option<String>,
+}
+
+/// Sends requests for one adapter.
+#[derive(Debug, Clone)]
+pub struct AdapterClient {
+    pub spec: Arc<AdapterSpec>,
+    http: reqwest::Client,
+    id: Arc<str>,
+    organisation: Arc<str>,
+}
+
+const WSA_NS: &str = "http://www.w3.org/2005/08/addressing";
+const WSA_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
+
+impl AdapterClient {
+    pub fn new(spec: Arc<AdapterSpec>, http: reqwest::Client) -> Self {
+        AdapterClient {
+            id: Arc::from(spec.def.id.as_str()),
+            organisation: Arc::from(spec.def.organisation.as_str()),
+            spec,
+            http,
+        }
+    }
+
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.spec.def.timeout.0
+    }
+
+    /// Calls the source once and maps its answer. The caller applies the timeout.
+    pub async fn fetch(&self, ctx: &CallContext) -> Result<SourceAnswer, SourceError> {
+        let vars = [("bsn", ctx.bsn.as_str())];
+        let req = match self.spec.def.protocol {
+            Protocol::Soap => self.soap_request(&vars),
+            Protocol::Rest => self.rest_request(&vars),
+        }?;
+        let req = match &ctx.traceparent {
+            Some(tp) => req.header("traceparent", tp),
+            None => req,
+        };
+        let resp = req.send().await.map_err(transport_error)?;
+        let status = resp.status();
+        let body = read_capped(resp, self.spec.max_response_body).await?;
+        let bytes = body.len();
+        let sections = match (&self.spec.mapping, self.spec.def.protocol) {
+            (Mapping::Xml(m), _) => {
+                // A Fault is a Fault whatever the HTTP status (SOAP 1.1 sends them with 500).
+                match m.map_envelope(&body, &self.spec.limits) {
+                    Ok(s) if status.is_success() => s,
+                    Ok(_) | Err(MapError::NoSoapBody | MapError::NotXml(_)) if !status.is_success() => {
+                        return Err(SourceError::Http {
+                            status: status.as_u16(),
+                            detail: None,
+                        });
+                    }
+                    Ok(s) => s,
+                    Err(MapError::Fault { code, reason }) => {
+                        return Err(SourceError::Fault { code, reason });
+                    }
+                    Err(e) => return Err(SourceError::Map(e)),
+                }
+            }
+            (Mapping::Json(m), _) => {
+                if !status.is_success() {
+                    return Err(SourceError::Http {
+                        status: status.as_u16(),
+                        detail: problem_detail(&body),
+                    });
+                }
+                m.map_bytes(&body, &self.spec.limits)
+                    .map_err(SourceError::Map)?
+            }
+        };
+        Ok(SourceAnswer {
+            adapter: self.id.clone(),
+            organisation: self.organisation.clone(),
+            fetched_at: Utc::now(),
+            sections,
+            bytes,
+        })
+    }
+
+    fn soap_request(&self, vars: &[(&str, &str)]) -> Result<reqwest::RequestBuilder, SourceError> {
+        let soap = self
+            .spec
+            .def
+            .soap
+            .as_ref()
+            .ok_or_else(|| SourceError::Transport("soap adapter without soap block".into()))?;
+        let (env_ns, content_type) = match soap.version {
+            SoapVersion::V11 => (crate::mapping::xml::SOAP11_NS, "text/xml; charset=utf-8".to_string()),
+            SoapVersion::V12 => (
+                crate::mapping::xml::SOAP12_NS,
+                match &soap.action {
+                    Some(a) => format!("application/soap+xml; charset=utf-8; action=\"{a}\""),
+                    None => "application/soap+xml; charset=utf-8".to_string(),
+                },
+            ),
+        };
+        let mut x = String::with_capacity(512 + soap.body.len());
+        x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"");
+        x.push_str(env_ns);
+        x.push('"');
+        if soap.addressing {
+            x.push_str(" xmlns:wsa=\"");
+            x.push_str(WSA_NS);
+            x.push('"');
+        }
+        x.push('>');
+        if soap.addressing {
+            let mut esc = String::new();
+            x.push_str("<soapenv:Header><wsa:To>");
+            esc.push_str(&template::render_xml("{{v}}", &[("v", &self.spec.url)]));
+            x.push_str(&esc);
+            x.push_str("</wsa:To>");
+            if let Some(a) = &soap.action {
+                x.push_str("<wsa:Action>");
+                x.push_str(&template::render_xml("{{v}}", &[("v", a)]));
+                x.push_str("</wsa:Action>");
+            }
+            x.push_str("<wsa:MessageID>urn:uuid:");
+            x.push_str(&uuid::Uuid::new_v4().to_string());
+            x.push_str("</wsa:MessageID><wsa:ReplyTo><wsa:Address>");
+            x.push_str(WSA_ANONYMOUS);
+            x.push_str("</wsa:Address></wsa:ReplyTo></soapenv:Header>");
+        }
+        x.push_str("<soapenv:Body");
+        for (p, uri) in &soap.namespaces {
+            x.push_str(" xmlns:");
+            x.push_str(p);
+            x.push_str("=\"");
+            x.push_str(&template::render_xml("{{v}}", &[("v", uri)]));
+            x.push('"');
+        }
+        x.push('>');
+        x.push_str(&template::render_xml(&soap.body, vars));
+        x.push_str("</soapenv:Body></soapenv:Envelope>");
+
+        let mut req = self
+            .http
+            .post(&self.spec.url)
+            .header("content-type", content_type)
+            .header("accept", "text/xml, application/soap+xml");
+        if soap.version == SoapVersion::V11 {
+            req = req.header(
+                "soapaction",
+                format!("\"{}\"", soap.action.as_deref().unwrap_or("")),
+            );
+        }
+        Ok(req.body(x))
+    }
+
+    fn rest_request(&self, vars: &[(&str, &str)]) -> Result<reqwest::RequestBuilder, SourceError> {
+        let rest = self
+            .spec
+            .def
+            .rest
+            .as_ref()
+            .ok_or_else(|| SourceError::Transport("rest adapter without rest block".into()))?;
+        let method = reqwest::Method::from_bytes(rest.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| SourceError::Transport(format!("invalid method {}", rest.method)))?;
+        let mut req = self
+            .http
+            .request(method, &self.spec.url)
+            .header("accept", "application/json");
+        for (k, v) in &rest.headers {
+            req = req.header(k.as_str(), template::render_plain(v, vars));
+        }
+        if let Some(body) = &rest.body {
+            req = req
+                .header("content-type", "application/json")
+                .body(template::render_json(body, vars));
+        }
+        Ok(req)
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> SourceError {
+    // The chain of causes says what really happened (refused, reset, TLS).
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    SourceError::Transport(msg)
+}
+
+/// Reads the body up to `cap` bytes; a larger answer is cut off, not buffered.
+async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, SourceError> {
+    if resp.content_length().is_some_and(|l| l > cap) {
+        return Err(SourceError::TooLarge(cap));
+    }
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(8192).min(cap) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        if buf.len() as u64 + chunk.len() as u64 > cap {
+            return Err(SourceError::TooLarge(cap));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// `title`/`detail` of a problem+json error body, for the source status message.
+fn problem_detail(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let t = v.get("detail").or_else(|| v.get("title"))?.as_str()?;
+    Some(t.chars().take(200).collect())
+}
+
+/// The shared outbound HTTP client: rustls, no redirects (a source that redirects is
+/// misconfigured, and following could leak a request elsewhere), bounded connect time.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .user_agent(concat!("ketenportaal/", env!("CARGO_PKG_VERSION")))
+        .build()
+}

@@ -1,0 +1,120 @@
+//! Request templates: `{{name}}` placeholders substituted with escaping for the target format.
+//!
+//! XML templates get XML-escaped values, JSON string templates get JSON-escaped values, and
+//! structured JSON bodies get substitution inside string leaves (serialisation escapes them).
+//! An unknown placeholder is a config error, found when the config loads.
+
+use serde_json::Value;
+
+/// Placeholders a template may use.
+pub const KNOWN: &[&str] = &["bsn"];
+
+/// The names used in `{{...}}` placeholders of `t`.
+pub fn placeholders(t: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        let after = &rest[i + 2..];
+        match after.find("}}") {
+            Some(j) => {
+                out.push(after[..j].trim().to_string());
+                rest = &after[j + 2..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+fn render(t: &str, vars: &[(&str, &str)], escape: fn(&str, &mut String)) -> String {
+    let mut out = String::with_capacity(t.len() + 16);
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let name = after[..j].trim();
+        if let Some((_, v)) = vars.iter().find(|(k, _)| *k == name) {
+            escape(v, &mut out);
+        }
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn xml_escape(v: &str, out: &mut String) {
+    for c in v.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn json_escape(v: &str, out: &mut String) {
+    let quoted = Value::String(v.to_string()).to_string();
+    out.push_str(&quoted[1..quoted.len() - 1]);
+}
+
+fn verbatim(v: &str, out: &mut String) {
+    out.push_str(v);
+}
+
+/// Renders an XML template.
+pub fn render_xml(t: &str, vars: &[(&str, &str)]) -> String {
+    render(t, vars, xml_escape)
+}
+
+/// Renders a JSON body: a string template (JSON-escaped substitution) or a structured value
+/// (substitution inside string leaves).
+pub fn render_json(body: &Value, vars: &[(&str, &str)]) -> String {
+    match body {
+        Value::String(t) => render(t, vars, json_escape),
+        v => substitute(v, vars).to_string(),
+    }
+}
+
+/// Renders a header value or URL part without escaping (values are checked by the caller).
+pub fn render_plain(t: &str, vars: &[(&str, &str)]) -> String {
+    render(t, vars, verbatim)
+}
+
+fn substitute(v: &Value, vars: &[(&str, &str)]) -> Value {
+    match v {
+        Value::String(s) if s.contains("{{") => Value::String(render(s, vars, verbatim)),
+        Value::Array(a) => Value::Array(a.iter().map(|i| substitute(i, vars)).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.clone(), substitute(v, vars)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_per_format() {
+        let vars = [("bsn", "<a&\"b>")];
+        assert_eq!(render_xml("<x>{{bsn}}</x>", &vars), "<x>&lt;a&amp;&quot;b&gt;</x>");
+        assert_eq!(
+            render_json(&Value::String(r#"{"b":"{{ bsn }}"}"#.into()), &vars),
+            r#"{"b":"<a&\"b>"}"#
+        );
+        let body = serde_json::json!({"burgerservicenummer": ["{{bsn}}"], "n": 1});
+        let out: Value = serde_json::from_str(&render_json(&body, &vars)).unwrap();
+        assert_eq!(out["burgerservicenummer"][0], "<a&\"b>");
+        assert_eq!(placeholders("a {{bsn}} b {{ x }}"), vec!["bsn", "x"]);
+    }
+}

@@ -1,0 +1,270 @@
+//! Bearer token verification: who is calling.
+//!
+//! Tokens are JWTs verified with keys from config (HS256 for the demo, RS256/ES256 public keys
+//! in production), selected by `kid`. Each key is bound to one algorithm, so a token cannot
+//! choose its own (no `alg: none`, no HS/RS confusion). `exp`, `nbf`, `iss` and `aud` are
+//! checked with the configured clock skew. A citizen token carries the BSN (as DigiD would);
+//! an employee token carries the organisation and roles.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::bsn::Bsn;
+use crate::config::model::{AuthConfig, KeyAlg, KeyDef};
+
+/// Who is calling, as established by a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Citizen {
+        sub: String,
+        bsn: Bsn,
+    },
+    Employee {
+        sub: String,
+        organisation: String,
+        roles: Vec<String>,
+    },
+}
+
+impl Actor {
+    pub fn subject(&self) -> &str {
+        match self {
+            Actor::Citizen { sub, .. } | Actor::Employee { sub, .. } => sub,
+        }
+    }
+}
+
+/// The claims ketenportaal reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    #[serde(default)]
+    pub iat: i64,
+    /// `citizen` or `employee`.
+    pub actor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bsn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+    #[error("the token names an unknown key")]
+    UnknownKey,
+}
+
+/// Verifies tokens against the configured keys.
+pub struct Verifier {
+    keys: HashMap<String, (DecodingKey, Validation)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+fn alg(a: KeyAlg) -> Algorithm {
+    match a {
+        KeyAlg::HS256 => Algorithm::HS256,
+        KeyAlg::RS256 => Algorithm::RS256,
+        KeyAlg::ES256 => Algorithm::ES256,
+    }
+}
+
+/// Builds the decoding key for one configured key (reads PEM files relative to `base`).
+pub fn decoding_key(k: &KeyDef, base: &Path) -> Result<DecodingKey, String> {
+    match (k.alg, &k.secret, &k.public_key) {
+        (KeyAlg::HS256, Some(s), _) => Ok(DecodingKey::from_secret(s.expose().as_bytes())),
+        (KeyAlg::RS256 | KeyAlg::ES256, _, Some(p)) => {
+            let path = base.join(p);
+            let pem = std::fs::read(&path)
+                .map_err(|e| format!("cannot read public key {}: {e}", path.display()))?;
+            let key = if k.alg == KeyAlg::RS256 {
+                DecodingKey::from_rsa_pem(&pem)
+            } else {
+                DecodingKey::from_ec_pem(&pem)
+            };
+            key.map_err(|e| format!("{} is not a valid PEM public key: {e}", path.display()))
+        }
+        _ => Err("no key material".into()),
+    }
+}
+
+impl Verifier {
+    pub fn new(cfg: &AuthConfig, base: &Path) -> Result<Verifier, String> {
+        let mut keys = HashMap::new();
+        for k in &cfg.keys {
+            let key = decoding_key(k, base).map_err(|e| format!("key `{}`: {e}", k.kid))?;
+            let mut v = Validation::new(alg(k.alg));
+            v.set_issuer(&[&cfg.issuer]);
+            v.set_audience(&[&cfg.audience]);
+            v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            v.leeway = cfg.leeway.0.as_secs();
+            v.validate_nbf = true;
+            keys.insert(k.kid.clone(), (key, v));
+        }
+        Ok(Verifier { keys })
+    }
+
+    /// Verifies a token and returns who is calling.
+    pub fn verify(&self, token: &str) -> Result<Actor, AuthError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let (key, validation) = match &header.kid {
+            Some(kid) => self.keys.get(kid).ok_or(AuthError::UnknownKey)?,
+            None if self.keys.len() == 1 => {
+                self.keys.values().next().ok_or(AuthError::UnknownKey)?
+            }
+            None => return Err(AuthError::UnknownKey),
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let c = data.claims;
+        match c.actor.as_str() {
+            "citizen" => {
+                let bsn = c
+                    .bsn
+                    .as_deref()
+                    .ok_or_else(|| AuthError::Invalid("citizen token without bsn".into()))
+                    .and_then(|b| {
+                        Bsn::parse(b).map_err(|e| AuthError::Invalid(format!("bsn claim: {e}")))
+                    })?;
+                Ok(Actor::Citizen { sub: c.sub, bsn })
+            }
+            "employee" => Ok(Actor::Employee {
+                sub: c.sub,
+                organisation: c
+                    .org
+                    .ok_or_else(|| AuthError::Invalid("employee token without org".into()))?,
+                roles: c.roles,
+            }),
+            other => Err(AuthError::Invalid(format!("unknown actor `{other}`"))),
+        }
+    }
+}
+
+/// Mints an HS256 token (demo and the `token` command).
+pub fn mint_hs256(cfg: &AuthConfig, kid: &str, secret: &str, claims: &Claims) -> Result<String, String> {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(kid.to_string());
+    let _ = cfg;
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes()))
+        .map_err(|e| e.to_string())
+}
+
+/// Claims for a demo or test token valid for `ttl_secs`.
+pub fn claims_for(cfg: &AuthConfig, actor: &Actor, ttl_secs: i64) -> Claims {
+    let now = chrono::Utc::now().timestamp();
+    let mut c = Claims {
+        iss: cfg.issuer.clone(),
+        aud: cfg.audience.clone(),
+        sub: actor.subject().to_string(),
+        exp: now + ttl_secs,
+        nbf: Some(now - 1),
+        iat: now,
+        actor: String::new(),
+        bsn: None,
+        org: None,
+        roles: Vec::new(),
+    };
+    match actor {
+        Actor::Citizen { bsn, .. } => {
+            c.actor = "citizen".into();
+            c.bsn = Some(bsn.as_str().to_string());
+        }
+        Actor::Employee {
+            organisation,
+            roles,
+            ..
+        } => {
+            c.actor = "employee".into();
+            c.org = Some(organisation.clone());
+            c.roles = roles.clone();
+        }
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{Dur, Secret};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+    fn cfg() -> AuthConfig {
+        AuthConfig {
+            issuer: "iss".into(),
+            audience: "aud".into(),
+            leeway: Dur(std::time::Duration::from_secs(5)),
+            keys: vec![KeyDef {
+                kid: "k1".into(),
+                alg: KeyAlg::HS256,
+                secret: Some(Secret::new(SECRET)),
+                public_key: None,
+            }],
+        }
+    }
+
+    fn citizen() -> Actor {
+        Actor::Citizen {
+            sub: "c1".into(),
+            bsn: Bsn::parse("999993653").unwrap(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let c = cfg();
+        let v = Verifier::new(&c, Path::new(".")).unwrap();
+        let t = mint_hs256(&c, "k1", SECRET, &claims_for(&c, &citizen(), 60)).unwrap();
+        assert_eq!(v.verify(&t).unwrap(), citizen());
+    }
+
+    #[test]
+    fn refusals() {
+        let c = cfg();
+        let v = Verifier::new(&c, Path::new(".")).unwrap();
+        // expired
+        let t = mint_hs256(&c, "k1", SECRET, &claims_for(&c, &citizen(), -60)).unwrap();
+        assert!(v.verify(&t).is_err());
+        // wrong secret
+        let t = mint_hs256(&c, "k1", "another-secret-another-secret-xx", &claims_for(&c, &citizen(), 60)).unwrap();
+        assert!(v.verify(&t).is_err());
+        // wrong audience
+        let mut cl = claims_for(&c, &citizen(), 60);
+        cl.aud = "other".into();
+        assert!(v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap()).is_err());
+        // unknown kid
+        let t = mint_hs256(&c, "k2", SECRET, &claims_for(&c, &citizen(), 60)).unwrap();
+        assert_eq!(v.verify(&t), Err(AuthError::UnknownKey));
+        // alg none
+        use base64::Engine;
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let none = format!(
+            "{}.{}.",
+            e.encode(br#"{"alg":"none","kid":"k1"}"#),
+            e.encode(serde_json::to_vec(&claims_for(&c, &citizen(), 60)).unwrap())
+        );
+        assert!(v.verify(&none).is_err());
+        assert!(v.verify("garbage").is_err());
+    }
+}

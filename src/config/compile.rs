@@ -1,0 +1,546 @@
+//! From typed config to a validated, compiled [`Config`] snapshot.
+//!
+//! Cross-references (adapters -> organisations, maps -> sections, views -> fields, authority
+//! lists -> adapters) are checked here, and every adapter mapping is compiled. All problems
+//! are collected; a snapshot only exists when there are none. A snapshot is immutable: reload
+//! builds a new one and swaps it in whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::load::{ConfigError, ConfigErrors, closest, parse_tree, read_tree, typed};
+use super::model::{AdapterDef, Audience, GatewayConfig, KeyAlg, Protocol, SectionKind};
+use super::yaml::{Node, Pos, Step};
+use crate::mapping::json::JsonMapping;
+use crate::mapping::xml::XmlMapping;
+use crate::mapping::{CompileError, MapLimits};
+
+/// A compiled adapter mapping.
+#[derive(Debug, Clone)]
+pub enum Mapping {
+    Json(JsonMapping),
+    Xml(XmlMapping),
+}
+
+/// One adapter, validated and compiled.
+#[derive(Debug, Clone)]
+pub struct AdapterSpec {
+    pub def: AdapterDef,
+    /// Where it came from (a file, or `api:<id>` for a registration).
+    pub origin: PathBuf,
+    /// The endpoint with the organisation's base URL applied.
+    pub url: String,
+    pub organisation_name: String,
+    pub oin: String,
+    pub mapping: Mapping,
+    pub limits: MapLimits,
+    pub max_response_body: u64,
+    /// SHA-256 of the canonical descriptor: unchanged adapters keep their state on reload.
+    pub fingerprint: String,
+}
+
+impl AdapterSpec {
+    pub fn id(&self) -> &str {
+        &self.def.id
+    }
+
+    /// The sections this adapter fills.
+    pub fn sections(&self) -> impl Iterator<Item = &str> {
+        self.def.map.keys().map(String::as_str)
+    }
+}
+
+/// A validated configuration snapshot.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub base_dir: PathBuf,
+    pub gateway: GatewayConfig,
+    pub listen: SocketAddr,
+    pub adapters: BTreeMap<String, Arc<AdapterSpec>>,
+    /// Short hash of every input file: shows which config is loaded.
+    pub version: String,
+}
+
+impl Config {
+    /// Loads `file` and everything it refers to, with `${ENV}` from the process environment.
+    pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with_env(file, &|k| std::env::var(k).ok())
+    }
+
+    pub fn load_with_env(
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut hasher = Sha256::new();
+        let base_dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let tree = read_tree(file, env, &mut errors);
+        if let Ok(bytes) = std::fs::read(file) {
+            hasher.update(&bytes);
+        }
+        let gateway: Option<GatewayConfig> =
+            tree.as_ref().and_then(|t| typed(file, t, &mut errors));
+        let (Some(tree), Some(gateway)) = (tree, gateway) else {
+            return Err(ConfigErrors(errors));
+        };
+
+        // Adapter files.
+        let mut adapter_files: Vec<(PathBuf, Pos)> = Vec::new();
+        let list = tree.get("adapters");
+        for (i, entry) in gateway.adapters.iter().enumerate() {
+            let pos = list
+                .and_then(|l| l.items().get(i))
+                .map_or(tree.key_pos("adapters").unwrap_or_default(), |n| n.pos);
+            let p = base_dir.join(entry);
+            if p.is_dir() {
+                match std::fs::read_dir(&p) {
+                    Ok(rd) => {
+                        let mut files: Vec<PathBuf> = rd
+                            .filter_map(Result::ok)
+                            .map(|e| e.path())
+                            .filter(|p| {
+                                p.extension().is_some_and(|e| e == "yaml" || e == "yml")
+                            })
+                            .collect();
+                        files.sort();
+                        adapter_files.extend(files.into_iter().map(|f| (f, pos)));
+                    }
+                    Err(e) => errors.push(ConfigError::new(
+                        file,
+                        pos,
+                        format!("cannot read adapter folder {}: {e}", p.display()),
+                    )),
+                }
+            } else if p.is_file() {
+                adapter_files.push((p, pos));
+            } else {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        pos,
+                        format!("adapter file or folder `{entry}` does not exist ({})", p.display()),
+                    )
+                    .hint("paths are relative to this config file; fix the path or remove the entry"),
+                );
+            }
+        }
+
+        let mut adapters: BTreeMap<String, Arc<AdapterSpec>> = BTreeMap::new();
+        let mut adapter_trees: BTreeMap<String, (PathBuf, Node)> = BTreeMap::new();
+        for (path, _) in &adapter_files {
+            if let Ok(bytes) = std::fs::read(path) {
+                hasher.update(&bytes);
+            }
+            let mut errs = Vec::new();
+            let Some(atree) = read_tree(path, env, &mut errs) else {
+                errors.extend(errs);
+                continue;
+            };
+            if let Some(spec) = compile_adapter(path, &atree, &gateway, &mut errs) {
+                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                if spec.def.id != stem {
+                    errs.push(
+                        ConfigError::new(
+                            path,
+                            atree.get("id").map_or(atree.pos, |n| n.pos),
+                            format!("adapter id `{}` differs from the file name `{stem}`", spec.def.id),
+                        )
+                        .hint(format!("rename the file to `{}.yaml` or set `id: {stem}`", spec.def.id)),
+                    );
+                } else if let Some((other, _)) = adapter_trees.get(&spec.def.id) {
+                    errs.push(ConfigError::new(
+                        path,
+                        atree.pos,
+                        format!("adapter `{}` is also defined in {}", spec.def.id, other.display()),
+                    ));
+                } else if errs.is_empty() {
+                    adapter_trees.insert(spec.def.id.clone(), (path.clone(), atree));
+                    adapters.insert(spec.def.id.clone(), Arc::new(spec));
+                }
+            }
+            errors.extend(errs);
+        }
+
+        let listen = validate_gateway(file, &tree, &gateway, &adapters, &adapter_files, &mut errors);
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let listen = listen.ok_or_else(|| ConfigErrors(Vec::new()))?;
+        Ok(Config {
+            file: file.to_path_buf(),
+            base_dir,
+            gateway,
+            listen,
+            adapters,
+            version: hex::encode(&hasher.finalize()[..6]),
+        })
+    }
+
+    /// Validates a descriptor sent over the API (YAML or JSON text) against this config, with
+    /// the same messages as files get.
+    pub fn parse_adapter_text(&self, label: &str, text: &str) -> Result<AdapterSpec, ConfigErrors> {
+        let mut errors = Vec::new();
+        let origin = PathBuf::from(label);
+        let tree = parse_tree(&origin, text, &|k| std::env::var(k).ok(), &mut errors);
+        let spec = tree.and_then(|t| compile_adapter(&origin, &t, &self.gateway, &mut errors));
+        match spec {
+            Some(s) if errors.is_empty() => Ok(s),
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// The adapters that fill any of `sections`, in id order.
+    pub fn adapters_for<'a>(
+        &'a self,
+        sections: &'a BTreeSet<&str>,
+    ) -> impl Iterator<Item = &'a Arc<AdapterSpec>> + 'a {
+        self.adapters
+            .values()
+            .filter(move |a| a.sections().any(|s| sections.contains(s)))
+    }
+}
+
+/// Validates and compiles one adapter tree.
+fn compile_adapter(
+    file: &Path,
+    tree: &Node,
+    gw: &GatewayConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Option<AdapterSpec> {
+    let def: AdapterDef = typed(file, tree, errors)?;
+    let before = errors.len();
+    let at = |path: &[&str]| -> Pos {
+        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
+        tree.pos_at(&steps)
+    };
+    let key_at = |parent: &[&str], key: &str| -> Pos {
+        let steps: Vec<Step> = parent.iter().map(|s| Step::Key((*s).to_string())).collect();
+        let (n, _) = tree.walk(&steps);
+        n.key_pos(key).unwrap_or(n.pos)
+    };
+
+    if def.id.is_empty() || !def.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        errors.push(
+            ConfigError::new(file, at(&["id"]), format!("adapter id `{}` is not valid", def.id))
+                .hint("use lowercase letters, digits and `-`, e.g. `uwv-uitkeringen`"),
+        );
+    }
+    let org = gw.organisations.get(&def.organisation);
+    if org.is_none() {
+        let known: Vec<String> = gw.organisations.keys().cloned().collect();
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["organisation"]),
+                format!("organisation `{}` is not declared in the gateway config", def.organisation),
+            )
+            .hint(match closest(&def.organisation, &known) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => format!("declare it under `organisations:`; known: {}", known.join(", ")),
+            }),
+        );
+    }
+    let url = if def.endpoint.starts_with("http://") || def.endpoint.starts_with("https://") {
+        def.endpoint.clone()
+    } else if def.endpoint.starts_with('/') {
+        match org.and_then(|o| o.base_url.as_deref()) {
+            Some(base) => format!("{}{}", base.trim_end_matches('/'), def.endpoint),
+            None => {
+                if org.is_some() {
+                    errors.push(
+                        ConfigError::new(
+                            file,
+                            at(&["endpoint"]),
+                            format!(
+                                "endpoint `{}` is a path, but organisation `{}` has no `base_url`",
+                                def.endpoint, def.organisation
+                            ),
+                        )
+                        .hint("give the full URL, or set `base_url` on the organisation"),
+                    );
+                }
+                String::new()
+            }
+        }
+    } else {
+        errors.push(
+            ConfigError::new(file, at(&["endpoint"]), format!("endpoint `{}` is not a URL", def.endpoint))
+                .hint("write `https://host/path`, or a path starting with `/` under the organisation's base_url"),
+        );
+        String::new()
+    };
+    if !url.is_empty() && reqwest::Url::parse(&url).is_err() {
+        errors.push(ConfigError::new(file, at(&["endpoint"]), format!("endpoint `{url}` is not a valid URL")));
+    }
+    if def.timeout.0.is_zero() {
+        errors.push(ConfigError::new(file, at(&["timeout"]), "timeout must be above 0").hint("e.g. `timeout: 800ms`"));
+    }
+
+    // Protocol block.
+    match (def.protocol, &def.soap, &def.rest) {
+        (Protocol::Soap, None, _) => errors.push(
+            ConfigError::new(file, at(&["protocol"]), "protocol `soap` needs a `soap:` block")
+                .hint("add `soap: {version: \"1.1\", action: ..., namespaces: {...}, body: ...}`"),
+        ),
+        (Protocol::Rest, _, None) => errors.push(
+            ConfigError::new(file, at(&["protocol"]), "protocol `rest` needs a `rest:` block")
+                .hint("add `rest: {method: POST, body: {...}}`"),
+        ),
+        (Protocol::Soap, Some(_), Some(_)) => errors.push(
+            ConfigError::new(file, key_at(&[], "rest"), "a `rest:` block in a soap adapter")
+                .hint("remove it, or set `protocol: rest`"),
+        ),
+        (Protocol::Rest, Some(_), Some(_)) => errors.push(
+            ConfigError::new(file, key_at(&[], "soap"), "a `soap:` block in a rest adapter")
+                .hint("remove it, or set `protocol: soap`"),
+        ),
+        _ => {}
+    }
+    // Templates may only use known placeholders.
+    let mut templates: Vec<(Pos, String)> = Vec::new();
+    if let Some(s) = &def.soap {
+        templates.push((at(&["soap", "body"]), s.body.clone()));
+    }
+    if let Some(r) = &def.rest {
+        if let Some(b) = &r.body {
+            templates.push((at(&["rest", "body"]), b.to_string()));
+        }
+        for (k, v) in &r.headers {
+            templates.push((at(&["rest", "headers", k]), v.clone()));
+        }
+    }
+    for (pos, t) in templates {
+        for name in crate::adapter::template::placeholders(&t) {
+            if !crate::adapter::template::KNOWN.contains(&name.as_str()) {
+                errors.push(
+                    ConfigError::new(file, pos, format!("unknown placeholder `{{{{{name}}}}}`"))
+                        .hint(format!("known placeholders: {}", crate::adapter::template::KNOWN.join(", "))),
+                );
+            }
+        }
+    }
+
+    // Map: sections must be declared; mappings must compile.
+    let known_sections: Vec<String> = gw.sections.keys().cloned().collect();
+    for name in def.map.keys() {
+        if !gw.sections.contains_key(name) {
+            errors.push(
+                ConfigError::new(file, key_at(&["map"], name), format!("section `{name}` is not declared in the gateway config"))
+                    .hint(match closest(name, &known_sections) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("declare it under `sections:`; known: {}", known_sections.join(", ")),
+                    }),
+            );
+        }
+    }
+    let compiled = match def.protocol {
+        Protocol::Rest => JsonMapping::compile(&def.map).map(Mapping::Json),
+        Protocol::Soap => {
+            let ns = def.soap.as_ref().map(|s| s.namespaces.clone()).unwrap_or_default();
+            XmlMapping::compile(&def.map, &ns).map(Mapping::Xml)
+        }
+    };
+    let mapping = match compiled {
+        Ok(m) => Some(m),
+        Err(errs) => {
+            for CompileError { section, field, message, hint } in errs {
+                let pos = match &field {
+                    Some(f) => at(&["map", &section, "fields", f]),
+                    None => at(&["map", &section, "each"]),
+                };
+                errors.push(ConfigError::new(file, pos, message).hint_opt(hint));
+            }
+            None
+        }
+    };
+    if errors.len() > before {
+        return None;
+    }
+    let org = org?;
+    let canonical = serde_json::to_vec(&def).unwrap_or_default();
+    Some(AdapterSpec {
+        origin: file.to_path_buf(),
+        url,
+        organisation_name: org.name.clone(),
+        oin: org.oin.clone(),
+        mapping: mapping?,
+        limits: MapLimits {
+            max_depth: gw.limits.max_depth,
+        },
+        max_response_body: def
+            .max_response_body
+            .map_or(gw.limits.max_response_body.0, |b| b.0),
+        fingerprint: hex::encode(Sha256::digest(&canonical)),
+        def,
+    })
+}
+
+fn validate_gateway(
+    file: &Path,
+    tree: &Node,
+    gw: &GatewayConfig,
+    adapters: &BTreeMap<String, Arc<AdapterSpec>>,
+    adapter_files: &[(PathBuf, Pos)],
+    errors: &mut Vec<ConfigError>,
+) -> Option<SocketAddr> {
+    let at = |path: &[&str]| -> Pos {
+        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
+        tree.pos_at(&steps)
+    };
+    let listen = match gw.listen.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errors.push(
+                ConfigError::new(file, at(&["listen"]), format!("`listen: {}` is not an address", gw.listen))
+                    .hint("write `host:port`, e.g. `127.0.0.1:8080` or `0.0.0.0:8443`"),
+            );
+            None
+        }
+    };
+    if gw.deadline.0.is_zero() {
+        errors.push(ConfigError::new(file, at(&["deadline"]), "deadline must be above 0"));
+    }
+    for (id, org) in &gw.organisations {
+        if org.oin.len() != 20 || !org.oin.bytes().all(|b| b.is_ascii_digit()) {
+            errors.push(
+                ConfigError::new(file, at(&["organisations", id, "oin"]), format!("OIN of `{id}` must be 20 digits"))
+                    .hint("quote it to keep leading zeros: `oin: \"00000001003214345000\"`"),
+            );
+        }
+    }
+    let adapter_ids: Vec<String> = adapters.keys().cloned().collect();
+    // Only complain about unknown adapters when every adapter file loaded; otherwise the
+    // real problem is already reported.
+    let all_loaded = adapter_files.len() == adapters.len();
+    for (name, s) in &gw.sections {
+        for (i, a) in s.authority.iter().enumerate() {
+            if all_loaded && !adapters.contains_key(a) {
+                let pos = tree
+                    .walk(&[Step::Key("sections".into()), Step::Key(name.clone()), Step::Key("authority".into()), Step::Index(i)])
+                    .0
+                    .pos;
+                errors.push(
+                    ConfigError::new(file, pos, format!("section `{name}`: authority `{a}` is not a loaded adapter"))
+                        .hint(match closest(a, &adapter_ids) {
+                            Some(c) => format!("did you mean `{c}`?"),
+                            None => format!("loaded adapters: {}", adapter_ids.join(", ")),
+                        }),
+                );
+            }
+        }
+        if s.kind == SectionKind::Single && (!s.key.is_empty() || s.sort.is_some()) {
+            errors.push(
+                ConfigError::new(file, at(&["sections", name]), format!("section `{name}` is `single`: `key` and `sort` apply to `list` sections only"))
+                    .hint("remove `key`/`sort`, or set `kind: list`"),
+            );
+        }
+        if s.kind == SectionKind::List && s.key.is_empty() {
+            errors.push(
+                ConfigError::new(file, at(&["sections", name]), format!("list section `{name}` needs `key` fields to de-duplicate records"))
+                    .hint("e.g. `key: [soort, ingangsdatum]`"),
+            );
+        }
+    }
+    // Fields that some adapter maps into each section.
+    let mut fields: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for a in adapters.values() {
+        for (sec, m) in &a.def.map {
+            fields.entry(sec).or_default().extend(m.fields.keys().map(String::as_str));
+        }
+    }
+    let known_sections: Vec<String> = gw.sections.keys().cloned().collect();
+    for (vname, v) in &gw.views {
+        for (sec, allowed) in &v.sections {
+            let pos = tree
+                .walk(&[Step::Key("views".into()), Step::Key(vname.clone()), Step::Key("sections".into())])
+                .0
+                .key_pos(sec)
+                .unwrap_or_else(|| at(&["views", vname]));
+            if !gw.sections.contains_key(sec) {
+                errors.push(
+                    ConfigError::new(file, pos, format!("view `{vname}`: section `{sec}` is not declared"))
+                        .hint_opt(closest(sec, &known_sections).map(|c| format!("did you mean `{c}`?"))),
+                );
+                continue;
+            }
+            if !all_loaded {
+                continue;
+            }
+            let have = fields.get(sec.as_str());
+            for f in allowed {
+                if f == "*" {
+                    continue;
+                }
+                if !have.is_some_and(|h| h.contains(f.as_str())) {
+                    let known: Vec<String> = have.map(|h| h.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+                    errors.push(
+                        ConfigError::new(file, pos, format!("view `{vname}`: no adapter maps field `{f}` into section `{sec}`"))
+                            .hint(match closest(f, &known) {
+                                Some(c) => format!("did you mean `{c}`?"),
+                                None => format!("fields mapped into `{sec}`: {}", known.join(", ")),
+                            }),
+                    );
+                }
+            }
+        }
+        match v.audience {
+            Audience::Employee => {
+                if v.roles.is_empty() {
+                    errors.push(
+                        ConfigError::new(file, at(&["views", vname]), format!("employee view `{vname}` names no `roles`"))
+                            .hint("list the token roles that may use it, e.g. `roles: [uwv-werkcoach]`"),
+                    );
+                }
+                if v.purposes.is_empty() {
+                    errors.push(
+                        ConfigError::new(file, at(&["views", vname]), format!("employee view `{vname}` allows no `purposes` (doelbinding)"))
+                            .hint("e.g. `purposes: {re-integratie: {processing_activity: \"https://...\"}}`"),
+                    );
+                }
+            }
+            Audience::Citizen => {
+                if !v.roles.is_empty() || !v.purposes.is_empty() {
+                    errors.push(
+                        ConfigError::new(file, at(&["views", vname]), format!("citizen view `{vname}` cannot have roles or purposes"))
+                            .hint("a citizen reads their own dossier; remove `roles`/`purposes`"),
+                    );
+                }
+            }
+        }
+    }
+    if !gw.views.values().any(|v| v.audience == Audience::Citizen) {
+        // Not an error: an employee-only gateway is valid.
+    }
+    for (i, k) in gw.auth.keys.iter().enumerate() {
+        let pos = tree
+            .walk(&[Step::Key("auth".into()), Step::Key("keys".into()), Step::Index(i)])
+            .0
+            .pos;
+        match (k.alg, &k.secret, &k.public_key) {
+            (KeyAlg::HS256, Some(s), _) if s.expose().len() < 32 => errors.push(
+                ConfigError::new(file, pos, format!("key `{}`: an HS256 secret needs at least 32 bytes", k.kid))
+                    .hint("generate one with `openssl rand -base64 48` and pass it via `${ENV}`"),
+            ),
+            (KeyAlg::HS256, None, _) => errors.push(
+                ConfigError::new(file, pos, format!("key `{}`: HS256 needs `secret`", k.kid))
+                    .hint("e.g. `secret: ${KETENPORTAAL_JWT_SECRET}`"),
+            ),
+            (KeyAlg::RS256 | KeyAlg::ES256, _, None) => errors.push(
+                ConfigError::new(file, pos, format!("key `{}`: {:?} needs `public_key` (a PEM file)", k.kid, k.alg)),
+            ),
+            _ => {}
+        }
+        if let Err(e) = crate::auth::decoding_key(k, file.parent().unwrap_or(Path::new("."))) {
+            if k.secret.is_some() || k.public_key.is_some() {
+                errors.push(ConfigError::new(file, pos, format!("key `{}`: {e}", k.kid)));
+            }
+        }
+    }
+    listen
+}

@@ -1,0 +1,75 @@
+//! Built-in demo: fixture agencies on loopback and the gateway on `config/demo.yaml`.
+//!
+//! The demo config reads the agencies' address from `${KETENPORTAAL_AGENCIES}` and the token
+//! secret from `${KETENPORTAAL_DEMO_SECRET}`; [`demo_env`] supplies both without touching the
+//! process environment (a fresh random secret per run unless one is exported).
+
+pub mod agencies;
+
+use std::path::Path;
+
+use rand_core::RngCore;
+
+use crate::auth::{Actor, claims_for, mint_hs256};
+use crate::bsn::Bsn;
+use crate::config::Config;
+use crate::config::model::KeyAlg;
+
+/// The demo citizen: has data at every organisation.
+pub const DEMO_CITIZEN: &str = "999993653";
+
+/// Environment lookup for the demo config: the agencies' URL and the token secret, falling
+/// back to the real environment for anything else.
+pub fn demo_env(agencies: String, secret: String) -> impl Fn(&str) -> Option<String> {
+    move |k: &str| match k {
+        "KETENPORTAAL_AGENCIES" => Some(agencies.clone()),
+        "KETENPORTAAL_DEMO_SECRET" => Some(secret.clone()),
+        _ => std::env::var(k).ok(),
+    }
+}
+
+/// The secret for demo tokens: `KETENPORTAAL_DEMO_SECRET` if exported, else a fresh one.
+pub fn demo_secret() -> String {
+    std::env::var("KETENPORTAAL_DEMO_SECRET").unwrap_or_else(|_| {
+        let mut b = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut b);
+        hex::encode(b)
+    })
+}
+
+/// Mints a token with the config's first HS256 key.
+pub fn mint(config: &Config, secret: &str, actor: &Actor, ttl_secs: i64) -> Result<String, String> {
+    let auth = &config.gateway.auth;
+    let key = auth
+        .keys
+        .iter()
+        .find(|k| k.alg == KeyAlg::HS256)
+        .ok_or("the config has no HS256 key to mint tokens with")?;
+    mint_hs256(auth, &key.kid, secret, &claims_for(auth, actor, ttl_secs))
+}
+
+/// The demo citizen as an actor.
+pub fn citizen(bsn: &str) -> Result<Actor, String> {
+    Ok(Actor::Citizen {
+        sub: format!("digid:{bsn}"),
+        bsn: Bsn::parse(bsn).map_err(|e| e.to_string())?,
+    })
+}
+
+/// A demo employee.
+pub fn employee(id: &str, organisation: &str, roles: &[&str]) -> Actor {
+    Actor::Employee {
+        sub: id.to_string(),
+        organisation: organisation.to_string(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+/// Where the fixtures are: `fixtures/agencies` next to the config's folder.
+pub fn fixtures_dir(config_file: &Path) -> std::path::PathBuf {
+    config_file
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."))
+        .join("fixtures/agencies")
+}

@@ -1,0 +1,220 @@
+//! Merging source answers into one Digitaal Klant Dossier, and filtering it through a view.
+//!
+//! Both are pure functions. [`merge`] is deterministic: the answers are ranked by the
+//! section's authority order (then adapter id) before anything else happens, so the same
+//! answers give byte-identical output whatever order they arrived in. [`render`] applies a
+//! view's field allow-lists to a merged dossier; the cache sits before it, so one cached
+//! answer serves every view without leaking fields.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::adapter::SourceAnswer;
+use crate::config::model::{SectionDef, SectionKind, SortOrder, ViewDef};
+use crate::mapping::Record;
+
+/// A merged section, before any view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MergedSection {
+    /// Field -> (value, adapter it came from).
+    Single(BTreeMap<String, (Value, Arc<str>)>),
+    /// Records with the adapter each came from, de-duplicated and sorted.
+    List(Vec<(Record, Arc<str>)>),
+}
+
+/// Different non-null values for one field of a `single` section.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Conflict {
+    pub section: String,
+    pub field: String,
+    /// `[adapter, value]` pairs, the chosen (most authoritative) one first.
+    pub values: Vec<(Arc<str>, Value)>,
+}
+
+/// The merged dossier, before any view.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Merged {
+    pub sections: BTreeMap<String, MergedSection>,
+    pub conflicts: Vec<Conflict>,
+}
+
+fn rank(def: &SectionDef, adapter: &str) -> (usize, String) {
+    let r = def
+        .authority
+        .iter()
+        .position(|a| a == adapter)
+        .unwrap_or(def.authority.len());
+    (r, adapter.to_string())
+}
+
+/// Merges the answers into the `wanted` sections.
+pub fn merge(
+    defs: &BTreeMap<String, SectionDef>,
+    wanted: &BTreeSet<&str>,
+    answers: &[&SourceAnswer],
+) -> Merged {
+    let mut out = Merged::default();
+    for (name, def) in defs {
+        if !wanted.contains(name.as_str()) {
+            continue;
+        }
+        let mut ranked: Vec<(&SourceAnswer, &Vec<Record>)> = answers
+            .iter()
+            .filter_map(|a| a.sections.get(name).map(|recs| (*a, recs)))
+            .collect();
+        if ranked.is_empty() {
+            continue;
+        }
+        ranked.sort_by_cached_key(|(a, _)| rank(def, &a.adapter));
+        match def.kind {
+            SectionKind::Single => {
+                let mut fields: BTreeMap<String, (Value, Arc<str>)> = BTreeMap::new();
+                let mut seen: BTreeMap<String, Vec<(Arc<str>, Value)>> = BTreeMap::new();
+                for (a, recs) in &ranked {
+                    let Some(rec) = recs.first() else { continue };
+                    for (f, v) in rec {
+                        if v.is_null() {
+                            continue;
+                        }
+                        let vals = seen.entry(f.clone()).or_default();
+                        if !vals.iter().any(|(_, x)| x == v) {
+                            vals.push((a.adapter.clone(), v.clone()));
+                        }
+                        fields
+                            .entry(f.clone())
+                            .or_insert_with(|| (v.clone(), a.adapter.clone()));
+                    }
+                }
+                for (field, values) in seen {
+                    if values.len() > 1 {
+                        out.conflicts.push(Conflict {
+                            section: name.clone(),
+                            field,
+                            values,
+                        });
+                    }
+                }
+                out.sections.insert(name.clone(), MergedSection::Single(fields));
+            }
+            SectionKind::List => {
+                let mut keys: BTreeSet<String> = BTreeSet::new();
+                let mut records: Vec<(Record, Arc<str>)> = Vec::new();
+                for (a, recs) in &ranked {
+                    for r in recs.iter() {
+                        let key = def
+                            .key
+                            .iter()
+                            .map(|k| r.get(k).map_or_else(|| "null".to_string(), Value::to_string))
+                            .collect::<Vec<_>>()
+                            .join("\u{1f}");
+                        if keys.insert(key) {
+                            records.push((r.clone(), a.adapter.clone()));
+                        }
+                    }
+                }
+                records.sort_by(|(a, sa), (b, sb)| {
+                    let by_sort = match &def.sort {
+                        Some(s) => {
+                            let o = cmp_values(a.get(&s.field), b.get(&s.field));
+                            if s.order == SortOrder::Desc { o.reverse() } else { o }
+                        }
+                        None => Ordering::Equal,
+                    };
+                    by_sort
+                        .then_with(|| {
+                            def.key
+                                .iter()
+                                .map(|k| cmp_values(a.get(k), b.get(k)))
+                                .find(|o| o.is_ne())
+                                .unwrap_or(Ordering::Equal)
+                        })
+                        .then_with(|| sa.cmp(sb))
+                });
+                out.sections.insert(name.clone(), MergedSection::List(records));
+            }
+        }
+    }
+    out
+}
+
+/// A total order on field values: numbers numerically, strings (and ISO dates) textually,
+/// nulls last.
+fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    fn class(v: Option<&Value>) -> u8 {
+        match v {
+            Some(Value::Bool(_)) => 0,
+            Some(Value::Number(_)) => 1,
+            Some(Value::String(_)) => 2,
+            Some(Value::Array(_) | Value::Object(_)) => 3,
+            None | Some(Value::Null) => 4,
+        }
+    }
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .unwrap_or(0.0)
+            .total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        _ => class(a).cmp(&class(b)),
+    }
+}
+
+fn allowed<'a>(view: &'a ViewDef, section: &str) -> Option<Option<BTreeSet<&'a str>>> {
+    let fields = view.sections.get(section)?;
+    if fields.iter().any(|f| f == "*") {
+        Some(None)
+    } else {
+        Some(Some(fields.iter().map(String::as_str).collect()))
+    }
+}
+
+/// Applies a view: only its sections, only their allowed fields, with provenance.
+/// Returns the `sections` object and the conflicts on visible fields.
+pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Conflict>) {
+    let mut sections = Map::new();
+    for (name, sec) in &merged.sections {
+        let Some(filter) = allowed(view, name) else { continue };
+        let visible = |f: &str| filter.as_ref().is_none_or(|set| set.contains(f));
+        match sec {
+            MergedSection::Single(fields) => {
+                let mut obj = Map::new();
+                let mut prov = Map::new();
+                for (f, (v, src)) in fields {
+                    if visible(f) {
+                        obj.insert(f.clone(), v.clone());
+                        prov.insert(f.clone(), Value::String(src.to_string()));
+                    }
+                }
+                obj.insert("_provenance".into(), Value::Object(prov));
+                sections.insert(name.clone(), Value::Object(obj));
+            }
+            MergedSection::List(records) => {
+                let list = records
+                    .iter()
+                    .map(|(r, src)| {
+                        let mut obj: Map<String, Value> = r
+                            .iter()
+                            .filter(|(f, _)| visible(f))
+                            .map(|(f, v)| (f.clone(), v.clone()))
+                            .collect();
+                        obj.insert("_source".into(), Value::String(src.to_string()));
+                        Value::Object(obj)
+                    })
+                    .collect();
+                sections.insert(name.clone(), Value::Array(list));
+            }
+        }
+    }
+    let conflicts = merged
+        .conflicts
+        .iter()
+        .filter(|c| allowed(view, &c.section).is_some_and(|f| f.is_none_or(|s| s.contains(c.field.as_str()))))
+        .cloned()
+        .collect();
+    (sections, conflicts)
+}

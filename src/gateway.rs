@@ -1,0 +1,431 @@
+//! The gateway: fan-out to the adapters a view needs, merge, view filter, audit.
+//!
+//! A [`Gateway`] holds the current [`Runtime`] (config snapshot + adapter clients + token
+//! verifier) behind an `ArcSwap`: a request takes the snapshot once and finishes on it, and a
+//! reload swaps in a whole new one atomically. The cache and the audit sink live outside the
+//! snapshot, so they survive reloads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use futures::future::join_all;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
+use crate::audit::{AccessRecord, AuditSink};
+use crate::auth::{Actor, Verifier};
+use crate::bsn::Bsn;
+use crate::cache::{CacheKey, Freshness, Policy, SourceCache};
+use crate::config::compile::Config;
+use crate::config::model::{Audience, ViewDef};
+use crate::dossier::{self, Conflict};
+use crate::trace::TraceContext;
+
+/// Everything that changes on reload, swapped as one.
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub adapters: BTreeMap<String, AdapterClient>,
+    pub verifier: Verifier,
+}
+
+impl Runtime {
+    pub fn build(config: Config, http: &reqwest::Client) -> Result<Runtime, String> {
+        let verifier = Verifier::new(&config.gateway.auth, &config.base_dir)?;
+        let adapters = config
+            .adapters
+            .iter()
+            .map(|(id, spec)| (id.clone(), AdapterClient::new(spec.clone(), http.clone())))
+            .collect();
+        Ok(Runtime {
+            config: Arc::new(config),
+            adapters,
+            verifier,
+        })
+    }
+}
+
+/// Why a caller may not read a dossier through a view.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccessError {
+    #[error("unknown view `{0}`")]
+    UnknownView(String),
+    #[error("view `{0}` is not for this kind of caller")]
+    WrongAudience(String),
+    #[error("none of your roles may use view `{0}`")]
+    RoleNotAllowed(String),
+    #[error("state the purpose of this access in the `X-Purpose` header (doelbinding)")]
+    PurposeMissing,
+    #[error("purpose `{purpose}` is not allowed for view `{view}`; allowed: {allowed}")]
+    PurposeNotAllowed {
+        view: String,
+        purpose: String,
+        allowed: String,
+    },
+    #[error("a citizen can only read their own dossier")]
+    OtherSubject,
+    #[error("unknown section `{0}` in this view")]
+    UnknownSection(String),
+}
+
+/// Why a dossier could not be served at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DossierError {
+    #[error("no source answered: {0}")]
+    NoSource(String),
+    #[error("no source answered before the deadline")]
+    AllTimedOut,
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+/// One dossier request, after authentication.
+#[derive(Debug, Clone)]
+pub struct DossierRequest {
+    pub actor: Actor,
+    pub bsn: Bsn,
+    pub view: String,
+    pub sections: Option<Vec<String>>,
+    pub purpose: Option<String>,
+    /// `Cache-Control: no-cache` from an employee: fetch fresh.
+    pub no_cache: bool,
+    pub trace: TraceContext,
+}
+
+/// Status of one source in one answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceReport {
+    pub adapter: Arc<str>,
+    pub organisation: String,
+    pub status: &'static str,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Subject {
+    pub bsn: Bsn,
+}
+
+/// The dossier document a portal receives.
+#[derive(Debug, Clone, Serialize)]
+pub struct DossierResponse {
+    pub subject: Subject,
+    pub view: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    pub complete: bool,
+    pub generated_at: DateTime<Utc>,
+    pub sections: Map<String, Value>,
+    pub sources: Vec<SourceReport>,
+    pub conflicts: Vec<Conflict>,
+    pub trace_id: String,
+}
+
+/// Checks that `actor` may read `bsn` through `view` for `purpose`; returns the view.
+pub fn authorize<'c>(
+    config: &'c Config,
+    actor: &Actor,
+    bsn: &Bsn,
+    view: &str,
+    purpose: Option<&str>,
+) -> Result<&'c ViewDef, AccessError> {
+    let v = config
+        .gateway
+        .views
+        .get(view)
+        .ok_or_else(|| AccessError::UnknownView(view.to_string()))?;
+    match actor {
+        Actor::Citizen { bsn: own, .. } => {
+            if v.audience != Audience::Citizen {
+                return Err(AccessError::WrongAudience(view.to_string()));
+            }
+            if own != bsn {
+                return Err(AccessError::OtherSubject);
+            }
+        }
+        Actor::Employee { roles, .. } => {
+            if v.audience != Audience::Employee {
+                return Err(AccessError::WrongAudience(view.to_string()));
+            }
+            if !roles.iter().any(|r| v.roles.contains(r)) {
+                return Err(AccessError::RoleNotAllowed(view.to_string()));
+            }
+            let p = purpose.ok_or(AccessError::PurposeMissing)?;
+            if !v.purposes.contains_key(p) {
+                return Err(AccessError::PurposeNotAllowed {
+                    view: view.to_string(),
+                    purpose: p.to_string(),
+                    allowed: v.purposes.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+    }
+    Ok(v)
+}
+
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    pub cache: SourceCache,
+    audit: Arc<dyn AuditSink>,
+    http: reqwest::Client,
+}
+
+struct Outcome {
+    report: SourceReport,
+    answer: Option<Arc<SourceAnswer>>,
+    timed_out: bool,
+}
+
+impl Gateway {
+    pub fn new(config: Config, audit: Arc<dyn AuditSink>) -> Result<Gateway, String> {
+        let http = crate::adapter::http_client().map_err(|e| format!("HTTP client: {e}"))?;
+        let cache = SourceCache::new(config.gateway.cache.max_bytes.0, config.gateway.cache.enabled);
+        let runtime = Runtime::build(config, &http)?;
+        Ok(Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            cache,
+            audit,
+            http,
+        })
+    }
+
+    /// The current snapshot; a request uses one snapshot from start to end.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Swaps in a new, already validated config.
+    pub fn swap(&self, config: Config) -> Result<(), String> {
+        let rt = Runtime::build(config, &self.http)?;
+        self.runtime.store(Arc::new(rt));
+        Ok(())
+    }
+
+    /// Fetches, merges, filters and audits one dossier.
+    pub async fn dossier(
+        &self,
+        rt: &Runtime,
+        req: DossierRequest,
+    ) -> Result<DossierResponse, DossierError> {
+        let config = &rt.config;
+        let view = config
+            .gateway
+            .views
+            .get(&req.view)
+            .ok_or_else(|| DossierError::NoSource(format!("unknown view {}", req.view)))?;
+        let wanted: BTreeSet<&str> = view
+            .sections
+            .keys()
+            .map(String::as_str)
+            .filter(|s| {
+                req.sections
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|o| o == s))
+            })
+            .collect();
+
+        let started = Instant::now();
+        let deadline = started + config.gateway.deadline.0;
+        let needed: Vec<&AdapterClient> = config
+            .adapters_for(&wanted)
+            .filter_map(|spec| rt.adapters.get(spec.id()))
+            .collect();
+        let calls = needed
+            .iter()
+            .map(|client| self.call(client, &req, deadline));
+        let outcomes: Vec<Outcome> = join_all(calls).await;
+
+        let answers: Vec<&SourceAnswer> = outcomes
+            .iter()
+            .filter_map(|o| o.answer.as_deref())
+            .collect();
+        let complete = outcomes.iter().all(|o| o.answer.is_some());
+        let mut sources: Vec<SourceReport> = outcomes.iter().map(|o| o.report.clone()).collect();
+        for (id, client) in &rt.adapters {
+            if !needed.iter().any(|n| n.id().as_ref() == id) {
+                sources.push(SourceReport {
+                    adapter: client.id().clone(),
+                    organisation: client.spec.def.organisation.clone(),
+                    status: "skipped",
+                    latency_ms: 0,
+                    age_ms: None,
+                    fetched_at: None,
+                    error: None,
+                });
+            }
+        }
+
+        let mut record = AccessRecord {
+            time: Utc::now(),
+            trace_id: req.trace.trace_id.clone(),
+            actor_type: match req.actor {
+                Actor::Citizen { .. } => "citizen",
+                Actor::Employee { .. } => "employee",
+            },
+            actor: req.actor.subject().to_string(),
+            actor_organisation: match &req.actor {
+                Actor::Employee { organisation, .. } => Some(organisation.clone()),
+                Actor::Citizen { .. } => None,
+            },
+            actor_roles: match &req.actor {
+                Actor::Employee { roles, .. } => roles.clone(),
+                Actor::Citizen { .. } => Vec::new(),
+            },
+            bsn: req.bsn,
+            view: req.view.clone(),
+            purpose: req.purpose.clone(),
+            processing_activity: req
+                .purpose
+                .as_ref()
+                .and_then(|p| view.purposes.get(p))
+                .and_then(|p| p.processing_activity.clone()),
+            sections: wanted.iter().map(|s| s.to_string()).collect(),
+            sources: outcomes
+                .iter()
+                .map(|o| (o.report.adapter.clone(), o.report.status))
+                .collect(),
+            outcome: String::new(),
+        };
+
+        if answers.is_empty() && !needed.is_empty() {
+            let all_timeouts = outcomes.iter().all(|o| o.timed_out);
+            let err = if all_timeouts {
+                DossierError::AllTimedOut
+            } else {
+                DossierError::NoSource(
+                    outcomes
+                        .iter()
+                        .map(|o| format!("{}: {}", o.report.adapter, o.report.error.as_deref().unwrap_or(o.report.status)))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            };
+            record.outcome = format!("failed: {err}");
+            // Even a failed access is an access attempt: audit it, fail closed.
+            self.audit.record(&record).await?;
+            return Err(err);
+        }
+
+        let merged = dossier::merge(&config.gateway.sections, &wanted, &answers);
+        let (sections, conflicts) = dossier::render(&merged, view);
+        record.outcome = if complete { "served" } else { "partial" }.into();
+        self.audit.record(&record).await?;
+
+        Ok(DossierResponse {
+            subject: Subject { bsn: req.bsn },
+            view: req.view,
+            purpose: req.purpose,
+            complete,
+            generated_at: Utc::now(),
+            sections,
+            sources,
+            conflicts,
+            trace_id: req.trace.trace_id,
+        })
+    }
+
+    async fn call(&self, client: &AdapterClient, req: &DossierRequest, deadline: Instant) -> Outcome {
+        let start = Instant::now();
+        let remaining = deadline.saturating_duration_since(start);
+        let budget = client.timeout().min(remaining);
+        let spec = &client.spec;
+        let key = CacheKey {
+            adapter: client.id().clone(),
+            version: Arc::from(&spec.fingerprint[..16]),
+            bsn: req.bsn,
+        };
+        let policy = Policy {
+            ttl: spec.def.cache.ttl.0,
+            stale_if_error: spec.def.cache.stale_if_error.0,
+        };
+        let ctx = CallContext {
+            bsn: req.bsn,
+            traceparent: Some(req.trace.child().header()),
+        };
+        let fetch = async {
+            match tokio::time::timeout(budget, client.fetch(&ctx)).await {
+                Ok(r) => r,
+                Err(_) => Err(SourceError::Timeout(budget.as_millis() as u64)),
+            }
+        };
+        // The outer timeout guards the wait for a coalesced fetch started by another request.
+        let result = match tokio::time::timeout(
+            budget + Duration::from_millis(5),
+            self.cache.get_or_fetch(key.clone(), policy, req.no_cache, fetch),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => match self.cache.stale_answer(&key, policy).await {
+                Some(hit) => Ok(hit),
+                None => Err(SourceError::Timeout(budget.as_millis() as u64)),
+            },
+        };
+        let latency_ms = start.elapsed().as_millis() as u64;
+        match result {
+            Ok((answer, fresh)) => {
+                let (status, age) = match fresh {
+                    Freshness::Fetched => ("ok", None),
+                    Freshness::Cached(age) => ("cached", Some(age.as_millis() as u64)),
+                    Freshness::Stale(age) => ("stale", Some(age.as_millis() as u64)),
+                };
+                Outcome {
+                    report: SourceReport {
+                        adapter: client.id().clone(),
+                        organisation: spec.def.organisation.clone(),
+                        status,
+                        latency_ms,
+                        age_ms: age,
+                        fetched_at: Some(answer.fetched_at),
+                        error: None,
+                    },
+                    answer: Some(answer),
+                    timed_out: false,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(adapter = %client.id(), error = %e, trace_id = %req.trace.trace_id, "Source failed.");
+                Outcome {
+                    report: SourceReport {
+                        adapter: client.id().clone(),
+                        organisation: spec.def.organisation.clone(),
+                        status: e.status(),
+                        latency_ms,
+                        age_ms: None,
+                        fetched_at: None,
+                        error: Some(e.to_string()),
+                    },
+                    answer: None,
+                    timed_out: matches!(e, SourceError::Timeout(_)),
+                }
+            }
+        }
+    }
+
+    /// Runs one adapter alone for `bsn` (partner onboarding, `adapter test`), bypassing the
+    /// cache.
+    pub async fn run_adapter(
+        client: &AdapterClient,
+        bsn: Bsn,
+    ) -> (Result<SourceAnswer, SourceError>, Duration) {
+        let start = Instant::now();
+        let ctx = CallContext {
+            bsn,
+            traceparent: Some(TraceContext::new_root().header()),
+        };
+        let r = match tokio::time::timeout(client.timeout(), client.fetch(&ctx)).await {
+            Ok(r) => r,
+            Err(_) => Err(SourceError::Timeout(client.timeout().as_millis() as u64)),
+        };
+        (r, start.elapsed())
+    }
+}

@@ -1,0 +1,261 @@
+//! The HTTP API (axum): routes, authentication, problem+json errors, API-Version header.
+//!
+//! Handlers are thin: authenticate, parse (into types that can only hold valid values, such as
+//! [`Bsn`]), authorise, call the [`Gateway`], serialise. The BSN never travels in a URL: the
+//! citizen's comes from the token, an employee sends it in a POST body.
+
+pub mod problem;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::auth::{Actor, AuthError};
+use crate::bsn::Bsn;
+use crate::config::model::Audience;
+use crate::gateway::{AccessError, DossierError, DossierRequest, Gateway, authorize};
+use crate::trace::TraceContext;
+pub use problem::Problem;
+
+/// The major API version is in the path; the full version is in every response.
+pub const API_VERSION: &str = "1.0.0";
+
+pub struct AppState {
+    pub gateway: Gateway,
+}
+
+pub type Shared = Arc<AppState>;
+
+/// Builds the router with its layers.
+pub fn router(state: Shared, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/me/dossier", get(me_dossier))
+        .route("/v1/dossiers", post(employee_dossier))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { Problem::not_found("no such endpoint") })
+        // Outermost: every response, errors included, carries the API version.
+        .layer(axum::middleware::map_response(api_version))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn api_version(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert("api-version", HeaderValue::from_static(API_VERSION));
+    r
+}
+
+async fn healthz() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        r#"{"status":"ok"}"#,
+    )
+}
+
+async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
+    let rt = s.gateway.runtime();
+    let body = serde_json::json!({
+        "status": "ready",
+        "config_version": rt.config.version,
+        "adapters": rt.adapters.len(),
+    });
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let h = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(AuthError::Missing)?;
+    let (scheme, token) = h.split_once(' ').ok_or(AuthError::Missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::Missing);
+    }
+    Ok(token.trim())
+}
+
+fn authenticate(s: &AppState, headers: &HeaderMap) -> Result<Actor, Problem> {
+    let rt = s.gateway.runtime();
+    let token = bearer(headers).map_err(|e| Problem::unauthorized(e.to_string()))?;
+    rt.verifier.verify(token).map_err(|e| {
+        tracing::info!(error = %e, "Token refused.");
+        Problem::unauthorized(e.to_string())
+    })
+}
+
+fn trace_of(headers: &HeaderMap) -> TraceContext {
+    TraceContext::from_header(headers.get("traceparent").and_then(|v| v.to_str().ok()))
+}
+
+fn access_problem(e: AccessError) -> Problem {
+    match e {
+        AccessError::UnknownView(_) | AccessError::UnknownSection(_) => {
+            Problem::bad_request(e.to_string()).param("view", "unknown", e.to_string())
+        }
+        _ => Problem::forbidden(e.to_string()),
+    }
+}
+
+fn dossier_problem(e: DossierError) -> Problem {
+    match e {
+        DossierError::NoSource(d) => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "no-source",
+            "No source could answer",
+        )
+        .detail(d),
+        DossierError::AllTimedOut => Problem::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline",
+            "No source answered in time",
+        ),
+        DossierError::Audit(err) => {
+            tracing::error!(error = %err, "Audit record not written; dossier withheld.");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit-unavailable",
+                "The access could not be recorded, so the dossier is not shown",
+            )
+        }
+    }
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeQuery {
+    #[serde(default)]
+    sections: Option<String>,
+}
+
+/// `GET /v1/me/dossier`: a citizen's own dossier, through the citizen view.
+async fn me_dossier(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<MeQuery>,
+) -> Result<Response, Problem> {
+    let actor = authenticate(&s, &headers)?;
+    let Actor::Citizen { bsn, .. } = &actor else {
+        return Err(Problem::forbidden(
+            "this endpoint is for citizens; employees use POST /v1/dossiers",
+        ));
+    };
+    let bsn = *bsn;
+    let rt = s.gateway.runtime();
+    let view = citizen_view(&rt.config).ok_or_else(|| Problem::not_found("no citizen view is configured"))?;
+    authorize(&rt.config, &actor, &bsn, &view, None).map_err(access_problem)?;
+    let req = DossierRequest {
+        actor,
+        bsn,
+        view,
+        sections: q.sections.map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+        purpose: None,
+        no_cache: false,
+        trace: trace_of(&headers),
+    };
+    let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
+    Ok(json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()))
+}
+
+/// The citizen view: `klant` when it exists, otherwise the first citizen view.
+fn citizen_view(c: &crate::config::Config) -> Option<String> {
+    let views = &c.gateway.views;
+    if views.get("klant").is_some_and(|v| v.audience == Audience::Citizen) {
+        return Some("klant".into());
+    }
+    views
+        .iter()
+        .find(|(_, v)| v.audience == Audience::Citizen)
+        .map(|(k, _)| k.clone())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DossierBody {
+    bsn: String,
+    view: String,
+    #[serde(default)]
+    sections: Option<Vec<String>>,
+}
+
+/// Parses a JSON body into `T`, with a problem that says what is wrong.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
+    serde_json::from_slice(body).map_err(|e| {
+        Problem::bad_request(format!("the body is not valid: {e}")).param("body", "invalid", e.to_string())
+    })
+}
+
+/// Parses a BSN from a request, with a 400 that names the field.
+pub fn parse_bsn(field: &str, s: &str) -> Result<Bsn, Problem> {
+    Bsn::parse(s).map_err(|e| {
+        Problem::bad_request(format!("`{field}` is not a valid BSN: {e}")).param(field, "bsn", e.to_string())
+    })
+}
+
+/// `POST /v1/dossiers`: an employee reads a client's dossier through an employee view, for a
+/// stated purpose.
+async fn employee_dossier(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let actor = authenticate(&s, &headers)?;
+    if matches!(actor, Actor::Citizen { .. }) {
+        return Err(Problem::forbidden("citizens read their own dossier at GET /v1/me/dossier"));
+    }
+    let b: DossierBody = parse_body(&body)?;
+    let bsn = parse_bsn("bsn", &b.bsn)?;
+    let purpose = headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let rt = s.gateway.runtime();
+    let view = authorize(&rt.config, &actor, &bsn, &b.view, purpose.as_deref()).map_err(access_problem)?;
+    if let Some(only) = &b.sections {
+        if let Some(bad) = only.iter().find(|x| !view.sections.contains_key(*x)) {
+            return Err(access_problem(AccessError::UnknownSection(bad.clone())));
+        }
+    }
+    let no_cache = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("no-cache"));
+    let req = DossierRequest {
+        actor,
+        bsn,
+        view: b.view,
+        sections: b.sections,
+        purpose,
+        no_cache,
+        trace: trace_of(&headers),
+    };
+    let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
+    Ok(json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()))
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let max_body = state.gateway.runtime().config.gateway.limits.max_request_body.0 as usize;
+    let app = router(state, max_body);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,93 @@
+//! RFC 9457 problem details: every API error is `application/problem+json`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InvalidParam {
+    pub name: String,
+    pub code: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(rename = "invalidParams", skip_serializing_if = "Vec::is_empty")]
+    pub invalid_params: Vec<InvalidParam>,
+    #[serde(skip)]
+    pub www_authenticate: bool,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &str, title: &str) -> Self {
+        Problem {
+            type_uri: format!("https://ketenportaal.example/problems/{code}"),
+            title: title.to_string(),
+            status: status.as_u16(),
+            detail: None,
+            instance: None,
+            invalid_params: Vec::new(),
+            www_authenticate: false,
+        }
+    }
+
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+
+    pub fn param(mut self, name: &str, code: &str, reason: impl Into<String>) -> Self {
+        self.invalid_params.push(InvalidParam {
+            name: name.into(),
+            code: code.into(),
+            reason: reason.into(),
+        });
+        self
+    }
+
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", "The request is not valid").detail(detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required").detail(detail);
+        p.www_authenticate = true;
+        p
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", "Access denied").detail(detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found").detail(detail)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut r = (status, body).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.www_authenticate {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ketenportaal\""),
+            );
+        }
+        r
+    }
+}
