@@ -162,12 +162,21 @@ impl Verifier {
 }
 
 /// Mints an HS256 token (demo and the `token` command).
-pub fn mint_hs256(cfg: &AuthConfig, kid: &str, secret: &str, claims: &Claims) -> Result<String, String> {
+pub fn mint_hs256(
+    cfg: &AuthConfig,
+    kid: &str,
+    secret: &str,
+    claims: &Claims,
+) -> Result<String, String> {
     let mut header = Header::new(Algorithm::HS256);
     header.kid = Some(kid.to_string());
     let _ = cfg;
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret.as_bytes()))
-        .map_err(|e| e.to_string())
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// Claims for a demo or test token valid for `ttl_secs`.
@@ -247,12 +256,21 @@ mod tests {
         let t = mint_hs256(&c, "k1", SECRET, &claims_for(&c, &citizen(), -60)).unwrap();
         assert!(v.verify(&t).is_err());
         // wrong secret
-        let t = mint_hs256(&c, "k1", "another-secret-another-secret-xx", &claims_for(&c, &citizen(), 60)).unwrap();
+        let t = mint_hs256(
+            &c,
+            "k1",
+            "another-secret-another-secret-xx",
+            &claims_for(&c, &citizen(), 60),
+        )
+        .unwrap();
         assert!(v.verify(&t).is_err());
         // wrong audience
         let mut cl = claims_for(&c, &citizen(), 60);
         cl.aud = "other".into();
-        assert!(v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap()).is_err());
+        assert!(
+            v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap())
+                .is_err()
+        );
         // unknown kid
         let t = mint_hs256(&c, "k2", SECRET, &claims_for(&c, &citizen(), 60)).unwrap();
         assert_eq!(v.verify(&t), Err(AuthError::UnknownKey));

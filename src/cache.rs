@@ -169,7 +169,8 @@ impl SourceCache {
         }
         let e = self.stale.get(key).await?;
         let age = e.stored.elapsed();
-        (age <= policy.ttl + policy.stale_if_error).then(|| (e.answer.clone(), Freshness::Stale(age)))
+        (age <= policy.ttl + policy.stale_if_error)
+            .then(|| (e.answer.clone(), Freshness::Stale(age)))
     }
 
     /// Drops every entry of one subject (after an application, or on an operator's request).

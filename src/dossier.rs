@@ -98,7 +98,8 @@ pub fn merge(
                         });
                     }
                 }
-                out.sections.insert(name.clone(), MergedSection::Single(fields));
+                out.sections
+                    .insert(name.clone(), MergedSection::Single(fields));
             }
             SectionKind::List => {
                 let mut keys: BTreeSet<String> = BTreeSet::new();
@@ -108,7 +109,10 @@ pub fn merge(
                         let key = def
                             .key
                             .iter()
-                            .map(|k| r.get(k).map_or_else(|| "null".to_string(), Value::to_string))
+                            .map(|k| {
+                                r.get(k)
+                                    .map_or_else(|| "null".to_string(), Value::to_string)
+                            })
                             .collect::<Vec<_>>()
                             .join("\u{1f}");
                         if keys.insert(key) {
@@ -120,7 +124,11 @@ pub fn merge(
                     let by_sort = match &def.sort {
                         Some(s) => {
                             let o = cmp_values(a.get(&s.field), b.get(&s.field));
-                            if s.order == SortOrder::Desc { o.reverse() } else { o }
+                            if s.order == SortOrder::Desc {
+                                o.reverse()
+                            } else {
+                                o
+                            }
                         }
                         None => Ordering::Equal,
                     };
@@ -134,7 +142,8 @@ pub fn merge(
                         })
                         .then_with(|| sa.cmp(sb))
                 });
-                out.sections.insert(name.clone(), MergedSection::List(records));
+                out.sections
+                    .insert(name.clone(), MergedSection::List(records));
             }
         }
     }
@@ -178,7 +187,9 @@ fn allowed<'a>(view: &'a ViewDef, section: &str) -> Option<Option<BTreeSet<&'a s
 pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Conflict>) {
     let mut sections = Map::new();
     for (name, sec) in &merged.sections {
-        let Some(filter) = allowed(view, name) else { continue };
+        let Some(filter) = allowed(view, name) else {
+            continue;
+        };
         let visible = |f: &str| filter.as_ref().is_none_or(|set| set.contains(f));
         match sec {
             MergedSection::Single(fields) => {
@@ -213,7 +224,10 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
     let conflicts = merged
         .conflicts
         .iter()
-        .filter(|c| allowed(view, &c.section).is_some_and(|f| f.is_none_or(|s| s.contains(c.field.as_str()))))
+        .filter(|c| {
+            allowed(view, &c.section)
+                .is_some_and(|f| f.is_none_or(|s| s.contains(c.field.as_str())))
+        })
         .cloned()
         .collect();
     (sections, conflicts)

@@ -188,7 +188,10 @@ struct Outcome {
 impl Gateway {
     pub fn new(config: Config, audit: Arc<dyn AuditSink>) -> Result<Gateway, String> {
         let http = crate::adapter::http_client().map_err(|e| format!("HTTP client: {e}"))?;
-        let cache = SourceCache::new(config.gateway.cache.max_bytes.0, config.gateway.cache.enabled);
+        let cache = SourceCache::new(
+            config.gateway.cache.max_bytes.0,
+            config.gateway.cache.enabled,
+        );
         let runtime = Runtime::build(config, &http)?;
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
@@ -304,7 +307,13 @@ impl Gateway {
                 DossierError::NoSource(
                     outcomes
                         .iter()
-                        .map(|o| format!("{}: {}", o.report.adapter, o.report.error.as_deref().unwrap_or(o.report.status)))
+                        .map(|o| {
+                            format!(
+                                "{}: {}",
+                                o.report.adapter,
+                                o.report.error.as_deref().unwrap_or(o.report.status)
+                            )
+                        })
                         .collect::<Vec<_>>()
                         .join("; "),
                 )
@@ -333,7 +342,12 @@ impl Gateway {
         })
     }
 
-    async fn call(&self, client: &AdapterClient, req: &DossierRequest, deadline: Instant) -> Outcome {
+    async fn call(
+        &self,
+        client: &AdapterClient,
+        req: &DossierRequest,
+        deadline: Instant,
+    ) -> Outcome {
         let start = Instant::now();
         let remaining = deadline.saturating_duration_since(start);
         let budget = client.timeout().min(remaining);
@@ -360,7 +374,8 @@ impl Gateway {
         // The outer timeout guards the wait for a coalesced fetch started by another request.
         let result = match tokio::time::timeout(
             budget + Duration::from_millis(5),
-            self.cache.get_or_fetch(key.clone(), policy, req.no_cache, fetch),
+            self.cache
+                .get_or_fetch(key.clone(), policy, req.no_cache, fetch),
         )
         .await
         {

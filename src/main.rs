@@ -14,7 +14,11 @@ use ketenportaal::gateway::Gateway;
 use ketenportaal::server::{self, AppState};
 
 #[derive(Parser)]
-#[command(name = "ketenportaal", version, about = "Integration gateway for Dutch government chain portals")]
+#[command(
+    name = "ketenportaal",
+    version,
+    about = "Integration gateway for Dutch government chain portals"
+)]
 struct Cli {
     /// Log format: `json` (structured, for operations) or `text`.
     #[arg(long, global = true, default_value = "auto")]
@@ -93,7 +97,9 @@ fn init_logs(format: &str, default_text: bool) {
         "text" => false,
         _ => !default_text,
     };
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().flatten_event(true).init();
     } else {
@@ -102,37 +108,56 @@ fn init_logs(format: &str, default_text: bool) {
 }
 
 fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config> {
-    Config::load_with_env(path, env).map_err(|e| anyhow::anyhow!("{e}\n\n{} problem(s) in the configuration", e.0.len()))
+    Config::load_with_env(path, env)
+        .map_err(|e| anyhow::anyhow!("{e}\n\n{} problem(s) in the configuration", e.0.len()))
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => {
-            match Config::load(&config) {
-                Ok(c) => {
-                    println!(
-                        "{}: ok ({} adapters, {} views, {} sections; config version {})",
-                        config.display(),
-                        c.adapters.len(),
-                        c.gateway.views.len(),
-                        c.gateway.sections.len(),
-                        c.version
-                    );
-                    Ok(())
-                }
-                Err(e) => {
-                    eprintln!("{e}\n\n{} problem(s) found in {}", e.0.len(), config.display());
-                    std::process::exit(1);
-                }
+        Cmd::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} adapters, {} views, {} sections; config version {})",
+                    config.display(),
+                    c.adapters.len(),
+                    c.gateway.views.len(),
+                    c.gateway.sections.len(),
+                    c.version
+                );
+                Ok(())
             }
-        }
-        Cmd::Token { config, citizen, employee, roles, org, ttl } => {
+            Err(e) => {
+                eprintln!(
+                    "{e}\n\n{} problem(s) found in {}",
+                    e.0.len(),
+                    config.display()
+                );
+                std::process::exit(1);
+            }
+        },
+        Cmd::Token {
+            config,
+            citizen,
+            employee,
+            roles,
+            org,
+            ttl,
+        } => {
             let c = load(&config, &|k| std::env::var(k).ok())?;
-            let key = c.gateway.auth.keys.iter().find(|k| k.secret.is_some())
+            let key = c
+                .gateway
+                .auth
+                .keys
+                .iter()
+                .find(|k| k.secret.is_some())
                 .context("the config has no HS256 key")?;
-            let secret = key.secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+            let secret = key
+                .secret
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default();
             let actor = match (citizen, employee) {
                 (Some(bsn), None) => demo::citizen(&bsn).map_err(anyhow::Error::msg)?,
                 (None, Some(id)) => {
@@ -144,10 +169,15 @@ async fn main() -> Result<()> {
                 }
                 _ => bail!("give --citizen BSN or --employee ID --role ROLE"),
             };
-            println!("{}", demo::mint(&c, &secret, &actor, ttl).map_err(anyhow::Error::msg)?);
+            println!(
+                "{}",
+                demo::mint(&c, &secret, &actor, ttl).map_err(anyhow::Error::msg)?
+            );
             Ok(())
         }
-        Cmd::Adapter { cmd: AdapterCmd::Test { file, bsn, config } } => {
+        Cmd::Adapter {
+            cmd: AdapterCmd::Test { file, bsn, config },
+        } => {
             init_logs(&cli.log_format, true);
             adapter_test(&file, &bsn, &config).await
         }
@@ -162,7 +192,9 @@ async fn main() -> Result<()> {
             let fixtures = demo::fixtures_dir(&config);
             let agencies = AgencyServer::start(&fixtures, "127.0.0.1:0".parse()?)
                 .await
-                .with_context(|| format!("starting the fixture agencies from {}", fixtures.display()))?;
+                .with_context(|| {
+                    format!("starting the fixture agencies from {}", fixtures.display())
+                })?;
             let secret = demo::demo_secret();
             let env = demo::demo_env(agencies.base_url(), secret.clone());
             let c = load(&config, &env)?;
@@ -171,13 +203,19 @@ async fn main() -> Result<()> {
     }
 }
 
+/// An `${ENV}` lookup for config loading.
+type EnvLookup = dyn Fn(&str) -> Option<String>;
+
 async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
     let bsn = ketenportaal::bsn::Bsn::parse(bsn).map_err(|e| anyhow::anyhow!("--bsn: {e}"))?;
     // Without an agencies URL, the demo config points at fixture agencies started here.
     let mut _agencies = None;
-    let env: Box<dyn Fn(&str) -> Option<String>> = if std::env::var("KETENPORTAAL_AGENCIES").is_err() {
+    let env: Box<EnvLookup> = if std::env::var("KETENPORTAAL_AGENCIES").is_err() {
         let a = AgencyServer::start(&demo::fixtures_dir(config), "127.0.0.1:0".parse()?).await?;
-        eprintln!("(KETENPORTAAL_AGENCIES not set: using the built-in fixture agencies at {})", a.base_url());
+        eprintln!(
+            "(KETENPORTAAL_AGENCIES not set: using the built-in fixture agencies at {})",
+            a.base_url()
+        );
         let e = demo::demo_env(a.base_url(), demo::demo_secret());
         _agencies = Some(a);
         Box::new(e)
@@ -185,11 +223,15 @@ async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
         Box::new(|k: &str| std::env::var(k).ok())
     };
     let c = load(config, &*env)?;
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let spec = c
         .parse_adapter_text(&file.display().to_string(), &text)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let client = ketenportaal::adapter::AdapterClient::new(Arc::new(spec), ketenportaal::adapter::http_client()?);
+    let client = ketenportaal::adapter::AdapterClient::new(
+        Arc::new(spec),
+        ketenportaal::adapter::http_client()?,
+    );
     let (result, took) = Gateway::run_adapter(&client, bsn).await;
     let out = match result {
         Ok(a) => serde_json::json!({
@@ -219,13 +261,27 @@ async fn run(config: Config, addr: SocketAddr, demo: Option<(AgencyServer, Strin
         .await
         .with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    let summary = format!("{} adapters, config version {}", config.adapters.len(), config.version);
+    let summary = format!(
+        "{} adapters, config version {}",
+        config.adapters.len(),
+        config.version
+    );
     let demo_tokens = match &demo {
         Some((_, secret)) => Some((
-            demo::mint(&config, secret, &demo::citizen(demo::DEMO_CITIZEN).map_err(anyhow::Error::msg)?, 8 * 3600)
-                .map_err(anyhow::Error::msg)?,
-            demo::mint(&config, secret, &demo::employee("werkcoach.jansen", "uwv", &["uwv-werkcoach"]), 8 * 3600)
-                .map_err(anyhow::Error::msg)?,
+            demo::mint(
+                &config,
+                secret,
+                &demo::citizen(demo::DEMO_CITIZEN).map_err(anyhow::Error::msg)?,
+                8 * 3600,
+            )
+            .map_err(anyhow::Error::msg)?,
+            demo::mint(
+                &config,
+                secret,
+                &demo::employee("werkcoach.jansen", "uwv", &["uwv-werkcoach"]),
+                8 * 3600,
+            )
+            .map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };

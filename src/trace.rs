@@ -33,7 +33,11 @@ impl TraceContext {
     pub fn from_header(h: Option<&str>) -> Self {
         let Some(h) = h else { return Self::new_root() };
         let parts: Vec<&str> = h.trim().split('-').collect();
-        let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let is_hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        };
         match parts.as_slice() {
             [v, t, p, f]
                 if is_hex(v, 2)
@@ -76,7 +80,9 @@ mod tests {
 
     #[test]
     fn continues_a_valid_parent_and_rejects_junk() {
-        let t = TraceContext::from_header(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let t = TraceContext::from_header(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
         assert_eq!(t.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(t.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
         let c = t.child();

@@ -117,7 +117,9 @@ impl AdapterClient {
                 // A Fault is a Fault whatever the HTTP status (SOAP 1.1 sends them with 500).
                 match m.map_envelope(&body, &self.spec.limits) {
                     Ok(s) if status.is_success() => s,
-                    Ok(_) | Err(MapError::NoSoapBody | MapError::NotXml(_)) if !status.is_success() => {
+                    Ok(_) | Err(MapError::NoSoapBody | MapError::NotXml(_))
+                        if !status.is_success() =>
+                    {
                         return Err(SourceError::Http {
                             status: status.as_u16(),
                             detail: None,
@@ -158,7 +160,10 @@ impl AdapterClient {
             .as_ref()
             .ok_or_else(|| SourceError::Transport("soap adapter without soap block".into()))?;
         let (env_ns, content_type) = match soap.version {
-            SoapVersion::V11 => (crate::mapping::xml::SOAP11_NS, "text/xml; charset=utf-8".to_string()),
+            SoapVersion::V11 => (
+                crate::mapping::xml::SOAP11_NS,
+                "text/xml; charset=utf-8".to_string(),
+            ),
             SoapVersion::V12 => (
                 crate::mapping::xml::SOAP12_NS,
                 match &soap.action {
@@ -168,7 +173,9 @@ impl AdapterClient {
             ),
         };
         let mut x = String::with_capacity(512 + soap.body.len());
-        x.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"");
+        x.push_str(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"",
+        );
         x.push_str(env_ns);
         x.push('"');
         if soap.addressing {

@@ -107,7 +107,10 @@ mod tests {
     #[test]
     fn escaping_per_format() {
         let vars = [("bsn", "<a&\"b>")];
-        assert_eq!(render_xml("<x>{{bsn}}</x>", &vars), "<x>&lt;a&amp;&quot;b&gt;</x>");
+        assert_eq!(
+            render_xml("<x>{{bsn}}</x>", &vars),
+            "<x>&lt;a&amp;&quot;b&gt;</x>"
+        );
         assert_eq!(
             render_json(&Value::String(r#"{"b":"{{ bsn }}"}"#.into()), &vars),
             r#"{"b":"<a&\"b>"}"#

@@ -103,9 +103,7 @@ impl Config {
                         let mut files: Vec<PathBuf> = rd
                             .filter_map(Result::ok)
                             .map(|e| e.path())
-                            .filter(|p| {
-                                p.extension().is_some_and(|e| e == "yaml" || e == "yml")
-                            })
+                            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
                             .collect();
                         files.sort();
                         adapter_files.extend(files.into_iter().map(|f| (f, pos)));
@@ -123,9 +121,14 @@ impl Config {
                     ConfigError::new(
                         file,
                         pos,
-                        format!("adapter file or folder `{entry}` does not exist ({})", p.display()),
+                        format!(
+                            "adapter file or folder `{entry}` does not exist ({})",
+                            p.display()
+                        ),
                     )
-                    .hint("paths are relative to this config file; fix the path or remove the entry"),
+                    .hint(
+                        "paths are relative to this config file; fix the path or remove the entry",
+                    ),
                 );
             }
         }
@@ -142,21 +145,34 @@ impl Config {
                 continue;
             };
             if let Some(spec) = compile_adapter(path, &atree, &gateway, &mut errs) {
-                let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+                let stem = path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or_default();
                 if spec.def.id != stem {
                     errs.push(
                         ConfigError::new(
                             path,
                             atree.get("id").map_or(atree.pos, |n| n.pos),
-                            format!("adapter id `{}` differs from the file name `{stem}`", spec.def.id),
+                            format!(
+                                "adapter id `{}` differs from the file name `{stem}`",
+                                spec.def.id
+                            ),
                         )
-                        .hint(format!("rename the file to `{}.yaml` or set `id: {stem}`", spec.def.id)),
+                        .hint(format!(
+                            "rename the file to `{}.yaml` or set `id: {stem}`",
+                            spec.def.id
+                        )),
                     );
                 } else if let Some((other, _)) = adapter_trees.get(&spec.def.id) {
                     errs.push(ConfigError::new(
                         path,
                         atree.pos,
-                        format!("adapter `{}` is also defined in {}", spec.def.id, other.display()),
+                        format!(
+                            "adapter `{}` is also defined in {}",
+                            spec.def.id,
+                            other.display()
+                        ),
                     ));
                 } else if errs.is_empty() {
                     adapter_trees.insert(spec.def.id.clone(), (path.clone(), atree));
@@ -166,7 +182,14 @@ impl Config {
             errors.extend(errs);
         }
 
-        let listen = validate_gateway(file, &tree, &gateway, &adapters, &adapter_files, &mut errors);
+        let listen = validate_gateway(
+            file,
+            &tree,
+            &gateway,
+            &adapters,
+            &adapter_files,
+            &mut errors,
+        );
 
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
@@ -225,10 +248,19 @@ fn compile_adapter(
         n.key_pos(key).unwrap_or(n.pos)
     };
 
-    if def.id.is_empty() || !def.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if def.id.is_empty()
+        || !def
+            .id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         errors.push(
-            ConfigError::new(file, at(&["id"]), format!("adapter id `{}` is not valid", def.id))
-                .hint("use lowercase letters, digits and `-`, e.g. `uwv-uitkeringen`"),
+            ConfigError::new(
+                file,
+                at(&["id"]),
+                format!("adapter id `{}` is not valid", def.id),
+            )
+            .hint("use lowercase letters, digits and `-`, e.g. `uwv-uitkeringen`"),
         );
     }
     let org = gw.organisations.get(&def.organisation);
@@ -238,11 +270,17 @@ fn compile_adapter(
             ConfigError::new(
                 file,
                 at(&["organisation"]),
-                format!("organisation `{}` is not declared in the gateway config", def.organisation),
+                format!(
+                    "organisation `{}` is not declared in the gateway config",
+                    def.organisation
+                ),
             )
             .hint(match closest(&def.organisation, &known) {
                 Some(c) => format!("did you mean `{c}`?"),
-                None => format!("declare it under `organisations:`; known: {}", known.join(", ")),
+                None => format!(
+                    "declare it under `organisations:`; known: {}",
+                    known.join(", ")
+                ),
             }),
         );
     }
@@ -276,29 +314,52 @@ fn compile_adapter(
         String::new()
     };
     if !url.is_empty() && reqwest::Url::parse(&url).is_err() {
-        errors.push(ConfigError::new(file, at(&["endpoint"]), format!("endpoint `{url}` is not a valid URL")));
+        errors.push(ConfigError::new(
+            file,
+            at(&["endpoint"]),
+            format!("endpoint `{url}` is not a valid URL"),
+        ));
     }
     if def.timeout.0.is_zero() {
-        errors.push(ConfigError::new(file, at(&["timeout"]), "timeout must be above 0").hint("e.g. `timeout: 800ms`"));
+        errors.push(
+            ConfigError::new(file, at(&["timeout"]), "timeout must be above 0")
+                .hint("e.g. `timeout: 800ms`"),
+        );
     }
 
     // Protocol block.
     match (def.protocol, &def.soap, &def.rest) {
         (Protocol::Soap, None, _) => errors.push(
-            ConfigError::new(file, at(&["protocol"]), "protocol `soap` needs a `soap:` block")
-                .hint("add `soap: {version: \"1.1\", action: ..., namespaces: {...}, body: ...}`"),
+            ConfigError::new(
+                file,
+                at(&["protocol"]),
+                "protocol `soap` needs a `soap:` block",
+            )
+            .hint("add `soap: {version: \"1.1\", action: ..., namespaces: {...}, body: ...}`"),
         ),
         (Protocol::Rest, _, None) => errors.push(
-            ConfigError::new(file, at(&["protocol"]), "protocol `rest` needs a `rest:` block")
-                .hint("add `rest: {method: POST, body: {...}}`"),
+            ConfigError::new(
+                file,
+                at(&["protocol"]),
+                "protocol `rest` needs a `rest:` block",
+            )
+            .hint("add `rest: {method: POST, body: {...}}`"),
         ),
         (Protocol::Soap, Some(_), Some(_)) => errors.push(
-            ConfigError::new(file, key_at(&[], "rest"), "a `rest:` block in a soap adapter")
-                .hint("remove it, or set `protocol: rest`"),
+            ConfigError::new(
+                file,
+                key_at(&[], "rest"),
+                "a `rest:` block in a soap adapter",
+            )
+            .hint("remove it, or set `protocol: rest`"),
         ),
         (Protocol::Rest, Some(_), Some(_)) => errors.push(
-            ConfigError::new(file, key_at(&[], "soap"), "a `soap:` block in a rest adapter")
-                .hint("remove it, or set `protocol: soap`"),
+            ConfigError::new(
+                file,
+                key_at(&[], "soap"),
+                "a `soap:` block in a rest adapter",
+            )
+            .hint("remove it, or set `protocol: soap`"),
         ),
         _ => {}
     }
@@ -320,7 +381,10 @@ fn compile_adapter(
             if !crate::adapter::template::KNOWN.contains(&name.as_str()) {
                 errors.push(
                     ConfigError::new(file, pos, format!("unknown placeholder `{{{{{name}}}}}`"))
-                        .hint(format!("known placeholders: {}", crate::adapter::template::KNOWN.join(", "))),
+                        .hint(format!(
+                            "known placeholders: {}",
+                            crate::adapter::template::KNOWN.join(", ")
+                        )),
                 );
             }
         }
@@ -331,25 +395,42 @@ fn compile_adapter(
     for name in def.map.keys() {
         if !gw.sections.contains_key(name) {
             errors.push(
-                ConfigError::new(file, key_at(&["map"], name), format!("section `{name}` is not declared in the gateway config"))
-                    .hint(match closest(name, &known_sections) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!("declare it under `sections:`; known: {}", known_sections.join(", ")),
-                    }),
+                ConfigError::new(
+                    file,
+                    key_at(&["map"], name),
+                    format!("section `{name}` is not declared in the gateway config"),
+                )
+                .hint(match closest(name, &known_sections) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!(
+                        "declare it under `sections:`; known: {}",
+                        known_sections.join(", ")
+                    ),
+                }),
             );
         }
     }
     let compiled = match def.protocol {
         Protocol::Rest => JsonMapping::compile(&def.map).map(Mapping::Json),
         Protocol::Soap => {
-            let ns = def.soap.as_ref().map(|s| s.namespaces.clone()).unwrap_or_default();
+            let ns = def
+                .soap
+                .as_ref()
+                .map(|s| s.namespaces.clone())
+                .unwrap_or_default();
             XmlMapping::compile(&def.map, &ns).map(Mapping::Xml)
         }
     };
     let mapping = match compiled {
         Ok(m) => Some(m),
         Err(errs) => {
-            for CompileError { section, field, message, hint } in errs {
+            for CompileError {
+                section,
+                field,
+                message,
+                hint,
+            } in errs
+            {
                 let pos = match &field {
                     Some(f) => at(&["map", &section, "fields", f]),
                     None => at(&["map", &section, "each"]),
@@ -397,20 +478,32 @@ fn validate_gateway(
         Ok(a) => Some(a),
         Err(_) => {
             errors.push(
-                ConfigError::new(file, at(&["listen"]), format!("`listen: {}` is not an address", gw.listen))
-                    .hint("write `host:port`, e.g. `127.0.0.1:8080` or `0.0.0.0:8443`"),
+                ConfigError::new(
+                    file,
+                    at(&["listen"]),
+                    format!("`listen: {}` is not an address", gw.listen),
+                )
+                .hint("write `host:port`, e.g. `127.0.0.1:8080` or `0.0.0.0:8443`"),
             );
             None
         }
     };
     if gw.deadline.0.is_zero() {
-        errors.push(ConfigError::new(file, at(&["deadline"]), "deadline must be above 0"));
+        errors.push(ConfigError::new(
+            file,
+            at(&["deadline"]),
+            "deadline must be above 0",
+        ));
     }
     for (id, org) in &gw.organisations {
         if org.oin.len() != 20 || !org.oin.bytes().all(|b| b.is_ascii_digit()) {
             errors.push(
-                ConfigError::new(file, at(&["organisations", id, "oin"]), format!("OIN of `{id}` must be 20 digits"))
-                    .hint("quote it to keep leading zeros: `oin: \"00000001003214345000\"`"),
+                ConfigError::new(
+                    file,
+                    at(&["organisations", id, "oin"]),
+                    format!("OIN of `{id}` must be 20 digits"),
+                )
+                .hint("quote it to keep leading zeros: `oin: \"00000001003214345000\"`"),
             );
         }
     }
@@ -422,15 +515,24 @@ fn validate_gateway(
         for (i, a) in s.authority.iter().enumerate() {
             if all_loaded && !adapters.contains_key(a) {
                 let pos = tree
-                    .walk(&[Step::Key("sections".into()), Step::Key(name.clone()), Step::Key("authority".into()), Step::Index(i)])
+                    .walk(&[
+                        Step::Key("sections".into()),
+                        Step::Key(name.clone()),
+                        Step::Key("authority".into()),
+                        Step::Index(i),
+                    ])
                     .0
                     .pos;
                 errors.push(
-                    ConfigError::new(file, pos, format!("section `{name}`: authority `{a}` is not a loaded adapter"))
-                        .hint(match closest(a, &adapter_ids) {
-                            Some(c) => format!("did you mean `{c}`?"),
-                            None => format!("loaded adapters: {}", adapter_ids.join(", ")),
-                        }),
+                    ConfigError::new(
+                        file,
+                        pos,
+                        format!("section `{name}`: authority `{a}` is not a loaded adapter"),
+                    )
+                    .hint(match closest(a, &adapter_ids) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("loaded adapters: {}", adapter_ids.join(", ")),
+                    }),
                 );
             }
         }
@@ -442,8 +544,12 @@ fn validate_gateway(
         }
         if s.kind == SectionKind::List && s.key.is_empty() {
             errors.push(
-                ConfigError::new(file, at(&["sections", name]), format!("list section `{name}` needs `key` fields to de-duplicate records"))
-                    .hint("e.g. `key: [soort, ingangsdatum]`"),
+                ConfigError::new(
+                    file,
+                    at(&["sections", name]),
+                    format!("list section `{name}` needs `key` fields to de-duplicate records"),
+                )
+                .hint("e.g. `key: [soort, ingangsdatum]`"),
             );
         }
     }
@@ -451,21 +557,34 @@ fn validate_gateway(
     let mut fields: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for a in adapters.values() {
         for (sec, m) in &a.def.map {
-            fields.entry(sec).or_default().extend(m.fields.keys().map(String::as_str));
+            fields
+                .entry(sec)
+                .or_default()
+                .extend(m.fields.keys().map(String::as_str));
         }
     }
     let known_sections: Vec<String> = gw.sections.keys().cloned().collect();
     for (vname, v) in &gw.views {
         for (sec, allowed) in &v.sections {
             let pos = tree
-                .walk(&[Step::Key("views".into()), Step::Key(vname.clone()), Step::Key("sections".into())])
+                .walk(&[
+                    Step::Key("views".into()),
+                    Step::Key(vname.clone()),
+                    Step::Key("sections".into()),
+                ])
                 .0
                 .key_pos(sec)
                 .unwrap_or_else(|| at(&["views", vname]));
             if !gw.sections.contains_key(sec) {
                 errors.push(
-                    ConfigError::new(file, pos, format!("view `{vname}`: section `{sec}` is not declared"))
-                        .hint_opt(closest(sec, &known_sections).map(|c| format!("did you mean `{c}`?"))),
+                    ConfigError::new(
+                        file,
+                        pos,
+                        format!("view `{vname}`: section `{sec}` is not declared"),
+                    )
+                    .hint_opt(
+                        closest(sec, &known_sections).map(|c| format!("did you mean `{c}`?")),
+                    ),
                 );
                 continue;
             }
@@ -478,13 +597,21 @@ fn validate_gateway(
                     continue;
                 }
                 if !have.is_some_and(|h| h.contains(f.as_str())) {
-                    let known: Vec<String> = have.map(|h| h.iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+                    let known: Vec<String> = have
+                        .map(|h| h.iter().map(|s| s.to_string()).collect())
+                        .unwrap_or_default();
                     errors.push(
-                        ConfigError::new(file, pos, format!("view `{vname}`: no adapter maps field `{f}` into section `{sec}`"))
-                            .hint(match closest(f, &known) {
-                                Some(c) => format!("did you mean `{c}`?"),
-                                None => format!("fields mapped into `{sec}`: {}", known.join(", ")),
-                            }),
+                        ConfigError::new(
+                            file,
+                            pos,
+                            format!(
+                                "view `{vname}`: no adapter maps field `{f}` into section `{sec}`"
+                            ),
+                        )
+                        .hint(match closest(f, &known) {
+                            Some(c) => format!("did you mean `{c}`?"),
+                            None => format!("fields mapped into `{sec}`: {}", known.join(", ")),
+                        }),
                     );
                 }
             }
@@ -493,8 +620,14 @@ fn validate_gateway(
             Audience::Employee => {
                 if v.roles.is_empty() {
                     errors.push(
-                        ConfigError::new(file, at(&["views", vname]), format!("employee view `{vname}` names no `roles`"))
-                            .hint("list the token roles that may use it, e.g. `roles: [uwv-werkcoach]`"),
+                        ConfigError::new(
+                            file,
+                            at(&["views", vname]),
+                            format!("employee view `{vname}` names no `roles`"),
+                        )
+                        .hint(
+                            "list the token roles that may use it, e.g. `roles: [uwv-werkcoach]`",
+                        ),
                     );
                 }
                 if v.purposes.is_empty() {
@@ -507,8 +640,12 @@ fn validate_gateway(
             Audience::Citizen => {
                 if !v.roles.is_empty() || !v.purposes.is_empty() {
                     errors.push(
-                        ConfigError::new(file, at(&["views", vname]), format!("citizen view `{vname}` cannot have roles or purposes"))
-                            .hint("a citizen reads their own dossier; remove `roles`/`purposes`"),
+                        ConfigError::new(
+                            file,
+                            at(&["views", vname]),
+                            format!("citizen view `{vname}` cannot have roles or purposes"),
+                        )
+                        .hint("a citizen reads their own dossier; remove `roles`/`purposes`"),
                     );
                 }
             }
@@ -519,27 +656,40 @@ fn validate_gateway(
     }
     for (i, k) in gw.auth.keys.iter().enumerate() {
         let pos = tree
-            .walk(&[Step::Key("auth".into()), Step::Key("keys".into()), Step::Index(i)])
+            .walk(&[
+                Step::Key("auth".into()),
+                Step::Key("keys".into()),
+                Step::Index(i),
+            ])
             .0
             .pos;
         match (k.alg, &k.secret, &k.public_key) {
             (KeyAlg::HS256, Some(s), _) if s.expose().len() < 32 => errors.push(
-                ConfigError::new(file, pos, format!("key `{}`: an HS256 secret needs at least 32 bytes", k.kid))
-                    .hint("generate one with `openssl rand -base64 48` and pass it via `${ENV}`"),
+                ConfigError::new(
+                    file,
+                    pos,
+                    format!("key `{}`: an HS256 secret needs at least 32 bytes", k.kid),
+                )
+                .hint("generate one with `openssl rand -base64 48` and pass it via `${ENV}`"),
             ),
             (KeyAlg::HS256, None, _) => errors.push(
                 ConfigError::new(file, pos, format!("key `{}`: HS256 needs `secret`", k.kid))
                     .hint("e.g. `secret: ${KETENPORTAAL_JWT_SECRET}`"),
             ),
-            (KeyAlg::RS256 | KeyAlg::ES256, _, None) => errors.push(
-                ConfigError::new(file, pos, format!("key `{}`: {:?} needs `public_key` (a PEM file)", k.kid, k.alg)),
-            ),
+            (KeyAlg::RS256 | KeyAlg::ES256, _, None) => errors.push(ConfigError::new(
+                file,
+                pos,
+                format!(
+                    "key `{}`: {:?} needs `public_key` (a PEM file)",
+                    k.kid, k.alg
+                ),
+            )),
             _ => {}
         }
-        if let Err(e) = crate::auth::decoding_key(k, file.parent().unwrap_or(Path::new("."))) {
-            if k.secret.is_some() || k.public_key.is_some() {
-                errors.push(ConfigError::new(file, pos, format!("key `{}`: {e}", k.kid)));
-            }
+        if let Err(e) = crate::auth::decoding_key(k, file.parent().unwrap_or(Path::new(".")))
+            && (k.secret.is_some() || k.public_key.is_some())
+        {
+            errors.push(ConfigError::new(file, pos, format!("key `{}`: {e}", k.kid)));
         }
     }
     listen

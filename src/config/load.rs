@@ -87,8 +87,12 @@ pub fn read_tree(
         Ok(t) => t,
         Err(e) => {
             errors.push(
-                ConfigError::new(file, Pos { line: 0, column: 0 }, format!("cannot read: {e}"))
-                    .hint("check the path; relative paths are resolved from the config file's folder"),
+                ConfigError::new(
+                    file,
+                    Pos { line: 0, column: 0 },
+                    format!("cannot read: {e}"),
+                )
+                .hint("check the path; relative paths are resolved from the config file's folder"),
             );
             return None;
         }
@@ -106,9 +110,7 @@ pub fn parse_tree(
     let mut tree = match yaml::parse(text) {
         Ok(t) => t,
         Err(e) => {
-            let (line, column) = e
-                .location()
-                .map_or((0, 0), |l| (l.line(), l.column()));
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid YAML").to_string();
             errors.push(
@@ -181,11 +183,7 @@ fn typed_passes<T: DeserializeOwned>(
         let (node, exact) = tree.walk(&path);
         if let Some(unknown) = between(&msg, "unknown field `", "`") {
             let parent = &path[..path.len().saturating_sub(1)];
-            let pos = tree
-                .walk(parent)
-                .0
-                .key_pos(unknown)
-                .unwrap_or(node.pos);
+            let pos = tree.walk(parent).0.key_pos(unknown).unwrap_or(node.pos);
             let allowed = backticked(msg.split_once("expected").map_or("", |(_, r)| r));
             let hint = match closest(unknown, &allowed) {
                 Some(c) => format!("did you mean `{c}`?"),
@@ -198,7 +196,9 @@ fn typed_passes<T: DeserializeOwned>(
                 // Never repeat a value that came from the environment: it may be a secret.
                 (Some(vars), true) => {
                     let expected = msg.split_once(", expected").map_or("", |(_, r)| r);
-                    format!("the value from {vars} is not valid here (value not shown); expected{expected}")
+                    format!(
+                        "the value from {vars} is not valid here (value not shown); expected{expected}"
+                    )
                 }
                 _ => msg.clone(),
             };
@@ -236,7 +236,9 @@ fn backticked(s: &str) -> Vec<String> {
 }
 
 fn type_hint(msg: &str) -> Option<String> {
-    if msg.contains("expected a string") && (msg.contains("floating point") || msg.contains("integer")) {
+    if msg.contains("expected a string")
+        && (msg.contains("floating point") || msg.contains("integer"))
+    {
         Some("quote the value, e.g. \"1.1\"".into())
     } else if msg.contains("unknown variant") {
         let allowed = backticked(msg.split_once("expected").map_or("", |(_, r)| r));
@@ -282,7 +284,13 @@ mod tests {
     fn check(text: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
         let f = Path::new("gw.yaml");
-        let tree = parse_tree(f, text, &|k| (k == "S").then(|| "topsecret".into()), &mut errors).unwrap();
+        let tree = parse_tree(
+            f,
+            text,
+            &|k| (k == "S").then(|| "topsecret".into()),
+            &mut errors,
+        )
+        .unwrap();
         let r: Option<GatewayConfig> = typed(f, &tree, &mut errors);
         assert!(r.is_none() || errors.is_empty());
         errors

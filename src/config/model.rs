@@ -56,7 +56,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
                 let (num, unit) = s.split_at(split);
                 let n: u64 = num.parse().map_err(|_| {
-                    E::custom(format!("invalid size {v:?}: write it like \"64KiB\" or \"4MiB\""))
+                    E::custom(format!(
+                        "invalid size {v:?}: write it like \"64KiB\" or \"4MiB\""
+                    ))
                 })?;
                 let mult: u64 = match unit.trim() {
                     "" | "B" => 1,

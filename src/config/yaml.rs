@@ -60,7 +60,10 @@ impl Node {
     /// The position of `key` itself inside this map node.
     pub fn key_pos(&self, key: &str) -> Option<Pos> {
         match &self.kind {
-            NodeKind::Map(entries) => entries.iter().find(|(_, k, _)| k == key).map(|(p, _, _)| *p),
+            NodeKind::Map(entries) => entries
+                .iter()
+                .find(|(_, k, _)| k == key)
+                .map(|(p, _, _)| *p),
             _ => None,
         }
     }
@@ -115,9 +118,10 @@ impl Node {
         let mut cur = self;
         for step in parent_path {
             let next = match (step, &mut cur.kind) {
-                (Step::Key(k), NodeKind::Map(entries)) => {
-                    entries.iter_mut().find(|(_, key, _)| key == k).map(|(_, _, v)| v)
-                }
+                (Step::Key(k), NodeKind::Map(entries)) => entries
+                    .iter_mut()
+                    .find(|(_, key, _)| key == k)
+                    .map(|(_, _, v)| v),
                 (Step::Index(i), NodeKind::Seq(items)) => items.get_mut(*i),
                 _ => None,
             };
@@ -151,7 +155,9 @@ impl Node {
             NodeKind::Null => Value::Null,
             NodeKind::Bool(b) => Value::Bool(*b),
             NodeKind::Int(i) => Value::from(*i),
-            NodeKind::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            NodeKind::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             NodeKind::Str(s) => Value::String(s.clone()),
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
             NodeKind::Map(entries) => Value::Object(
@@ -165,10 +171,7 @@ impl Node {
 
     /// Expands `${VAR}` and `${VAR:-default}` in every string scalar; `$${` is a literal `${`.
     /// Problems (unset variables, unclosed references) are returned with their positions.
-    pub fn interpolate(
-        &mut self,
-        lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Vec<(Pos, String)> {
+    pub fn interpolate(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<(Pos, String)> {
         let mut problems = Vec::new();
         self.interpolate_into(lookup, &mut problems);
         problems
@@ -230,11 +233,7 @@ fn expand(
             None => (inner, None),
         };
         let name = name.strip_prefix("env.").unwrap_or(name);
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
                 "`${{{inner}}}` is not a valid reference: use `${{NAME}}` or `${{NAME:-default}}` with NAME of letters, digits and _"
             ));

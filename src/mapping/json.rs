@@ -32,7 +32,9 @@ impl Selector {
         } else {
             Err((
                 format!("path `{text}` is neither a JSON pointer nor a JSONPath"),
-                format!("write a pointer starting with `/` (e.g. `/{text}`) or a JSONPath starting with `$`"),
+                format!(
+                    "write a pointer starting with `/` (e.g. `/{text}`) or a JSONPath starting with `$`"
+                ),
             ))
         }
     }
@@ -216,7 +218,10 @@ mod tests {
     use super::*;
     use crate::config::model::FieldSpec;
 
-    fn spec(each: Option<&str>, fields: &[(&str, &str, FieldType, bool)]) -> BTreeMap<String, SectionMap> {
+    fn spec(
+        each: Option<&str>,
+        fields: &[(&str, &str, FieldType, bool)],
+    ) -> BTreeMap<String, SectionMap> {
         let mut m = BTreeMap::new();
         m.insert(
             "s".to_string(),
@@ -243,10 +248,16 @@ mod tests {
     #[test]
     fn pointer_and_jsonpath_map_the_same() {
         let body = br#"{"personen":[{"naam":{"geslachtsnaam":"Vries"},"leeftijd":45}]}"#;
-        for (each, naam) in [("/personen", "/naam/geslachtsnaam"), ("$.personen[*]", "$.naam.geslachtsnaam")] {
+        for (each, naam) in [
+            ("/personen", "/naam/geslachtsnaam"),
+            ("$.personen[*]", "$.naam.geslachtsnaam"),
+        ] {
             let m = JsonMapping::compile(&spec(
                 Some(each),
-                &[("naam", naam, FieldType::String, true), ("leeftijd", "/leeftijd", FieldType::Integer, false)],
+                &[
+                    ("naam", naam, FieldType::String, true),
+                    ("leeftijd", "/leeftijd", FieldType::Integer, false),
+                ],
             ))
             .unwrap();
             let out = m.map_bytes(body, &MapLimits::default()).unwrap();
@@ -257,7 +268,8 @@ mod tests {
 
     #[test]
     fn required_missing_and_bad_values_are_errors() {
-        let m = JsonMapping::compile(&spec(None, &[("x", "/x", FieldType::Integer, true)])).unwrap();
+        let m =
+            JsonMapping::compile(&spec(None, &[("x", "/x", FieldType::Integer, true)])).unwrap();
         assert!(matches!(
             m.map_bytes(br#"{"y":1}"#, &MapLimits::default()),
             Err(MapError::MissingField { .. })
@@ -274,7 +286,8 @@ mod tests {
 
     #[test]
     fn depth_is_capped() {
-        let m = JsonMapping::compile(&spec(None, &[("x", "/x", FieldType::String, false)])).unwrap();
+        let m =
+            JsonMapping::compile(&spec(None, &[("x", "/x", FieldType::String, false)])).unwrap();
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(matches!(
             m.map_bytes(deep.as_bytes(), &MapLimits { max_depth: 16 }),
@@ -284,8 +297,11 @@ mod tests {
 
     #[test]
     fn bad_paths_do_not_compile() {
-        let errs = JsonMapping::compile(&spec(Some("personen"), &[("x", "$[", FieldType::String, false)]))
-            .unwrap_err();
+        let errs = JsonMapping::compile(&spec(
+            Some("personen"),
+            &[("x", "$[", FieldType::String, false)],
+        ))
+        .unwrap_err();
         assert_eq!(errs.len(), 2);
     }
 }

@@ -90,10 +90,7 @@ pub fn convert_text(ty: FieldType, raw: &str) -> Result<Value, String> {
     let s = raw.trim();
     match ty {
         FieldType::String => Ok(Value::String(s.to_owned())),
-        FieldType::Integer => s
-            .parse::<i64>()
-            .map(Value::from)
-            .map_err(|_| excerpt(s)),
+        FieldType::Integer => s.parse::<i64>().map(Value::from).map_err(|_| excerpt(s)),
         FieldType::Decimal => parse_decimal(s).ok_or_else(|| excerpt(s)),
         FieldType::Date => parse_date(s).map(Value::String).ok_or_else(|| excerpt(s)),
         FieldType::Boolean => match s {
@@ -156,8 +153,14 @@ mod tests {
 
     #[test]
     fn typed_conversion() {
-        assert_eq!(convert_text(FieldType::Date, "20260301").unwrap(), "2026-03-01");
-        assert_eq!(convert_text(FieldType::Date, "2026-03-01").unwrap(), "2026-03-01");
+        assert_eq!(
+            convert_text(FieldType::Date, "20260301").unwrap(),
+            "2026-03-01"
+        );
+        assert_eq!(
+            convert_text(FieldType::Date, "2026-03-01").unwrap(),
+            "2026-03-01"
+        );
         assert!(convert_text(FieldType::Date, "2026-02-30").is_err());
         assert_eq!(
             convert_text(FieldType::Decimal, "1843.27").unwrap(),

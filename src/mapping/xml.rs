@@ -117,21 +117,19 @@ impl XmlMapping {
         for (name, sm) in map {
             let each = match &sm.each {
                 None => None,
-                Some(text) => {
-                    match text.split('/').map(&step).collect::<Result<Vec<_>, _>>() {
-                        Ok(steps) if !steps.is_empty() => Some(steps),
-                        Ok(_) => None,
-                        Err(message) => {
-                            errors.push(CompileError {
-                                section: name.clone(),
-                                field: None,
-                                message: format!("`each: {text}`: {message}"),
-                                hint: Some(known()),
-                            });
-                            None
-                        }
+                Some(text) => match text.split('/').map(&step).collect::<Result<Vec<_>, _>>() {
+                    Ok(steps) if !steps.is_empty() => Some(steps),
+                    Ok(_) => None,
+                    Err(message) => {
+                        errors.push(CompileError {
+                            section: name.clone(),
+                            field: None,
+                            message: format!("`each: {text}`: {message}"),
+                            hint: Some(known()),
+                        });
+                        None
                     }
-                }
+                },
             };
             let mut fields = Vec::new();
             for (fname, spec) in &sm.fields {
@@ -197,8 +195,8 @@ impl XmlMapping {
 
     /// Maps one SOAP envelope.
     pub fn map_envelope(&self, body: &[u8], limits: &MapLimits) -> Result<Sections, MapError> {
-        let text = std::str::from_utf8(body)
-            .map_err(|e| MapError::NotXml(format!("not UTF-8: {e}")))?;
+        let text =
+            std::str::from_utf8(body).map_err(|e| MapError::NotXml(format!("not UTF-8: {e}")))?;
         let mut run = Run::new(self);
         let mut reader = NsReader::from_str(text);
         loop {
@@ -384,13 +382,13 @@ impl<'m> Run<'m> {
 
         for (si, s) in self.m.sections.iter().enumerate() {
             if self.open[si].is_none() {
-                if let Some(each) = &s.each {
-                    if self.matches(body + 1, each) {
-                        self.open[si] = Some(Open {
-                            depth,
-                            values: vec![None; s.fields.len()],
-                        });
-                    }
+                if let Some(each) = &s.each
+                    && self.matches(body + 1, each)
+                {
+                    self.open[si] = Some(Open {
+                        depth,
+                        values: vec![None; s.fields.len()],
+                    });
                 }
                 continue;
             }
@@ -401,7 +399,9 @@ impl<'m> Run<'m> {
                 continue;
             }
             for (fi, f) in s.fields.iter().enumerate() {
-                let taken = self.open[si].as_ref().is_some_and(|o| o.values[fi].is_some());
+                let taken = self.open[si]
+                    .as_ref()
+                    .is_some_and(|o| o.values[fi].is_some());
                 if taken || f.steps.len() != depth - rec_depth {
                     continue;
                 }
@@ -483,15 +483,15 @@ impl<'m> Run<'m> {
         };
 
         if let Some(f) = &mut self.fault {
-            if let Some((d, is_code)) = f.reading {
-                if d == depth {
-                    let text = f.buf.trim().to_owned();
-                    let slot = if is_code { &mut f.code } else { &mut f.reason };
-                    if slot.is_none() {
-                        *slot = Some(text);
-                    }
-                    f.reading = None;
+            if let Some((d, is_code)) = f.reading
+                && d == depth
+            {
+                let text = f.buf.trim().to_owned();
+                let slot = if is_code { &mut f.code } else { &mut f.reason };
+                if slot.is_none() {
+                    *slot = Some(text);
                 }
+                f.reading = None;
             }
             if depth == f.depth {
                 return Err(MapError::Fault {
@@ -511,10 +511,10 @@ impl<'m> Run<'m> {
                 } else {
                     self.typed(c.section, c.field, &c.text)?
                 };
-                if let Some(o) = &mut self.open[c.section] {
-                    if o.values[c.field].is_none() {
-                        o.values[c.field] = Some(v);
-                    }
+                if let Some(o) = &mut self.open[c.section]
+                    && o.values[c.field].is_none()
+                {
+                    o.values[c.field] = Some(v);
                 }
             } else {
                 i += 1;
@@ -523,12 +523,12 @@ impl<'m> Run<'m> {
 
         // Close the records that end here.
         for si in 0..self.open.len() {
-            if self.open[si].as_ref().is_some_and(|o| o.depth == depth) {
-                if let Some(o) = self.open[si].take() {
-                    let rec = self.record(si, o)?;
-                    if let Some(list) = self.out.get_mut(&self.m.sections[si].name) {
-                        list.push(rec);
-                    }
+            if self.open[si].as_ref().is_some_and(|o| o.depth == depth)
+                && let Some(o) = self.open[si].take()
+            {
+                let rec = self.record(si, o)?;
+                if let Some(list) = self.out.get_mut(&self.m.sections[si].name) {
+                    list.push(rec);
                 }
             }
         }
@@ -564,7 +564,9 @@ impl<'m> Run<'m> {
             return Err(MapError::NoSoapBody);
         }
         if !self.stack.is_empty() {
-            return Err(MapError::NotXml("the document ends inside an element".into()));
+            return Err(MapError::NotXml(
+                "the document ends inside an element".into(),
+            ));
         }
         Ok(self.out)
     }
@@ -653,9 +655,15 @@ mod tests {
     #[test]
     fn prefixes_carry_no_meaning() {
         let m = mapping();
-        let a = m.map_envelope(PREFIXED.as_bytes(), &MapLimits::default()).unwrap();
-        let b = m.map_envelope(DEFAULT_NS.as_bytes(), &MapLimits::default()).unwrap();
-        let c = m.map_envelope(REDECLARED.as_bytes(), &MapLimits::default()).unwrap();
+        let a = m
+            .map_envelope(PREFIXED.as_bytes(), &MapLimits::default())
+            .unwrap();
+        let b = m
+            .map_envelope(DEFAULT_NS.as_bytes(), &MapLimits::default())
+            .unwrap();
+        let c = m
+            .map_envelope(REDECLARED.as_bytes(), &MapLimits::default())
+            .unwrap();
         assert_eq!(a, b);
         assert_eq!(a, c);
         let list = &a["uitkeringen"];
@@ -670,7 +678,9 @@ mod tests {
     fn wrong_namespace_does_not_match() {
         let m = mapping();
         let doc = PREFIXED.replace("urn:test:v1", "urn:test:v2");
-        let out = m.map_envelope(doc.as_bytes(), &MapLimits::default()).unwrap();
+        let out = m
+            .map_envelope(doc.as_bytes(), &MapLimits::default())
+            .unwrap();
         assert!(out["uitkeringen"].is_empty());
     }
 
@@ -699,7 +709,10 @@ mod tests {
     fn hostile_documents_are_refused() {
         let m = mapping();
         let bomb = r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;">]><e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>&lol2;</e:Body></e:Envelope>"#;
-        assert_eq!(m.map_envelope(bomb.as_bytes(), &MapLimits::default()), Err(MapError::Doctype));
+        assert_eq!(
+            m.map_envelope(bomb.as_bytes(), &MapLimits::default()),
+            Err(MapError::Doctype)
+        );
         let undeclared = r#"<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body>&xxe;</e:Body></e:Envelope>"#;
         assert!(matches!(
             m.map_envelope(undeclared.as_bytes(), &MapLimits::default()),
@@ -714,9 +727,18 @@ mod tests {
             m.map_envelope(deep.as_bytes(), &MapLimits { max_depth: 32 }),
             Err(MapError::TooDeep(32))
         );
-        assert!(m.map_envelope(b"not xml at all", &MapLimits::default()).is_err());
-        assert!(m.map_envelope(b"<html><body/></html>", &MapLimits::default()).is_err());
-        assert!(m.map_envelope(&[0xff, 0xfe, 0x00], &MapLimits::default()).is_err());
+        assert!(
+            m.map_envelope(b"not xml at all", &MapLimits::default())
+                .is_err()
+        );
+        assert!(
+            m.map_envelope(b"<html><body/></html>", &MapLimits::default())
+                .is_err()
+        );
+        assert!(
+            m.map_envelope(&[0xff, 0xfe, 0x00], &MapLimits::default())
+                .is_err()
+        );
     }
 
     #[test]

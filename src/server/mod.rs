@@ -66,7 +66,10 @@ async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
         "config_version": rt.config.version,
         "adapters": rt.adapters.len(),
     });
-    ([(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
@@ -129,8 +132,10 @@ fn dossier_problem(e: DossierError) -> Problem {
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response {
     let mut r = (status, body).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -155,25 +160,34 @@ async fn me_dossier(
     };
     let bsn = *bsn;
     let rt = s.gateway.runtime();
-    let view = citizen_view(&rt.config).ok_or_else(|| Problem::not_found("no citizen view is configured"))?;
+    let view = citizen_view(&rt.config)
+        .ok_or_else(|| Problem::not_found("no citizen view is configured"))?;
     authorize(&rt.config, &actor, &bsn, &view, None).map_err(access_problem)?;
     let req = DossierRequest {
         actor,
         bsn,
         view,
-        sections: q.sections.map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+        sections: q
+            .sections
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
         purpose: None,
         no_cache: false,
         trace: trace_of(&headers),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    Ok(json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()))
+    Ok(json(
+        StatusCode::OK,
+        serde_json::to_vec(&resp).unwrap_or_default(),
+    ))
 }
 
 /// The citizen view: `klant` when it exists, otherwise the first citizen view.
 fn citizen_view(c: &crate::config::Config) -> Option<String> {
     let views = &c.gateway.views;
-    if views.get("klant").is_some_and(|v| v.audience == Audience::Citizen) {
+    if views
+        .get("klant")
+        .is_some_and(|v| v.audience == Audience::Citizen)
+    {
         return Some("klant".into());
     }
     views
@@ -194,14 +208,22 @@ struct DossierBody {
 /// Parses a JSON body into `T`, with a problem that says what is wrong.
 pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Problem> {
     serde_json::from_slice(body).map_err(|e| {
-        Problem::bad_request(format!("the body is not valid: {e}")).param("body", "invalid", e.to_string())
+        Problem::bad_request(format!("the body is not valid: {e}")).param(
+            "body",
+            "invalid",
+            e.to_string(),
+        )
     })
 }
 
 /// Parses a BSN from a request, with a 400 that names the field.
 pub fn parse_bsn(field: &str, s: &str) -> Result<Bsn, Problem> {
     Bsn::parse(s).map_err(|e| {
-        Problem::bad_request(format!("`{field}` is not a valid BSN: {e}")).param(field, "bsn", e.to_string())
+        Problem::bad_request(format!("`{field}` is not a valid BSN: {e}")).param(
+            field,
+            "bsn",
+            e.to_string(),
+        )
     })
 }
 
@@ -214,7 +236,9 @@ async fn employee_dossier(
 ) -> Result<Response, Problem> {
     let actor = authenticate(&s, &headers)?;
     if matches!(actor, Actor::Citizen { .. }) {
-        return Err(Problem::forbidden("citizens read their own dossier at GET /v1/me/dossier"));
+        return Err(Problem::forbidden(
+            "citizens read their own dossier at GET /v1/me/dossier",
+        ));
     }
     let b: DossierBody = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &b.bsn)?;
@@ -224,11 +248,12 @@ async fn employee_dossier(
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
     let rt = s.gateway.runtime();
-    let view = authorize(&rt.config, &actor, &bsn, &b.view, purpose.as_deref()).map_err(access_problem)?;
-    if let Some(only) = &b.sections {
-        if let Some(bad) = only.iter().find(|x| !view.sections.contains_key(*x)) {
-            return Err(access_problem(AccessError::UnknownSection(bad.clone())));
-        }
+    let view =
+        authorize(&rt.config, &actor, &bsn, &b.view, purpose.as_deref()).map_err(access_problem)?;
+    if let Some(only) = &b.sections
+        && let Some(bad) = only.iter().find(|x| !view.sections.contains_key(*x))
+    {
+        return Err(access_problem(AccessError::UnknownSection(bad.clone())));
     }
     let no_cache = headers
         .get(header::CACHE_CONTROL)
@@ -244,7 +269,10 @@ async fn employee_dossier(
         trace: trace_of(&headers),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    Ok(json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()))
+    Ok(json(
+        StatusCode::OK,
+        serde_json::to_vec(&resp).unwrap_or_default(),
+    ))
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
@@ -253,7 +281,14 @@ pub async fn serve(
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max_body = state.gateway.runtime().config.gateway.limits.max_request_body.0 as usize;
+    let max_body = state
+        .gateway
+        .runtime()
+        .config
+        .gateway
+        .limits
+        .max_request_body
+        .0 as usize;
     let app = router(state, max_body);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

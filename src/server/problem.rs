@@ -11,8 +11,12 @@ pub struct InvalidParam {
     pub reason: String,
 }
 
+/// A problem response. Boxed so `Result<T, Problem>` stays small on the happy path.
+#[derive(Debug, Clone)]
+pub struct Problem(pub Box<ProblemBody>);
+
 #[derive(Debug, Clone, Serialize)]
-pub struct Problem {
+pub struct ProblemBody {
     #[serde(rename = "type")]
     pub type_uri: String,
     pub title: String,
@@ -29,7 +33,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, code: &str, title: &str) -> Self {
-        Problem {
+        Problem(Box::new(ProblemBody {
             type_uri: format!("https://ketenportaal.example/problems/{code}"),
             title: title.to_string(),
             status: status.as_u16(),
@@ -37,16 +41,16 @@ impl Problem {
             instance: None,
             invalid_params: Vec::new(),
             www_authenticate: false,
-        }
+        }))
     }
 
     pub fn detail(mut self, d: impl Into<String>) -> Self {
-        self.detail = Some(d.into());
+        self.0.detail = Some(d.into());
         self
     }
 
     pub fn param(mut self, name: &str, code: &str, reason: impl Into<String>) -> Self {
-        self.invalid_params.push(InvalidParam {
+        self.0.invalid_params.push(InvalidParam {
             name: name.into(),
             code: code.into(),
             reason: reason.into(),
@@ -55,12 +59,22 @@ impl Problem {
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Problem::new(StatusCode::BAD_REQUEST, "bad-request", "The request is not valid").detail(detail)
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            "The request is not valid",
+        )
+        .detail(detail)
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Authentication required").detail(detail);
-        p.www_authenticate = true;
+        let mut p = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Authentication required",
+        )
+        .detail(detail);
+        p.0.www_authenticate = true;
         p
     }
 
@@ -75,14 +89,15 @@ impl Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&*self.0).unwrap_or_default();
         let mut r = (status, body).into_response();
         r.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if self.www_authenticate {
+        if self.0.www_authenticate {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"ketenportaal\""),
