@@ -76,6 +76,24 @@ impl Config {
         file: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
+        Self::load_inner(file, env).map_err(|mut e| {
+            // The gateway file first, then adapter files; each in position order.
+            e.0.sort_by(|a, b| {
+                (a.file != file, &a.file, a.line, a.column).cmp(&(
+                    b.file != file,
+                    &b.file,
+                    b.line,
+                    b.column,
+                ))
+            });
+            e
+        })
+    }
+
+    fn load_inner(
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
         let mut hasher = Sha256::new();
         let base_dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
@@ -83,19 +101,29 @@ impl Config {
         if let Ok(bytes) = std::fs::read(file) {
             hasher.update(&bytes);
         }
-        let gateway: Option<GatewayConfig> =
-            tree.as_ref().and_then(|t| typed(file, t, &mut errors));
-        let (Some(tree), Some(gateway)) = (tree, gateway) else {
+        let Some(tree) = tree else {
             return Err(ConfigErrors(errors));
+        };
+        // A gateway config with problems still has its adapter files checked, so one run
+        // reports everything.
+        let gateway: Option<GatewayConfig> = typed(file, &tree, &mut errors);
+        let entries: Vec<(String, Pos)> = match tree.get("adapters") {
+            Some(list) => list
+                .items()
+                .iter()
+                .filter_map(|n| n.as_str().map(|s| (s.to_string(), n.pos)))
+                .collect(),
+            None => GatewayConfig::default()
+                .adapters
+                .into_iter()
+                .map(|a| (a, tree.pos))
+                .collect(),
         };
 
         // Adapter files.
         let mut adapter_files: Vec<(PathBuf, Pos)> = Vec::new();
-        let list = tree.get("adapters");
-        for (i, entry) in gateway.adapters.iter().enumerate() {
-            let pos = list
-                .and_then(|l| l.items().get(i))
-                .map_or(tree.key_pos("adapters").unwrap_or_default(), |n| n.pos);
+        for (entry, pos) in &entries {
+            let (entry, pos) = (entry, *pos);
             let p = base_dir.join(entry);
             if p.is_dir() {
                 match std::fs::read_dir(&p) {
@@ -144,7 +172,13 @@ impl Config {
                 errors.extend(errs);
                 continue;
             };
-            if let Some(spec) = compile_adapter(path, &atree, &gateway, &mut errs) {
+            let Some(gateway) = &gateway else {
+                // Without a valid gateway config, check the adapter's own structure only.
+                let _: Option<AdapterDef> = typed(path, &atree, &mut errs);
+                errors.extend(errs);
+                continue;
+            };
+            if let Some(spec) = compile_adapter(path, &atree, gateway, &mut errs) {
                 let stem = path
                     .file_stem()
                     .and_then(|s| s.to_str())
@@ -182,6 +216,9 @@ impl Config {
             errors.extend(errs);
         }
 
+        let Some(gateway) = gateway else {
+            return Err(ConfigErrors(errors));
+        };
         let listen = validate_gateway(
             file,
             &tree,

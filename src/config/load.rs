@@ -240,6 +240,17 @@ fn type_hint(msg: &str) -> Option<String> {
         && (msg.contains("floating point") || msg.contains("integer"))
     {
         Some("quote the value, e.g. \"1.1\"".into())
+    } else if [
+        "expected u8",
+        "expected u16",
+        "expected u32",
+        "expected u64",
+        "expected i64",
+    ]
+    .iter()
+    .any(|t| msg.contains(t))
+    {
+        Some("write a whole number without quotes, e.g. `64`".into())
     } else if msg.contains("unknown variant") {
         let allowed = backticked(msg.split_once("expected").map_or("", |(_, r)| r));
         Some(format!("use one of: {}", allowed.join(", ")))

@@ -1,0 +1,150 @@
+//! `ketenportaal check`: every problem, with file:line:column and a hint, non-zero exit.
+
+use std::process::Command;
+
+const GATEWAY: &str = r#"listen: 127.0.0.1:8080
+adapters:
+  - adapters/uwv.yaml
+  - adapters/ontbreekt.yaml
+deadline: 1500ms
+limits:
+  max_depth: diep
+cache:
+  enabled: true
+  max_bytez: 10MiB
+organisations:
+  uwv: {name: UWV, oin: "00000001003214345000", base_url: "http://127.0.0.1:9"}
+sections:
+  uitkeringen: {kind: list, key: [soort]}
+views:
+  klant:
+    audience: citizen
+    sections: {uitkeringen: ["*"]}
+"#;
+
+const ADAPTER: &str = r#"id: uwv
+organisation: uwv
+protocol: soap
+endpoint: /uwv
+soap:
+  version: "1.1"
+  namespaces: {u: "urn:u"}
+  body: "<u:Vraag><u:bsn>{{bsn}}</u:bsn></u:Vraag>"
+map:
+  uitkeringen:
+    each: "u:Antwoord/u:Uitkering"
+    fields: {soort: "u:soort"}
+"#;
+
+fn run_check(dir: &std::path::Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["check", "--config"])
+        .arg(dir.join("gateway.yaml"))
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        text.replace(&dir.display().to_string(), "[dir]"),
+    )
+}
+
+#[test]
+fn check_reports_unknown_key_wrong_type_and_missing_adapter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    std::fs::write(dir.path().join("gateway.yaml"), GATEWAY).unwrap();
+    std::fs::write(dir.path().join("adapters/uwv.yaml"), ADAPTER).unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(!ok, "check must fail:\n{text}");
+    assert!(text.contains("[dir]/gateway.yaml:4:5: adapter file or folder `adapters/ontbreekt.yaml` does not exist"), "{text}");
+    assert!(
+        text.contains(
+            "[dir]/gateway.yaml:7:14: `max_depth`: invalid type: string \"diep\", expected u32"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "[dir]/gateway.yaml:10:3: unknown key `max_bytez`\n    hint: did you mean `max_bytes`?"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("3 problem(s) found"), "{text}");
+    insta::assert_snapshot!("check_three_problems", text);
+}
+
+#[test]
+fn check_reports_cross_reference_problems_in_adapters() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    std::fs::write(
+        dir.path().join("gateway.yaml"),
+        GATEWAY
+            .replace("  - adapters/ontbreekt.yaml\n", "")
+            .replace("diep", "32")
+            .replace("max_bytez", "max_bytes"),
+    )
+    .unwrap();
+    let bad = ADAPTER
+        .replace("organisation: uwv", "organisation: uvw")
+        .replace("uitkeringen:\n", "uitkering:\n")
+        .replace("{{bsn}}", "{{bsnn}}")
+        .replace("\"u:soort\"", "\"x:soort\"");
+    std::fs::write(dir.path().join("adapters/uwv.yaml"), bad).unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(!ok);
+    assert!(text.contains("adapters/uwv.yaml:2:15: organisation `uvw` is not declared in the gateway config\n    hint: did you mean `uwv`?"), "{text}");
+    assert!(text.contains("unknown placeholder `{{bsnn}}`"), "{text}");
+    assert!(
+        text.contains("section `uitkering` is not declared"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prefix `x` in step `x:soort` is not declared"),
+        "{text}"
+    );
+    insta::assert_snapshot!("check_adapter_cross_references", text);
+}
+
+#[test]
+fn check_accepts_the_shipped_demo_config() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["check", "--config"])
+        .arg(crate::helpers::root().join("config/demo.yaml"))
+        .env("KETENPORTAAL_AGENCIES", "http://127.0.0.1:9")
+        .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn secrets_from_the_environment_are_never_echoed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let cfg = GATEWAY
+        .replace("  - adapters/ontbreekt.yaml\n", "")
+        .replace("max_depth: diep", "max_depth: ${GEHEIM}")
+        .replace("max_bytez", "max_bytes");
+    std::fs::write(dir.path().join("gateway.yaml"), cfg).unwrap();
+    std::fs::write(dir.path().join("adapters/uwv.yaml"), ADAPTER).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["check", "--config"])
+        .arg(dir.path().join("gateway.yaml"))
+        .env("GEHEIM", "zeer-geheime-waarde")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!text.contains("zeer-geheime-waarde"), "{text}");
+    assert!(
+        text.contains("the value from ${GEHEIM} is not valid here (value not shown)"),
+        "{text}"
+    );
+}

@@ -1,0 +1,472 @@
+//! Dossier requests end to end: fan-out, partial answers, views, callers.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Behaviour, CITIZEN, source, spawn_app};
+
+const UWV: &str = "/uwv/UitkeringenService";
+const TOESLAGEN: &str = "/belastingdienst/toeslagen/api/v1/toeslagen/_zoek";
+
+fn uwv_answer(envelope_open: &str, body: &str, envelope_close: &str) -> String {
+    format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>{envelope_open}{body}{envelope_close}")
+}
+
+/// The same UWV answer under three prefix schemes.
+fn prefix_variants() -> Vec<String> {
+    vec![
+        // Default namespaces everywhere.
+        uwv_answer(
+            r#"<Envelope xmlns="http://schemas.xmlsoap.org/soap/envelope/"><Body>"#,
+            r#"<GeefUitkeringenResponse xmlns="urn:nl:uwv:uitkeringen:v1"><uitkeringen>
+                 <Uitkering><soort>WW</soort><ingangsdatum>2026-03-01</ingangsdatum><bedragPerMaand>2387.14</bedragPerMaand><status>lopend</status></Uitkering>
+                 <Uitkering><soort>ZW</soort><ingangsdatum>2019-02-11</ingangsdatum><einddatum xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xsi:nil="true"/><bedragPerMaand>2150.60</bedragPerMaand><status>beeindigd</status></Uitkering>
+               </uitkeringen></GeefUitkeringenResponse>"#,
+            "</Body></Envelope>",
+        ),
+        // soap11env: and tns: prefixes declared on the root.
+        uwv_answer(
+            r#"<soap11env:Envelope xmlns:soap11env="http://schemas.xmlsoap.org/soap/envelope/" xmlns:tns="urn:nl:uwv:uitkeringen:v1" xmlns:i="http://www.w3.org/2001/XMLSchema-instance"><soap11env:Body>"#,
+            r#"<tns:GeefUitkeringenResponse><tns:uitkeringen>
+                 <tns:Uitkering><tns:soort>WW</tns:soort><tns:ingangsdatum>2026-03-01</tns:ingangsdatum><tns:bedragPerMaand>2387.14</tns:bedragPerMaand><tns:status>lopend</tns:status></tns:Uitkering>
+                 <tns:Uitkering><tns:soort>ZW</tns:soort><tns:ingangsdatum>2019-02-11</tns:ingangsdatum><tns:einddatum i:nil="true"/><tns:bedragPerMaand>2150.60</tns:bedragPerMaand><tns:status>beeindigd</tns:status></tns:Uitkering>
+               </tns:uitkeringen></tns:GeefUitkeringenResponse>"#,
+            "</soap11env:Body></soap11env:Envelope>",
+        ),
+        // A prefix redeclared deeper in the tree, bound to another URI higher up.
+        uwv_answer(
+            r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:a="urn:iets:anders"><s:Body>"#,
+            r#"<a:GeefUitkeringenResponse xmlns:a="urn:nl:uwv:uitkeringen:v1"><a:uitkeringen>
+                 <b:Uitkering xmlns:b="urn:nl:uwv:uitkeringen:v1"><b:soort>WW</b:soort><a:ingangsdatum>2026-03-01</a:ingangsdatum><b:bedragPerMaand>2387.14</b:bedragPerMaand><b:status>lopend</b:status></b:Uitkering>
+                 <a:Uitkering><a:soort>ZW</a:soort><a:ingangsdatum>2019-02-11</a:ingangsdatum><a:einddatum xmlns:x="http://www.w3.org/2001/XMLSchema-instance" x:nil="1"/><a:bedragPerMaand>2150.60</a:bedragPerMaand><a:status>beeindigd</a:status></a:Uitkering>
+               </a:uitkeringen></a:GeefUitkeringenResponse>"#,
+            "</s:Body></s:Envelope>",
+        ),
+    ]
+}
+
+async fn citizen_dossier(app: &crate::helpers::TestApp) -> Value {
+    let r = app.me_dossier(&app.citizen_token(CITIZEN)).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn demo_citizen_gets_a_complete_merged_dossier() {
+    let app = spawn_app().await;
+    let r = app.me_dossier(&app.citizen_token(CITIZEN)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["api-version"], "1.0.0");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["complete"], true);
+    assert_eq!(d["view"], "klant");
+    assert_eq!(d["subject"]["bsn"], CITIZEN);
+    for a in [
+        "brp-personen",
+        "stuf-bg-personen",
+        "uwv-uitkeringen",
+        "svb-regelingen",
+        "toeslagen",
+    ] {
+        assert_eq!(source(&d, a)["status"], "ok", "{a}");
+    }
+    // Provenance: the BRP is leading for persoon; records name their source.
+    assert_eq!(d["sections"]["persoon"]["geslachtsnaam"], "Vries");
+    assert_eq!(
+        d["sections"]["persoon"]["_provenance"]["geslachtsnaam"],
+        "brp-personen"
+    );
+    assert_eq!(
+        d["sections"]["persoon"]["_provenance"]["aow_datum"],
+        "svb-regelingen"
+    );
+    let uitkeringen = d["sections"]["uitkeringen"].as_array().unwrap();
+    assert!(
+        uitkeringen
+            .iter()
+            .any(|u| u["_source"] == "uwv-uitkeringen" && u["soort"] == "WW")
+    );
+    assert!(uitkeringen.iter().any(|u| u["_source"] == "svb-regelingen"));
+    assert!(
+        d["sections"]["toeslagen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["_source"] == "toeslagen")
+    );
+    // The planted conflict: UWV keeps an old house number.
+    let c = &d["conflicts"][0];
+    assert_eq!(c["field"], "huisnummer");
+    assert_eq!(c["values"][0], json!(["brp-personen", 418]));
+    assert_eq!(c["values"][1], json!(["uwv-uitkeringen", 412]));
+}
+
+#[tokio::test]
+async fn the_same_soap_answer_under_three_prefix_schemes_maps_identically() {
+    let app = spawn_app().await;
+    let mut results = Vec::new();
+    for body in prefix_variants() {
+        app.chaos
+            .set(UWV, Behaviour::Status(200, "text/xml; charset=utf-8", body));
+        let d = citizen_dossier(&app).await;
+        assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
+        let uwv: Vec<Value> = d["sections"]["uitkeringen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["_source"] == "uwv-uitkeringen")
+            .cloned()
+            .collect();
+        assert_eq!(uwv.len(), 2);
+        results.push(uwv);
+    }
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+    assert_eq!(results[0][1]["einddatum"], Value::Null);
+    assert_eq!(results[0][0]["bedrag_per_maand"], json!(2387.14));
+}
+
+#[tokio::test]
+async fn a_soap_fault_with_http_500_is_a_fault_not_a_transport_error() {
+    let app = spawn_app().await;
+    let fault = r#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Body><soapenv:Fault><faultcode>soapenv:Server</faultcode><faultstring>Policy Falsified</faultstring><detail><l7:policyResult xmlns:l7="http://www.layer7tech.com/ws/policy/fault" status="Assertion Falsified"/></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>"#;
+    app.chaos.set(
+        UWV,
+        Behaviour::Status(500, "text/xml; charset=utf-8", fault.into()),
+    );
+    let d = citizen_dossier(&app).await;
+    assert_eq!(d["complete"], false);
+    let s = source(&d, "uwv-uitkeringen");
+    assert_eq!(s["status"], "error");
+    assert_eq!(s["error"], "SOAP Fault soapenv:Server: Policy Falsified");
+    // Everyone else still answered.
+    assert_eq!(source(&d, "brp-personen")["status"], "ok");
+    assert_eq!(d["sections"]["persoon"]["geslachtsnaam"], "Vries");
+    assert!(
+        d["conflicts"].as_array().unwrap().is_empty(),
+        "UWV's address is gone, so is the conflict"
+    );
+}
+
+#[tokio::test]
+async fn a_rest_500_becomes_a_source_error() {
+    let app = spawn_app().await;
+    let problem = r#"{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"Toeslagen database niet beschikbaar"}"#;
+    app.chaos.set(
+        TOESLAGEN,
+        Behaviour::Status(500, "application/problem+json", problem.into()),
+    );
+    let d = citizen_dossier(&app).await;
+    assert_eq!(d["complete"], false);
+    let s = source(&d, "toeslagen");
+    assert_eq!(s["status"], "error");
+    assert_eq!(
+        s["error"],
+        "HTTP 500 from the source: Toeslagen database niet beschikbaar"
+    );
+    assert!(d["sections"].get("toeslagen").is_none());
+    assert!(d["sections"]["uitkeringen"].as_array().unwrap().len() >= 2);
+}
+
+#[tokio::test]
+async fn garbage_answers_become_clear_source_errors() {
+    let app = spawn_app().await;
+    app.chaos.set(
+        TOESLAGEN,
+        Behaviour::Status(
+            200,
+            "application/json",
+            "<html>Service Unavailable</html>".into(),
+        ),
+    );
+    app.chaos.set(
+        UWV,
+        Behaviour::Status(200, "text/xml", "\u{0}\u{1}garbage<<<".into()),
+    );
+    let d = citizen_dossier(&app).await;
+    let t = source(&d, "toeslagen");
+    assert_eq!(t["status"], "error");
+    assert!(
+        t["error"].as_str().unwrap().contains("not valid JSON"),
+        "{t}"
+    );
+    let u = source(&d, "uwv-uitkeringen");
+    assert_eq!(u["status"], "error");
+    assert!(
+        u["error"].as_str().unwrap().contains("could not be mapped"),
+        "{u}"
+    );
+    assert_eq!(d["complete"], false);
+}
+
+#[tokio::test]
+async fn a_hanging_source_times_out_and_the_dossier_still_comes() {
+    let app = spawn_app().await;
+    app.chaos.set(UWV, Behaviour::Hang);
+    let started = Instant::now();
+    let d = citizen_dossier(&app).await;
+    let took = started.elapsed();
+    let s = source(&d, "uwv-uitkeringen");
+    assert_eq!(s["status"], "timeout");
+    assert_eq!(s["error"], "no answer within 800 ms");
+    assert_eq!(d["complete"], false);
+    // Not a speed test: only that the hanging source did not hold the answer for its 30 s.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(source(&d, "svb-regelingen")["status"], "ok");
+}
+
+#[tokio::test]
+async fn all_sources_down_is_an_error() {
+    let app = spawn_app().await;
+    for org in ["brp", "stuf-bg", "uwv", "svb", "toeslagen"] {
+        app.agencies.set_down(org, true);
+    }
+    let r = app.me_dossier(&app.citizen_token(CITIZEN)).await;
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["status"], 502);
+    assert!(p["detail"].as_str().unwrap().contains("HTTP 503"), "{p}");
+}
+
+#[tokio::test]
+async fn all_sources_hanging_is_a_gateway_timeout() {
+    let app = spawn_app().await;
+    for path in [
+        "/brp/haalcentraal/api/brp/personen",
+        "/gemeente/stuf-bg/BGService",
+        UWV,
+        "/svb/RegelingenService",
+        TOESLAGEN,
+    ] {
+        app.chaos.set(path, Behaviour::Hang);
+    }
+    let r = app.me_dossier(&app.citizen_token(CITIZEN)).await;
+    assert_eq!(r.status(), 504);
+}
+
+#[tokio::test]
+async fn views_filter_fields_and_sections() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    let r = app
+        .employee_dossier(
+            &coach,
+            Some("re-integratie"),
+            json!({"bsn": CITIZEN, "view": "werkcoach"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let d: Value = r.json().await.unwrap();
+    let s = d["sections"].as_object().unwrap();
+    assert!(s.contains_key("persoon") && s.contains_key("uitkeringen"));
+    assert!(!s.contains_key("toeslagen") && !s.contains_key("inkomen"));
+    let persoon = d["sections"]["persoon"].as_object().unwrap();
+    assert!(!persoon.contains_key("leeftijd") && !persoon.contains_key("aow_datum"));
+    assert!(
+        !persoon["_provenance"]
+            .as_object()
+            .unwrap()
+            .contains_key("leeftijd")
+    );
+    assert_eq!(persoon["geslachtsnaam"], "Vries");
+    // Only the adapters the view needs were called.
+    assert_eq!(source(&d, "toeslagen")["status"], "skipped");
+    assert_eq!(d["purpose"], "re-integratie");
+
+    let consulent = app.employee_token("gemeente-utrecht", &["gemeente-consulent"]);
+    let r = app
+        .employee_dossier(
+            &consulent,
+            Some("bijstand-aanvraag"),
+            json!({"bsn": CITIZEN, "view": "consulent-inkomen"}),
+        )
+        .await;
+    let d: Value = r.json().await.unwrap();
+    assert!(
+        d["sections"]["toeslagen"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let u = &d["sections"]["uitkeringen"][0];
+    assert!(
+        u.get("dossiernummer").is_none(),
+        "consulent does not see dossiernummer: {u}"
+    );
+
+    // Narrowing to one section calls only what that section needs.
+    let r = app
+        .employee_dossier(
+            &consulent,
+            Some("bijstand-aanvraag"),
+            json!({"bsn": CITIZEN, "view": "consulent-inkomen", "sections": ["toeslagen"]}),
+        )
+        .await;
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["sections"].as_object().unwrap().len(), 1);
+    assert_eq!(source(&d, "brp-personen")["status"], "skipped");
+}
+
+#[tokio::test]
+async fn a_citizen_token_cannot_read_another_bsn() {
+    let app = spawn_app().await;
+    let token = app.citizen_token(CITIZEN);
+    // The employee endpoint refuses citizens, whatever BSN and view they send.
+    for view in ["klant", "werkcoach"] {
+        let r = app
+            .employee_dossier(
+                &token,
+                Some("re-integratie"),
+                json!({"bsn": "999990019", "view": view}),
+            )
+            .await;
+        assert_eq!(r.status(), 403);
+    }
+    // /v1/me/dossier always answers for the token's own BSN.
+    let d = citizen_dossier(&app).await;
+    assert_eq!(d["subject"]["bsn"], CITIZEN);
+}
+
+#[tokio::test]
+async fn employees_need_an_allowed_role_and_purpose() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    let body = json!({"bsn": CITIZEN, "view": "werkcoach"});
+    let r = app.employee_dossier(&coach, None, body.clone()).await;
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("X-Purpose"));
+
+    let r = app
+        .employee_dossier(&coach, Some("nieuwsgierigheid"), body.clone())
+        .await;
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"].as_str().unwrap().contains("re-integratie"),
+        "{p}"
+    );
+
+    let other = app.employee_token("uwv", &["uwv-jurist"]);
+    let r = app
+        .employee_dossier(&other, Some("re-integratie"), body.clone())
+        .await;
+    assert_eq!(r.status(), 403);
+
+    // An employee cannot use the citizen view, nor the citizen endpoint.
+    let r = app
+        .employee_dossier(
+            &coach,
+            Some("re-integratie"),
+            json!({"bsn": CITIZEN, "view": "klant"}),
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.me_dossier(&coach).await.status(), 403);
+}
+
+#[tokio::test]
+async fn an_invalid_bsn_is_a_400_naming_the_field() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    for bad in ["999993654", "12345", "abcdefghi", ""] {
+        let r = app
+            .employee_dossier(
+                &coach,
+                Some("re-integratie"),
+                json!({"bsn": bad, "view": "werkcoach"}),
+            )
+            .await;
+        assert_eq!(r.status(), 400, "{bad}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["invalidParams"][0]["name"], "bsn");
+        assert!(
+            !p.to_string().contains(bad) || bad.is_empty(),
+            "the problem must not echo the BSN: {p}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_and_bodies_are_refused_clearly() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .get(format!("{}/v1/me/dossier", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    assert_eq!(r.headers()["api-version"], "1.0.0");
+    assert_eq!(app.me_dossier("not.a.token").await.status(), 401);
+    let mut forged = app.citizen_token(CITIZEN);
+    forged.pop();
+    forged.push('A');
+    assert_eq!(app.me_dossier(&forged).await.status(), 401);
+
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    let r = app
+        .employee_dossier(
+            &coach,
+            Some("re-integratie"),
+            json!({"bsn": CITIZEN, "view": "werkcoach", "extra": 1}),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let r = app
+        .http
+        .post(format!("{}/v1/dossiers", app.url))
+        .bearer_auth(&coach)
+        .header("X-Purpose", "re-integratie")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .http
+        .post(format!("{}/v1/dossiers", app.url))
+        .bearer_auth(&coach)
+        .body(vec![b' '; 200 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = app
+        .http
+        .get(format!("{}/v1/nothing", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+#[tokio::test]
+async fn traceparent_is_propagated_to_every_adapter_call() {
+    let app = spawn_app().await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = app
+        .http
+        .get(format!("{}/v1/me/dossier", app.url))
+        .bearer_auth(app.citizen_token(CITIZEN))
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .send()
+        .await
+        .unwrap();
+    let d: Value = r.json().await.unwrap();
+    assert_eq!(d["trace_id"], trace_id);
+    let seen = app.chaos.seen_traceparents.lock().unwrap().clone();
+    assert_eq!(seen.len(), 5);
+    for tp in seen {
+        assert!(tp.starts_with(&format!("00-{trace_id}-")), "{tp}");
+        assert!(
+            !tp.contains("00f067aa0ba902b7"),
+            "each call gets its own span: {tp}"
+        );
+    }
+}

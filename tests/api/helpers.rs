@@ -1,0 +1,210 @@
+//! Test harness: `spawn_app()` starts the fixture agencies, a "chaos" proxy in front of them
+//! (per path: pass through, hang, fail, answer garbage), and the gateway on port 0.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use ketenportaal::audit::LogAudit;
+use ketenportaal::config::Config;
+use ketenportaal::demo::{self, agencies::AgencyServer};
+use ketenportaal::gateway::Gateway;
+use ketenportaal::server::{self, AppState};
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const CITIZEN: &str = "999993653";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What the chaos proxy does on one path.
+#[derive(Clone, Debug)]
+pub enum Behaviour {
+    Hang,
+    Status(u16, &'static str, String),
+}
+
+#[derive(Clone, Default)]
+pub struct Chaos {
+    behaviours: Arc<Mutex<HashMap<String, Behaviour>>>,
+    pub seen_traceparents: Arc<Mutex<Vec<String>>>,
+    upstream: Arc<Mutex<String>>,
+    client: reqwest::Client,
+}
+
+impl Chaos {
+    pub fn set(&self, path: &str, b: Behaviour) {
+        self.behaviours.lock().unwrap().insert(path.to_string(), b);
+    }
+}
+
+async fn chaos_handler(
+    State(c): State<Chaos>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        c.seen_traceparents.lock().unwrap().push(tp.to_string());
+    }
+    let b = c.behaviours.lock().unwrap().get(uri.path()).cloned();
+    match b {
+        Some(Behaviour::Hang) => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            StatusCode::OK.into_response()
+        }
+        Some(Behaviour::Status(code, ctype, body)) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("content-type", ctype)],
+            body,
+        )
+            .into_response(),
+        None => {
+            let upstream = c.upstream.lock().unwrap().clone();
+            let mut req = c
+                .client
+                .post(format!("{upstream}{}", uri.path()))
+                .body(body);
+            for (k, v) in &headers {
+                if k != "host" && k != "content-length" {
+                    req = req.header(k, v);
+                }
+            }
+            match req.send().await {
+                Ok(r) => {
+                    let status = r.status();
+                    let ct = r
+                        .headers()
+                        .get("content-type")
+                        .cloned()
+                        .unwrap_or_else(|| "text/plain".parse().unwrap());
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    let mut resp = (status, bytes).into_response();
+                    resp.headers_mut().insert("content-type", ct);
+                    resp
+                }
+                Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+            }
+        }
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub config: Arc<Config>,
+    pub agencies: AgencyServer,
+    pub chaos: Chaos,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+pub struct Options {
+    pub cache: bool,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options { cache: false }).await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    let agencies = AgencyServer::start(
+        &root().join("fixtures/agencies"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("agencies start");
+    let chaos = Chaos::default();
+    *chaos.upstream.lock().unwrap() = agencies.base_url();
+    let chaos_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let chaos_url = format!("http://{}", chaos_listener.local_addr().unwrap());
+    let app = Router::new()
+        .fallback(chaos_handler)
+        .with_state(chaos.clone());
+    tokio::spawn(async move {
+        axum::serve(chaos_listener, app).await.ok();
+    });
+
+    let env = demo::demo_env(chaos_url, SECRET.to_string());
+    let mut config =
+        Config::load_with_env(&root().join("config/demo.yaml"), &env).expect("demo config loads");
+    config.gateway.cache.enabled = opts.cache;
+    let config_arc = Arc::new(config.clone());
+    let gateway = Gateway::new(config, Arc::new(LogAudit)).unwrap();
+    let state = Arc::new(AppState { gateway });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        server::serve(listener, state, async {
+            rx.await.ok();
+        })
+        .await
+        .ok();
+    });
+    TestApp {
+        url: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        config: config_arc,
+        agencies,
+        chaos,
+        _stop: tx,
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, actor: &ketenportaal::auth::Actor) -> String {
+        demo::mint(&self.config, SECRET, actor, 600).unwrap()
+    }
+
+    pub fn citizen_token(&self, bsn: &str) -> String {
+        self.token(&demo::citizen(bsn).unwrap())
+    }
+
+    pub fn employee_token(&self, org: &str, roles: &[&str]) -> String {
+        self.token(&demo::employee("medewerker.test", org, roles))
+    }
+
+    pub async fn me_dossier(&self, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/me/dossier", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn employee_dossier(
+        &self,
+        token: &str,
+        purpose: Option<&str>,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .post(format!("{}/v1/dossiers", self.url))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(p) = purpose {
+            r = r.header("X-Purpose", p);
+        }
+        r.send().await.unwrap()
+    }
+}
+
+/// The source entry for `adapter` in a dossier.
+pub fn source<'a>(d: &'a serde_json::Value, adapter: &str) -> &'a serde_json::Value {
+    d["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["adapter"] == adapter)
+        .unwrap_or_else(|| panic!("no source {adapter} in {d}"))
+}

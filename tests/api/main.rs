@@ -1,0 +1,6 @@
+//! Integration tests: the real gateway on a loopback port, real agency servers on loopback.
+
+mod check;
+mod dossier;
+mod helpers;
+mod yaml_files;
