@@ -1,6 +1,7 @@
 //! Integration tests: the real gateway on a loopback port, real agency servers on loopback.
 
 mod check;
+mod demo;
 mod dossier;
 mod helpers;
 mod yaml_files;
