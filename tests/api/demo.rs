@@ -42,7 +42,10 @@ async fn the_demo_prints_a_curl_line_that_returns_a_complete_dossier() {
     }
     let curl = curl.expect("the demo printed a citizen curl line");
     // curl -s http://127.0.0.1:PORT/v1/me/dossier -H "Authorization: Bearer TOKEN"
-    let url = curl.split_whitespace().find(|w| w.starts_with("http://")).unwrap();
+    let url = curl
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
     let token = curl.split("Bearer ").nth(1).unwrap().trim_end_matches('"');
     let d: serde_json::Value = reqwest::Client::new()
         .get(url)
@@ -63,7 +66,20 @@ async fn the_demo_prints_a_curl_line_that_returns_a_complete_dossier() {
     assert!(orgs.len() >= 3, "{orgs:?}");
     // Both SOAP (UWV, SVB) and REST (BRP, toeslagen) sources contributed records.
     let uitkeringen = d["sections"]["uitkeringen"].as_array().unwrap();
-    assert!(uitkeringen.iter().any(|u| u["_source"] == "uwv-uitkeringen"));
-    assert!(d["sections"]["toeslagen"].as_array().unwrap().iter().any(|t| t["_source"] == "toeslagen"));
-    assert_eq!(d["sections"]["persoon"]["_provenance"]["geslachtsnaam"], "brp-personen");
+    assert!(
+        uitkeringen
+            .iter()
+            .any(|u| u["_source"] == "uwv-uitkeringen")
+    );
+    assert!(
+        d["sections"]["toeslagen"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["_source"] == "toeslagen")
+    );
+    assert_eq!(
+        d["sections"]["persoon"]["_provenance"]["geslachtsnaam"],
+        "brp-personen"
+    );
 }
