@@ -15,7 +15,11 @@ use futures::future::join_all;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use tower::ServiceExt;
+
 use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
+use crate::metrics::Metrics;
+use crate::resilience::{self, Breaker, Call, CircuitState, Stack};
 use crate::audit::{AccessRecord, AuditSink};
 use crate::auth::{Actor, Verifier};
 use crate::bsn::Bsn;
@@ -25,20 +29,56 @@ use crate::config::model::{Audience, ViewDef};
 use crate::dossier::{self, Conflict};
 use crate::trace::TraceContext;
 
+/// One adapter at run time: its client, its resilience stack and breaker.
+pub struct AdapterRuntime {
+    pub client: AdapterClient,
+    pub stack: Stack,
+    pub breaker: Arc<Breaker>,
+}
+
+impl AdapterRuntime {
+    pub fn circuit(&self) -> CircuitState {
+        self.breaker.state()
+    }
+}
+
 /// Everything that changes on reload, swapped as one.
 pub struct Runtime {
     pub config: Arc<Config>,
-    pub adapters: BTreeMap<String, AdapterClient>,
+    pub adapters: BTreeMap<String, Arc<AdapterRuntime>>,
     pub verifier: Verifier,
 }
 
 impl Runtime {
-    pub fn build(config: Config, http: &reqwest::Client) -> Result<Runtime, String> {
+    /// Builds a runtime. Adapters whose definition did not change keep their state (breaker,
+    /// concurrency limit, retry budget) from `previous`.
+    pub fn build(
+        config: Config,
+        http: &reqwest::Client,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, String> {
         let verifier = Verifier::new(&config.gateway.auth, &config.base_dir)?;
         let adapters = config
             .adapters
             .iter()
-            .map(|(id, spec)| (id.clone(), AdapterClient::new(spec.clone(), http.clone())))
+            .map(|(id, spec)| {
+                let kept = previous
+                    .and_then(|p| p.adapters.get(id))
+                    .filter(|a| a.client.spec.fingerprint == spec.fingerprint)
+                    .cloned();
+                let rt = kept.unwrap_or_else(|| {
+                    let client = AdapterClient::new(spec.clone(), http.clone());
+                    let breaker = Arc::new(Breaker::new(spec.def.resilience.circuit.clone()));
+                    let stack = resilience::build(client.clone(), breaker.clone(), metrics.clone());
+                    Arc::new(AdapterRuntime {
+                        client,
+                        stack,
+                        breaker,
+                    })
+                });
+                (id.clone(), rt)
+            })
             .collect();
         Ok(Runtime {
             config: Arc::new(config),
@@ -128,6 +168,9 @@ pub struct DossierResponse {
     pub sources: Vec<SourceReport>,
     pub conflicts: Vec<Conflict>,
     pub trace_id: String,
+    /// Time spent waiting for sources (for the overhead metric; not serialised).
+    #[serde(skip)]
+    pub upstream_wait: Duration,
 }
 
 /// Checks that `actor` may read `bsn` through `view` for `purpose`; returns the view.
@@ -175,6 +218,7 @@ pub fn authorize<'c>(
 pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     pub cache: SourceCache,
+    pub metrics: Arc<Metrics>,
     audit: Arc<dyn AuditSink>,
     http: reqwest::Client,
 }
@@ -192,10 +236,12 @@ impl Gateway {
             config.gateway.cache.max_bytes.0,
             config.gateway.cache.enabled,
         );
-        let runtime = Runtime::build(config, &http)?;
+        let metrics = Arc::new(Metrics::new());
+        let runtime = Runtime::build(config, &http, &metrics, None)?;
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             cache,
+            metrics,
             audit,
             http,
         })
@@ -208,7 +254,8 @@ impl Gateway {
 
     /// Swaps in a new, already validated config.
     pub fn swap(&self, config: Config) -> Result<(), String> {
-        let rt = Runtime::build(config, &self.http)?;
+        let previous = self.runtime.load_full();
+        let rt = Runtime::build(config, &self.http, &self.metrics, Some(&previous))?;
         self.runtime.store(Arc::new(rt));
         Ok(())
     }
@@ -238,14 +285,15 @@ impl Gateway {
 
         let started = Instant::now();
         let deadline = started + config.gateway.deadline.0;
-        let needed: Vec<&AdapterClient> = config
+        let needed: Vec<&AdapterRuntime> = config
             .adapters_for(&wanted)
-            .filter_map(|spec| rt.adapters.get(spec.id()))
+            .filter_map(|spec| rt.adapters.get(spec.id()).map(Arc::as_ref))
             .collect();
         let calls = needed
             .iter()
-            .map(|client| self.call(client, &req, deadline));
+            .map(|adapter| self.call(adapter, &req, deadline));
         let outcomes: Vec<Outcome> = join_all(calls).await;
+        let upstream_wait = started.elapsed();
 
         let answers: Vec<&SourceAnswer> = outcomes
             .iter()
@@ -253,11 +301,11 @@ impl Gateway {
             .collect();
         let complete = outcomes.iter().all(|o| o.answer.is_some());
         let mut sources: Vec<SourceReport> = outcomes.iter().map(|o| o.report.clone()).collect();
-        for (id, client) in &rt.adapters {
-            if !needed.iter().any(|n| n.id().as_ref() == id) {
+        for (id, a) in &rt.adapters {
+            if !needed.iter().any(|n| n.client.id().as_ref() == id) {
                 sources.push(SourceReport {
-                    adapter: client.id().clone(),
-                    organisation: client.spec.def.organisation.clone(),
+                    adapter: a.client.id().clone(),
+                    organisation: a.client.spec.def.organisation.clone(),
                     status: "skipped",
                     latency_ms: 0,
                     age_ms: None,
@@ -339,18 +387,13 @@ impl Gateway {
             sources,
             conflicts,
             trace_id: req.trace.trace_id,
+            upstream_wait,
         })
     }
 
-    async fn call(
-        &self,
-        client: &AdapterClient,
-        req: &DossierRequest,
-        deadline: Instant,
-    ) -> Outcome {
+    async fn call(&self, adapter: &AdapterRuntime, req: &DossierRequest, deadline: Instant) -> Outcome {
+        let client = &adapter.client;
         let start = Instant::now();
-        let remaining = deadline.saturating_duration_since(start);
-        let budget = client.timeout().min(remaining);
         let spec = &client.spec;
         let key = CacheKey {
             adapter: client.id().clone(),
@@ -361,38 +404,39 @@ impl Gateway {
             ttl: spec.def.cache.ttl.0,
             stale_if_error: spec.def.cache.stale_if_error.0,
         };
-        let ctx = CallContext {
-            bsn: req.bsn,
-            traceparent: Some(req.trace.child().header()),
+        let call = Call {
+            ctx: CallContext {
+                bsn: req.bsn,
+                traceparent: Some(req.trace.child().header()),
+            },
+            deadline,
+            read: true,
         };
-        let fetch = async {
-            match tokio::time::timeout(budget, client.fetch(&ctx)).await {
-                Ok(r) => r,
-                Err(_) => Err(SourceError::Timeout(budget.as_millis() as u64)),
-            }
-        };
-        // The outer timeout guards the wait for a coalesced fetch started by another request.
+        let fetch = adapter.stack.clone().oneshot(call);
+        // The outer bound covers waiting for a permit or for a coalesced fetch started by
+        // another request: nothing waits past the deadline.
+        let remaining = deadline.saturating_duration_since(start);
         let result = match tokio::time::timeout(
-            budget + Duration::from_millis(5),
-            self.cache
-                .get_or_fetch(key.clone(), policy, req.no_cache, fetch),
+            remaining,
+            self.cache.get_or_fetch(key.clone(), policy, req.no_cache, fetch),
         )
         .await
         {
             Ok(r) => r,
             Err(_) => match self.cache.stale_answer(&key, policy).await {
                 Some(hit) => Ok(hit),
-                None => Err(SourceError::Timeout(budget.as_millis() as u64)),
+                None => Err(SourceError::Timeout(remaining.as_millis() as u64)),
             },
         };
         let latency_ms = start.elapsed().as_millis() as u64;
-        match result {
+        let outcome = match result {
             Ok((answer, fresh)) => {
-                let (status, age) = match fresh {
-                    Freshness::Fetched => ("ok", None),
-                    Freshness::Cached(age) => ("cached", Some(age.as_millis() as u64)),
-                    Freshness::Stale(age) => ("stale", Some(age.as_millis() as u64)),
+                let (status, age, lookup) = match fresh {
+                    Freshness::Fetched => ("ok", None, "miss"),
+                    Freshness::Cached(age) => ("cached", Some(age.as_millis() as u64), "hit"),
+                    Freshness::Stale(age) => ("stale", Some(age.as_millis() as u64), "stale"),
                 };
+                self.metrics.cache_lookup(client.id(), lookup);
                 Outcome {
                     report: SourceReport {
                         adapter: client.id().clone(),
@@ -423,7 +467,9 @@ impl Gateway {
                     timed_out: matches!(e, SourceError::Timeout(_)),
                 }
             }
-        }
+        };
+        self.metrics.source_result(client.id(), outcome.report.status);
+        outcome
     }
 
     /// Runs one adapter alone for `bsn` (partner onboarding, `adapter test`), bypassing the

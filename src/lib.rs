@@ -8,6 +8,8 @@
 //! - [`adapter`]: speaking SOAP and REST to one organisation's service; templates.
 //! - [`cache`]: the moka source-answer cache on the adapter path (coalescing, stale-if-error).
 //! - [`dossier`]: pure merge of answers into a dossier, and view filtering.
+//! - [`resilience`]: the per-adapter tower stack: breaker, concurrency limit, read retries.
+//! - [`metrics`]: Prometheus metrics (per gateway instance, bounded labels).
 //! - [`gateway`]: fan-out, deadline, authorisation, audit hook; the swappable runtime.
 //! - [`auth`]: JWT verification and the caller's identity.
 //! - [`audit`]: the access record and the sink it must reach before an answer leaves.
@@ -25,5 +27,7 @@ pub mod demo;
 pub mod dossier;
 pub mod gateway;
 pub mod mapping;
+pub mod metrics;
+pub mod resilience;
 pub mod server;
 pub mod trace;

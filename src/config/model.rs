@@ -350,6 +350,9 @@ pub struct AdapterDef {
     pub timeout: Dur,
     #[serde(default)]
     pub cache: AdapterCache,
+    /// Concurrency limit, retries and circuit breaker for this source.
+    #[serde(default)]
+    pub resilience: Resilience,
     /// Cap on this source's answer; defaults to `limits.max_response_body`.
     #[serde(default)]
     pub max_response_body: Option<ByteSize>,
@@ -380,6 +383,61 @@ impl Default for AdapterCache {
         AdapterCache {
             ttl: Dur(Duration::from_secs(60)),
             stale_if_error: Dur(Duration::ZERO),
+        }
+    }
+}
+
+/// How the gateway protects itself and the source from each other.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resilience {
+    /// Most calls in flight to this source at once; more wait (within the deadline).
+    pub max_concurrency: u32,
+    /// Extra attempts for reads that failed transiently (connection refused or reset,
+    /// HTTP 502/503/504), within the request deadline and the retry budget.
+    pub retries: u32,
+    /// Wait before the first retry; doubled for each next one, with jitter.
+    pub retry_backoff: Dur,
+    /// Retries may add at most this percentage to the calls made (the retry budget).
+    pub retry_budget_percent: u32,
+    pub circuit: CircuitDef,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Resilience {
+            max_concurrency: 64,
+            retries: 1,
+            retry_backoff: Dur(Duration::from_millis(25)),
+            retry_budget_percent: 20,
+            circuit: CircuitDef::default(),
+        }
+    }
+}
+
+/// The circuit breaker: it opens after `consecutive_failures` failures in a row, or when at
+/// least `min_calls` calls in `window` failed for `error_rate_percent` or more. While open, the
+/// source is not called (status `unavailable`); after `open_for` one probe is let through.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitDef {
+    pub enabled: bool,
+    pub consecutive_failures: u32,
+    pub error_rate_percent: u32,
+    pub min_calls: u32,
+    pub window: Dur,
+    pub open_for: Dur,
+}
+
+impl Default for CircuitDef {
+    fn default() -> Self {
+        CircuitDef {
+            enabled: true,
+            consecutive_failures: 5,
+            error_rate_percent: 50,
+            min_calls: 20,
+            window: Dur(Duration::from_secs(30)),
+            open_for: Dur(Duration::from_secs(10)),
         }
     }
 }

@@ -37,6 +37,7 @@ pub fn router(state: Shared, max_body: usize) -> Router {
     Router::new()
         .route("/v1/me/dossier", get(me_dossier))
         .route("/v1/dossiers", post(employee_dossier))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
@@ -50,6 +51,49 @@ async fn api_version(mut r: Response) -> Response {
     r.headers_mut()
         .insert("api-version", HeaderValue::from_static(API_VERSION));
     r
+}
+
+async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
+    let g = &s.gateway;
+    let rt = g.runtime();
+    for (id, a) in &rt.adapters {
+        let v = match a.circuit() {
+            crate::resilience::CircuitState::Closed => 0,
+            crate::resilience::CircuitState::HalfOpen => 1,
+            crate::resilience::CircuitState::Open => 2,
+        };
+        g.metrics
+            .circuit_state
+            .get_or_create(&crate::metrics::AdapterLabel { adapter: id.clone() })
+            .set(v);
+    }
+    let (entries, bytes) = g.cache.stats();
+    g.metrics.cache_entries.set(entries as i64);
+    g.metrics.cache_bytes.set(bytes as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        g.metrics.encode(),
+    )
+}
+
+/// Records request latency and the gateway's own share of it.
+fn observed(
+    s: &AppState,
+    route: &'static str,
+    started: std::time::Instant,
+    r: Result<(Response, std::time::Duration), Problem>,
+) -> Response {
+    let (resp, upstream) = match r {
+        Ok((resp, upstream)) => (resp, upstream),
+        Err(p) => (p.into_response(), std::time::Duration::ZERO),
+    };
+    s.gateway
+        .metrics
+        .request(route, resp.status().as_u16(), started.elapsed(), upstream);
+    resp
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -150,9 +194,22 @@ struct MeQuery {
 async fn me_dossier(
     State(s): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<MeQuery>,
-) -> Result<Response, Problem> {
-    let actor = authenticate(&s, &headers)?;
+    q: Result<Query<MeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let r = match q {
+        Ok(Query(q)) => me_dossier_inner(&s, &headers, q).await,
+        Err(e) => Err(Problem::bad_request(e.body_text())),
+    };
+    observed(&s, "/v1/me/dossier", started, r)
+}
+
+async fn me_dossier_inner(
+    s: &AppState,
+    headers: &HeaderMap,
+    q: MeQuery,
+) -> Result<(Response, std::time::Duration), Problem> {
+    let actor = authenticate(s, headers)?;
     let Actor::Citizen { bsn, .. } = &actor else {
         return Err(Problem::forbidden(
             "this endpoint is for citizens; employees use POST /v1/dossiers",
@@ -172,12 +229,12 @@ async fn me_dossier(
             .map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
         purpose: None,
         no_cache: false,
-        trace: trace_of(&headers),
+        trace: trace_of(headers),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_vec(&resp).unwrap_or_default(),
+    Ok((
+        json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()),
+        resp.upstream_wait,
     ))
 }
 
@@ -229,18 +286,24 @@ pub fn parse_bsn(field: &str, s: &str) -> Result<Bsn, Problem> {
 
 /// `POST /v1/dossiers`: an employee reads a client's dossier through an employee view, for a
 /// stated purpose.
-async fn employee_dossier(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, Problem> {
-    let actor = authenticate(&s, &headers)?;
+async fn employee_dossier(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = std::time::Instant::now();
+    let r = employee_dossier_inner(&s, &headers, &body).await;
+    observed(&s, "/v1/dossiers", started, r)
+}
+
+async fn employee_dossier_inner(
+    s: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(Response, std::time::Duration), Problem> {
+    let actor = authenticate(s, headers)?;
     if matches!(actor, Actor::Citizen { .. }) {
         return Err(Problem::forbidden(
             "citizens read their own dossier at GET /v1/me/dossier",
         ));
     }
-    let b: DossierBody = parse_body(&body)?;
+    let b: DossierBody = parse_body(body)?;
     let bsn = parse_bsn("bsn", &b.bsn)?;
     let purpose = headers
         .get("x-purpose")
@@ -266,12 +329,12 @@ async fn employee_dossier(
         sections: b.sections,
         purpose,
         no_cache,
-        trace: trace_of(&headers),
+        trace: trace_of(headers),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    Ok(json(
-        StatusCode::OK,
-        serde_json::to_vec(&resp).unwrap_or_default(),
+    Ok((
+        json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()),
+        resp.upstream_wait,
     ))
 }
 

@@ -1,0 +1,184 @@
+//! Prometheus metrics, per gateway instance (no global registry, so tests stay isolated).
+//!
+//! Label values are bounded: adapter ids come from config, statuses and routes are fixed sets.
+//! A BSN or any other request value never becomes a label.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::adapter::SourceError;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdapterLabel {
+    pub adapter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdapterStatus {
+    pub adapter: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: String,
+    pub code: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+fn overhead_histogram() -> Histogram {
+    // 10 µs .. ~20 ms: the gateway's own work is small; resolve it finely.
+    Histogram::new(exponential_buckets(0.00001, 2.0, 12))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    attempt_seconds: HistogramFamily<AdapterLabel>,
+    attempt_errors: Family<AdapterStatus, Counter>,
+    source_results: Family<AdapterStatus, Counter>,
+    cache_lookups: Family<AdapterStatus, Counter>,
+    pub circuit_state: Family<AdapterLabel, Gauge>,
+    request_seconds: HistogramFamily<RouteLabel>,
+    overhead_seconds: HistogramFamily<RouteLabel>,
+    pub cache_bytes: Gauge,
+    pub cache_entries: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ketenportaal");
+        let m = Metrics {
+            attempt_seconds: Family::new_with_constructor(latency_histogram),
+            attempt_errors: Family::default(),
+            source_results: Family::default(),
+            cache_lookups: Family::default(),
+            circuit_state: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            overhead_seconds: Family::new_with_constructor(overhead_histogram),
+            cache_bytes: Gauge::default(),
+            cache_entries: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "source_call_duration_seconds",
+            "Latency of each call (attempt) to a source",
+            m.attempt_seconds.clone(),
+        );
+        registry.register(
+            "source_call_errors",
+            "Failed calls (attempts) to a source, by kind",
+            m.attempt_errors.clone(),
+        );
+        registry.register(
+            "source_results",
+            "Source outcomes per dossier request: ok, cached, stale, timeout, error, unavailable",
+            m.source_results.clone(),
+        );
+        registry.register(
+            "cache_lookups",
+            "Cache lookups per adapter: hit, miss, stale",
+            m.cache_lookups.clone(),
+        );
+        registry.register(
+            "circuit_state",
+            "Circuit breaker state per adapter: 0 closed, 1 half-open, 2 open",
+            m.circuit_state.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Gateway request latency, by route and status class",
+            m.request_seconds.clone(),
+        );
+        registry.register(
+            "gateway_overhead_seconds",
+            "Gateway time per request excluding the wait for sources",
+            m.overhead_seconds.clone(),
+        );
+        registry.register("cache_bytes", "Weighted size of the source cache", m.cache_bytes.clone());
+        registry.register("cache_entries", "Entries in the source cache", m.cache_entries.clone());
+        Metrics { registry, ..m }
+    }
+
+    pub fn observe_attempt(&self, adapter: &str, took: Duration, err: Option<&SourceError>) {
+        let l = AdapterLabel {
+            adapter: adapter.to_string(),
+        };
+        self.attempt_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        if let Some(e) = err {
+            let kind = match e {
+                SourceError::Timeout(_) => "timeout",
+                SourceError::Http { .. } => "http",
+                SourceError::Fault { .. } => "fault",
+                SourceError::Map(_) => "mapping",
+                SourceError::TooLarge(_) => "too_large",
+                SourceError::Transport(_) => "transport",
+                SourceError::Unavailable => "unavailable",
+            };
+            self.attempt_errors
+                .get_or_create(&AdapterStatus {
+                    adapter: adapter.to_string(),
+                    status: kind.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub fn source_result(&self, adapter: &str, status: &str) {
+        self.source_results
+            .get_or_create(&AdapterStatus {
+                adapter: adapter.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn cache_lookup(&self, adapter: &str, result: &'static str) {
+        self.cache_lookups
+            .get_or_create(&AdapterStatus {
+                adapter: adapter.to_string(),
+                status: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn request(&self, route: &'static str, status: u16, took: Duration, upstream: Duration) {
+        let l = RouteLabel {
+            route: route.to_string(),
+            code: format!("{}xx", status / 100),
+        };
+        self.request_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        self.overhead_seconds
+            .get_or_create(&l)
+            .observe(took.saturating_sub(upstream).as_secs_f64());
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;

@@ -1,0 +1,462 @@
+//! Per-adapter resilience as a tower stack, built once per adapter when the config loads:
+//!
+//! ```text
+//! call ─▶ Breaker ─▶ ConcurrencyLimit ─▶ Retry (reads only, budget) ─▶ AttemptTimeout ─▶ fetch
+//! ```
+//!
+//! - The **breaker** sits outermost: while open it refuses at once, costing nothing.
+//! - The **concurrency limit** comes next, so retries count against it too: a struggling
+//!   source never sees more than `max_concurrency` calls from us.
+//! - **Retry** only repeats reads, only for transient failures, only while the request deadline
+//!   leaves room, and only while the retry budget (a share of recent calls) allows.
+//! - **AttemptTimeout** gives each attempt what remains of the deadline, capped at the adapter's
+//!   timeout.
+//!
+//! The stack is a `Clone` service (no `Buffer` on the hot path).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use rand_core::RngCore;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+
+use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
+use crate::config::model::{CircuitDef, Resilience};
+use crate::metrics::Metrics;
+
+/// One call through an adapter stack.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub ctx: CallContext,
+    /// No attempt runs past this.
+    pub deadline: Instant,
+    /// Reads may be retried; writes (deliveries) never are, here.
+    pub read: bool,
+}
+
+pub type Stack = BoxCloneSyncService<Call, SourceAnswer, SourceError>;
+
+/// Whether a failure says something about the source's health (and may be retried).
+fn is_source_failure(e: &SourceError) -> bool {
+    match e {
+        SourceError::Timeout(_)
+        | SourceError::Transport(_)
+        | SourceError::Map(_)
+        | SourceError::TooLarge(_) => true,
+        SourceError::Http { status, .. } => *status >= 500,
+        SourceError::Fault { code, .. } => {
+            let local = code.rsplit(':').next().unwrap_or(code);
+            !(local.eq_ignore_ascii_case("Client") || local.eq_ignore_ascii_case("Sender"))
+        }
+        SourceError::Unavailable => false,
+    }
+}
+
+/// Failures worth another attempt: the connection broke, or a proxy in front of the source
+/// said it is briefly unavailable. A timeout is not retried: the source is slow, and asking
+/// again would only add load and use the rest of the deadline.
+fn is_transient(e: &SourceError) -> bool {
+    match e {
+        SourceError::Transport(_) => true,
+        SourceError::Http { status, .. } => matches!(status, 502..=504),
+        _ => false,
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Circuit breaker
+// ----------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half-open",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BreakerInner {
+    state: CircuitState,
+    consecutive: u32,
+    opened_at: Option<Instant>,
+    probe_in_flight: bool,
+    /// Outcomes in the window: (when, failed).
+    window: VecDeque<(Instant, bool)>,
+}
+
+/// A circuit breaker for one adapter; shared by every clone of its stack.
+#[derive(Debug)]
+pub struct Breaker {
+    cfg: CircuitDef,
+    inner: Mutex<BreakerInner>,
+}
+
+impl Breaker {
+    pub fn new(cfg: CircuitDef) -> Self {
+        Breaker {
+            cfg,
+            inner: Mutex::new(BreakerInner {
+                state: CircuitState::Closed,
+                consecutive: 0,
+                opened_at: None,
+                probe_in_flight: false,
+                window: VecDeque::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
+        // A poisoned lock only means a panic elsewhere mid-update; the state is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn state(&self) -> CircuitState {
+        let mut g = self.lock();
+        self.advance(&mut g, Instant::now());
+        g.state
+    }
+
+    fn advance(&self, g: &mut BreakerInner, now: Instant) {
+        if g.state == CircuitState::Open
+            && g.opened_at.is_some_and(|t| now.duration_since(t) >= self.cfg.open_for.0)
+        {
+            g.state = CircuitState::HalfOpen;
+            g.probe_in_flight = false;
+        }
+    }
+
+    /// May a call go through now? In half-open, only one probe at a time.
+    fn admit(&self) -> bool {
+        if !self.cfg.enabled {
+            return true;
+        }
+        let mut g = self.lock();
+        self.advance(&mut g, Instant::now());
+        match g.state {
+            CircuitState::Closed => true,
+            CircuitState::Open => false,
+            CircuitState::HalfOpen if g.probe_in_flight => false,
+            CircuitState::HalfOpen => {
+                g.probe_in_flight = true;
+                true
+            }
+        }
+    }
+
+    fn record(&self, failed: bool) {
+        if !self.cfg.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let mut g = self.lock();
+        match g.state {
+            CircuitState::HalfOpen => {
+                g.probe_in_flight = false;
+                if failed {
+                    g.state = CircuitState::Open;
+                    g.opened_at = Some(now);
+                } else {
+                    g.state = CircuitState::Closed;
+                    g.consecutive = 0;
+                    g.window.clear();
+                }
+                return;
+            }
+            CircuitState::Open => return,
+            CircuitState::Closed => {}
+        }
+        g.consecutive = if failed { g.consecutive + 1 } else { 0 };
+        g.window.push_back((now, failed));
+        while g
+            .window
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > self.cfg.window.0)
+        {
+            g.window.pop_front();
+        }
+        let calls = g.window.len() as u32;
+        let failures = g.window.iter().filter(|(_, f)| *f).count() as u32;
+        let rate_trips = calls >= self.cfg.min_calls.max(1)
+            && failures * 100 >= self.cfg.error_rate_percent * calls;
+        if failed && (g.consecutive >= self.cfg.consecutive_failures.max(1) || rate_trips) {
+            g.state = CircuitState::Open;
+            g.opened_at = Some(now);
+            g.window.clear();
+        }
+    }
+}
+
+/// Records a dropped (cancelled) admitted call as a failure, so a half-open probe that was
+/// abandoned does not leave the breaker stuck.
+struct Admitted {
+    breaker: Arc<Breaker>,
+    done: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if !self.done {
+            self.breaker.record(true);
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct BreakerLayer(pub Arc<Breaker>);
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = BreakerService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        BreakerService {
+            breaker: self.0.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct BreakerService<S> {
+    breaker: Arc<Breaker>,
+    inner: S,
+}
+
+impl<S> Service<Call> for BreakerService<S>
+where
+    S: Service<Call, Response = SourceAnswer, Error = SourceError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = SourceAnswer;
+    type Error = SourceError;
+    type Future = BoxFuture<'static, Result<SourceAnswer, SourceError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), SourceError>> {
+        // Readiness of the inner stack (the concurrency limit) is awaited per call below, so
+        // an open breaker refuses without waiting for a permit.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let breaker = self.breaker.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if !breaker.admit() {
+                return Err(SourceError::Unavailable);
+            }
+            let mut guard = Admitted {
+                breaker: breaker.clone(),
+                done: false,
+            };
+            let r = inner.oneshot(call).await;
+            guard.done = true;
+            breaker.record(r.as_ref().err().is_some_and(is_source_failure));
+            r
+        })
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Retry
+// ----------------------------------------------------------------------------------------------
+
+#[derive(Clone)]
+pub struct ReadRetry {
+    budget: Arc<TpsBudget>,
+    left: u32,
+    backoff: Duration,
+}
+
+impl ReadRetry {
+    pub fn new(cfg: &Resilience) -> Self {
+        ReadRetry {
+            // Deposits live 10 s; at least 2 retries per second are always allowed.
+            budget: Arc::new(TpsBudget::new(
+                Duration::from_secs(10),
+                2,
+                cfg.retry_budget_percent as f32 / 100.0,
+            )),
+            left: cfg.retries,
+            backoff: cfg.retry_backoff.0,
+        }
+    }
+}
+
+impl tower::retry::Policy<Call, SourceAnswer, SourceError> for ReadRetry {
+    type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn retry(
+        &mut self,
+        call: &mut Call,
+        result: &mut Result<SourceAnswer, SourceError>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(_) => {
+                self.budget.deposit();
+                None
+            }
+            Err(e) => {
+                if !call.read || self.left == 0 || !is_transient(e) {
+                    return None;
+                }
+                let mut jitter = [0u8; 2];
+                rand_core::OsRng.fill_bytes(&mut jitter);
+                let wait = self.backoff
+                    + Duration::from_micros(u64::from(u16::from_le_bytes(jitter)) % 10_000);
+                // Only retry when the attempt after the wait still has a useful slice of time.
+                let remaining = call.deadline.saturating_duration_since(Instant::now());
+                if remaining < wait + Duration::from_millis(50) || !self.budget.withdraw() {
+                    return None;
+                }
+                self.left -= 1;
+                self.backoff *= 2;
+                Some(Box::pin(tokio::time::sleep(wait)))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, call: &Call) -> Option<Call> {
+        call.read.then(|| call.clone())
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Attempt timeout and the fetch service
+// ----------------------------------------------------------------------------------------------
+
+/// Calls the adapter once, bounded by the remaining deadline and the adapter's timeout, and
+/// records the attempt's latency.
+#[derive(Clone)]
+pub struct FetchService {
+    client: AdapterClient,
+    metrics: Arc<Metrics>,
+}
+
+impl Service<Call> for FetchService {
+    type Response = SourceAnswer;
+    type Error = SourceError;
+    type Future = BoxFuture<'static, Result<SourceAnswer, SourceError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), SourceError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let client = self.client.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let budget = client
+                .timeout()
+                .min(call.deadline.saturating_duration_since(Instant::now()));
+            let started = Instant::now();
+            let r = match tokio::time::timeout(budget, client.fetch(&call.ctx)).await {
+                Ok(r) => r,
+                Err(_) => Err(SourceError::Timeout(budget.as_millis() as u64)),
+            };
+            metrics.observe_attempt(client.id(), started.elapsed(), r.as_ref().err());
+            r
+        })
+    }
+}
+
+/// Builds the stack for one adapter.
+pub fn build(client: AdapterClient, breaker: Arc<Breaker>, metrics: Arc<Metrics>) -> Stack {
+    let cfg = client.spec.def.resilience.clone();
+    let stack = ServiceBuilder::new()
+        .layer(BreakerLayer(breaker))
+        .concurrency_limit(cfg.max_concurrency.max(1) as usize)
+        .layer(tower::retry::RetryLayer::new(ReadRetry::new(&cfg)))
+        .service(FetchService { client, metrics })
+        .map_err(|e: SourceError| e);
+    BoxCloneSyncService::new(stack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::Dur;
+
+    fn cfg() -> CircuitDef {
+        CircuitDef {
+            enabled: true,
+            consecutive_failures: 3,
+            error_rate_percent: 50,
+            min_calls: 10,
+            window: Dur(Duration::from_secs(30)),
+            open_for: Dur(Duration::from_millis(50)),
+        }
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_and_recovers_through_half_open() {
+        let b = Breaker::new(cfg());
+        for _ in 0..2 {
+            assert!(b.admit());
+            b.record(true);
+        }
+        assert_eq!(b.state(), CircuitState::Closed);
+        assert!(b.admit());
+        b.record(true);
+        assert_eq!(b.state(), CircuitState::Open);
+        assert!(!b.admit());
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert!(b.admit(), "one probe");
+        assert!(!b.admit(), "only one probe at a time");
+        b.record(true);
+        assert_eq!(b.state(), CircuitState::Open, "a failed probe re-opens");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.admit());
+        b.record(false);
+        assert_eq!(b.state(), CircuitState::Closed, "a good probe closes");
+    }
+
+    #[test]
+    fn opens_on_error_rate_in_the_window() {
+        let b = Breaker::new(cfg());
+        // Alternating failures never reach 3 in a row, but 5 of 10 is 50 %.
+        for i in 0..10 {
+            assert!(b.admit(), "call {i}");
+            b.record(i % 2 == 1);
+        }
+        assert_eq!(b.state(), CircuitState::Open);
+    }
+
+    #[test]
+    fn client_faults_do_not_count_against_the_source() {
+        assert!(!is_source_failure(&SourceError::Fault {
+            code: "soap:Client".into(),
+            reason: "x".into()
+        }));
+        assert!(is_source_failure(&SourceError::Fault {
+            code: "env:Receiver".into(),
+            reason: "x".into()
+        }));
+        assert!(!is_source_failure(&SourceError::Http {
+            status: 404,
+            detail: None
+        }));
+        assert!(is_transient(&SourceError::Http {
+            status: 503,
+            detail: None
+        }));
+        assert!(!is_transient(&SourceError::Http {
+            status: 500,
+            detail: None
+        }));
+    }
+}
