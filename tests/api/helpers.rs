@@ -29,6 +29,8 @@ pub fn root() -> PathBuf {
 #[derive(Clone, Debug)]
 pub enum Behaviour {
     Hang,
+    /// Pass through after a delay.
+    Delay(u64),
     Status(u16, &'static str, String),
 }
 
@@ -36,6 +38,7 @@ pub enum Behaviour {
 pub struct Chaos {
     behaviours: Arc<Mutex<HashMap<String, Behaviour>>>,
     pub seen_traceparents: Arc<Mutex<Vec<String>>>,
+    hits: Arc<Mutex<HashMap<String, u64>>>,
     upstream: Arc<Mutex<String>>,
     client: reqwest::Client,
 }
@@ -43,6 +46,15 @@ pub struct Chaos {
 impl Chaos {
     pub fn set(&self, path: &str, b: Behaviour) {
         self.behaviours.lock().unwrap().insert(path.to_string(), b);
+    }
+
+    pub fn clear(&self, path: &str) {
+        self.behaviours.lock().unwrap().remove(path);
+    }
+
+    /// Requests that reached this path (whatever the behaviour).
+    pub fn hits(&self, path: &str) -> u64 {
+        self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
 }
 
@@ -55,7 +67,11 @@ async fn chaos_handler(
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         c.seen_traceparents.lock().unwrap().push(tp.to_string());
     }
+    *c.hits.lock().unwrap().entry(uri.path().to_string()).or_default() += 1;
     let b = c.behaviours.lock().unwrap().get(uri.path()).cloned();
+    if let Some(Behaviour::Delay(ms)) = b {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     match b {
         Some(Behaviour::Hang) => {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -67,7 +83,7 @@ async fn chaos_handler(
             body,
         )
             .into_response(),
-        None => {
+        None | Some(Behaviour::Delay(_)) => {
             let upstream = c.upstream.lock().unwrap().clone();
             let mut req = c
                 .client
@@ -103,15 +119,32 @@ pub struct TestApp {
     pub config: Arc<Config>,
     pub agencies: AgencyServer,
     pub chaos: Chaos,
+    pub state: Arc<AppState>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
+pub type Tweak = Box<dyn Fn(&mut Config) + Send>;
+
 pub struct Options {
     pub cache: bool,
+    /// Changes to the loaded demo config (timeouts, cache policy, breaker settings).
+    pub tweak: Option<Tweak>,
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Options { cache: false }).await
+    spawn_app_with(Options {
+        cache: false,
+        tweak: None,
+    })
+    .await
+}
+
+/// Changes one adapter of a loaded config.
+pub fn tweak_adapter(c: &mut Config, id: &str, f: impl Fn(&mut ketenportaal::config::model::AdapterDef)) {
+    let spec = c.adapters.get_mut(id).unwrap();
+    let mut s = (**spec).clone();
+    f(&mut s.def);
+    *spec = Arc::new(s);
 }
 
 pub async fn spawn_app_with(opts: Options) -> TestApp {
@@ -136,14 +169,18 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut config =
         Config::load_with_env(&root().join("config/demo.yaml"), &env).expect("demo config loads");
     config.gateway.cache.enabled = opts.cache;
+    if let Some(t) = &opts.tweak {
+        t(&mut config);
+    }
     let config_arc = Arc::new(config.clone());
     let gateway = Gateway::new(config, Arc::new(LogAudit)).unwrap();
     let state = Arc::new(AppState { gateway });
+    let server_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        server::serve(listener, state, async {
+        server::serve(listener, server_state, async {
             rx.await.ok();
         })
         .await
@@ -155,6 +192,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         config: config_arc,
         agencies,
         chaos,
+        state,
         _stop: tx,
     }
 }

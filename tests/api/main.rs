@@ -4,4 +4,5 @@ mod check;
 mod demo;
 mod dossier;
 mod helpers;
+mod resilience;
 mod yaml_files;
