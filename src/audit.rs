@@ -1,37 +1,47 @@
-//! The audit hook: every dossier access produces an [`AccessRecord`] that must be written
-//! *before* the answer leaves (fail closed).
+//! The audit hook: every access to personal data produces an [`AccessRecord`] that must be
+//! durable *before* the answer leaves (fail closed).
 //!
-//! The gateway talks to an [`AuditSink`]; the durable, hash-chained store plugs in behind this
-//! trait. [`LogAudit`] writes records as structured log events: enough for development, not
-//! a substitute for the store in production.
+//! The gateway talks to an [`AuditSink`]. [`crate::store::AuditStore`] is the durable,
+//! hash-chained implementation (SQLite, group commit); [`LogAudit`] only logs and is meant for
+//! tools and tests that must not write a store.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bsn::Bsn;
 
-/// One access to one citizen's dossier.
-#[derive(Debug, Clone, Serialize)]
+/// One audited action. Field order is the canonical order hashed into the chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AccessRecord {
+    /// `dossier.read`, `access-log.read`, `application.submit`, `adapter.change`, ...
+    pub kind: String,
+    pub started_at: DateTime<Utc>,
     pub time: DateTime<Utc>,
     pub trace_id: String,
-    /// `citizen` or `employee`.
-    pub actor_type: &'static str,
+    pub span_id: String,
+    /// The caller's span when it sent a `traceparent` (Logboek: foreign operation).
+    pub foreign_span_id: Option<String>,
+    /// `citizen`, `employee`, `partner` or `operator`.
+    pub actor_type: String,
     pub actor: String,
     pub actor_organisation: Option<String>,
     pub actor_roles: Vec<String>,
-    pub bsn: Bsn,
-    pub view: String,
+    /// The data subject, when the action concerns one person.
+    pub bsn: Option<Bsn>,
+    pub view: Option<String>,
     pub purpose: Option<String>,
     pub processing_activity: Option<String>,
     pub sections: Vec<String>,
     /// `(adapter, status)` per source consulted.
-    pub sources: Vec<(Arc<str>, &'static str)>,
-    /// `served`, `partial`, or the error that ended the request.
+    pub sources: Vec<(Arc<str>, String)>,
+    /// `served`, `partial`, `refused: ...`, `failed: ...`.
     pub outcome: String,
+    /// Kind-specific details (an application id, a descriptor hash).
+    #[serde(default)]
+    pub details: Option<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +53,7 @@ pub trait AuditSink: Send + Sync {
     fn record<'a>(&'a self, rec: &'a AccessRecord) -> BoxFuture<'a, Result<(), AuditError>>;
 }
 
-/// Writes access records to the log (target `audit`), with the BSN masked.
+/// Writes access records to the log (target `audit`), with the BSN masked. Not durable.
 pub struct LogAudit;
 
 impl AuditSink for LogAudit {
@@ -51,15 +61,16 @@ impl AuditSink for LogAudit {
         Box::pin(async move {
             tracing::info!(
                 target: "audit",
+                kind = %rec.kind,
                 trace_id = %rec.trace_id,
-                actor_type = rec.actor_type,
+                actor_type = %rec.actor_type,
                 actor = %rec.actor,
                 organisation = rec.actor_organisation.as_deref().unwrap_or("-"),
-                bsn = %rec.bsn.masked(),
-                view = %rec.view,
+                bsn = %rec.bsn.map(|b| b.masked()).unwrap_or_default(),
+                view = rec.view.as_deref().unwrap_or("-"),
                 purpose = rec.purpose.as_deref().unwrap_or("-"),
                 outcome = %rec.outcome,
-                "Dossier accessed."
+                "Audited."
             );
             Ok(())
         })

@@ -18,8 +18,6 @@ use serde_json::{Map, Value};
 use tower::ServiceExt;
 
 use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
-use crate::metrics::Metrics;
-use crate::resilience::{self, Breaker, Call, CircuitState, Stack};
 use crate::audit::{AccessRecord, AuditSink};
 use crate::auth::{Actor, Verifier};
 use crate::bsn::Bsn;
@@ -27,6 +25,8 @@ use crate::cache::{CacheKey, Freshness, Policy, SourceCache};
 use crate::config::compile::Config;
 use crate::config::model::{Audience, ViewDef};
 use crate::dossier::{self, Conflict};
+use crate::metrics::Metrics;
+use crate::resilience::{self, Breaker, Call, CircuitState, Stack};
 use crate::trace::TraceContext;
 
 /// One adapter at run time: its client, its resilience stack and breaker.
@@ -133,6 +133,8 @@ pub struct DossierRequest {
     /// `Cache-Control: no-cache` from an employee: fetch fresh.
     pub no_cache: bool,
     pub trace: TraceContext,
+    /// When the request arrived (the processing record's start).
+    pub started_at: DateTime<Utc>,
 }
 
 /// Status of one source in one answer.
@@ -316,12 +318,17 @@ impl Gateway {
         }
 
         let mut record = AccessRecord {
+            kind: "dossier.read".into(),
+            started_at: req.started_at,
             time: Utc::now(),
             trace_id: req.trace.trace_id.clone(),
+            span_id: req.trace.span_id.clone(),
+            foreign_span_id: req.trace.parent_span_id.clone(),
             actor_type: match req.actor {
                 Actor::Citizen { .. } => "citizen",
                 Actor::Employee { .. } => "employee",
-            },
+            }
+            .into(),
             actor: req.actor.subject().to_string(),
             actor_organisation: match &req.actor {
                 Actor::Employee { organisation, .. } => Some(organisation.clone()),
@@ -331,8 +338,8 @@ impl Gateway {
                 Actor::Employee { roles, .. } => roles.clone(),
                 Actor::Citizen { .. } => Vec::new(),
             },
-            bsn: req.bsn,
-            view: req.view.clone(),
+            bsn: Some(req.bsn),
+            view: Some(req.view.clone()),
             purpose: req.purpose.clone(),
             processing_activity: req
                 .purpose
@@ -342,9 +349,10 @@ impl Gateway {
             sections: wanted.iter().map(|s| s.to_string()).collect(),
             sources: outcomes
                 .iter()
-                .map(|o| (o.report.adapter.clone(), o.report.status))
+                .map(|o| (o.report.adapter.clone(), o.report.status.to_string()))
                 .collect(),
             outcome: String::new(),
+            details: None,
         };
 
         if answers.is_empty() && !needed.is_empty() {
@@ -367,6 +375,7 @@ impl Gateway {
                 )
             };
             record.outcome = format!("failed: {err}");
+            record.time = Utc::now();
             // Even a failed access is an access attempt: audit it, fail closed.
             self.audit.record(&record).await?;
             return Err(err);
@@ -375,6 +384,7 @@ impl Gateway {
         let merged = dossier::merge(&config.gateway.sections, &wanted, &answers);
         let (sections, conflicts) = dossier::render(&merged, view);
         record.outcome = if complete { "served" } else { "partial" }.into();
+        record.time = Utc::now();
         self.audit.record(&record).await?;
 
         Ok(DossierResponse {
@@ -391,7 +401,12 @@ impl Gateway {
         })
     }
 
-    async fn call(&self, adapter: &AdapterRuntime, req: &DossierRequest, deadline: Instant) -> Outcome {
+    async fn call(
+        &self,
+        adapter: &AdapterRuntime,
+        req: &DossierRequest,
+        deadline: Instant,
+    ) -> Outcome {
         let client = &adapter.client;
         let start = Instant::now();
         let spec = &client.spec;
@@ -418,7 +433,8 @@ impl Gateway {
         let remaining = deadline.saturating_duration_since(start);
         let result = match tokio::time::timeout(
             remaining,
-            self.cache.get_or_fetch(key.clone(), policy, req.no_cache, fetch),
+            self.cache
+                .get_or_fetch(key.clone(), policy, req.no_cache, fetch),
         )
         .await
         {
@@ -468,7 +484,8 @@ impl Gateway {
                 }
             }
         };
-        self.metrics.source_result(client.id(), outcome.report.status);
+        self.metrics
+            .source_result(client.id(), outcome.report.status);
         outcome
     }
 

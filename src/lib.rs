@@ -30,4 +30,5 @@ pub mod mapping;
 pub mod metrics;
 pub mod resilience;
 pub mod server;
+pub mod store;
 pub mod trace;

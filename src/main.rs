@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use ketenportaal::audit::LogAudit;
 use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
 use ketenportaal::server::{self, AppState};
+use ketenportaal::store::AuditStore;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,9 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value = "config/demo.yaml")]
         config: PathBuf,
+        /// Overrides `store.path` from the config.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
     /// Run the gateway.
     Serve {
@@ -43,6 +46,9 @@ enum Cmd {
         /// Overrides `listen` from the config.
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Overrides `store.path` from the config.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
     /// Validate a config and every adapter it loads; print every problem.
     Check {
@@ -73,6 +79,40 @@ enum Cmd {
     Adapter {
         #[command(subcommand)]
         cmd: AdapterCmd,
+    },
+    /// The audit log: verify its hash chain, report on it.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the hash chain; exit 1 when a record was changed, removed or reordered.
+    Verify {
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        /// The store file (default: `store.path` from the config).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// The security officer's report over a period (dates are UTC, `--to` exclusive).
+    Report {
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        store: Option<PathBuf>,
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        /// How many most-viewed dossiers and top users to list.
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        /// `text` or `json`.
+        #[arg(long, default_value = "text")]
+        format: String,
     },
 }
 
@@ -192,19 +232,28 @@ async fn real_main() -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Audit { cmd } => audit_cmd(cmd),
         Cmd::Adapter {
             cmd: AdapterCmd::Test { file, bsn, config },
         } => {
             init_logs(&cli.log_format, true);
             adapter_test(&file, &bsn, &config).await
         }
-        Cmd::Serve { config, listen } => {
+        Cmd::Serve {
+            config,
+            listen,
+            store,
+        } => {
             init_logs(&cli.log_format, false);
             let c = load(&config, &|k| std::env::var(k).ok())?;
             let addr = listen.unwrap_or(c.listen);
-            run(c, addr, None).await
+            run(c, addr, store, None).await
         }
-        Cmd::Demo { listen, config } => {
+        Cmd::Demo {
+            listen,
+            config,
+            store,
+        } => {
             init_logs(&cli.log_format, true);
             let fixtures = demo::fixtures_dir(&config);
             let agencies = AgencyServer::start(&fixtures, "127.0.0.1:0".parse()?)
@@ -215,9 +264,117 @@ async fn real_main() -> Result<()> {
             let secret = demo::demo_secret();
             let env = demo::demo_env(agencies.base_url(), secret.clone());
             let c = load(&config, &env)?;
-            run(c, listen, Some((agencies, secret))).await
+            run(c, listen, store, Some((agencies, secret))).await
         }
     }
+}
+
+/// The store file: `--store`, or `store.path` read from the config file (no full validation,
+/// so the audit tools work without the gateway's secrets).
+fn store_of(config: &Path, store: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(s) = store {
+        return Ok(s);
+    }
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let tree = ketenportaal::config::yaml::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
+    let rel = tree
+        .get("store")
+        .and_then(|s| s.get("path"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("ketenportaal.sqlite");
+    Ok(config.parent().unwrap_or(Path::new(".")).join(rel))
+}
+
+fn audit_cmd(cmd: AuditCmd) -> Result<()> {
+    match cmd {
+        AuditCmd::Verify { config, store } => {
+            let path = store_of(&config, store)?;
+            if !path.exists() {
+                bail!("no store at {}", path.display());
+            }
+            let verdict = ketenportaal::store::verify(&path)?;
+            println!("{}: {verdict}", path.display());
+            if !matches!(verdict, ketenportaal::store::Verdict::Intact { .. }) {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        AuditCmd::Report {
+            config,
+            store,
+            from,
+            to,
+            top,
+            format,
+        } => {
+            let path = store_of(&config, store)?;
+            if !path.exists() {
+                bail!("no store at {}", path.display());
+            }
+            let day = |d: chrono::NaiveDate| {
+                d.and_hms_opt(0, 0, 0)
+                    .map(|t| t.and_utc())
+                    .context("invalid date")
+            };
+            let r = ketenportaal::store::report(&path, day(from)?, day(to)?, top)?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", render_report(&r));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn render_report(r: &ketenportaal::store::Report) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "Protocollering ketenportaal, {} tot {}",
+        &r.from[..10],
+        &r.to[..10]
+    );
+    let _ = writeln!(o, "\nDossierraadplegingen:            {}", r.dossier_reads);
+    let _ = writeln!(
+        o,
+        "  buiten kantoortijd (19-06 uur): {}",
+        r.outside_office_hours
+    );
+    let _ = writeln!(o, "  in het weekend:                 {}", r.at_weekends);
+    let _ = writeln!(o, "\nMeest geraadpleegde dossiers:");
+    for (b, n) in &r.most_viewed {
+        let _ = writeln!(o, "  {b:<12} {n:>6}");
+    }
+    let _ = writeln!(o, "\nGebruikers met de meeste raadplegingen:");
+    for (u, org, n) in &r.top_users {
+        let _ = writeln!(o, "  {u:<28} {org:<20} {n:>6}");
+    }
+    let _ = writeln!(o, "\nPer doel (doelbinding):");
+    for (p, n) in &r.per_purpose {
+        let _ = writeln!(o, "  {p:<28} {n:>6}");
+    }
+    let _ = writeln!(o, "\nPer view:");
+    for (v, n) in &r.per_view {
+        let _ = writeln!(o, "  {v:<28} {n:>6}");
+    }
+    let _ = writeln!(o, "\nGebruikers per rol:");
+    for (role, n) in &r.users_per_role {
+        let _ = writeln!(o, "  {role:<28} {n:>6}");
+    }
+    if !r.unusual.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nRaadplegingen door medewerkers buiten kantoortijd of in het weekend:"
+        );
+        for (t, u, v, p) in &r.unusual {
+            let _ = writeln!(o, "  {t}  {u:<28} {v:<20} {p}");
+        }
+    }
+    o
 }
 
 /// An `${ENV}` lookup for config loading.
@@ -273,7 +430,12 @@ async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
     Ok(())
 }
 
-async fn run(config: Config, addr: SocketAddr, demo: Option<(AgencyServer, String)>) -> Result<()> {
+async fn run(
+    config: Config,
+    addr: SocketAddr,
+    store: Option<PathBuf>,
+    demo: Option<(AgencyServer, String)>,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -302,8 +464,14 @@ async fn run(config: Config, addr: SocketAddr, demo: Option<(AgencyServer, Strin
         )),
         None => None,
     };
-    let gateway = Gateway::new(config, Arc::new(LogAudit)).map_err(anyhow::Error::msg)?;
-    let state = Arc::new(AppState { gateway });
+    let store_path = store.unwrap_or_else(|| config.store_path());
+    let store = AuditStore::open(&store_path, config.pseudonym_key())
+        .with_context(|| format!("opening the store {}", store_path.display()))?;
+    let gateway = Gateway::new(config, Arc::new(store.clone())).map_err(anyhow::Error::msg)?;
+    let state = Arc::new(AppState {
+        gateway,
+        store: Some(store),
+    });
     tracing::info!(address = %local, "Gateway listening ({summary}).");
     if let (Some((agencies, secret)), Some((citizen, employee))) = (&demo, &demo_tokens) {
         let url = format!("http://{local}");

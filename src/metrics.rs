@@ -113,8 +113,16 @@ impl Metrics {
             "Gateway time per request excluding the wait for sources",
             m.overhead_seconds.clone(),
         );
-        registry.register("cache_bytes", "Weighted size of the source cache", m.cache_bytes.clone());
-        registry.register("cache_entries", "Entries in the source cache", m.cache_entries.clone());
+        registry.register(
+            "cache_bytes",
+            "Weighted size of the source cache",
+            m.cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries in the source cache",
+            m.cache_entries.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -122,7 +130,9 @@ impl Metrics {
         let l = AdapterLabel {
             adapter: adapter.to_string(),
         };
-        self.attempt_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        self.attempt_seconds
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
         if let Some(e) = err {
             let kind = match e {
                 SourceError::Timeout(_) => "timeout",
@@ -165,7 +175,9 @@ impl Metrics {
             route: route.to_string(),
             code: format!("{}xx", status / 100),
         };
-        self.request_seconds.get_or_create(&l).observe(took.as_secs_f64());
+        self.request_seconds
+            .get_or_create(&l)
+            .observe(took.as_secs_f64());
         self.overhead_seconds
             .get_or_create(&l)
             .observe(took.saturating_sub(upstream).as_secs_f64());

@@ -134,7 +134,8 @@ impl Breaker {
 
     fn advance(&self, g: &mut BreakerInner, now: Instant) {
         if g.state == CircuitState::Open
-            && g.opened_at.is_some_and(|t| now.duration_since(t) >= self.cfg.open_for.0)
+            && g.opened_at
+                .is_some_and(|t| now.duration_since(t) >= self.cfg.open_for.0)
         {
             g.state = CircuitState::HalfOpen;
             g.probe_in_flight = false;

@@ -67,6 +67,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The store file, resolved against the config file's folder.
+    pub fn store_path(&self) -> PathBuf {
+        self.base_dir.join(&self.gateway.store.path)
+    }
+
+    /// The pseudonymisation key (validated to be present when the config loaded).
+    pub fn pseudonym_key(&self) -> Vec<u8> {
+        self.gateway
+            .audit
+            .pseudonym_key
+            .as_ref()
+            .map(|k| k.expose().as_bytes().to_vec())
+            .unwrap_or_default()
+    }
+
     /// Loads `file` and everything it refers to, with `${ENV}` from the process environment.
     pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
         Self::load_with_env(file, &|k| std::env::var(k).ok())
@@ -691,6 +706,18 @@ fn validate_gateway(
     if !gw.views.values().any(|v| v.audience == Audience::Citizen) {
         // Not an error: an employee-only gateway is valid.
     }
+    match &gw.audit.pseudonym_key {
+        None => errors.push(
+            ConfigError::new(file, at(&["audit"]), "`audit.pseudonym_key` is not set")
+                .hint("processing records pseudonymise the BSN with it: `audit: {pseudonym_key: ${KETENPORTAAL_PSEUDONYM_KEY}}`, 32+ bytes"),
+        ),
+        // A `${VAR}` that did not expand is reported already, where it is.
+        Some(k) if k.expose().len() < 32 && !k.expose().contains("${") => errors.push(
+            ConfigError::new(file, at(&["audit", "pseudonym_key"]), "`audit.pseudonym_key` needs at least 32 bytes")
+                .hint("generate one with `openssl rand -base64 48` and pass it via `${ENV}`"),
+        ),
+        _ => {}
+    }
     for (i, k) in gw.auth.keys.iter().enumerate() {
         let pos = tree
             .walk(&[
@@ -701,14 +728,16 @@ fn validate_gateway(
             .0
             .pos;
         match (k.alg, &k.secret, &k.public_key) {
-            (KeyAlg::HS256, Some(s), _) if s.expose().len() < 32 => errors.push(
-                ConfigError::new(
-                    file,
-                    pos,
-                    format!("key `{}`: an HS256 secret needs at least 32 bytes", k.kid),
+            (KeyAlg::HS256, Some(s), _) if s.expose().len() < 32 && !s.expose().contains("${") => {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        pos,
+                        format!("key `{}`: an HS256 secret needs at least 32 bytes", k.kid),
+                    )
+                    .hint("generate one with `openssl rand -base64 48` and pass it via `${ENV}`"),
                 )
-                .hint("generate one with `openssl rand -base64 48` and pass it via `${ENV}`"),
-            ),
+            }
             (KeyAlg::HS256, None, _) => errors.push(
                 ConfigError::new(file, pos, format!("key `{}`: HS256 needs `secret`", k.kid))
                     .hint("e.g. `secret: ${KETENPORTAAL_JWT_SECRET}`"),

@@ -133,6 +133,10 @@ pub struct GatewayConfig {
     pub auth: AuthConfig,
     /// The source-answer cache on the adapter path.
     pub cache: CacheConfig,
+    /// The durable store (audit log, later applications and registrations).
+    pub store: StoreConfig,
+    /// Audit (protocollering) settings.
+    pub audit: AuditConfig,
 }
 
 impl Default for GatewayConfig {
@@ -147,6 +151,8 @@ impl Default for GatewayConfig {
             views: BTreeMap::new(),
             auth: AuthConfig::default(),
             cache: CacheConfig::default(),
+            store: StoreConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -317,6 +323,40 @@ impl Default for CacheConfig {
         CacheConfig {
             enabled: true,
             max_bytes: ByteSize(256 * 1024 * 1024),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// SQLite file, relative to the config file; created when absent.
+    pub path: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: "ketenportaal.sqlite".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Key for pseudonymising the data subject in processing records (HMAC-SHA-256). Use
+    /// `${ENV}`; changing it breaks the link between old and new processing records.
+    pub pseudonym_key: Option<Secret>,
+    /// Employee roles that may query the access log of any citizen.
+    pub auditor_roles: Vec<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            pseudonym_key: None,
+            auditor_roles: vec!["auditor".into()],
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Built-in demo: fixture agencies on loopback and the gateway on `config/demo.yaml`.
 //!
-//! The demo config reads the agencies' address from `${KETENPORTAAL_AGENCIES}` and the token
-//! secret from `${KETENPORTAAL_DEMO_SECRET}`; [`demo_env`] supplies both without touching the
-//! process environment (a fresh random secret per run unless one is exported).
+//! The demo config reads the agencies' address from `${KETENPORTAAL_AGENCIES}`, the token
+//! secret from `${KETENPORTAAL_DEMO_SECRET}` and the pseudonymisation key from
+//! `${KETENPORTAAL_PSEUDONYM_KEY}`; [`demo_env`] supplies them without touching the process
+//! environment (a fresh random secret per run unless one is exported).
 
 pub mod agencies;
 
@@ -24,6 +25,11 @@ pub fn demo_env(agencies: String, secret: String) -> impl Fn(&str) -> Option<Str
     move |k: &str| match k {
         "KETENPORTAAL_AGENCIES" => Some(agencies.clone()),
         "KETENPORTAAL_DEMO_SECRET" => Some(secret.clone()),
+        // Derived from the token secret: stable within a run, never printed.
+        "KETENPORTAAL_PSEUDONYM_KEY" => Some(
+            std::env::var("KETENPORTAAL_PSEUDONYM_KEY")
+                .unwrap_or_else(|_| format!("pseudoniem-{secret}")),
+        ),
         _ => std::env::var(k).ok(),
     }
 }

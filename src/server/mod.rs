@@ -28,6 +28,8 @@ pub const API_VERSION: &str = "1.0.0";
 
 pub struct AppState {
     pub gateway: Gateway,
+    /// The durable store, when the gateway runs with one (always, except in tools).
+    pub store: Option<crate::store::AuditStore>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -38,6 +40,8 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/me/dossier", get(me_dossier))
         .route("/v1/dossiers", post(employee_dossier))
         .route("/metrics", get(metrics))
+        .route("/v1/me/access-log", get(me_access_log))
+        .route("/v1/audit/access-log", post(auditor_access_log))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
@@ -64,7 +68,9 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
         };
         g.metrics
             .circuit_state
-            .get_or_create(&crate::metrics::AdapterLabel { adapter: id.clone() })
+            .get_or_create(&crate::metrics::AdapterLabel {
+                adapter: id.clone(),
+            })
             .set(v);
     }
     let (entries, bytes) = g.cache.stats();
@@ -103,17 +109,175 @@ async fn healthz() -> impl IntoResponse {
     )
 }
 
-async fn readyz(State(s): State<Shared>) -> impl IntoResponse {
+async fn readyz(State(s): State<Shared>) -> Response {
     let rt = s.gateway.runtime();
+    let store_ok = match &s.store {
+        Some(st) => st.writable().await,
+        None => true,
+    };
     let body = serde_json::json!({
-        "status": "ready",
+        "status": if store_ok { "ready" } else { "store-unavailable" },
         "config_version": rt.config.version,
         "adapters": rt.adapters.len(),
+        "store": store_ok,
     });
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, body.to_string().into_bytes())
+}
+
+/// Writes an audit record for a read of the access log itself; fail closed.
+async fn audit_log_read(
+    s: &AppState,
+    actor: &Actor,
+    bsn: Bsn,
+    purpose: Option<String>,
+    headers: &HeaderMap,
+) -> Result<(), Problem> {
+    let Some(store) = &s.store else {
+        return Ok(());
+    };
+    let trace = trace_of(headers);
+    let now = chrono::Utc::now();
+    let (actor_type, org, roles) = match actor {
+        Actor::Citizen { .. } => ("citizen", None, Vec::new()),
+        Actor::Employee {
+            organisation,
+            roles,
+            ..
+        } => ("employee", Some(organisation.clone()), roles.clone()),
+    };
+    let rec = crate::audit::AccessRecord {
+        kind: "access-log.read".into(),
+        started_at: now,
+        time: now,
+        trace_id: trace.trace_id.clone(),
+        span_id: trace.span_id.clone(),
+        foreign_span_id: trace.parent_span_id.clone(),
+        actor_type: actor_type.into(),
+        actor: actor.subject().to_string(),
+        actor_organisation: org,
+        actor_roles: roles,
+        bsn: Some(bsn),
+        view: None,
+        purpose,
+        processing_activity: None,
+        sections: Vec::new(),
+        sources: Vec::new(),
+        outcome: "served".into(),
+        details: None,
+    };
+    store
+        .append(rec)
+        .await
+        .map(|_| ())
+        .map_err(|e| dossier_problem(DossierError::Audit(e)))
+}
+
+fn no_store() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-store",
+        "This gateway runs without a store",
     )
+}
+
+fn store_problem(e: crate::store::StoreError) -> Problem {
+    tracing::error!(error = %e, "Access log unreadable.");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store",
+        "The access log cannot be read now",
+    )
+}
+
+/// `GET /v1/me/access-log`: who looked at my dossier, when, and why (inzage).
+async fn me_access_log(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
+    let actor = authenticate(&s, &headers)?;
+    let Actor::Citizen { bsn, .. } = &actor else {
+        return Err(Problem::forbidden(
+            "this endpoint is for citizens; auditors use POST /v1/audit/access-log",
+        ));
+    };
+    let bsn = *bsn;
+    let store = s.store.as_ref().ok_or_else(no_store)?;
+    let rows = store.by_subject(bsn, 500).await.map_err(store_problem)?;
+    let rt = s.gateway.runtime();
+    let orgs = &rt.config.gateway.organisations;
+    let views = &rt.config.gateway.views;
+    let entries: Vec<serde_json::Value> = rows
+        .iter()
+        .filter(|(_, r)| r.kind == "dossier.read")
+        .map(|(_, r)| {
+            let purpose_description = r
+                .view
+                .as_ref()
+                .and_then(|v| views.get(v))
+                .and_then(|v| r.purpose.as_ref().and_then(|p| v.purposes.get(p)))
+                .map(|p| p.description.clone());
+            serde_json::json!({
+                "time": r.time,
+                "by": if r.actor_type == "citizen" { "u zelf" } else { "medewerker" },
+                "organisation": r.actor_organisation,
+                "organisation_name": r.actor_organisation.as_ref().and_then(|o| orgs.get(o)).map(|o| o.name.clone()),
+                "roles": r.actor_roles,
+                "view": r.view,
+                "purpose": r.purpose,
+                "purpose_description": purpose_description,
+                "sections": r.sections,
+                "outcome": r.outcome,
+            })
+        })
+        .collect();
+    audit_log_read(&s, &actor, bsn, None, &headers).await?;
+    let body = serde_json::json!({"subject": {"bsn": bsn}, "entries": entries});
+    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    bsn: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `POST /v1/audit/access-log` `{"bsn"}`: an auditor reads every record about one citizen.
+async fn auditor_access_log(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let actor = authenticate(&s, &headers)?;
+    let rt = s.gateway.runtime();
+    let allowed = match &actor {
+        Actor::Employee { roles, .. } => roles
+            .iter()
+            .any(|r| rt.config.gateway.audit.auditor_roles.contains(r)),
+        Actor::Citizen { .. } => false,
+    };
+    if !allowed {
+        return Err(Problem::forbidden(
+            "only auditors may query the access log of a citizen",
+        ));
+    }
+    let q: AuditQuery = parse_body(&body)?;
+    let bsn = parse_bsn("bsn", &q.bsn)?;
+    let store = s.store.as_ref().ok_or_else(no_store)?;
+    let rows = store
+        .by_subject(bsn, q.limit.unwrap_or(1000).min(10_000))
+        .await
+        .map_err(store_problem)?;
+    audit_log_read(&s, &actor, bsn, Some("toezicht".into()), &headers).await?;
+    let records: Vec<serde_json::Value> = rows
+        .into_iter()
+        .map(|(seq, r)| serde_json::json!({"seq": seq, "record": r}))
+        .collect();
+    let body = serde_json::json!({"subject": {"bsn": bsn}, "records": records});
+    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
@@ -230,10 +394,14 @@ async fn me_dossier_inner(
         purpose: None,
         no_cache: false,
         trace: trace_of(headers),
+        started_at: chrono::Utc::now(),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
     Ok((
-        json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()),
+        json(
+            StatusCode::OK,
+            serde_json::to_vec(&resp).unwrap_or_default(),
+        ),
         resp.upstream_wait,
     ))
 }
@@ -330,10 +498,14 @@ async fn employee_dossier_inner(
         purpose,
         no_cache,
         trace: trace_of(headers),
+        started_at: chrono::Utc::now(),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
     Ok((
-        json(StatusCode::OK, serde_json::to_vec(&resp).unwrap_or_default()),
+        json(
+            StatusCode::OK,
+            serde_json::to_vec(&resp).unwrap_or_default(),
+        ),
         resp.upstream_wait,
     ))
 }

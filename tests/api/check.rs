@@ -20,6 +20,8 @@ views:
   klant:
     audience: citizen
     sections: {uitkeringen: ["*"]}
+audit:
+  pseudonym_key: "test-only-pseudonym-key-0123456789abcdef"
 "#;
 
 const ADAPTER: &str = r#"id: uwv
@@ -115,6 +117,7 @@ fn check_accepts_the_shipped_demo_config() {
         .arg(crate::helpers::root().join("config/demo.yaml"))
         .env("KETENPORTAAL_AGENCIES", "http://127.0.0.1:9")
         .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
+        .env("KETENPORTAAL_PSEUDONYM_KEY", crate::helpers::SECRET)
         .output()
         .unwrap();
     assert!(

@@ -12,11 +12,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use ketenportaal::audit::LogAudit;
 use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
 use ketenportaal::server::{self, AppState};
+use ketenportaal::store::AuditStore;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const CITIZEN: &str = "999993653";
@@ -67,7 +67,11 @@ async fn chaos_handler(
     if let Some(tp) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         c.seen_traceparents.lock().unwrap().push(tp.to_string());
     }
-    *c.hits.lock().unwrap().entry(uri.path().to_string()).or_default() += 1;
+    *c.hits
+        .lock()
+        .unwrap()
+        .entry(uri.path().to_string())
+        .or_default() += 1;
     let b = c.behaviours.lock().unwrap().get(uri.path()).cloned();
     if let Some(Behaviour::Delay(ms)) = b {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -120,6 +124,8 @@ pub struct TestApp {
     pub agencies: AgencyServer,
     pub chaos: Chaos,
     pub state: Arc<AppState>,
+    pub store: AuditStore,
+    pub dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -140,7 +146,11 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Changes one adapter of a loaded config.
-pub fn tweak_adapter(c: &mut Config, id: &str, f: impl Fn(&mut ketenportaal::config::model::AdapterDef)) {
+pub fn tweak_adapter(
+    c: &mut Config,
+    id: &str,
+    f: impl Fn(&mut ketenportaal::config::model::AdapterDef),
+) {
     let spec = c.adapters.get_mut(id).unwrap();
     let mut s = (**spec).clone();
     f(&mut s.def);
@@ -173,8 +183,13 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         t(&mut config);
     }
     let config_arc = Arc::new(config.clone());
-    let gateway = Gateway::new(config, Arc::new(LogAudit)).unwrap();
-    let state = Arc::new(AppState { gateway });
+    let dir = tempfile::tempdir().unwrap();
+    let store = AuditStore::open(&dir.path().join("audit.sqlite"), config.pseudonym_key()).unwrap();
+    let gateway = Gateway::new(config, Arc::new(store.clone())).unwrap();
+    let state = Arc::new(AppState {
+        gateway,
+        store: Some(store.clone()),
+    });
     let server_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
@@ -193,6 +208,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         agencies,
         chaos,
         state,
+        store,
+        dir,
         _stop: tx,
     }
 }

@@ -1,8 +1,10 @@
 //! Integration tests: the real gateway on a loopback port, real agency servers on loopback.
 
+mod audit;
 mod check;
 mod demo;
 mod dossier;
+mod durability;
 mod helpers;
 mod resilience;
 mod yaml_files;

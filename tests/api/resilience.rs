@@ -56,13 +56,18 @@ async fn fifty_concurrent_requests_for_one_subject_make_one_upstream_call_per_so
 async fn errors_are_never_cached() {
     let app = spawn_app_with(cached()).await;
     let token = app.citizen_token(CITIZEN);
-    app.chaos.set(UWV, Behaviour::Status(500, "text/xml", FAULT.into()));
+    app.chaos
+        .set(UWV, Behaviour::Status(500, "text/xml", FAULT.into()));
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "error");
     assert_eq!(source(&d, "brp-personen")["status"], "ok");
     app.chaos.clear(UWV);
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
-    assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok", "the error was not cached");
+    assert_eq!(
+        source(&d, "uwv-uitkeringen")["status"],
+        "ok",
+        "the error was not cached"
+    );
     assert_eq!(source(&d, "brp-personen")["status"], "cached");
     assert!(source(&d, "brp-personen")["age_ms"].as_u64().is_some());
     assert_eq!(app.chaos.hits(UWV), 2);
@@ -85,7 +90,10 @@ async fn stale_if_error_serves_the_last_good_answer_marked_stale_with_its_age() 
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
     tokio::time::sleep(Duration::from_millis(250)).await;
-    app.chaos.set(UWV, Behaviour::Status(503, "text/plain", "onderhoud".into()));
+    app.chaos.set(
+        UWV,
+        Behaviour::Status(503, "text/plain", "onderhoud".into()),
+    );
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     let s = source(&d, "uwv-uitkeringen");
     assert_eq!(s["status"], "stale", "{s}");
@@ -99,8 +107,12 @@ async fn stale_if_error_serves_the_last_good_answer_marked_stale_with_its_age() 
             .any(|u| u["_source"] == "uwv-uitkeringen")
     );
     // A source with no stale window simply fails.
-    app.chaos.set(BRP, Behaviour::Status(500, "application/json", "{}".into()));
-    app.state.gateway.cache.invalidate_subject(Bsn::parse(CITIZEN).unwrap());
+    app.chaos
+        .set(BRP, Behaviour::Status(500, "application/json", "{}".into()));
+    app.state
+        .gateway
+        .cache
+        .invalidate_subject(Bsn::parse(CITIZEN).unwrap());
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "brp-personen")["status"], "error");
 }
@@ -111,21 +123,44 @@ async fn one_cache_entry_serves_two_views_without_leaking_fields() {
     let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
     let consulent = app.employee_token("gemeente-utrecht", &["gemeente-consulent"]);
     let body = json!({"bsn": CITIZEN, "view": "werkcoach"});
-    let a: Value = app.employee_dossier(&coach, Some("re-integratie"), body).await.json().await.unwrap();
+    let a: Value = app
+        .employee_dossier(&coach, Some("re-integratie"), body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(source(&a, "uwv-uitkeringen")["status"], "ok");
     let body = json!({"bsn": CITIZEN, "view": "consulent-inkomen"});
-    let b: Value = app.employee_dossier(&consulent, Some("bijstand-aanvraag"), body).await.json().await.unwrap();
+    let b: Value = app
+        .employee_dossier(&consulent, Some("bijstand-aanvraag"), body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(source(&b, "uwv-uitkeringen")["status"], "cached");
     assert_eq!(source(&b, "brp-personen")["status"], "cached");
     assert_eq!(app.chaos.hits(UWV), 1);
     // werkcoach: dossiernummer yes, leeftijd no; consulent: the other way round.
-    assert!(a["sections"]["uitkeringen"][0].get("dossiernummer").is_some());
+    assert!(
+        a["sections"]["uitkeringen"][0]
+            .get("dossiernummer")
+            .is_some()
+    );
     assert!(a["sections"]["persoon"].get("leeftijd").is_none());
-    assert!(b["sections"]["uitkeringen"][0].get("dossiernummer").is_none());
+    assert!(
+        b["sections"]["uitkeringen"][0]
+            .get("dossiernummer")
+            .is_none()
+    );
     assert_eq!(b["sections"]["persoon"]["leeftijd"], 45);
     // And a later werkcoach read from the cache still does not see leeftijd.
     let body = json!({"bsn": CITIZEN, "view": "werkcoach"});
-    let c: Value = app.employee_dossier(&coach, Some("re-integratie"), body).await.json().await.unwrap();
+    let c: Value = app
+        .employee_dossier(&coach, Some("re-integratie"), body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(source(&c, "brp-personen")["status"], "cached");
     assert!(c["sections"]["persoon"].get("leeftijd").is_none());
 }
@@ -135,7 +170,8 @@ async fn no_cache_fetches_fresh_and_subject_invalidation_works() {
     let app = spawn_app_with(cached()).await;
     let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
     let body = json!({"bsn": CITIZEN, "view": "werkcoach"});
-    app.employee_dossier(&coach, Some("re-integratie"), body.clone()).await;
+    app.employee_dossier(&coach, Some("re-integratie"), body.clone())
+        .await;
     let r = app
         .http
         .post(format!("{}/v1/dossiers", app.url))
@@ -150,10 +186,23 @@ async fn no_cache_fetches_fresh_and_subject_invalidation_works() {
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
     assert_eq!(app.chaos.hits(UWV), 2);
     // The fresh answer refreshed the cache.
-    let d: Value = app.employee_dossier(&coach, Some("re-integratie"), body.clone()).await.json().await.unwrap();
+    let d: Value = app
+        .employee_dossier(&coach, Some("re-integratie"), body.clone())
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "cached");
-    app.state.gateway.cache.invalidate_subject(Bsn::parse(CITIZEN).unwrap());
-    let d: Value = app.employee_dossier(&coach, Some("re-integratie"), body).await.json().await.unwrap();
+    app.state
+        .gateway
+        .cache
+        .invalidate_subject(Bsn::parse(CITIZEN).unwrap());
+    let d: Value = app
+        .employee_dossier(&coach, Some("re-integratie"), body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
     assert_eq!(app.chaos.hits(UWV), 3);
 }
@@ -171,14 +220,26 @@ async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open
     })
     .await;
     let token = app.citizen_token(CITIZEN);
-    app.chaos.set(UWV, Behaviour::Status(500, "text/xml", FAULT.into()));
+    app.chaos
+        .set(UWV, Behaviour::Status(500, "text/xml", FAULT.into()));
     for _ in 0..3 {
         let d: Value = app.me_dossier(&token).await.json().await.unwrap();
         assert_eq!(source(&d, "uwv-uitkeringen")["status"], "error");
     }
     assert_eq!(app.chaos.hits(UWV), 3);
-    let metrics = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 2"#), "{metrics}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 2"#),
+        "{metrics}"
+    );
     for _ in 0..5 {
         let d: Value = app.me_dossier(&token).await.json().await.unwrap();
         let s = source(&d, "uwv-uitkeringen");
@@ -193,7 +254,15 @@ async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
     assert_eq!(app.chaos.hits(UWV), 4);
-    let metrics = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 0"#));
 }
 
@@ -209,12 +278,17 @@ async fn retries_happen_only_on_reads() {
         })),
     })
     .await;
-    app.chaos.set(UWV, Behaviour::Status(503, "text/plain", "even geduld".into()));
+    app.chaos.set(
+        UWV,
+        Behaviour::Status(503, "text/plain", "even geduld".into()),
+    );
     let rt = app.state.gateway.runtime();
     let adapter = rt.adapters.get("uwv-uitkeringen").unwrap();
     let stack = resilience::build(
         adapter.client.clone(),
-        Arc::new(Breaker::new(adapter.client.spec.def.resilience.circuit.clone())),
+        Arc::new(Breaker::new(
+            adapter.client.spec.def.resilience.circuit.clone(),
+        )),
         app.state.gateway.metrics.clone(),
     );
     let call = |read| Call {
@@ -232,13 +306,19 @@ async fn retries_happen_only_on_reads() {
     assert!(matches!(r, Err(SourceError::Http { status: 503, .. })));
     assert_eq!(app.chaos.hits(UWV), 4, "a read is tried 1 + 2 times");
     // A non-transient failure (a SOAP Fault) is not retried, read or not.
-    app.chaos.set(UWV, Behaviour::Status(500, "text/xml", FAULT.into()));
+    app.chaos
+        .set(UWV, Behaviour::Status(500, "text/xml", FAULT.into()));
     let r = stack.clone().oneshot(call(true)).await;
     assert!(matches!(r, Err(SourceError::Fault { .. })));
     assert_eq!(app.chaos.hits(UWV), 5);
     // Through the gateway: the dossier read is retried, then succeeds.
     app.chaos.clear(UWV);
-    let d: Value = app.me_dossier(&app.citizen_token(CITIZEN)).await.json().await.unwrap();
+    let d: Value = app
+        .me_dossier(&app.citizen_token(CITIZEN))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
 }
 
@@ -248,7 +328,12 @@ async fn metrics_are_exposed_with_bounded_labels() {
     let token = app.citizen_token(CITIZEN);
     app.me_dossier(&token).await;
     app.me_dossier(&token).await;
-    let r = app.http.get(format!("{}/metrics", app.url)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let m = r.text().await.unwrap();
     for needle in [

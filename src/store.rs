@@ -1,0 +1,735 @@
+//! The durable store: an append-only, hash-chained audit log in SQLite (WAL, `synchronous=FULL`).
+//!
+//! Writes go through one writer thread that commits in groups: every record waiting when a
+//! transaction starts is written in it, and all of their requests are released by one fsync.
+//! Durability costs one fsync per *batch*, not per request, and is never skipped. A request
+//! whose record cannot be committed gets an error and its answer is withheld (fail closed).
+//!
+//! Each row carries `hash = SHA-256(prev_hash || seq || canonical JSON)`; `verify` walks the
+//! chain and reports a changed, removed or reordered row. Every dossier read also produces a
+//! processing record in the Logboek Dataverwerkingen shape, with the data subject pseudonymised
+//! (HMAC-SHA-256 under a configured key).
+//!
+//! The SQL is plain and portable so a PostgreSQL backend can implement the same operations.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Timelike, Utc, Weekday};
+use futures::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{AccessRecord, AuditError, AuditSink};
+use crate::bsn::Bsn;
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Largest group committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("store {0}: cannot create its folder: {1}")]
+    Folder(PathBuf, std::io::Error),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}
+
+struct Job {
+    record: AccessRecord,
+    done: oneshot::Sender<Result<i64, String>>,
+}
+
+/// The audit store. Cheap to clone.
+#[derive(Clone)]
+pub struct AuditStore {
+    tx: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let c = Connection::open(path).map_err(err)?;
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA busy_timeout=5000;
+         PRAGMA foreign_keys=ON;",
+    )
+    .map_err(err)?;
+    Ok(c)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS audit_log (
+    seq            INTEGER PRIMARY KEY,
+    time           TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    trace_id       TEXT NOT NULL,
+    actor          TEXT NOT NULL,
+    actor_type     TEXT NOT NULL,
+    bsn            TEXT,
+    record         TEXT NOT NULL,
+    prev_hash      TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_bsn ON audit_log (bsn, time);
+CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (time);
+CREATE INDEX IF NOT EXISTS audit_log_trace ON audit_log (trace_id);
+CREATE TABLE IF NOT EXISTS processing_log (
+    seq                       INTEGER PRIMARY KEY,
+    trace_id                  TEXT NOT NULL,
+    span_id                   TEXT NOT NULL,
+    parent_span_id            TEXT,
+    name                      TEXT NOT NULL,
+    start_time                TEXT NOT NULL,
+    end_time                  TEXT NOT NULL,
+    status_code               TEXT NOT NULL,
+    foreign_operation         TEXT,
+    processing_activity_id    TEXT,
+    data_subject_id           TEXT,
+    data_subject_id_type      TEXT
+);
+CREATE INDEX IF NOT EXISTS processing_log_trace ON processing_log (trace_id);
+";
+
+fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(seq.to_be_bytes());
+    h.update(record_json.as_bytes());
+    hex::encode(h.finalize())
+}
+
+fn pseudonym(key: &[u8], bsn: &Bsn) -> String {
+    // HMAC accepts keys of any length; this cannot fail.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| {
+        <Hmac<Sha256> as Mac>::new_from_slice(b"ketenportaal").unwrap_or_else(|_| unreachable!())
+    });
+    m.update(bsn.as_str().as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+impl AuditStore {
+    /// Opens (and creates) the store and starts its writer thread.
+    pub fn open(path: &Path, pseudonym_key: Vec<u8>) -> Result<AuditStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Folder(dir.to_path_buf(), e))?;
+        }
+        let writer = open_conn(path)?;
+        writer
+            .execute_batch(SCHEMA)
+            .map_err(|source| StoreError::Sqlite {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let reader = open_conn(path)?;
+        let (tx, rx) = mpsc::channel::<Job>(8192);
+        let p = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer_loop(writer, rx, pseudonym_key, p))
+            .map_err(|e| StoreError::Folder(path.to_path_buf(), e))?;
+        Ok(AuditStore {
+            tx,
+            reader: Arc::new(Mutex::new(reader)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record; returns its sequence number once it is durable.
+    pub async fn append(&self, record: AccessRecord) -> Result<i64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job { record, done })
+            .await
+            .map_err(|_| AuditError("the store's writer has stopped".into()))?;
+        match wait.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(AuditError(e)),
+            Err(_) => Err(AuditError("the store's writer has stopped".into())),
+        }
+    }
+
+    /// Runs a read on the reader connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&c).map_err(|source| StoreError::Sqlite { path, source })
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records about one data subject, newest first.
+    pub async fn by_subject(
+        &self,
+        bsn: Bsn,
+        limit: u32,
+    ) -> Result<Vec<(i64, AccessRecord)>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare(
+                "SELECT seq, record FROM audit_log WHERE bsn = ?1 ORDER BY seq DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![bsn.as_str(), limit], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, json) = row?;
+                if let Ok(rec) = serde_json::from_str::<AccessRecord>(&json) {
+                    out.push((seq, rec));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Is a record with this trace id present? (Used by durability checks.)
+    pub async fn has_trace(&self, trace_id: String) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            c.query_row(
+                "SELECT 1 FROM audit_log WHERE trace_id = ?1 LIMIT 1",
+                [trace_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+        })
+        .await
+    }
+
+    /// Number of rows in the audit log and the processing log.
+    pub async fn counts(&self) -> Result<(i64, i64), StoreError> {
+        self.read(|c| {
+            let a = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))?;
+            let p = c.query_row("SELECT COUNT(*) FROM processing_log", [], |r| r.get(0))?;
+            Ok((a, p))
+        })
+        .await
+    }
+
+    /// Can the store take writes? (readiness)
+    pub async fn writable(&self) -> bool {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+            .is_ok()
+            && !self.tx.is_closed()
+    }
+}
+
+impl AuditSink for AuditStore {
+    fn record<'a>(&'a self, rec: &'a AccessRecord) -> BoxFuture<'a, Result<(), AuditError>> {
+        Box::pin(async move { self.append(rec.clone()).await.map(|_| ()) })
+    }
+}
+
+fn writer_loop(mut c: Connection, mut rx: mpsc::Receiver<Job>, key: Vec<u8>, path: PathBuf) {
+    let head = |c: &Connection| -> rusqlite::Result<(i64, String)> {
+        c.query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map(|o| o.unwrap_or((0, GENESIS.to_string())))
+    };
+    let (mut seq, mut prev) = match head(&c) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(store = %path.display(), error = %e, "Audit store unreadable; refusing all writes.");
+            while let Some(job) = rx.blocking_recv() {
+                let _ = job.done.send(Err(format!("store unreadable: {e}")));
+            }
+            return;
+        }
+    };
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let result = write_batch(&mut c, &batch, seq, &prev, &key);
+        match result {
+            Ok((new_seq, new_prev, seqs)) => {
+                seq = new_seq;
+                prev = new_prev;
+                for (job, s) in batch.drain(..).zip(seqs) {
+                    let _ = job.done.send(Ok(s));
+                }
+            }
+            Err(e) => {
+                tracing::error!(store = %path.display(), error = %e, "Audit batch not committed.");
+                for job in batch.drain(..) {
+                    let _ = job.done.send(Err(e.to_string()));
+                }
+                // Re-read the head: the failed transaction was rolled back.
+                if let Ok(h) = head(&c) {
+                    (seq, prev) = h;
+                }
+            }
+        }
+    }
+}
+
+type BatchResult = (i64, String, Vec<i64>);
+
+fn write_batch(
+    c: &mut Connection,
+    batch: &[Job],
+    mut seq: i64,
+    prev: &str,
+    key: &[u8],
+) -> rusqlite::Result<BatchResult> {
+    let tx = c.transaction()?;
+    let mut prev = prev.to_string();
+    let mut seqs = Vec::with_capacity(batch.len());
+    {
+        let mut ins = tx.prepare_cached(
+            "INSERT INTO audit_log (seq, time, kind, trace_id, actor, actor_type, bsn, record, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        let mut proc_ins = tx.prepare_cached(
+            "INSERT INTO processing_log (trace_id, span_id, parent_span_id, name, start_time, end_time,
+                 status_code, foreign_operation, processing_activity_id, data_subject_id, data_subject_id_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for job in batch {
+            let r = &job.record;
+            seq += 1;
+            let json = serde_json::to_string(r).unwrap_or_default();
+            let hash = chain_hash(&prev, seq, &json);
+            ins.execute(params![
+                seq,
+                r.time.to_rfc3339(),
+                r.kind,
+                r.trace_id,
+                r.actor,
+                r.actor_type,
+                r.bsn.map(|b| b.as_str().to_string()),
+                json,
+                prev,
+                hash
+            ])?;
+            if let Some(bsn) = &r.bsn {
+                let status = if r.outcome.starts_with("failed") || r.outcome.starts_with("refused")
+                {
+                    "ERROR"
+                } else {
+                    "OK"
+                };
+                let foreign = r
+                    .foreign_span_id
+                    .as_ref()
+                    .map(|s| serde_json::json!({"trace_id": r.trace_id, "span_id": s}).to_string());
+                proc_ins.execute(params![
+                    r.trace_id,
+                    r.span_id,
+                    r.foreign_span_id,
+                    format!("ketenportaal.{}", r.kind),
+                    r.started_at.to_rfc3339(),
+                    r.time.to_rfc3339(),
+                    status,
+                    foreign,
+                    r.processing_activity,
+                    pseudonym(key, bsn),
+                    "BSN"
+                ])?;
+            }
+            seqs.push(seq);
+            prev = hash;
+        }
+    }
+    tx.commit()?;
+    Ok((seq, prev, seqs))
+}
+
+// ----------------------------------------------------------------------------------------------
+// Verification and reports (read-only, from the CLI)
+// ----------------------------------------------------------------------------------------------
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    Intact {
+        records: i64,
+        head: String,
+    },
+    /// The row's content does not match its hash: it was changed.
+    Modified {
+        seq: i64,
+    },
+    /// A sequence number is missing: a row was removed.
+    Missing {
+        after: i64,
+        next: i64,
+    },
+    /// The row does not link to its predecessor: rows were reordered or replaced.
+    Broken {
+        seq: i64,
+    },
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Intact { records, head } => {
+                write!(f, "intact: {records} records, head {head}")
+            }
+            Verdict::Modified { seq } => write!(
+                f,
+                "record {seq} was modified (its hash does not match its content)"
+            ),
+            Verdict::Missing { after, next } => {
+                write!(f, "records between {after} and {next} were removed")
+            }
+            Verdict::Broken { seq } => write!(
+                f,
+                "record {seq} does not follow its predecessor (reordered or replaced)"
+            ),
+        }
+    }
+}
+
+/// Walks the whole chain. Opens the file read-only; safe next to a running gateway.
+pub fn verify(path: &Path) -> Result<Verdict, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(err)?;
+    let mut st = c
+        .prepare("SELECT seq, record, prev_hash, hash FROM audit_log ORDER BY seq")
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    let mut expected_prev = GENESIS.to_string();
+    let mut last_seq = 0i64;
+    let mut count = 0i64;
+    while let Some(row) = rows.next().map_err(err)? {
+        let seq: i64 = row.get(0).map_err(err)?;
+        let record: String = row.get(1).map_err(err)?;
+        let prev: String = row.get(2).map_err(err)?;
+        let hash: String = row.get(3).map_err(err)?;
+        if chain_hash(&prev, seq, &record) != hash {
+            return Ok(Verdict::Modified { seq });
+        }
+        if seq != last_seq + 1 {
+            return Ok(Verdict::Missing {
+                after: last_seq,
+                next: seq,
+            });
+        }
+        if prev != expected_prev {
+            return Ok(Verdict::Broken { seq });
+        }
+        expected_prev = hash;
+        last_seq = seq;
+        count += 1;
+    }
+    Ok(Verdict::Intact {
+        records: count,
+        head: expected_prev,
+    })
+}
+
+/// Dutch civil time (CET/CEST) for office-hours rules, without a time-zone database:
+/// summer time runs from the last Sunday of March to the last Sunday of October, 01:00 UTC.
+pub fn dutch_time(t: DateTime<Utc>) -> chrono::NaiveDateTime {
+    let last_sunday = |month: u32| -> DateTime<Utc> {
+        let first_next = if month == 12 {
+            Utc.with_ymd_and_hms(t.year() + 1, 1, 1, 1, 0, 0)
+        } else {
+            Utc.with_ymd_and_hms(t.year(), month + 1, 1, 1, 0, 0)
+        }
+        .single()
+        .unwrap_or(t);
+        let mut d = first_next - ChronoDuration::days(1);
+        while d.weekday() != Weekday::Sun {
+            d -= ChronoDuration::days(1);
+        }
+        d
+    };
+    let summer = t >= last_sunday(3) && t < last_sunday(10);
+    (t + ChronoDuration::hours(if summer { 2 } else { 1 })).naive_utc()
+}
+
+/// The security officer's report over a period (Suwinet-style protocollering).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    pub from: String,
+    pub to: String,
+    pub dossier_reads: u64,
+    /// Reads between 19:00 and 06:00 Dutch time.
+    pub outside_office_hours: u64,
+    pub at_weekends: u64,
+    /// (masked BSN, reads), most-read first.
+    pub most_viewed: Vec<(String, u64)>,
+    /// (actor, organisation, reads).
+    pub top_users: Vec<(String, String, u64)>,
+    pub per_purpose: BTreeMap<String, u64>,
+    pub per_view: BTreeMap<String, u64>,
+    /// Role -> distinct users.
+    pub users_per_role: BTreeMap<String, u64>,
+    /// (time, actor, view, purpose) of each read outside office hours or at weekends.
+    pub unusual: Vec<(String, String, String, String)>,
+}
+
+pub fn report(
+    path: &Path,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    top: usize,
+) -> Result<Report, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(err)?;
+    let mut st = c
+        .prepare("SELECT record FROM audit_log WHERE kind = 'dossier.read' AND time >= ?1 AND time < ?2 ORDER BY seq")
+        .map_err(err)?;
+    let rows = st
+        .query_map(params![from.to_rfc3339(), to.to_rfc3339()], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(err)?;
+    let mut rep = Report {
+        from: from.to_rfc3339(),
+        to: to.to_rfc3339(),
+        ..Report::default()
+    };
+    let mut subjects: BTreeMap<String, u64> = BTreeMap::new();
+    let mut users: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut roles: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for row in rows {
+        let Ok(rec) = serde_json::from_str::<AccessRecord>(&row.map_err(err)?) else {
+            continue;
+        };
+        rep.dossier_reads += 1;
+        let local = dutch_time(rec.time);
+        let weekend = matches!(local.weekday(), Weekday::Sat | Weekday::Sun);
+        let off_hours = local.hour() >= 19 || local.hour() < 6;
+        rep.outside_office_hours += u64::from(off_hours);
+        rep.at_weekends += u64::from(weekend);
+        if (off_hours || weekend) && rec.actor_type == "employee" {
+            rep.unusual.push((
+                local.format("%Y-%m-%d %H:%M").to_string(),
+                rec.actor.clone(),
+                rec.view.clone().unwrap_or_default(),
+                rec.purpose.clone().unwrap_or_default(),
+            ));
+        }
+        if let Some(b) = rec.bsn {
+            *subjects.entry(b.masked()).or_default() += 1;
+        }
+        if rec.actor_type == "employee" {
+            *users
+                .entry((
+                    rec.actor.clone(),
+                    rec.actor_organisation.clone().unwrap_or_default(),
+                ))
+                .or_default() += 1;
+            for r in &rec.actor_roles {
+                roles
+                    .entry(r.clone())
+                    .or_default()
+                    .insert(rec.actor.clone());
+            }
+        }
+        *rep.per_purpose
+            .entry(
+                rec.purpose
+                    .clone()
+                    .unwrap_or_else(|| "(burger zelf)".into()),
+            )
+            .or_default() += 1;
+        *rep.per_view
+            .entry(rec.view.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+    let mut s: Vec<(String, u64)> = subjects.into_iter().collect();
+    s.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    s.truncate(top);
+    rep.most_viewed = s;
+    let mut u: Vec<(String, String, u64)> =
+        users.into_iter().map(|((a, o), n)| (a, o, n)).collect();
+    u.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+    u.truncate(top);
+    rep.top_users = u;
+    rep.users_per_role = roles
+        .into_iter()
+        .map(|(r, s)| (r, s.len() as u64))
+        .collect();
+    Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u32, bsn: &str, hour: u32) -> AccessRecord {
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 2, hour, 5, i % 60)
+            .single()
+            .unwrap();
+        AccessRecord {
+            kind: "dossier.read".into(),
+            started_at: t,
+            time: t,
+            trace_id: format!("{i:032x}"),
+            span_id: format!("{i:016x}"),
+            foreign_span_id: None,
+            actor_type: "employee".into(),
+            actor: format!("user{}", i % 3),
+            actor_organisation: Some("uwv".into()),
+            actor_roles: vec!["uwv-werkcoach".into()],
+            bsn: Some(Bsn::parse(bsn).unwrap()),
+            view: Some("werkcoach".into()),
+            purpose: Some("re-integratie".into()),
+            processing_activity: Some("https://register.example/x".into()),
+            sections: vec!["persoon".into()],
+            sources: vec![],
+            outcome: "served".into(),
+            details: None,
+        }
+    }
+
+    async fn filled(n: u32) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        let writes = (0..n).map(|i| store.append(rec(i, "999993653", 10)));
+        for r in futures::future::join_all(writes).await {
+            r.unwrap();
+        }
+        (dir, path)
+    }
+
+    #[tokio::test]
+    async fn group_commit_keeps_a_gapless_chain() {
+        let (_d, path) = filled(300).await;
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Intact { records: 300, .. }
+        ));
+        let c = Connection::open(&path).unwrap();
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM processing_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 300);
+        let subject: String = c
+            .query_row(
+                "SELECT data_subject_id FROM processing_log LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(subject.len(), 64);
+        assert!(!subject.contains("999993653"));
+    }
+
+    #[tokio::test]
+    async fn verify_catches_modified_removed_and_reordered_records() {
+        let (_d, path) = filled(10).await;
+        let c = Connection::open(&path).unwrap();
+        // Modified.
+        c.execute("UPDATE audit_log SET record = replace(record, 're-integratie', 'fraude') WHERE seq = 4", [])
+            .unwrap();
+        assert_eq!(verify(&path).unwrap(), Verdict::Modified { seq: 4 });
+
+        let (_d, path) = filled(10).await;
+        let c = Connection::open(&path).unwrap();
+        c.execute("DELETE FROM audit_log WHERE seq = 6", [])
+            .unwrap();
+        assert_eq!(
+            verify(&path).unwrap(),
+            Verdict::Missing { after: 5, next: 7 }
+        );
+
+        // Reordered: swap the contents (with their hashes) of two rows.
+        let (_d, path) = filled(10).await;
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "UPDATE audit_log SET seq = -3 WHERE seq = 3;
+             UPDATE audit_log SET seq = 3 WHERE seq = 5;
+             UPDATE audit_log SET seq = 5 WHERE seq = -3;",
+        )
+        .unwrap();
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Modified { .. } | Verdict::Broken { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_report_counts_odd_hours_and_top_users() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        // 2026-11-02 is a Monday; CET = UTC+1. 19:05 UTC = 20:05 local.
+        for (i, h) in [(1, 9), (2, 19), (3, 4), (4, 12)] {
+            store.append(rec(i, "999993653", h)).await.unwrap();
+        }
+        store.append(rec(5, "999990019", 10)).await.unwrap();
+        let from = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).single().unwrap();
+        let to = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).single().unwrap();
+        let r = report(&path, from, to, 10).unwrap();
+        assert_eq!(r.dossier_reads, 5);
+        assert_eq!(r.outside_office_hours, 2, "{r:?}");
+        assert_eq!(r.at_weekends, 0);
+        assert_eq!(r.most_viewed[0], ("*****3653".to_string(), 4));
+        assert_eq!(r.per_purpose["re-integratie"], 5);
+        assert_eq!(r.users_per_role["uwv-werkcoach"], 3);
+    }
+
+    #[test]
+    fn dutch_time_follows_summer_time() {
+        let winter = Utc
+            .with_ymd_and_hms(2026, 1, 15, 12, 0, 0)
+            .single()
+            .unwrap();
+        assert_eq!(dutch_time(winter).hour(), 13);
+        let summer = Utc
+            .with_ymd_and_hms(2026, 7, 15, 12, 0, 0)
+            .single()
+            .unwrap();
+        assert_eq!(dutch_time(summer).hour(), 14);
+        // 2026-03-29 is the last Sunday of March: 00:59 UTC is winter, 01:00 UTC summer.
+        let before = Utc
+            .with_ymd_and_hms(2026, 3, 29, 0, 59, 0)
+            .single()
+            .unwrap();
+        assert_eq!(dutch_time(before).hour(), 1);
+        let after = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).single().unwrap();
+        assert_eq!(dutch_time(after).hour(), 3);
+    }
+}

@@ -1,0 +1,265 @@
+//! Protocollering: every access recorded before the answer leaves, citizen inzage, auditors,
+//! fail closed, Logboek Dataverwerkingen records, and the chain tools.
+
+use std::process::Command;
+
+use rusqlite::Connection;
+use serde_json::{Value, json};
+
+use crate::helpers::{CITIZEN, spawn_app};
+
+#[tokio::test]
+async fn every_dossier_read_is_recorded_before_the_answer() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    for _ in 0..5 {
+        let r = app
+            .employee_dossier(
+                &coach,
+                Some("re-integratie"),
+                json!({"bsn": CITIZEN, "view": "werkcoach"}),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        let d: Value = r.json().await.unwrap();
+        let trace = d["trace_id"].as_str().unwrap().to_string();
+        assert!(app.store.has_trace(trace).await.unwrap());
+    }
+    // Refused requests are not dossier reads; failed ones are recorded with their outcome.
+    let r = app
+        .employee_dossier(&coach, None, json!({"bsn": CITIZEN, "view": "werkcoach"}))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.store.counts().await.unwrap().0, 5);
+}
+
+#[tokio::test]
+async fn a_citizen_sees_who_looked_at_their_dossier_and_why() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    app.employee_dossier(
+        &coach,
+        Some("ww-beoordeling"),
+        json!({"bsn": CITIZEN, "view": "werkcoach"}),
+    )
+    .await;
+    // Someone else's dossier read does not show up.
+    app.employee_dossier(
+        &coach,
+        Some("ww-beoordeling"),
+        json!({"bsn": "999990019", "view": "werkcoach"}),
+    )
+    .await;
+    let citizen = app.citizen_token(CITIZEN);
+    app.me_dossier(&citizen).await;
+    let r = app
+        .http
+        .get(format!("{}/v1/me/access-log", app.url))
+        .bearer_auth(&citizen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let log: Value = r.json().await.unwrap();
+    let entries = log["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{log}");
+    // Newest first: the citizen's own read, then UWV's.
+    assert_eq!(entries[0]["by"], "u zelf");
+    let uwv = &entries[1];
+    assert_eq!(uwv["organisation"], "uwv");
+    assert_eq!(uwv["organisation_name"], "UWV");
+    assert_eq!(uwv["roles"], json!(["uwv-werkcoach"]));
+    assert_eq!(uwv["purpose"], "ww-beoordeling");
+    assert_eq!(uwv["purpose_description"], "Beoordeling recht op WW");
+    assert!(
+        uwv.get("actor").is_none(),
+        "the employee's own identity stays in the access log"
+    );
+    // Employees cannot use the citizen inzage endpoint.
+    let r = app
+        .http
+        .get(format!("{}/v1/me/access-log", app.url))
+        .bearer_auth(&coach)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn auditors_query_by_bsn_in_a_post_body_and_others_cannot() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    app.employee_dossier(
+        &coach,
+        Some("re-integratie"),
+        json!({"bsn": CITIZEN, "view": "werkcoach"}),
+    )
+    .await;
+    let auditor = app.employee_token("uwv", &["auditor"]);
+    let ask = |token: String| {
+        app.http
+            .post(format!("{}/v1/audit/access-log", app.url))
+            .bearer_auth(token)
+            .json(&json!({"bsn": CITIZEN}))
+            .send()
+    };
+    let r = ask(auditor.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let rec = &v["records"][0]["record"];
+    assert_eq!(rec["actor"], "medewerker.test");
+    assert_eq!(rec["purpose"], "re-integratie");
+    assert_eq!(rec["kind"], "dossier.read");
+    assert_eq!(ask(coach).await.unwrap().status(), 403);
+    assert_eq!(ask(app.citizen_token(CITIZEN)).await.unwrap().status(), 403);
+    // The auditor's own query is recorded too.
+    let v: Value = ask(auditor).await.unwrap().json().await.unwrap();
+    assert_eq!(v["records"][0]["record"]["kind"], "access-log.read");
+    assert_eq!(v["records"][0]["record"]["purpose"], "toezicht");
+}
+
+#[tokio::test]
+async fn when_the_record_cannot_be_written_the_dossier_is_not_served() {
+    let app = spawn_app().await;
+    let db = app.dir.path().join("audit.sqlite");
+    let c = Connection::open(&db).unwrap();
+    c.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    )
+    .unwrap();
+    let citizen = app.citizen_token(CITIZEN);
+    let r = app.me_dossier(&citizen).await;
+    assert_eq!(r.status(), 503);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["type"],
+        "https://ketenportaal.example/problems/audit-unavailable"
+    );
+    assert!(p.get("sections").is_none());
+    c.execute_batch("DROP TRIGGER refuse;").unwrap();
+    assert_eq!(app.me_dossier(&citizen).await.status(), 200);
+    assert!(matches!(
+        ketenportaal::store::verify(&db).unwrap(),
+        ketenportaal::store::Verdict::Intact { records: 1, .. }
+    ));
+}
+
+#[tokio::test]
+async fn processing_records_follow_logboek_dataverwerkingen() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    app.http
+        .post(format!("{}/v1/dossiers", app.url))
+        .bearer_auth(&coach)
+        .header("X-Purpose", "re-integratie")
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&json!({"bsn": CITIZEN, "view": "werkcoach"}))
+        .send()
+        .await
+        .unwrap();
+    let c = Connection::open(app.dir.path().join("audit.sqlite")).unwrap();
+    let row: (
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        String,
+    ) = c
+        .query_row(
+            "SELECT trace_id, span_id, parent_span_id, name, status_code, processing_activity_id,
+                    foreign_operation, data_subject_id, data_subject_id_type FROM processing_log",
+            [],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ))
+            },
+        )
+        .unwrap();
+    assert_eq!(row.0, trace);
+    assert_eq!(row.1.len(), 16);
+    assert_eq!(row.2.as_deref(), Some("b7ad6b7169203331"));
+    assert_eq!(row.3, "ketenportaal.dossier.read");
+    assert_eq!(row.4, "OK");
+    assert_eq!(
+        row.5,
+        "https://register.example.nl/uwv/verwerkingsactiviteiten/re-integratie"
+    );
+    assert!(row.6.unwrap().contains("b7ad6b7169203331"));
+    assert_eq!(row.7.len(), 64);
+    assert!(!row.7.contains(CITIZEN));
+    assert_eq!(row.8, "BSN");
+}
+
+#[tokio::test]
+async fn audit_verify_and_report_from_the_command_line() {
+    let app = spawn_app().await;
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    for bsn in [CITIZEN, CITIZEN, "999990019"] {
+        app.employee_dossier(
+            &coach,
+            Some("re-integratie"),
+            json!({"bsn": bsn, "view": "werkcoach"}),
+        )
+        .await;
+    }
+    let db = app.dir.path().join("audit.sqlite");
+    let bin = env!("CARGO_BIN_EXE_ketenportaal");
+    let out = Command::new(bin)
+        .args(["audit", "verify", "--store"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact: 3 records"));
+
+    let today = chrono::Utc::now().date_naive();
+    let out = Command::new(bin)
+        .args(["audit", "report", "--format", "json", "--store"])
+        .arg(&db)
+        .arg("--from")
+        .arg(today.to_string())
+        .arg("--to")
+        .arg((today + chrono::Duration::days(1)).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["dossier_reads"], 3);
+    assert_eq!(r["most_viewed"][0], json!(["*****3653", 2]));
+    assert_eq!(r["top_users"][0], json!(["medewerker.test", "uwv", 3]));
+    assert_eq!(r["per_purpose"]["re-integratie"], 3);
+
+    Connection::open(&db)
+        .unwrap()
+        .execute(
+            "UPDATE audit_log SET record = replace(record, 'werkcoach', 'klant') WHERE seq = 2",
+            [],
+        )
+        .unwrap();
+    let out = Command::new(bin)
+        .args(["audit", "verify", "--store"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("record 2 was modified"));
+}

@@ -1,0 +1,106 @@
+//! kill -9 during a burst of dossier reads loses no audit record for any answer a client got.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn kill_9_during_a_burst_loses_no_record_of_an_answered_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.sqlite");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
+        .arg(&db)
+        .current_dir(crate::helpers::root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("/v1/me/dossier") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let curl = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("demo started");
+    let url = curl
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let token = curl
+        .split("Bearer ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('"')
+        .to_string();
+
+    let answered: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (client, url, token, answered) =
+            (client.clone(), url.clone(), token.clone(), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            while started.elapsed() < Duration::from_secs(20) {
+                let r = client.get(&url).bearer_auth(&token).send().await;
+                let Ok(r) = r else { break };
+                if r.status() != 200 {
+                    continue;
+                }
+                let Ok(d) = r.json::<serde_json::Value>().await else {
+                    break;
+                };
+                if let Some(t) = d["trace_id"].as_str() {
+                    answered.lock().unwrap().insert(t.to_string());
+                }
+            }
+        }));
+    }
+    // Let the burst run, then kill -9 in the middle of it.
+    while answered.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(
+        answered.len() >= 300,
+        "only {} answers before the kill",
+        answered.len()
+    );
+
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let mut st = c.prepare("SELECT trace_id FROM audit_log").unwrap();
+    let recorded: BTreeSet<String> = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let lost: Vec<&String> = answered.difference(&recorded).collect();
+    assert!(
+        lost.is_empty(),
+        "{} answered reads have no audit record",
+        lost.len()
+    );
+    assert!(matches!(
+        ketenportaal::store::verify(&db).unwrap(),
+        ketenportaal::store::Verdict::Intact { .. }
+    ));
+    eprintln!(
+        "kill -9 after {} answered reads: {} records on disk, 0 lost",
+        answered.len(),
+        recorded.len()
+    );
+}
