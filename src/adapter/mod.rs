@@ -80,7 +80,9 @@ const WSA_NS: &str = "http://www.w3.org/2005/08/addressing";
 const WSA_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
 
 impl AdapterClient {
+    /// A client for `spec`; it uses the adapter's own TLS client when it has one, else `http`.
     pub fn new(spec: Arc<AdapterSpec>, http: reqwest::Client) -> Self {
+        let http = spec.http.clone().unwrap_or(http);
         AdapterClient {
             id: Arc::from(spec.def.id.as_str()),
             organisation: Arc::from(spec.def.organisation.as_str()),
@@ -285,9 +287,52 @@ fn problem_detail(body: &[u8]) -> Option<String> {
     Some(t.chars().take(200).collect())
 }
 
-/// The shared outbound HTTP client: rustls, no redirects (a source that redirects is
-/// misconfigured, and following could leak a request elsewhere), bounded connect time.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+/// Builds a client with one source's TLS settings: only the given CAs are trusted, and the
+/// gateway presents its client certificate (mTLS). TLS 1.2 is the minimum. Returns the client
+/// and the bytes of the files read (for the adapter's fingerprint).
+pub fn tls_client(
+    t: &crate::config::model::AdapterTls,
+    base: &std::path::Path,
+) -> Result<(reqwest::Client, Vec<u8>), String> {
+    let read = |p: &str| {
+        let path = base.join(p);
+        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut material = Vec::new();
+    let mut b = client_builder().tls_version_min(reqwest::tls::Version::TLS_1_2);
+    if let Some(ca) = &t.ca {
+        let pem = read(ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("`tls.ca` {ca} is not a PEM certificate bundle: {e}"))?;
+        if certs.is_empty() {
+            return Err(format!("`tls.ca` {ca} holds no certificate"));
+        }
+        material.extend_from_slice(&pem);
+        b = b.tls_certs_only(certs);
+    }
+    match (&t.client_cert, &t.client_key) {
+        (Some(cert), Some(key)) => {
+            let mut pem = read(cert)?;
+            pem.push(b'\n');
+            pem.extend_from_slice(&read(key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+                format!(
+                    "`tls.client_cert`/`client_key` are not a valid PEM certificate and key: {e}"
+                )
+            })?;
+            material.extend_from_slice(&pem);
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => return Err("`tls.client_cert` and `tls.client_key` go together".into()),
+    }
+    let client = b
+        .build()
+        .map_err(|e| format!("cannot build the TLS client: {e}"))?;
+    Ok((client, material))
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(2))
@@ -295,5 +340,12 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .user_agent(concat!("ketenportaal/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The shared outbound HTTP client: rustls, no redirects (a source that redirects is
+/// misconfigured, and following could leak a request elsewhere), bounded connect time.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    client_builder()
+        .tls_version_min(reqwest::tls::Version::TLS_1_2)
         .build()
 }

@@ -39,6 +39,8 @@ pub struct AdapterSpec {
     pub mapping: Mapping,
     pub limits: MapLimits,
     pub max_response_body: u64,
+    /// A client with this source's own TLS settings (CA, client certificate), when it has any.
+    pub http: Option<reqwest::Client>,
     /// SHA-256 of the canonical descriptor: unchanged adapters keep their state on reload.
     pub fingerprint: String,
 }
@@ -193,7 +195,7 @@ impl Config {
                 errors.extend(errs);
                 continue;
             };
-            if let Some(spec) = compile_adapter(path, &atree, gateway, &mut errs) {
+            if let Some(spec) = compile_adapter(path, &atree, gateway, &base_dir, &mut errs) {
                 let stem = path
                     .file_stem()
                     .and_then(|s| s.to_str())
@@ -263,7 +265,8 @@ impl Config {
         let mut errors = Vec::new();
         let origin = PathBuf::from(label);
         let tree = parse_tree(&origin, text, &|k| std::env::var(k).ok(), &mut errors);
-        let spec = tree.and_then(|t| compile_adapter(&origin, &t, &self.gateway, &mut errors));
+        let spec = tree
+            .and_then(|t| compile_adapter(&origin, &t, &self.gateway, &self.base_dir, &mut errors));
         match spec {
             Some(s) if errors.is_empty() => Ok(s),
             _ => Err(ConfigErrors(errors)),
@@ -286,6 +289,7 @@ fn compile_adapter(
     file: &Path,
     tree: &Node,
     gw: &GatewayConfig,
+    base_dir: &Path,
     errors: &mut Vec<ConfigError>,
 ) -> Option<AdapterSpec> {
     let def: AdapterDef = typed(file, tree, errors)?;
@@ -492,11 +496,28 @@ fn compile_adapter(
             None
         }
     };
+    // TLS towards the source: build the client now, so bad certificates are config errors.
+    let (http, tls_material) = match &def.tls {
+        None => (None, Vec::new()),
+        Some(t) => match crate::adapter::tls_client(t, base_dir) {
+            Ok((client, material)) => (Some(client), material),
+            Err(msg) => {
+                errors.push(
+                    ConfigError::new(file, at(&["tls"]), msg)
+                        .hint("paths are relative to the gateway config file; PEM files expected"),
+                );
+                (None, Vec::new())
+            }
+        },
+    };
     if errors.len() > before {
         return None;
     }
     let org = org?;
-    let canonical = serde_json::to_vec(&def).unwrap_or_default();
+    // The fingerprint covers the certificates' contents too: a renewed certificate under the
+    // same path is a changed adapter.
+    let mut canonical = serde_json::to_vec(&def).unwrap_or_default();
+    canonical.extend_from_slice(&tls_material);
     Some(AdapterSpec {
         origin: file.to_path_buf(),
         url,
@@ -510,6 +531,7 @@ fn compile_adapter(
             .max_response_body
             .map_or(gw.limits.max_response_body.0, |b| b.0),
         fingerprint: hex::encode(Sha256::digest(&canonical)),
+        http,
         def,
     })
 }
@@ -526,6 +548,15 @@ fn validate_gateway(
         let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
         tree.pos_at(&steps)
     };
+    if let Some(t) = &gw.tls {
+        let base = file.parent().unwrap_or(Path::new("."));
+        if let Err(e) = crate::server::listen::server_tls(&base.join(&t.cert), &base.join(&t.key)) {
+            errors.push(
+                ConfigError::new(file, at(&["tls"]), e)
+                    .hint("`tls: {cert: PEM chain, key: PEM private key}`, relative to this file"),
+            );
+        }
+    }
     let listen = match gw.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {

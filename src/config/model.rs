@@ -137,6 +137,8 @@ pub struct GatewayConfig {
     pub store: StoreConfig,
     /// Audit (protocollering) settings.
     pub audit: AuditConfig,
+    /// Terminate TLS on `listen` (rustls, TLS 1.2 and 1.3 only).
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for GatewayConfig {
@@ -153,6 +155,7 @@ impl Default for GatewayConfig {
             cache: CacheConfig::default(),
             store: StoreConfig::default(),
             audit: AuditConfig::default(),
+            tls: None,
         }
     }
 }
@@ -167,6 +170,14 @@ pub struct Limits {
     pub max_response_body: ByteSize,
     /// Deepest element or JSON nesting accepted in a source answer.
     pub max_depth: u32,
+    /// A client must send its request headers within this time (slow clients are cut off).
+    pub header_timeout: Dur,
+    /// Largest request head (request line and headers) accepted.
+    pub max_header_bytes: ByteSize,
+    /// Most request headers accepted.
+    pub max_headers: u32,
+    /// A TLS handshake must finish within this time.
+    pub handshake_timeout: Dur,
 }
 
 impl Default for Limits {
@@ -175,6 +186,10 @@ impl Default for Limits {
             max_request_body: ByteSize(64 * 1024),
             max_response_body: ByteSize(4 * 1024 * 1024),
             max_depth: 64,
+            header_timeout: Dur(Duration::from_secs(10)),
+            max_header_bytes: ByteSize(16 * 1024),
+            max_headers: 64,
+            handshake_timeout: Dur(Duration::from_secs(10)),
         }
     }
 }
@@ -328,6 +343,32 @@ impl Default for CacheConfig {
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// PEM certificate chain (leaf first), relative to the config file.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1), relative to the config file.
+    pub key: String,
+}
+
+/// TLS towards one source: whom to trust, and the gateway's own client certificate (mTLS, as
+/// Digikoppeling requires; a PKIoverheid certificate carries the OIN in its subject
+/// serialNumber).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterTls {
+    /// PEM bundle of the CAs trusted for this source (instead of the system roots).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// PEM client certificate chain.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub client_key: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
     /// SQLite file, relative to the config file; created when absent.
@@ -393,6 +434,10 @@ pub struct AdapterDef {
     /// Concurrency limit, retries and circuit breaker for this source.
     #[serde(default)]
     pub resilience: Resilience,
+    /// TLS settings for this source (CA bundle, client certificate for mTLS); paths are
+    /// relative to the gateway config file.
+    #[serde(default)]
+    pub tls: Option<AdapterTls>,
     /// Cap on this source's answer; defaults to `limits.max_response_body`.
     #[serde(default)]
     pub max_response_body: Option<ByteSize>,

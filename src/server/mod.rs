@@ -4,6 +4,7 @@
 //! [`Bsn`]), authorise, call the [`Gateway`], serialise. The BSN never travels in a URL: the
 //! citizen's comes from the token, an employee sends it in a POST body.
 
+pub mod listen;
 pub mod problem;
 
 use std::sync::Arc;
@@ -511,21 +512,33 @@ async fn employee_dossier_inner(
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Terminates TLS when the config has `tls`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let max_body = state
-        .gateway
-        .runtime()
-        .config
-        .gateway
-        .limits
-        .max_request_body
-        .0 as usize;
-    let app = router(state, max_body);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let rt = state.gateway.runtime();
+    let g = &rt.config.gateway;
+    let tls = match &g.tls {
+        Some(t) => Some(
+            listen::server_tls(
+                &rt.config.base_dir.join(&t.cert),
+                &rt.config.base_dir.join(&t.key),
+            )
+            .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
+    let opts = listen::ListenOptions {
+        tls,
+        header_timeout: g.limits.header_timeout.0,
+        handshake_timeout: g.limits.handshake_timeout.0,
+        max_header_bytes: g.limits.max_header_bytes.0 as usize,
+        max_headers: g.limits.max_headers as usize,
+        drain_timeout: std::time::Duration::from_secs(30),
+    };
+    let app = router(state.clone(), g.limits.max_request_body.0 as usize);
+    drop(rt);
+    listen::serve(listener, app, opts, shutdown).await
 }

@@ -7,4 +7,5 @@ mod dossier;
 mod durability;
 mod helpers;
 mod resilience;
+mod tls;
 mod yaml_files;

@@ -1,0 +1,309 @@
+//! rustls everywhere: TLS termination on the gateway, mTLS towards a source, with certificates
+//! generated at test time (a PKIoverheid-style client certificate with the OIN in the subject
+//! serialNumber).
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use ketenportaal::adapter::{AdapterClient, SourceError};
+use ketenportaal::bsn::Bsn;
+use ketenportaal::config::Config;
+use ketenportaal::gateway::Gateway;
+use ketenportaal::server::listen::{self, ListenOptions};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+const OIN: &str = "00000001234567890000";
+const TOESLAGEN_PATH: &str = "/belastingdienst/toeslagen/api/v1/toeslagen/_zoek";
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let cert = p.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(p, key),
+    }
+}
+
+/// (cert PEM, key PEM) signed by `ca`.
+fn leaf(ca: &Ca, cn: &str, server: bool, oin: Option<&str>) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(if server {
+        vec!["localhost".to_string()]
+    } else {
+        vec![]
+    })
+    .unwrap();
+    if server {
+        p.subject_alt_names
+            .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+    }
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name
+        .push(DnType::OrganizationName, "Ketenportaal Testorganisatie");
+    if let Some(oin) = oin {
+        // X.520 serialNumber (2.5.4.5), where PKIoverheid puts the OIN.
+        p.distinguished_name
+            .push(DnType::CustomDnType(vec![2, 5, 4, 5]), oin);
+    }
+    let cert = p.signed_by(&key, &ca.issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// An agency that requires a client certificate issued by `client_ca`.
+async fn mtls_agency(server: &(String, String), client_ca: &Ca) -> String {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs(&client_ca.pem) {
+        roots.add(c).unwrap();
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            certs(&server.0),
+            PrivateKeyDer::from_pem_slice(server.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let body = std::fs::read_to_string(
+        crate::helpers::root().join("fixtures/agencies/toeslagen/999993653.json"),
+    )
+    .unwrap();
+    let app = Router::new().route(
+        TOESLAGEN_PATH,
+        post(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let opts = ListenOptions {
+        tls: Some(Arc::new(cfg)),
+        header_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(5),
+        max_header_bytes: 16 * 1024,
+        max_headers: 64,
+        drain_timeout: Duration::from_secs(1),
+    };
+    tokio::spawn(listen::serve(listener, app, opts, std::future::pending()));
+    url
+}
+
+fn gateway_yaml(base_url: &str, tls: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+adapters: [adapters]
+{tls}
+organisations:
+  belastingdienst: {{name: Belastingdienst, oin: "00000001003214369000", base_url: "{base_url}"}}
+sections:
+  toeslagen: {{kind: list, key: [soort, jaar]}}
+  inkomen: {{kind: list, key: [jaar, soort]}}
+views:
+  klant: {{audience: citizen, sections: {{toeslagen: ["*"], inkomen: ["*"]}}}}
+audit: {{pseudonym_key: "test-only-pseudonym-key-0123456789abcdef"}}
+"#
+    )
+}
+
+/// Writes a config whose `toeslagen` adapter uses `adapter_tls`, and loads it.
+fn config(dir: &Path, base_url: &str, adapter_tls: &str) -> Result<Config, String> {
+    std::fs::create_dir_all(dir.join("adapters")).unwrap();
+    write(dir, "gateway.yaml", &gateway_yaml(base_url, ""));
+    let adapter =
+        std::fs::read_to_string(crate::helpers::root().join("adapters/toeslagen.yaml")).unwrap();
+    write(
+        &dir.join("adapters"),
+        "toeslagen.yaml",
+        &format!("{adapter}\n{adapter_tls}"),
+    );
+    Config::load(&dir.join("gateway.yaml")).map_err(|e| e.to_string())
+}
+
+async fn run(c: &Config) -> Result<ketenportaal::adapter::SourceAnswer, SourceError> {
+    let spec = c.adapters["toeslagen"].clone();
+    let client = AdapterClient::new(spec, ketenportaal::adapter::http_client().unwrap());
+    Gateway::run_adapter(&client, Bsn::parse("999993653").unwrap())
+        .await
+        .0
+}
+
+#[tokio::test]
+async fn mtls_to_a_source_works_with_the_right_certificate_and_fails_clearly_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = ca("Test PKIoverheid Private Services CA");
+    let server = leaf(
+        &pki,
+        "toeslagen.belastingdienst.test",
+        true,
+        Some("00000001003214369000"),
+    );
+    let client = leaf(&pki, "ketenportaal.test", false, Some(OIN));
+    write(d, "ca.pem", &pki.pem);
+    write(d, "gw.pem", &client.0);
+    write(d, "gw.key", &client.1);
+    let other = ca("Some Other CA");
+    write(d, "other-ca.pem", &other.pem);
+    let url = mtls_agency(&server, &pki).await;
+
+    // The right CA and client certificate.
+    let tls = "tls: {ca: ca.pem, client_cert: gw.pem, client_key: gw.key}";
+    let c = config(d, &url, tls).unwrap();
+    let a = run(&c).await.unwrap();
+    assert_eq!(a.sections["toeslagen"].len(), 2);
+
+    // A CA that did not issue the source's certificate.
+    let c = config(
+        d,
+        &url,
+        "tls: {ca: other-ca.pem, client_cert: gw.pem, client_key: gw.key}",
+    )
+    .unwrap();
+    match run(&c).await {
+        Err(SourceError::Transport(m)) => assert!(
+            m.contains("UnknownIssuer") || m.contains("certificate"),
+            "{m}"
+        ),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+
+    // No client certificate: the source refuses the handshake.
+    let c = config(d, &url, "tls: {ca: ca.pem}").unwrap();
+    match run(&c).await {
+        Err(SourceError::Transport(m)) => assert!(!m.is_empty()),
+        other => panic!("expected a TLS error, got {other:?}"),
+    }
+
+    // A client certificate from another CA is refused too.
+    let stranger = leaf(&other, "indringer.test", false, Some(OIN));
+    write(d, "stranger.pem", &stranger.0);
+    write(d, "stranger.key", &stranger.1);
+    let c = config(
+        d,
+        &url,
+        "tls: {ca: ca.pem, client_cert: stranger.pem, client_key: stranger.key}",
+    )
+    .unwrap();
+    assert!(matches!(run(&c).await, Err(SourceError::Transport(_))));
+
+    // Bad TLS settings are config errors, not runtime surprises.
+    let e = config(d, &url, "tls: {ca: ontbreekt.pem}").unwrap_err();
+    assert!(
+        e.contains("cannot read") && e.contains("ontbreekt.pem"),
+        "{e}"
+    );
+    let e = config(d, &url, "tls: {ca: ca.pem, client_cert: gw.pem}").unwrap_err();
+    assert!(e.contains("go together"), "{e}");
+    write(d, "junk.pem", "not a certificate");
+    let e = config(d, &url, "tls: {ca: junk.pem}").unwrap_err();
+    assert!(e.contains("junk.pem"), "{e}");
+}
+
+#[tokio::test]
+async fn the_gateway_terminates_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = ca("Test CA");
+    let server = leaf(&pki, "ketenportaal.test", true, Some(OIN));
+    write(d, "server.pem", &server.0);
+    write(d, "server.key", &server.1);
+    std::fs::create_dir_all(d.join("adapters")).unwrap();
+    let adapter =
+        std::fs::read_to_string(crate::helpers::root().join("adapters/toeslagen.yaml")).unwrap();
+    write(&d.join("adapters"), "toeslagen.yaml", &adapter);
+    write(
+        d,
+        "gateway.yaml",
+        &gateway_yaml(
+            "http://127.0.0.1:9",
+            "tls: {cert: server.pem, key: server.key}",
+        ),
+    );
+    let c = Config::load(&d.join("gateway.yaml")).unwrap();
+    let gateway = Gateway::new(c, Arc::new(ketenportaal::audit::LogAudit)).unwrap();
+    let state = Arc::new(ketenportaal::server::AppState {
+        gateway,
+        store: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(ketenportaal::server::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+
+    let client = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(pki.pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("https://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["api-version"], "1.0.0");
+    // Plain HTTP on the TLS port gets nowhere.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err()
+    );
+    // A client that does not trust the CA refuses the server.
+    assert!(
+        reqwest::get(format!("https://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err()
+    );
+
+    // A bad server certificate is a config error.
+    write(
+        d,
+        "gateway.yaml",
+        &gateway_yaml(
+            "http://127.0.0.1:9",
+            "tls: {cert: server.pem, key: ontbreekt.key}",
+        ),
+    );
+    let e = Config::load(&d.join("gateway.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ontbreekt.key"), "{e}");
+}
