@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 
 use ketenportaal::adapter::SourceAnswer;
 use ketenportaal::config::compile::{Config, Mapping};
+use ketenportaal::demo::demo_env;
 use ketenportaal::dossier;
 
 /// `case.yaml`.
@@ -55,16 +56,13 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The demo config, with the two variables the demo normally supplies given here (never via
-/// the process environment, which other tests share).
+/// The demo config, with the variables the demo supplies at start (agencies URL, token secret,
+/// pseudonym key) given through the lookup closure, never by setting the process environment.
 fn demo_config() -> Config {
-    let env = |k: &str| match k {
-        "KETENPORTAAL_AGENCIES" => Some("http://127.0.0.1:9".to_string()),
-        "KETENPORTAAL_DEMO_SECRET" => {
-            Some("fixture-cases-secret-not-used-for-any-token".to_string())
-        }
-        _ => None,
-    };
+    let env = demo_env(
+        "http://127.0.0.1:9".to_string(),
+        "fixture-cases-secret-not-used-for-any-token".to_string(),
+    );
     Config::load_with_env(&root().join("config/demo.yaml"), &env)
         .unwrap_or_else(|e| panic!("config/demo.yaml does not load:\n{e}"))
 }
@@ -133,8 +131,8 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 
 /// Runs one case; returns what is wrong with it.
 fn run_case(config: &Config, dir: &Path, update: bool) -> Result<(), String> {
-    let text = std::fs::read_to_string(dir.join("case.yaml"))
-        .map_err(|e| format!("case.yaml: {e}"))?;
+    let text =
+        std::fs::read_to_string(dir.join("case.yaml")).map_err(|e| format!("case.yaml: {e}"))?;
     let case: Case =
         serde_saphyr::from_str(&text).map_err(|e| format!("case.yaml does not parse: {e}"))?;
     let view = config
