@@ -285,4 +285,57 @@ mod tests {
         assert!(v.verify(&none).is_err());
         assert!(v.verify("garbage").is_err());
     }
+
+    #[test]
+    fn hs_rs_confusion_is_refused() {
+        // The verifier expects ES256 for kid `idp`; an attacker signs HS256 with the public key
+        // PEM as the HMAC secret.
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let c = AuthConfig {
+            keys: vec![KeyDef {
+                kid: "idp".into(),
+                alg: KeyAlg::ES256,
+                secret: None,
+                public_key: Some("keys/idp-es256.pub.pem".into()),
+            }],
+            ..cfg()
+        };
+        let v = Verifier::new(&c, &base).unwrap();
+        let pem = std::fs::read_to_string(base.join("keys/idp-es256.pub.pem")).unwrap();
+        let forged = mint_hs256(&c, "idp", &pem, &claims_for(&c, &citizen(), 60)).unwrap();
+        assert!(matches!(v.verify(&forged), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn nbf_and_clock_skew() {
+        let c = cfg();
+        let v = Verifier::new(&c, Path::new(".")).unwrap();
+        let mut cl = claims_for(&c, &citizen(), 600);
+        cl.nbf = Some(chrono::Utc::now().timestamp() + 120);
+        assert!(
+            v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap())
+                .is_err(),
+            "not yet valid"
+        );
+        cl.nbf = Some(chrono::Utc::now().timestamp() + 3);
+        assert!(
+            v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap())
+                .is_ok(),
+            "within the 5 s leeway"
+        );
+        let mut cl = claims_for(&c, &citizen(), -3);
+        cl.nbf = None;
+        assert!(
+            v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap())
+                .is_ok(),
+            "expired within the leeway"
+        );
+        let mut cl = claims_for(&c, &citizen(), 60);
+        cl.iss = "someone-else".into();
+        assert!(
+            v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap())
+                .is_err(),
+            "wrong issuer"
+        );
+    }
 }

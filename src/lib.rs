@@ -12,6 +12,8 @@
 //! - [`metrics`]: Prometheus metrics (per gateway instance, bounded labels).
 //! - [`gateway`]: fan-out, deadline, authorisation, audit hook; the swappable runtime.
 //! - [`auth`]: JWT verification and the caller's identity.
+//! - [`credentials`]: partner credentials (hashed API key, client-certificate OIN), admin token.
+//! - [`store`]: the durable store: hash-chained audit log (SQLite, group commit), reports.
 //! - [`audit`]: the access record and the sink it must reach before an answer leaves.
 //! - [`server`]: the HTTP API (axum), problem+json errors.
 //! - [`demo`]: built-in fixture agencies and the one-command demo.
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod bsn;
 pub mod cache;
 pub mod config;
+pub mod credentials;
 pub mod demo;
 pub mod dossier;
 pub mod gateway;

@@ -80,11 +80,23 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AdapterCmd,
     },
+    /// Create a partner API key or an admin token: prints the secret (give it to its holder)
+    /// and its SHA-256 (put that in the config).
+    Credential {
+        #[command(subcommand)]
+        cmd: CredentialCmd,
+    },
     /// The audit log: verify its hash chain, report on it.
     Audit {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum CredentialCmd {
+    /// A new random secret and its hash.
+    New,
 }
 
 #[derive(Subcommand)]
@@ -233,6 +245,14 @@ async fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Audit { cmd } => audit_cmd(cmd),
+        Cmd::Credential {
+            cmd: CredentialCmd::New,
+        } => {
+            let (key, hash) = ketenportaal::credentials::new_secret();
+            println!("secret (give to its holder, store nowhere else): {key}");
+            println!("sha256 (for the config):                          {hash}");
+            Ok(())
+        }
         Cmd::Adapter {
             cmd: AdapterCmd::Test { file, bsn, config },
         } => {

@@ -550,12 +550,84 @@ fn validate_gateway(
     };
     if let Some(t) = &gw.tls {
         let base = file.parent().unwrap_or(Path::new("."));
-        if let Err(e) = crate::server::listen::server_tls(&base.join(&t.cert), &base.join(&t.key)) {
+        if let Err(e) = crate::server::listen::server_tls(
+            &base.join(&t.cert),
+            &base.join(&t.key),
+            t.client_ca.as_ref().map(|c| base.join(c)).as_deref(),
+        ) {
             errors.push(
                 ConfigError::new(file, at(&["tls"]), e)
                     .hint("`tls: {cert: PEM chain, key: PEM private key}`, relative to this file"),
             );
         }
+    }
+    let is_sha256 = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
+    for (i, p) in gw.partners.iter().enumerate() {
+        let pos = tree
+            .walk(&[Step::Key("partners".into()), Step::Index(i)])
+            .0
+            .pos;
+        if !gw.organisations.contains_key(&p.organisation) {
+            errors.push(ConfigError::new(
+                file,
+                pos,
+                format!(
+                    "partner credential for unknown organisation `{}`",
+                    p.organisation
+                ),
+            ));
+        }
+        if p.api_key_sha256.is_none() && p.client_cert_oin.is_none() {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    pos,
+                    "a partner credential needs `api_key_sha256` or `client_cert_oin`",
+                )
+                .hint("create a key with `ketenportaal credential new` and put its hash here"),
+            );
+        }
+        if p.api_key_sha256.as_deref().is_some_and(|h| !is_sha256(h)) {
+            errors.push(
+                ConfigError::new(file, pos, "`api_key_sha256` must be 64 hex digits (a SHA-256)")
+                    .hint("never put the key itself in the config; `ketenportaal credential new` prints both"),
+            );
+        }
+        if p.client_cert_oin
+            .as_deref()
+            .is_some_and(|o| o.len() != 20 || !o.bytes().all(|b| b.is_ascii_digit()))
+        {
+            errors.push(ConfigError::new(
+                file,
+                pos,
+                "`client_cert_oin` must be a 20-digit OIN",
+            ));
+        }
+        if p.client_cert_oin.is_some() && gw.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    pos,
+                    "`client_cert_oin` needs client certificates: set `tls.client_ca`",
+                )
+                .hint("add `client_ca: partners-ca.pem` under `tls:`"),
+            );
+        }
+    }
+    if gw
+        .admin
+        .token_sha256
+        .as_deref()
+        .is_some_and(|h| !is_sha256(h))
+    {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["admin", "token_sha256"]),
+                "`admin.token_sha256` must be 64 hex digits (a SHA-256)",
+            )
+            .hint("`ketenportaal credential new` prints a token and its hash"),
+        );
     }
     let listen = match gw.listen.parse::<SocketAddr>() {
         Ok(a) => Some(a),

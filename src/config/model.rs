@@ -139,6 +139,10 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     /// Terminate TLS on `listen` (rustls, TLS 1.2 and 1.3 only).
     pub tls: Option<ServerTls>,
+    /// Chain partners' credentials; each is scoped to one organisation.
+    pub partners: Vec<PartnerCredential>,
+    /// Operator access to `/admin/*`.
+    pub admin: AdminConfig,
 }
 
 impl Default for GatewayConfig {
@@ -156,6 +160,8 @@ impl Default for GatewayConfig {
             store: StoreConfig::default(),
             audit: AuditConfig::default(),
             tls: None,
+            partners: Vec::new(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -349,6 +355,34 @@ pub struct ServerTls {
     pub cert: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1), relative to the config file.
     pub key: String,
+    /// CAs whose client certificates are accepted (optional mTLS: partners may authenticate
+    /// with a PKIoverheid certificate; portals and browsers need none).
+    #[serde(default)]
+    pub client_ca: Option<String>,
+}
+
+/// One partner credential. Give `api_key_sha256` (the SHA-256, in hex, of a random API key the
+/// partner sends as `X-Api-Key`), or `client_cert_oin` (the OIN in the subject serialNumber of
+/// the partner's client certificate), or both.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerCredential {
+    /// The organisation this credential acts for (and whose adapters it may touch).
+    pub organisation: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub api_key_sha256: Option<String>,
+    #[serde(default)]
+    pub client_cert_oin: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// SHA-256 (hex) of the operator token sent as `Authorization: Bearer ...` to `/admin/*`.
+    /// Without it, `/admin/*` is closed.
+    pub token_sha256: Option<String>,
 }
 
 /// TLS towards one source: whom to trust, and the gateway's own client certificate (mTLS, as

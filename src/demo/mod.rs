@@ -30,8 +30,26 @@ pub fn demo_env(agencies: String, secret: String) -> impl Fn(&str) -> Option<Str
             std::env::var("KETENPORTAAL_PSEUDONYM_KEY")
                 .unwrap_or_else(|_| format!("pseudoniem-{secret}")),
         ),
-        _ => std::env::var(k).ok(),
+        "KETENPORTAAL_DEMO_ADMIN_SHA256" => {
+            Some(crate::credentials::sha256_hex(&demo_key(&secret, "admin")))
+        }
+        _ => match k
+            .strip_prefix("KETENPORTAAL_DEMO_KEY_")
+            .and_then(|r| r.strip_suffix("_SHA256"))
+        {
+            Some(org) => Some(crate::credentials::sha256_hex(&demo_key(
+                &secret,
+                &org.to_ascii_lowercase().replace('_', "-"),
+            ))),
+            None => std::env::var(k).ok(),
+        },
     }
+}
+
+/// A demo credential (partner API key or admin token), derived from the run's secret so the
+/// demo can print it and the config holds only its hash.
+pub fn demo_key(secret: &str, name: &str) -> String {
+    crate::credentials::sha256_hex(&format!("{secret}:{name}"))
 }
 
 /// The secret for demo tokens: `KETENPORTAAL_DEMO_SECRET` if exported, else a fresh one.

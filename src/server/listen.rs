@@ -34,7 +34,14 @@ pub struct ListenOptions {
 
 /// Loads a rustls server config (TLS 1.2 and 1.3, forward-secret suites only, as the
 /// Digikoppeling REST profile asks) from PEM files.
-pub fn server_tls(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+///
+/// With `client_ca`, clients *may* present a certificate issued by one of those CAs (partners
+/// authenticating with their PKIoverheid certificate); clients without one are still served.
+pub fn server_tls(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read certificate {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -45,10 +52,32 @@ pub fn server_tls(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> 
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("cannot read private key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut cfg = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_no_client_auth()
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| format!("cannot read client CA {}: {e}", ca.display()))?
+            {
+                let c = c.map_err(|e| {
+                    format!("{} is not a PEM certificate bundle: {e}", ca.display())
+                })?;
+                roots.add(c).map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut cfg = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("certificate and key do not match: {e}"))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -93,11 +122,11 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
         let builder = builder.clone();
         let watcher = graceful.watcher();
         match &acceptor {
             None => {
+                let service = TowerToHyperService::new(app.clone());
                 tokio::spawn(async move {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -106,6 +135,7 @@ pub async fn serve(
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
+                let app = app.clone();
                 let handshake = opts.handshake_timeout;
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
@@ -119,6 +149,16 @@ pub async fn serve(
                             return;
                         }
                     };
+                    // A client certificate's OIN travels with every request on this connection.
+                    let oin = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| crate::credentials::oin_of(c));
+                    let service = TowerToHyperService::new(
+                        app.layer(axum::Extension(crate::credentials::ClientCert { oin })),
+                    );
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 });

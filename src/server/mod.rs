@@ -43,6 +43,9 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/me/access-log", get(me_access_log))
         .route("/v1/audit/access-log", post(auditor_access_log))
+        .route("/v1/adapters", get(list_adapters))
+        .route("/v1/adapters/{id}", get(get_adapter))
+        .route("/admin/status", get(admin_status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
@@ -511,6 +514,94 @@ async fn employee_dossier_inner(
     ))
 }
 
+fn credential_problem(e: crate::credentials::CredentialError) -> Problem {
+    use crate::credentials::CredentialError;
+    match e {
+        CredentialError::AdminClosed => Problem::forbidden(e.to_string()),
+        _ => Problem::unauthorized(e.to_string()),
+    }
+}
+
+fn adapter_summary(a: &crate::gateway::AdapterRuntime) -> serde_json::Value {
+    let spec = &a.client.spec;
+    serde_json::json!({
+        "id": spec.def.id,
+        "organisation": spec.def.organisation,
+        "description": spec.def.description,
+        "protocol": spec.def.protocol,
+        "endpoint": spec.url,
+        "sections": spec.def.map.keys().collect::<Vec<_>>(),
+        "fingerprint": spec.fingerprint,
+        "circuit": a.circuit().as_str(),
+    })
+}
+
+/// `GET /v1/adapters`: the calling partner's own adapters.
+async fn list_adapters(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    cert: Option<axum::Extension<crate::credentials::ClientCert>>,
+) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    let org =
+        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
+            .map_err(credential_problem)?;
+    let list: Vec<serde_json::Value> = rt
+        .adapters
+        .values()
+        .filter(|a| a.client.spec.def.organisation == org)
+        .map(|a| adapter_summary(a))
+        .collect();
+    let body = serde_json::json!({"organisation": org, "adapters": list});
+    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+/// `GET /v1/adapters/{id}`: one adapter, only for its own organisation.
+async fn get_adapter(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    cert: Option<axum::Extension<crate::credentials::ClientCert>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    let org =
+        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
+            .map_err(credential_problem)?;
+    let a = rt
+        .adapters
+        .get(&id)
+        .ok_or_else(|| Problem::not_found(format!("no adapter `{id}`")))?;
+    if a.client.spec.def.organisation != org {
+        return Err(Problem::forbidden(format!(
+            "adapter `{id}` belongs to another organisation"
+        )));
+    }
+    let mut body = adapter_summary(a);
+    body["descriptor"] = serde_json::to_value(&a.client.spec.def).unwrap_or_default();
+    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+/// `GET /admin/status`: what is loaded and how each adapter is doing (admin token).
+async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;
+    let (entries, bytes) = s.gateway.cache.stats();
+    let store = match &s.store {
+        Some(st) => Some(serde_json::json!({
+            "path": st.path(),
+            "writable": st.writable().await,
+        })),
+        None => None,
+    };
+    let body = serde_json::json!({
+        "config": {"file": rt.config.file, "version": rt.config.version},
+        "adapters": rt.adapters.values().map(|a| adapter_summary(a)).collect::<Vec<_>>(),
+        "cache": {"entries": entries, "bytes": bytes, "max_bytes": rt.config.gateway.cache.max_bytes.0},
+        "store": store,
+    });
+    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
 /// Terminates TLS when the config has `tls`.
 pub async fn serve(
@@ -525,6 +616,10 @@ pub async fn serve(
             listen::server_tls(
                 &rt.config.base_dir.join(&t.cert),
                 &rt.config.base_dir.join(&t.key),
+                t.client_ca
+                    .as_ref()
+                    .map(|c| rt.config.base_dir.join(c))
+                    .as_deref(),
             )
             .map_err(std::io::Error::other)?,
         ),

@@ -118,6 +118,16 @@ fn check_accepts_the_shipped_demo_config() {
         .env("KETENPORTAAL_AGENCIES", "http://127.0.0.1:9")
         .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
         .env("KETENPORTAAL_PSEUDONYM_KEY", crate::helpers::SECRET)
+        .envs(
+            [
+                "KETENPORTAAL_DEMO_KEY_UWV_SHA256",
+                "KETENPORTAAL_DEMO_KEY_SVB_SHA256",
+                "KETENPORTAAL_DEMO_KEY_GEMEENTE_UTRECHT_SHA256",
+                "KETENPORTAAL_DEMO_KEY_BELASTINGDIENST_SHA256",
+                "KETENPORTAAL_DEMO_ADMIN_SHA256",
+            ]
+            .map(|k| (k, ketenportaal::credentials::sha256_hex(k))),
+        )
         .output()
         .unwrap();
     assert!(

@@ -31,6 +31,8 @@ pub enum Behaviour {
     Hang,
     /// Pass through after a delay.
     Delay(u64),
+    /// Stream this many bytes of `<a>` elements (no Content-Length), as fast as read.
+    Stream(u64),
     Status(u16, &'static str, String),
 }
 
@@ -80,6 +82,18 @@ async fn chaos_handler(
         Some(Behaviour::Hang) => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             StatusCode::OK.into_response()
+        }
+        Some(Behaviour::Stream(total)) => {
+            let chunk = bytes::Bytes::from("<a>".repeat(64 * 1024 / 3));
+            let n = total / chunk.len() as u64;
+            let stream =
+                futures::stream::iter((0..n).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+            (
+                StatusCode::OK,
+                [("content-type", "text/xml")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
         }
         Some(Behaviour::Status(code, ctype, body)) => (
             StatusCode::from_u16(code).unwrap(),

@@ -6,6 +6,8 @@ mod demo;
 mod dossier;
 mod durability;
 mod helpers;
+mod hostile;
+mod partners;
 mod resilience;
 mod tls;
 mod yaml_files;

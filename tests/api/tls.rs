@@ -307,3 +307,97 @@ async fn the_gateway_terminates_tls() {
         .to_string();
     assert!(e.contains("ontbreekt.key"), "{e}");
 }
+
+#[tokio::test]
+async fn a_partner_authenticates_with_the_oin_in_its_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = ca("Test PKIoverheid CA");
+    let server = leaf(&pki, "ketenportaal.test", true, None);
+    write(d, "server.pem", &server.0);
+    write(d, "server.key", &server.1);
+    write(d, "partners-ca.pem", &pki.pem);
+    std::fs::create_dir_all(d.join("adapters")).unwrap();
+    let adapter =
+        std::fs::read_to_string(crate::helpers::root().join("adapters/toeslagen.yaml")).unwrap();
+    write(&d.join("adapters"), "toeslagen.yaml", &adapter);
+    let belastingdienst_oin = "00000001003214369000";
+    let yaml = gateway_yaml(
+        "http://127.0.0.1:9",
+        &format!(
+            "tls: {{cert: server.pem, key: server.key, client_ca: partners-ca.pem}}\npartners:\n  - {{organisation: belastingdienst, client_cert_oin: \"{belastingdienst_oin}\"}}"
+        ),
+    );
+    write(d, "gateway.yaml", &yaml);
+    let c = Config::load(&d.join("gateway.yaml")).unwrap();
+    let gateway = Gateway::new(c, Arc::new(ketenportaal::audit::LogAudit)).unwrap();
+    let state = Arc::new(ketenportaal::server::AppState {
+        gateway,
+        store: None,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://127.0.0.1:{}",
+        listener.local_addr().unwrap().port()
+    );
+    tokio::spawn(ketenportaal::server::serve(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+
+    let client_with = |cert: Option<(String, String)>| {
+        let mut b = reqwest::Client::builder()
+            .tls_certs_only(reqwest::Certificate::from_pem_bundle(pki.pem.as_bytes()).unwrap());
+        if let Some((c, k)) = cert {
+            b = b.identity(reqwest::Identity::from_pem(format!("{c}\n{k}").as_bytes()).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let partner = client_with(Some(leaf(
+        &pki,
+        "toeslagen-beheer",
+        false,
+        Some(belastingdienst_oin),
+    )));
+    let r = partner
+        .get(format!("{url}/v1/adapters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["organisation"], "belastingdienst");
+    assert_eq!(v["adapters"][0]["id"], "toeslagen");
+
+    let stranger = client_with(Some(leaf(&pki, "iemand-anders", false, Some(OIN))));
+    assert_eq!(
+        stranger
+            .get(format!("{url}/v1/adapters"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Clients without a certificate (portals, browsers) are still served.
+    let anonymous = client_with(None);
+    assert_eq!(
+        anonymous
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        anonymous
+            .get(format!("{url}/v1/adapters"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}

@@ -1,0 +1,99 @@
+//! Credentials: partners are scoped to their own organisation; operators need the admin token.
+
+use serde_json::Value;
+
+use crate::helpers::{SECRET, spawn_app};
+use ketenportaal::demo::demo_key;
+
+#[tokio::test]
+async fn a_partner_sees_only_its_own_adapters_and_gets_403_on_another_organisations() {
+    let app = spawn_app().await;
+    let uwv_key = demo_key(SECRET, "uwv");
+    let get = |path: &str, key: Option<&str>| {
+        let mut r = app.http.get(format!("{}{path}", app.url));
+        if let Some(k) = key {
+            r = r.header("X-Api-Key", k);
+        }
+        r.send()
+    };
+    let r = get("/v1/adapters", Some(&uwv_key)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["organisation"], "uwv");
+    let ids: Vec<&str> = v["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["uwv-uitkeringen"]);
+
+    let r = get("/v1/adapters/uwv-uitkeringen", Some(&uwv_key))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["descriptor"]["soap"]["version"], "1.1");
+    assert_eq!(v["circuit"], "closed");
+
+    let r = get("/v1/adapters/svb-regelingen", Some(&uwv_key))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = get(
+        "/v1/adapters/svb-regelingen",
+        Some(&demo_key(SECRET, "svb")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+
+    assert_eq!(get("/v1/adapters", None).await.unwrap().status(), 401);
+    assert_eq!(
+        get("/v1/adapters", Some("geraden-sleutel"))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // A citizen token is not a partner credential.
+    let r = app
+        .http
+        .get(format!("{}/v1/adapters", app.url))
+        .bearer_auth(app.citizen_token(crate::helpers::CITIZEN))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn admin_status_needs_the_admin_token() {
+    let app = spawn_app().await;
+    let url = format!("{}/admin/status", app.url);
+    assert_eq!(app.http.get(&url).send().await.unwrap().status(), 401);
+    let r = app.http.get(&url).bearer_auth("fout").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // A partner key is not an admin token.
+    let r = app
+        .http
+        .get(&url)
+        .bearer_auth(demo_key(SECRET, "uwv"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .http
+        .get(&url)
+        .bearer_auth(demo_key(SECRET, "admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["adapters"].as_array().unwrap().len(), 5);
+    assert_eq!(v["config"]["version"].as_str().unwrap().len(), 12);
+    assert_eq!(v["store"]["writable"], true);
+}
