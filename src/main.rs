@@ -510,10 +510,21 @@ Employee werkcoach.jansen of UWV (view `werkcoach`, purpose `re-integratie`):
     -H "X-Purpose: re-integratie" -H "Content-Type: application/json" \
     -d '{{"bsn":"999993653","view":"werkcoach"}}'
 
+Who looked at my dossier (inzage):
+  curl -s {url}/v1/me/access-log -H "Authorization: Bearer {citizen}"
+
+Partner UWV (its own adapters only), operator status, metrics:
+  curl -s {url}/v1/adapters -H "X-Api-Key: {uwv_key}"
+  curl -s {url}/admin/status -H "Authorization: Bearer {admin}"
+  curl -s {url}/metrics
+
 More tokens:  KETENPORTAAL_DEMO_SECRET={secret} cargo run --release -- token --citizen 999990019
+Audit log:    cargo run --release -- audit verify --config config/demo.yaml
 Stop with Ctrl-C.
 "#,
             agencies = agencies.base_url(),
+            uwv_key = demo::demo_key(secret, "uwv"),
+            admin = demo::demo_key(secret, "admin"),
         );
     }
     server::serve(listener, state, shutdown_signal())

@@ -14,8 +14,10 @@ impl Drop for Kill {
 
 #[tokio::test]
 async fn the_demo_prints_a_curl_line_that_returns_a_complete_dossier() {
+    let dir = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
-        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.path().join("demo.sqlite"))
         .current_dir(crate::helpers::root())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
