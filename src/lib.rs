@@ -31,6 +31,7 @@ pub mod dossier;
 pub mod gateway;
 pub mod mapping;
 pub mod metrics;
+pub mod reload;
 pub mod resilience;
 pub mod server;
 pub mod store;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
+use ketenportaal::reload::{EnvFn, Reloader};
 use ketenportaal::server::{self, AppState};
 use ketenportaal::store::AuditStore;
 
@@ -265,9 +266,10 @@ async fn real_main() -> Result<()> {
             store,
         } => {
             init_logs(&cli.log_format, false);
-            let c = load(&config, &|k| std::env::var(k).ok())?;
+            let env: Arc<EnvFn> = Arc::new(|k: &str| std::env::var(k).ok());
+            let c = load(&config, &*env)?;
             let addr = listen.unwrap_or(c.listen);
-            run(c, addr, store, None).await
+            run(c, env, addr, store, None).await
         }
         Cmd::Demo {
             listen,
@@ -282,9 +284,9 @@ async fn real_main() -> Result<()> {
                     format!("starting the fixture agencies from {}", fixtures.display())
                 })?;
             let secret = demo::demo_secret();
-            let env = demo::demo_env(agencies.base_url(), secret.clone());
-            let c = load(&config, &env)?;
-            run(c, listen, store, Some((agencies, secret))).await
+            let env: Arc<EnvFn> = Arc::new(demo::demo_env(agencies.base_url(), secret.clone()));
+            let c = load(&config, &*env)?;
+            run(c, env, listen, store, Some((agencies, secret))).await
         }
     }
 }
@@ -452,6 +454,7 @@ async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
 
 async fn run(
     config: Config,
+    env: Arc<EnvFn>,
     addr: SocketAddr,
     store: Option<PathBuf>,
     demo: Option<(AgencyServer, String)>,
@@ -487,11 +490,26 @@ async fn run(
     let store_path = store.unwrap_or_else(|| config.store_path());
     let store = AuditStore::open(&store_path, config.pseudonym_key())
         .with_context(|| format!("opening the store {}", store_path.display()))?;
+    // Partner registrations from the store go on top of the files.
+    let regs = store
+        .registrations()
+        .await
+        .context("reading adapter registrations")?;
+    let reloader = Arc::new(Reloader::new(config.file.clone(), env, config.clone()));
+    let config = match config.with_registrations(&regs) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "Stored adapter registrations do not fit the configuration; starting with the files only.");
+            config
+        }
+    };
     let gateway = Gateway::new(config, Arc::new(store.clone())).map_err(anyhow::Error::msg)?;
     let state = Arc::new(AppState {
         gateway,
         store: Some(store),
+        reloader: Some(reloader.clone()),
     });
+    ketenportaal::reload::spawn_triggers(reloader, state.clone());
     tracing::info!(address = %local, "Gateway listening ({summary}).");
     if let (Some((agencies, secret)), Some((citizen, employee))) = (&demo, &demo_tokens) {
         let url = format!("http://{local}");

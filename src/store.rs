@@ -104,6 +104,14 @@ CREATE TABLE IF NOT EXISTS processing_log (
     data_subject_id_type      TEXT
 );
 CREATE INDEX IF NOT EXISTS processing_log_trace ON processing_log (trace_id);
+CREATE TABLE IF NOT EXISTS registrations (
+    id            TEXT PRIMARY KEY,
+    organisation  TEXT NOT NULL,
+    descriptor    TEXT NOT NULL,
+    sha256        TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    updated_by    TEXT NOT NULL
+);
 ";
 
 fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
@@ -228,6 +236,56 @@ impl AuditStore {
             let a = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))?;
             let p = c.query_row("SELECT COUNT(*) FROM processing_log", [], |r| r.get(0))?;
             Ok((a, p))
+        })
+        .await
+    }
+
+    /// Partner adapter registrations, by id.
+    pub async fn registrations(
+        &self,
+    ) -> Result<Vec<crate::config::compile::Registration>, StoreError> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, organisation, descriptor, sha256, updated_at, updated_by FROM registrations ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(crate::config::compile::Registration {
+                    id: r.get(0)?,
+                    organisation: r.get(1)?,
+                    descriptor: r.get(2)?,
+                    sha256: r.get(3)?,
+                    updated_at: r.get(4)?,
+                    updated_by: r.get(5)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Stores (or replaces) a registration; durable on return.
+    pub async fn put_registration(
+        &self,
+        r: crate::config::compile::Registration,
+    ) -> Result<(), StoreError> {
+        self.read(move |c| {
+            c.execute(
+                "INSERT INTO registrations (id, organisation, descriptor, sha256, updated_at, updated_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET organisation = ?2, descriptor = ?3, sha256 = ?4,
+                     updated_at = ?5, updated_by = ?6",
+                params![r.id, r.organisation, r.descriptor, r.sha256, r.updated_at, r.updated_by],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Removes a registration; true when there was one.
+    pub async fn delete_registration(&self, id: String) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            c.execute("DELETE FROM registrations WHERE id = ?1", [id])
+                .map(|n| n > 0)
         })
         .await
     }

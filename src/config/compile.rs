@@ -64,8 +64,25 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub listen: SocketAddr,
     pub adapters: BTreeMap<String, Arc<AdapterSpec>>,
-    /// Short hash of every input file: shows which config is loaded.
+    /// Short hash of every input: shows which config is loaded.
     pub version: String,
+    /// The gateway file's tree, for positions in later validation (registrations).
+    tree: Arc<Node>,
+    /// Ids of the adapters that came from files (the rest are registrations).
+    pub file_adapters: BTreeMap<String, PathBuf>,
+}
+
+/// A partner's adapter registration, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Registration {
+    pub id: String,
+    pub organisation: String,
+    /// The descriptor as sent (YAML or JSON).
+    pub descriptor: String,
+    /// SHA-256 (hex) of the descriptor text.
+    pub sha256: String,
+    pub updated_at: String,
+    pub updated_by: String,
 }
 
 impl Config {
@@ -236,19 +253,17 @@ impl Config {
         let Some(gateway) = gateway else {
             return Err(ConfigErrors(errors));
         };
-        let listen = validate_gateway(
-            file,
-            &tree,
-            &gateway,
-            &adapters,
-            &adapter_files,
-            &mut errors,
-        );
+        let all_loaded = adapter_files.len() == adapters.len();
+        let listen = validate_gateway(file, &tree, &gateway, &adapters, all_loaded, &mut errors);
 
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         let listen = listen.ok_or_else(|| ConfigErrors(Vec::new()))?;
+        let file_adapters = adapters
+            .iter()
+            .map(|(id, a)| (id.clone(), a.origin.clone()))
+            .collect();
         Ok(Config {
             file: file.to_path_buf(),
             base_dir,
@@ -256,7 +271,52 @@ impl Config {
             listen,
             adapters,
             version: hex::encode(&hasher.finalize()[..6]),
+            tree: Arc::new(tree),
+            file_adapters,
         })
+    }
+
+    /// This config with partner registrations layered over the file adapters (a registration
+    /// replaces a file adapter with the same id). The result is validated as a whole, with the
+    /// same rules and messages as files.
+    pub fn with_registrations(&self, regs: &[Registration]) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut out = self.clone();
+        let mut hasher = Sha256::new();
+        hasher.update(self.version.as_bytes());
+        for r in regs {
+            match self.parse_adapter_text(&format!("registration:{}", r.id), &r.descriptor) {
+                Ok(spec) if spec.def.id == r.id => {
+                    hasher.update(r.sha256.as_bytes());
+                    out.adapters.insert(r.id.clone(), Arc::new(spec));
+                }
+                Ok(spec) => errors.push(ConfigError::new(
+                    Path::new(&format!("registration:{}", r.id)),
+                    Pos::default(),
+                    format!(
+                        "registration `{}` describes adapter `{}`",
+                        r.id, spec.def.id
+                    ),
+                )),
+                Err(e) => errors.extend(e.0),
+            }
+        }
+        let listen = validate_gateway(
+            &self.file,
+            &self.tree,
+            &out.gateway,
+            &out.adapters,
+            true,
+            &mut errors,
+        );
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        out.listen = listen.unwrap_or(self.listen);
+        if !regs.is_empty() {
+            out.version = hex::encode(&hasher.finalize()[..6]);
+        }
+        Ok(out)
     }
 
     /// Validates a descriptor sent over the API (YAML or JSON text) against this config, with
@@ -541,7 +601,7 @@ fn validate_gateway(
     tree: &Node,
     gw: &GatewayConfig,
     adapters: &BTreeMap<String, Arc<AdapterSpec>>,
-    adapter_files: &[(PathBuf, Pos)],
+    all_loaded: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Option<SocketAddr> {
     let at = |path: &[&str]| -> Pos {
@@ -665,7 +725,6 @@ fn validate_gateway(
     let adapter_ids: Vec<String> = adapters.keys().cloned().collect();
     // Only complain about unknown adapters when every adapter file loaded; otherwise the
     // real problem is already reported.
-    let all_loaded = adapter_files.len() == adapters.len();
     for (name, s) in &gw.sections {
         for (i, a) in s.authority.iter().enumerate() {
             if all_loaded && !adapters.contains_key(a) {

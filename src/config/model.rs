@@ -143,6 +143,9 @@ pub struct GatewayConfig {
     pub partners: Vec<PartnerCredential>,
     /// Operator access to `/admin/*`.
     pub admin: AdminConfig,
+    /// BSNs a partner may use with `POST /v1/adapters/{id}/test` (fictitious test persons
+    /// only, never real citizens).
+    pub partner_test_bsns: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -162,6 +165,16 @@ impl Default for GatewayConfig {
             tls: None,
             partners: Vec::new(),
             admin: AdminConfig::default(),
+            partner_test_bsns: [
+                "999993653",
+                "999990019",
+                "999991772",
+                "999992958",
+                "999993847",
+                "999990421",
+            ]
+            .map(String::from)
+            .to_vec(),
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct AppState {
     pub gateway: Gateway,
     /// The durable store, when the gateway runs with one (always, except in tools).
     pub store: Option<crate::store::AuditStore>,
+    /// Reloads and registrations; absent when the config did not come from a file.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
 }
 
 pub type Shared = Arc<AppState>;
@@ -44,8 +46,13 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route("/v1/me/access-log", get(me_access_log))
         .route("/v1/audit/access-log", post(auditor_access_log))
         .route("/v1/adapters", get(list_adapters))
-        .route("/v1/adapters/{id}", get(get_adapter))
+        .route(
+            "/v1/adapters/{id}",
+            get(get_adapter).put(put_adapter).delete(delete_adapter),
+        )
+        .route("/v1/adapters/{id}/test", post(test_adapter))
         .route("/admin/status", get(admin_status))
+        .route("/admin/reload", post(admin_reload))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { Problem::not_found("no such endpoint") })
@@ -598,8 +605,341 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
         "adapters": rt.adapters.values().map(|a| adapter_summary(a)).collect::<Vec<_>>(),
         "cache": {"entries": entries, "bytes": bytes, "max_bytes": rt.config.gateway.cache.max_bytes.0},
         "store": store,
+        "reload": s.reloader.as_ref().map(|r| r.status()),
+        "registrations": rt.adapters.keys().filter(|id| !rt.config.file_adapters.contains_key(*id)).collect::<Vec<_>>(),
     });
     Ok(json(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+/// 422 with every configuration problem, in the same words as `ketenportaal check`.
+fn config_problem(title: &str, e: &crate::config::ConfigErrors) -> Problem {
+    let mut p = Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-descriptor",
+        title,
+    )
+    .detail(e.to_string());
+    for c in &e.0 {
+        p = p.param(
+            &format!("{}:{}:{}", c.file.display(), c.line, c.column),
+            "config",
+            match &c.hint {
+                Some(h) => format!("{} (hint: {h})", c.message),
+                None => c.message.clone(),
+            },
+        );
+    }
+    p
+}
+
+fn reloader(s: &AppState) -> Result<&Arc<crate::reload::Reloader>, Problem> {
+    s.reloader.as_ref().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no-reload",
+            "This gateway cannot change its configuration at run time",
+        )
+    })
+}
+
+/// Records a change made by a partner; fail closed.
+async fn audit_change(
+    s: &AppState,
+    org: &str,
+    headers: &HeaderMap,
+    details: serde_json::Value,
+) -> Result<(), Problem> {
+    let Some(store) = &s.store else { return Ok(()) };
+    let trace = trace_of(headers);
+    let now = chrono::Utc::now();
+    let rec = crate::audit::AccessRecord {
+        kind: "adapter.change".into(),
+        started_at: now,
+        time: now,
+        trace_id: trace.trace_id.clone(),
+        span_id: trace.span_id.clone(),
+        foreign_span_id: trace.parent_span_id.clone(),
+        actor_type: "partner".into(),
+        actor: format!("partner:{org}"),
+        actor_organisation: Some(org.to_string()),
+        actor_roles: Vec::new(),
+        bsn: None,
+        view: None,
+        purpose: None,
+        processing_activity: None,
+        sections: Vec::new(),
+        sources: Vec::new(),
+        outcome: "accepted".into(),
+        details: Some(details),
+    };
+    store
+        .append(rec)
+        .await
+        .map(|_| ())
+        .map_err(|e| dossier_problem(DossierError::Audit(e)))
+}
+
+/// `PUT /v1/adapters/{id}`: register or replace one of the partner's own adapters (YAML or
+/// JSON). Validated exactly like files; takes effect atomically; persisted; audited.
+async fn put_adapter(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    cert: Option<axum::Extension<crate::credentials::ClientCert>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    let org =
+        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
+            .map_err(credential_problem)?;
+    let reloader = reloader(&s)?;
+    let store = s.store.as_ref().ok_or_else(no_store)?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| Problem::bad_request("the descriptor is not UTF-8"))?
+        .to_string();
+    let _guard = reloader.lock().await;
+    let rt = s.gateway.runtime();
+    if let Some(existing) = rt.adapters.get(&id)
+        && existing.client.spec.def.organisation != org
+    {
+        return Err(Problem::forbidden(format!(
+            "adapter `{id}` belongs to another organisation"
+        )));
+    }
+    let base = reloader.base();
+    let spec = base
+        .parse_adapter_text(&format!("registration:{id}"), &text)
+        .map_err(|e| config_problem("The adapter descriptor is not valid", &e))?;
+    if spec.def.id != id {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-descriptor",
+            "The adapter descriptor is not valid",
+        )
+        .detail(format!(
+            "the descriptor's id `{}` differs from `{id}` in the path",
+            spec.def.id
+        ))
+        .param(
+            "id",
+            "mismatch",
+            "the id in the body must equal the id in the path",
+        ));
+    }
+    if spec.def.organisation != org {
+        return Err(Problem::forbidden(format!(
+            "you act for `{org}`; an adapter of `{}` is not yours to register",
+            spec.def.organisation
+        )));
+    }
+    let sha256 = crate::credentials::sha256_hex(&text);
+    let reg = crate::config::compile::Registration {
+        id: id.clone(),
+        organisation: org.clone(),
+        descriptor: text,
+        sha256: sha256.clone(),
+        updated_at: chrono::Utc::now().to_rfc3339(),
+        updated_by: format!("partner:{org}"),
+    };
+    let mut regs = store.registrations().await.map_err(store_problem)?;
+    let existed = rt.adapters.contains_key(&id);
+    regs.retain(|r| r.id != id);
+    regs.push(reg.clone());
+    // Validate the whole result before anything is written or swapped.
+    base.with_registrations(&regs)
+        .map_err(|e| config_problem("The adapter does not fit the configuration", &e))?;
+    audit_change(
+        &s,
+        &org,
+        &headers,
+        serde_json::json!({"adapter": id, "action": "put", "sha256": sha256}),
+    )
+    .await?;
+    store.put_registration(reg).await.map_err(store_problem)?;
+    let version = reloader
+        .apply(&s.gateway, &regs)
+        .map_err(|e| config_problem("The adapter does not fit the configuration", &e))?;
+    tracing::info!(adapter = %id, organisation = %org, sha256 = %sha256, version = %version, "Adapter registered.");
+    let rt = s.gateway.runtime();
+    let mut body = rt
+        .adapters
+        .get(&id)
+        .map(|a| adapter_summary(a))
+        .unwrap_or_default();
+    body["config_version"] = serde_json::json!(version);
+    body["descriptor_sha256"] = serde_json::json!(sha256);
+    let mut r = json(
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        body.to_string().into_bytes(),
+    );
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/adapters/{id}")) {
+        r.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(r)
+}
+
+/// `DELETE /v1/adapters/{id}`: remove one of the partner's own registrations.
+async fn delete_adapter(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    cert: Option<axum::Extension<crate::credentials::ClientCert>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    let org =
+        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
+            .map_err(credential_problem)?;
+    let reloader = reloader(&s)?;
+    let store = s.store.as_ref().ok_or_else(no_store)?;
+    let _guard = reloader.lock().await;
+    let mut regs = store.registrations().await.map_err(store_problem)?;
+    let Some(reg) = regs.iter().find(|r| r.id == id).cloned() else {
+        let rt = s.gateway.runtime();
+        return Err(match rt.adapters.get(&id) {
+            Some(a) if a.client.spec.def.organisation != org => {
+                Problem::forbidden(format!("adapter `{id}` belongs to another organisation"))
+            }
+            Some(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "file-adapter",
+                "This adapter is defined in the operator's files",
+            )
+            .detail(format!(
+                "`{id}` comes from a file; ask the operator to remove it there"
+            )),
+            None => Problem::not_found(format!("no adapter `{id}`")),
+        });
+    };
+    if reg.organisation != org {
+        return Err(Problem::forbidden(format!(
+            "adapter `{id}` belongs to another organisation"
+        )));
+    }
+    regs.retain(|r| r.id != id);
+    reloader
+        .base()
+        .with_registrations(&regs)
+        .map_err(|e| config_problem("Removing the adapter would break the configuration", &e))?;
+    audit_change(
+        &s,
+        &org,
+        &headers,
+        serde_json::json!({"adapter": id, "action": "delete", "sha256": reg.sha256}),
+    )
+    .await?;
+    store
+        .delete_registration(id.clone())
+        .await
+        .map_err(store_problem)?;
+    reloader
+        .apply(&s.gateway, &regs)
+        .map_err(|e| config_problem("Removing the adapter would break the configuration", &e))?;
+    tracing::info!(adapter = %id, organisation = %org, "Adapter registration removed.");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    bsn: String,
+    /// A descriptor to try instead of the registered adapter (dry run; nothing is stored).
+    #[serde(default)]
+    descriptor: Option<String>,
+}
+
+/// `POST /v1/adapters/{id}/test` `{"bsn", "descriptor"?}`: run one adapter alone for a test
+/// person and show the mapped sections and the raw source status.
+async fn test_adapter(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    cert: Option<axum::Extension<crate::credentials::ClientCert>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    let org =
+        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
+            .map_err(credential_problem)?;
+    let b: TestBody = parse_body(&body)?;
+    let bsn = parse_bsn("bsn", &b.bsn)?;
+    if !rt
+        .config
+        .gateway
+        .partner_test_bsns
+        .iter()
+        .any(|t| t == bsn.as_str())
+    {
+        return Err(Problem::forbidden(
+            "only the configured test persons (`partner_test_bsns`) may be used for adapter tests",
+        ));
+    }
+    let spec = match &b.descriptor {
+        Some(text) => {
+            let spec = rt
+                .config
+                .parse_adapter_text(&format!("registration:{id}"), text)
+                .map_err(|e| config_problem("The adapter descriptor is not valid", &e))?;
+            Arc::new(spec)
+        }
+        None => rt
+            .adapters
+            .get(&id)
+            .map(|a| a.client.spec.clone())
+            .ok_or_else(|| Problem::not_found(format!("no adapter `{id}`")))?,
+    };
+    if spec.def.organisation != org || spec.def.id != id {
+        return Err(Problem::forbidden(format!(
+            "adapter `{id}` is not one of `{org}`'s"
+        )));
+    }
+    let http = crate::adapter::http_client().map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "client",
+            "Cannot build a client",
+        )
+        .detail(e.to_string())
+    })?;
+    let client = crate::adapter::AdapterClient::new(spec, http);
+    let (result, took) = Gateway::run_adapter(&client, bsn).await;
+    let body = match result {
+        Ok(a) => serde_json::json!({
+            "adapter": id, "status": "ok", "latency_ms": took.as_millis() as u64,
+            "bytes": a.bytes, "sections": a.sections,
+        }),
+        Err(e) => serde_json::json!({
+            "adapter": id, "status": e.status(), "latency_ms": took.as_millis() as u64,
+            "error": e.to_string(),
+        }),
+    };
+    Ok(json(StatusCode::OK, body.to_string().into_bytes()))
+}
+
+/// `POST /admin/reload`: re-read the configuration files; refused with every problem when the
+/// new configuration is not valid (the running one keeps serving).
+async fn admin_reload(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;
+    let reloader = reloader(&s)?;
+    match reloader
+        .reload(&s.gateway, s.store.as_ref(), "POST /admin/reload")
+        .await
+    {
+        Ok(version) => Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"status": "reloaded", "config_version": version})
+                .to_string()
+                .into_bytes(),
+        )),
+        Err(e) => Err(config_problem(
+            "The new configuration is not valid; the running one stays",
+            &e,
+        )),
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.

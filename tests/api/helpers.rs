@@ -145,18 +145,18 @@ pub struct TestApp {
 
 pub type Tweak = Box<dyn Fn(&mut Config) + Send>;
 
+#[derive(Default)]
 pub struct Options {
     pub cache: bool,
+    /// Load the config from a copy of `config/` and `adapters/` in the app's temp dir, so a
+    /// test may change files and reload.
+    pub copy_config: bool,
     /// Changes to the loaded demo config (timeouts, cache policy, breaker settings).
     pub tweak: Option<Tweak>,
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Options {
-        cache: false,
-        tweak: None,
-    })
-    .await
+    spawn_app_with(Options::default()).await
 }
 
 /// Changes one adapter of a loaded config.
@@ -189,20 +189,40 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         axum::serve(chaos_listener, app).await.ok();
     });
 
-    let env = demo::demo_env(chaos_url, SECRET.to_string());
-    let mut config =
-        Config::load_with_env(&root().join("config/demo.yaml"), &env).expect("demo config loads");
+    let env: Arc<ketenportaal::reload::EnvFn> =
+        Arc::new(demo::demo_env(chaos_url, SECRET.to_string()));
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = if opts.copy_config {
+        for sub in ["config", "adapters"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
+                if e.path().is_file() {
+                    std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+                }
+            }
+        }
+        std::fs::create_dir_all(dir.path().join("config/keys")).unwrap();
+        dir.path().join("config/demo.yaml")
+    } else {
+        root().join("config/demo.yaml")
+    };
+    let mut config = Config::load_with_env(&config_file, &*env).expect("demo config loads");
     config.gateway.cache.enabled = opts.cache;
     if let Some(t) = &opts.tweak {
         t(&mut config);
     }
     let config_arc = Arc::new(config.clone());
-    let dir = tempfile::tempdir().unwrap();
     let store = AuditStore::open(&dir.path().join("audit.sqlite"), config.pseudonym_key()).unwrap();
+    let reloader = Arc::new(ketenportaal::reload::Reloader::new(
+        config.file.clone(),
+        env,
+        config.clone(),
+    ));
     let gateway = Gateway::new(config, Arc::new(store.clone())).unwrap();
     let state = Arc::new(AppState {
         gateway,
         store: Some(store.clone()),
+        reloader: Some(reloader),
     });
     let server_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -123,6 +123,7 @@ async fn oversized_request_heads_are_refused() {
 async fn slow_clients_are_cut_off() {
     let app = spawn_app_with(Options {
         cache: false,
+        copy_config: false,
         tweak: Some(Box::new(|c| {
             c.gateway.limits.header_timeout =
                 ketenportaal::config::model::Dur(Duration::from_millis(300));

@@ -8,6 +8,7 @@ mod durability;
 mod helpers;
 mod hostile;
 mod partners;
+mod registrations;
 mod resilience;
 mod tls;
 mod yaml_files;

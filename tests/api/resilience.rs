@@ -27,6 +27,7 @@ const FAULT: &str = r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/enve
 fn cached() -> Options {
     Options {
         cache: true,
+        copy_config: false,
         tweak: None,
     }
 }
@@ -78,6 +79,7 @@ async fn errors_are_never_cached() {
 async fn stale_if_error_serves_the_last_good_answer_marked_stale_with_its_age() {
     let app = spawn_app_with(Options {
         cache: true,
+        copy_config: false,
         tweak: Some(Box::new(|c| {
             tweak_adapter(c, "uwv-uitkeringen", |d| {
                 d.cache.ttl = Dur(Duration::from_millis(100));
@@ -211,6 +213,7 @@ async fn no_cache_fetches_fresh_and_subject_invalidation_works() {
 async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open() {
     let app = spawn_app_with(Options {
         cache: false,
+        copy_config: false,
         tweak: Some(Box::new(|c| {
             tweak_adapter(c, "uwv-uitkeringen", |d| {
                 d.resilience.circuit.consecutive_failures = 3;
@@ -270,6 +273,7 @@ async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open
 async fn retries_happen_only_on_reads() {
     let app = spawn_app_with(Options {
         cache: false,
+        copy_config: false,
         tweak: Some(Box::new(|c| {
             tweak_adapter(c, "uwv-uitkeringen", |d| {
                 d.resilience.retries = 2;

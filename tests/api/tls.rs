@@ -260,6 +260,7 @@ async fn the_gateway_terminates_tls() {
     let state = Arc::new(ketenportaal::server::AppState {
         gateway,
         store: None,
+        reloader: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -334,6 +335,7 @@ async fn a_partner_authenticates_with_the_oin_in_its_client_certificate() {
     let state = Arc::new(ketenportaal::server::AppState {
         gateway,
         store: None,
+        reloader: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(

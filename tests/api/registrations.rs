@@ -1,0 +1,507 @@
+//! Chain partners maintain their own adapters at run time; operators reload without restarts.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{CITIZEN, Options, SECRET, root, source, spawn_app, spawn_app_with};
+use ketenportaal::demo::demo_key;
+
+fn uwv_variant(id: &str) -> String {
+    std::fs::read_to_string(root().join("adapters/uwv-uitkeringen.yaml"))
+        .unwrap()
+        .replace("id: uwv-uitkeringen", &format!("id: {id}"))
+}
+
+async fn put(
+    app: &crate::helpers::TestApp,
+    id: &str,
+    key: &str,
+    body: String,
+    ctype: &str,
+) -> reqwest::Response {
+    app.http
+        .put(format!("{}/v1/adapters/{id}", app.url))
+        .header("X-Api-Key", key)
+        .header("content-type", ctype)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_partner_registers_an_adapter_that_takes_effect_at_once_and_is_audited() {
+    let app = spawn_app().await;
+    let key = demo_key(SECRET, "uwv");
+    let r = put(
+        &app,
+        "uwv-wia",
+        &key,
+        uwv_variant("uwv-wia"),
+        "application/yaml",
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    assert_eq!(r.headers()["location"], "/v1/adapters/uwv-wia");
+    let d: Value = app
+        .me_dossier(&app.citizen_token(CITIZEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(source(&d, "uwv-wia")["status"], "ok");
+    // Replacing it is a 200; a JSON descriptor works as well as YAML.
+    let v: Value = serde_saphyr::from_str::<serde_json::Value>(&uwv_variant("uwv-wia")).unwrap();
+    let r = put(&app, "uwv-wia", &key, v.to_string(), "application/json").await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let sha = body["descriptor_sha256"].as_str().unwrap().to_string();
+    // The change is in the audit log with the descriptor's hash.
+    let c = rusqlite::Connection::open(app.dir.path().join("audit.sqlite")).unwrap();
+    let n: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'adapter.change' AND record LIKE ?1",
+            [format!("%{sha}%")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    // Delete: gone from the dossier.
+    let r = app
+        .http
+        .delete(format!("{}/v1/adapters/uwv-wia", app.url))
+        .header("X-Api-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let d: Value = app
+        .me_dossier(&app.citizen_token(CITIZEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        d["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["adapter"] != "uwv-wia")
+    );
+    // A file adapter cannot be deleted over the API.
+    let r = app
+        .http
+        .delete(format!("{}/v1/adapters/uwv-uitkeringen", app.url))
+        .header("X-Api-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test]
+async fn partner_a_gets_403_on_partner_bs_adapters() {
+    let app = spawn_app().await;
+    let uwv = demo_key(SECRET, "uwv");
+    let svb = demo_key(SECRET, "svb");
+    // Registering for another organisation.
+    let foreign = uwv_variant("svb-extra").replace("organisation: uwv", "organisation: svb");
+    assert_eq!(
+        put(&app, "svb-extra", &uwv, foreign.clone(), "application/yaml")
+            .await
+            .status(),
+        403
+    );
+    // Overwriting another organisation's adapter.
+    let hijack = std::fs::read_to_string(root().join("adapters/svb-regelingen.yaml")).unwrap();
+    assert_eq!(
+        put(
+            &app,
+            "svb-regelingen",
+            &uwv,
+            hijack.replace("organisation: svb", "organisation: uwv"),
+            "application/yaml"
+        )
+        .await
+        .status(),
+        403
+    );
+    // SVB registers its own; UWV can neither delete nor test it.
+    assert_eq!(
+        put(&app, "svb-extra", &svb, foreign, "application/yaml")
+            .await
+            .status(),
+        201
+    );
+    let r = app
+        .http
+        .delete(format!("{}/v1/adapters/svb-extra", app.url))
+        .header("X-Api-Key", &uwv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .http
+        .post(format!("{}/v1/adapters/svb-extra/test", app.url))
+        .header("X-Api-Key", &uwv)
+        .json(&json!({"bsn": CITIZEN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        app.http
+            .get(format!("{}/v1/adapters/svb-extra", app.url))
+            .header("X-Api-Key", &uwv)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_registration_gets_the_same_messages_as_check() {
+    let app = spawn_app().await;
+    let key = demo_key(SECRET, "uwv");
+    let bad = uwv_variant("uwv-fout")
+        .replace("timeout: 800ms", "timeout: 800ms\nendpont: /x")
+        .replace("\"u:soort\"", "\"x:soort\"")
+        .replace("uitkeringen:\n    each", "uitkering:\n    each");
+    let r = put(&app, "uwv-fout", &key, bad.clone(), "application/yaml").await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    // The same file through the config loader, as `check` would read it.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    std::fs::copy(
+        root().join("config/demo.yaml"),
+        dir.path().join("config/demo.yaml"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("adapters/uwv-fout.yaml"), &bad).unwrap();
+    let env = ketenportaal::demo::demo_env("http://127.0.0.1:9".into(), SECRET.into());
+    let e = ketenportaal::config::Config::load_with_env(&dir.path().join("config/demo.yaml"), &env)
+        .unwrap_err();
+    let from_check: Vec<(u64, u64, String)> =
+        e.0.iter()
+            .filter(|c| c.file.ends_with("uwv-fout.yaml"))
+            .map(|c| (c.line, c.column, c.message.clone()))
+            .collect();
+    assert_eq!(
+        from_check.len(),
+        1,
+        "typed errors stop at the first pass: {e}"
+    );
+    let detail = p["detail"].as_str().unwrap();
+    for (line, col, msg) in &from_check {
+        assert!(
+            detail.contains(&format!("registration:uwv-fout:{line}:{col}: {msg}")),
+            "{detail}\n---\n{e}"
+        );
+    }
+    // Fix the unknown key: now the cross-reference problems show, as with check.
+    let bad2 = bad.replace("\nendpont: /x", "");
+    let p: Value = put(&app, "uwv-fout", &key, bad2, "application/yaml")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("section `uitkering` is not declared in the gateway config\n    hint: did you mean `uitkeringen`?"), "{detail}");
+    assert!(
+        detail.contains("prefix `x` in step `x:soort` is not declared"),
+        "{detail}"
+    );
+    assert_eq!(p["invalidParams"].as_array().unwrap().len(), 2);
+    // The id in the body must match the path.
+    let r = put(
+        &app,
+        "iets-anders",
+        &key,
+        uwv_variant("uwv-wia"),
+        "application/yaml",
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+}
+
+#[tokio::test]
+async fn the_test_endpoint_runs_one_adapter_for_test_persons_only() {
+    let app = spawn_app().await;
+    let key = demo_key(SECRET, "uwv");
+    let test = |bsn: &str, descriptor: Option<String>| {
+        let mut body = json!({"bsn": bsn});
+        if let Some(d) = descriptor {
+            body["descriptor"] = json!(d);
+        }
+        app.http
+            .post(format!("{}/v1/adapters/uwv-uitkeringen/test", app.url))
+            .header("X-Api-Key", &key)
+            .json(&body)
+            .send()
+    };
+    let r = test(CITIZEN, None).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["sections"]["uitkeringen"][0]["soort"], "WW");
+    // A dry run of a changed descriptor maps with the new mapping, and stores nothing.
+    let changed = uwv_variant("uwv-uitkeringen").replace(
+        "dossiernummer: \"u:dossiernummer\"",
+        "dossier: \"u:dossiernummer\"",
+    );
+    let v: Value = test(CITIZEN, Some(changed))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        v["sections"]["uitkeringen"][0].get("dossier").is_some(),
+        "{v}"
+    );
+    assert!(app.store.registrations().await.unwrap().is_empty());
+    // A real person's BSN (valid, but not a configured test person) is refused.
+    assert_eq!(test("123456782", None).await.unwrap().status(), 403);
+}
+
+#[tokio::test]
+async fn reload_swaps_valid_configs_and_refuses_invalid_ones() {
+    let app = spawn_app_with(Options {
+        copy_config: true,
+        ..Options::default()
+    })
+    .await;
+    let admin = demo_key(SECRET, "admin");
+    let reload = || {
+        app.http
+            .post(format!("{}/admin/reload", app.url))
+            .bearer_auth(&admin)
+            .send()
+    };
+    let v0 = app.state.gateway.runtime().config.version.clone();
+    let uwv_file = app.dir.path().join("adapters/uwv-uitkeringen.yaml");
+    let original = std::fs::read_to_string(&uwv_file).unwrap();
+    std::fs::write(
+        &uwv_file,
+        original.replace("timeout: 800ms", "timeout: 700ms"),
+    )
+    .unwrap();
+    let r = reload().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v1 = r.json::<Value>().await.unwrap()["config_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(v0, v1);
+    assert_eq!(
+        app.state.gateway.runtime().adapters["uwv-uitkeringen"]
+            .client
+            .spec
+            .def
+            .timeout
+            .0,
+        Duration::from_millis(700)
+    );
+    // An invalid change is refused with every problem; the running config stays.
+    std::fs::write(
+        &uwv_file,
+        original.replace("timeout: 800ms", "timeout: nooit"),
+    )
+    .unwrap();
+    let r = reload().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("invalid duration \"nooit\""),
+        "{p}"
+    );
+    assert_eq!(app.state.gateway.runtime().config.version, v1);
+    assert_eq!(
+        app.me_dossier(&app.citizen_token(CITIZEN)).await.status(),
+        200
+    );
+    let status: Value = app
+        .http
+        .get(format!("{}/admin/status", app.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["reload"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("nooit")
+    );
+    assert_eq!(status["reload"]["refused"], 1);
+    // Without the admin token: no reload.
+    assert_eq!(
+        app.http
+            .post(format!("{}/admin/reload", app.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn unchanged_adapters_keep_their_breaker_across_reloads() {
+    let app = spawn_app_with(Options {
+        copy_config: true,
+        ..Options::default()
+    })
+    .await;
+    let before = app.state.gateway.runtime();
+    let admin = demo_key(SECRET, "admin");
+    let svb_file = app.dir.path().join("adapters/svb-regelingen.yaml");
+    let text = std::fs::read_to_string(&svb_file).unwrap();
+    std::fs::write(&svb_file, text.replace("timeout: 800ms", "timeout: 900ms")).unwrap();
+    let r = app
+        .http
+        .post(format!("{}/admin/reload", app.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let after = app.state.gateway.runtime();
+    assert!(std::sync::Arc::ptr_eq(
+        &before.adapters["uwv-uitkeringen"].breaker,
+        &after.adapters["uwv-uitkeringen"].breaker
+    ));
+    assert!(!std::sync::Arc::ptr_eq(
+        &before.adapters["svb-regelingen"].breaker,
+        &after.adapters["svb-regelingen"].breaker
+    ));
+}
+
+/// Starts `ketenportaal demo` with a fixed secret and store; returns the child and its URL.
+fn start_demo(store: &std::path::Path, config: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store)
+        .arg("--config")
+        .arg(config)
+        .env("KETENPORTAAL_DEMO_SECRET", SECRET)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim_start().starts_with("gateway") {
+                let _ = tx.send(
+                    line.split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("demo started");
+    (child, url)
+}
+
+#[tokio::test]
+async fn a_registration_survives_a_restart_and_sighup_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite");
+    // A copy of the config, so the test can change a file and send SIGHUP.
+    for sub in ["config", "adapters"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::create_dir_all(dir.path().join("fixtures")).unwrap();
+    std::os::unix::fs::symlink(
+        root().join("fixtures/agencies"),
+        dir.path().join("fixtures/agencies"),
+    )
+    .unwrap();
+    let config = dir.path().join("config/demo.yaml");
+    let key = demo_key(SECRET, "uwv");
+    let admin = demo_key(SECRET, "admin");
+    let http = reqwest::Client::new();
+
+    let (mut child, url) = start_demo(&store, &config);
+    let r = http
+        .put(format!("{url}/v1/adapters/uwv-wia"))
+        .header("X-Api-Key", &key)
+        .body(uwv_variant("uwv-wia"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (mut child, url) = start_demo(&store, &config);
+    let r = http
+        .get(format!("{url}/v1/adapters/uwv-wia"))
+        .header("X-Api-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the registration survived the restart");
+
+    // SIGHUP after a file change reloads.
+    let status = |http: reqwest::Client, url: String, admin: String| async move {
+        http.get(format!("{url}/admin/status"))
+            .bearer_auth(admin)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let v0 = status(http.clone(), url.clone(), admin.clone()).await["config"]["version"].clone();
+    let svb = dir.path().join("adapters/svb-regelingen.yaml");
+    let text = std::fs::read_to_string(&svb).unwrap();
+    std::fs::write(&svb, text.replace("timeout: 800ms", "timeout: 750ms")).unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut reloaded = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let s = status(http.clone(), url.clone(), admin.clone()).await;
+        if s["config"]["version"] != v0 {
+            assert!(s["reload"]["reloads"].as_u64().unwrap() >= 1);
+            reloaded = true;
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        reloaded,
+        "the config version changed after the file change + SIGHUP"
+    );
+}
