@@ -4,6 +4,7 @@
 //! [`Bsn`]), authorise, call the [`Gateway`], serialise. The BSN never travels in a URL: the
 //! citizen's comes from the token, an employee sends it in a POST body.
 
+pub mod api_doc;
 pub mod listen;
 pub mod problem;
 
@@ -14,8 +15,9 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Deserialize;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
@@ -39,27 +41,48 @@ pub type Shared = Arc<AppState>;
 
 /// Builds the router with its layers.
 pub fn router(state: Shared, max_body: usize) -> Router {
-    Router::new()
-        .route("/v1/me/dossier", get(me_dossier))
-        .route("/v1/dossiers", post(employee_dossier))
-        .route("/metrics", get(metrics))
-        .route("/v1/me/access-log", get(me_access_log))
-        .route("/v1/audit/access-log", post(auditor_access_log))
-        .route("/v1/adapters", get(list_adapters))
-        .route(
-            "/v1/adapters/{id}",
-            get(get_adapter).put(put_adapter).delete(delete_adapter),
-        )
-        .route("/v1/adapters/{id}/test", post(test_adapter))
-        .route("/admin/status", get(admin_status))
-        .route("/admin/reload", post(admin_reload))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    let (router, api) = OpenApiRouter::with_openapi(api_doc::ApiDoc::openapi())
+        .routes(routes!(me_dossier))
+        .routes(routes!(employee_dossier))
+        .routes(routes!(me_access_log))
+        .routes(routes!(auditor_access_log))
+        .routes(routes!(list_adapters))
+        .routes(routes!(get_adapter, put_adapter, delete_adapter))
+        .routes(routes!(test_adapter))
+        .routes(routes!(admin_status))
+        .routes(routes!(admin_reload))
+        .routes(routes!(metrics))
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
+        .split_for_parts();
+    let _ = OPENAPI.set(api.to_pretty_json().unwrap_or_default());
+    router
         .fallback(|| async { Problem::not_found("no such endpoint") })
         // Outermost: every response, errors included, carries the API version.
         .layer(axum::middleware::map_response(api_version))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// The OpenAPI document, generated once from the same route lists as the router.
+static OPENAPI: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The OpenAPI document as built by [`router`].
+pub fn openapi() -> &'static str {
+    OPENAPI.get().map(String::as_str).unwrap_or("{}")
+}
+
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "This document (public, CORS open)", content_type = "application/json")))]
+async fn openapi_json() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        openapi(),
+    )
 }
 
 async fn api_version(mut r: Response) -> Response {
@@ -68,6 +91,8 @@ async fn api_version(mut r: Response) -> Response {
     r
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition (OpenMetrics)", content_type = "application/openmetrics-text")))]
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let g = &s.gateway;
     let rt = g.runtime();
@@ -113,6 +138,8 @@ fn observed(
     resp
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "The process answers", body = api_doc::HealthDoc)))]
 async fn healthz() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "application/json")],
@@ -120,6 +147,9 @@ async fn healthz() -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "A config is loaded and the store is writable"),
+               (status = 503, description = "The store is not writable")))]
 async fn readyz(State(s): State<Shared>) -> Response {
     let rt = s.gateway.runtime();
     let store_ok = match &s.store {
@@ -206,6 +236,11 @@ fn store_problem(e: crate::store::StoreError) -> Problem {
 }
 
 /// `GET /v1/me/access-log`: who looked at my dossier, when, and why (inzage).
+#[utoipa::path(get, path = "/v1/me/access-log", tag = "inzage", security(("bearer" = [])),
+    responses((status = 200, description = "Who looked at my dossier, when, and why", body = api_doc::AccessLogDoc),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 503, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn me_access_log(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
     let actor = authenticate(&s, &headers)?;
     let Actor::Citizen { bsn, .. } = &actor else {
@@ -257,6 +292,12 @@ struct AuditQuery {
 }
 
 /// `POST /v1/audit/access-log` `{"bsn"}`: an auditor reads every record about one citizen.
+#[utoipa::path(post, path = "/v1/audit/access-log", tag = "inzage", security(("bearer" = [])),
+    request_body = api_doc::AuditQueryDoc,
+    responses((status = 200, description = "Every record about one citizen (auditors only)", body = api_doc::AuditRecordsDoc),
+               (status = 400, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn auditor_access_log(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -366,6 +407,14 @@ struct MeQuery {
 }
 
 /// `GET /v1/me/dossier`: a citizen's own dossier, through the citizen view.
+#[utoipa::path(get, path = "/v1/me/dossier", tag = "dossier", security(("bearer" = [])),
+    params(("sections" = Option<String>, Query, description = "Comma-separated sections to return (default: all of the view)")),
+    responses((status = 200, description = "The citizen's own dossier through view `klant`", body = api_doc::DossierDoc),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 502, description = "No source answered", body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 503, description = "The access could not be recorded", body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 504, description = "No source answered in time", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn me_dossier(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -465,6 +514,18 @@ pub fn parse_bsn(field: &str, s: &str) -> Result<Bsn, Problem> {
 
 /// `POST /v1/dossiers`: an employee reads a client's dossier through an employee view, for a
 /// stated purpose.
+#[utoipa::path(post, path = "/v1/dossiers", tag = "dossier", security(("bearer" = [])),
+    request_body = api_doc::DossierRequestDoc,
+    params(("X-Purpose" = String, Header, description = "The purpose of this access (doelbinding); one the view allows"),
+           ("Cache-Control" = Option<String>, Header, description = "`no-cache` fetches fresh answers")),
+    responses((status = 200, description = "A client's dossier through an employee view", body = api_doc::DossierDoc),
+               (status = 400, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 413, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 502, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 503, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 504, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn employee_dossier(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let started = std::time::Instant::now();
     let r = employee_dossier_inner(&s, &headers, &body).await;
@@ -544,6 +605,9 @@ fn adapter_summary(a: &crate::gateway::AdapterRuntime) -> serde_json::Value {
 }
 
 /// `GET /v1/adapters`: the calling partner's own adapters.
+#[utoipa::path(get, path = "/v1/adapters", tag = "partners", security(("partner_key" = [])),
+    responses((status = 200, description = "The calling partner's own adapters", body = api_doc::AdapterListDoc),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_adapters(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -564,6 +628,12 @@ async fn list_adapters(
 }
 
 /// `GET /v1/adapters/{id}`: one adapter, only for its own organisation.
+#[utoipa::path(get, path = "/v1/adapters/{id}", tag = "partners", security(("partner_key" = [])),
+    params(("id" = String, Path, description = "Adapter id")),
+    responses((status = 200, description = "One of the partner's adapters, with its descriptor", body = api_doc::AdapterDoc),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, description = "Another organisation's adapter", body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 404, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -589,6 +659,10 @@ async fn get_adapter(
 }
 
 /// `GET /admin/status`: what is loaded and how each adapter is doing (admin token).
+#[utoipa::path(get, path = "/admin/status", tag = "operations", security(("admin_token" = [])),
+    responses((status = 200, description = "Loaded config, adapters, cache, store, reloads", body = api_doc::StatusDoc),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
     let rt = s.gateway.runtime();
     crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;
@@ -681,6 +755,14 @@ async fn audit_change(
 
 /// `PUT /v1/adapters/{id}`: register or replace one of the partner's own adapters (YAML or
 /// JSON). Validated exactly like files; takes effect atomically; persisted; audited.
+#[utoipa::path(put, path = "/v1/adapters/{id}", tag = "partners", security(("partner_key" = [])),
+    params(("id" = String, Path, description = "Adapter id; equals `id` in the descriptor")),
+    request_body(content = String, description = "The adapter descriptor, YAML or JSON", content_type = "application/yaml"),
+    responses((status = 200, description = "Replaced", body = api_doc::AdapterDoc),
+               (status = 201, description = "Registered", body = api_doc::AdapterDoc),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 422, description = "Invalid, with the same messages as `ketenportaal check`", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn put_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -783,6 +865,13 @@ async fn put_adapter(
 }
 
 /// `DELETE /v1/adapters/{id}`: remove one of the partner's own registrations.
+#[utoipa::path(delete, path = "/v1/adapters/{id}", tag = "partners", security(("partner_key" = [])),
+    params(("id" = String, Path, description = "Adapter id")),
+    responses((status = 204, description = "Removed"),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 404, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 409, description = "Defined in the operator's files", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn delete_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -853,6 +942,15 @@ struct TestBody {
 
 /// `POST /v1/adapters/{id}/test` `{"bsn", "descriptor"?}`: run one adapter alone for a test
 /// person and show the mapped sections and the raw source status.
+#[utoipa::path(post, path = "/v1/adapters/{id}/test", tag = "partners", security(("partner_key" = [])),
+    params(("id" = String, Path, description = "Adapter id")),
+    request_body = api_doc::AdapterTestDoc,
+    responses((status = 200, description = "The adapter's mapped sections and source status for a test person", body = api_doc::AdapterTestResultDoc),
+               (status = 400, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 404, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 422, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn test_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -921,6 +1019,10 @@ async fn test_adapter(
 
 /// `POST /admin/reload`: re-read the configuration files; refused with every problem when the
 /// new configuration is not valid (the running one keeps serving).
+#[utoipa::path(post, path = "/admin/reload", tag = "operations", security(("admin_token" = [])),
+    responses((status = 200, description = "Reloaded", body = api_doc::ReloadDoc),
+               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 422, description = "The new configuration is invalid; the running one stays", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
 async fn admin_reload(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
     let rt = s.gateway.runtime();
     crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;

@@ -7,6 +7,7 @@ mod dossier;
 mod durability;
 mod helpers;
 mod hostile;
+mod openapi;
 mod partners;
 mod registrations;
 mod resilience;

@@ -1,0 +1,71 @@
+//! `/openapi.json` describes exactly the routes the gateway serves.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert_eq!(doc["info"]["version"], "1.0.0");
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        assert!(!path.contains("bsn"), "no BSN in a URL: {path}");
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let expected: BTreeSet<(String, String)> = [
+        ("GET", "/v1/me/dossier"),
+        ("POST", "/v1/dossiers"),
+        ("GET", "/v1/me/access-log"),
+        ("POST", "/v1/audit/access-log"),
+        ("GET", "/v1/adapters"),
+        ("GET", "/v1/adapters/{id}"),
+        ("PUT", "/v1/adapters/{id}"),
+        ("DELETE", "/v1/adapters/{id}"),
+        ("POST", "/v1/adapters/{id}/test"),
+        ("GET", "/admin/status"),
+        ("POST", "/admin/reload"),
+        ("GET", "/metrics"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/openapi.json"),
+    ]
+    .iter()
+    .map(|(m, p)| (m.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(documented, expected);
+    // Every documented route is served (not the fallback, not 405).
+    for (method, path) in &documented {
+        let url = format!("{}{}", app.url, path.replace("{id}", "uwv-uitkeringen"));
+        let r = app
+            .http
+            .request(method.parse().unwrap(), &url)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 405, "{method} {path}");
+        let body = r.text().await.unwrap();
+        assert!(
+            !body.contains("no such endpoint"),
+            "{method} {path} is documented but not routed"
+        );
+    }
+    // Every error response is documented as problem+json.
+    let text = doc.to_string();
+    assert!(text.contains("application/problem+json"));
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
