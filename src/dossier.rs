@@ -31,6 +31,9 @@ pub enum MergedSection {
 pub struct Conflict {
     pub section: String,
     pub field: String,
+    /// For `list` sections: the key values of the record the sources disagree on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<Vec<Value>>,
     /// `[adapter, value]` pairs, the chosen (most authoritative) one first.
     pub values: Vec<(Arc<str>, Value)>,
 }
@@ -94,6 +97,7 @@ pub fn merge(
                         out.conflicts.push(Conflict {
                             section: name.clone(),
                             field,
+                            key: None,
                             values,
                         });
                     }
@@ -102,32 +106,74 @@ pub fn merge(
                     .insert(name.clone(), MergedSection::Single(fields));
             }
             SectionKind::List => {
-                let mut keys: BTreeSet<String> = BTreeSet::new();
+                // key -> (index in `records`, the source that contributed it)
+                let mut seen: BTreeMap<Vec<String>, (usize, Arc<str>)> = BTreeMap::new();
                 let mut records: Vec<(Record, Arc<str>)> = Vec::new();
+                let mut differ: BTreeMap<(Vec<String>, String), Vec<(Arc<str>, Value)>> =
+                    BTreeMap::new();
                 for (a, recs) in &ranked {
                     for r in recs.iter() {
-                        let key = def
+                        let key: Option<Vec<String>> = def
                             .key
                             .iter()
-                            .map(|k| {
-                                r.get(k)
-                                    .map_or_else(|| "null".to_string(), Value::to_string)
-                            })
-                            .collect::<Vec<_>>()
-                            .join("\u{1f}");
-                        if keys.insert(key) {
+                            .map(|k| r.get(k).filter(|v| !v.is_null()).map(Value::to_string))
+                            .collect();
+                        // A record with an incomplete key, or a second record with the same
+                        // key from the same source, is its own record: only the same record
+                        // reported by *another* source is a duplicate.
+                        let Some(key) = key else {
                             records.push((r.clone(), a.adapter.clone()));
+                            continue;
+                        };
+                        match seen.get(&key) {
+                            Some((i, src)) if *src != a.adapter => {
+                                // Keep the more authoritative record; note what it disagrees on.
+                                let (kept, kept_src) = &records[*i];
+                                for (f, v) in r {
+                                    let k = kept.get(f).unwrap_or(&Value::Null);
+                                    if !v.is_null() && !k.is_null() && v != k {
+                                        let e = differ.entry((key.clone(), f.clone())).or_default();
+                                        if e.is_empty() {
+                                            e.push((kept_src.clone(), k.clone()));
+                                        }
+                                        e.push((a.adapter.clone(), v.clone()));
+                                    }
+                                }
+                            }
+                            Some(_) => records.push((r.clone(), a.adapter.clone())),
+                            None => {
+                                seen.insert(key, (records.len(), a.adapter.clone()));
+                                records.push((r.clone(), a.adapter.clone()));
+                            }
                         }
                     }
+                }
+                for ((key, field), values) in differ {
+                    out.conflicts.push(Conflict {
+                        section: name.clone(),
+                        field,
+                        key: Some(
+                            key.iter()
+                                .map(|k| serde_json::from_str(k).unwrap_or(Value::Null))
+                                .collect(),
+                        ),
+                        values,
+                    });
                 }
                 records.sort_by(|(a, sa), (b, sb)| {
                     let by_sort = match &def.sort {
                         Some(s) => {
-                            let o = cmp_values(a.get(&s.field), b.get(&s.field));
-                            if s.order == SortOrder::Desc {
-                                o.reverse()
-                            } else {
-                                o
+                            let (x, y) = (a.get(&s.field), b.get(&s.field));
+                            let missing = |v: Option<&Value>| v.is_none_or(Value::is_null);
+                            match (missing(x), missing(y)) {
+                                // Records without the sort field go last in either order.
+                                (true, true) => Ordering::Equal,
+                                (true, false) => Ordering::Greater,
+                                (false, true) => Ordering::Less,
+                                (false, false) if s.order == SortOrder::Desc => {
+                                    cmp_values(x, y).reverse()
+                                }
+                                (false, false) => cmp_values(x, y),
                             }
                         }
                         None => Ordering::Equal,
@@ -231,4 +277,95 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
         .cloned()
         .collect();
     (sections, conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::SortSpec;
+    use serde_json::json;
+
+    fn answer(adapter: &str, recs: Vec<Value>) -> SourceAnswer {
+        let mut sections = crate::mapping::Sections::new();
+        sections.insert(
+            "l".into(),
+            recs.into_iter()
+                .map(|v| v.as_object().cloned().unwrap_or_default())
+                .collect(),
+        );
+        SourceAnswer {
+            adapter: Arc::from(adapter),
+            organisation: Arc::from("org"),
+            fetched_at: chrono::DateTime::UNIX_EPOCH,
+            sections,
+            bytes: 0,
+        }
+    }
+
+    fn defs() -> BTreeMap<String, SectionDef> {
+        let mut d = BTreeMap::new();
+        d.insert(
+            "l".into(),
+            SectionDef {
+                kind: SectionKind::List,
+                description: String::new(),
+                authority: vec!["a".into()],
+                key: vec!["soort".into(), "start".into()],
+                sort: Some(SortSpec {
+                    field: "start".into(),
+                    order: SortOrder::Desc,
+                }),
+            },
+        );
+        d
+    }
+
+    #[test]
+    fn duplicates_only_across_sources_and_nulls_sort_last() {
+        let a = answer(
+            "a",
+            vec![
+                json!({"soort": "WW", "start": "2026-01-01", "bedrag": 10}),
+                // Same key from the same source: a separate record, kept.
+                json!({"soort": "WW", "start": "2026-01-01", "bedrag": 11}),
+                // Incomplete key: never merged.
+                json!({"soort": "ZW", "start": null}),
+                json!({"soort": "ZW", "start": null}),
+            ],
+        );
+        let b = answer(
+            "b",
+            vec![
+                json!({"soort": "WW", "start": "2026-01-01", "bedrag": 12}),
+                json!({"soort": "AOW", "start": "2020-01-01"}),
+            ],
+        );
+        let wanted: BTreeSet<&str> = ["l"].into();
+        let m = merge(&defs(), &wanted, &[&b, &a]);
+        let MergedSection::List(recs) = &m.sections["l"] else {
+            panic!()
+        };
+        let summary: Vec<(String, String)> = recs
+            .iter()
+            .map(|(r, s)| (r["soort"].as_str().unwrap().to_string(), s.to_string()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("WW", "a"),
+                ("WW", "a"),
+                ("AOW", "b"),
+                ("ZW", "a"),
+                ("ZW", "a")
+            ]
+            .map(|(x, y)| (x.to_string(), y.to_string()))
+            .to_vec()
+        );
+        assert_eq!(m.conflicts.len(), 1);
+        assert_eq!(
+            m.conflicts[0].key,
+            Some(vec![json!("WW"), json!("2026-01-01")])
+        );
+        assert_eq!(m.conflicts[0].values[1], (Arc::from("b"), json!(12)));
+    }
 }

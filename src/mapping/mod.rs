@@ -105,14 +105,21 @@ pub fn convert_text(ty: FieldType, raw: &str) -> Result<Value, String> {
 pub fn convert_json(ty: FieldType, v: &Value) -> Result<Value, String> {
     match (ty, v) {
         (_, Value::Null) => Ok(Value::Null),
-        (FieldType::String, Value::String(_)) => Ok(v.clone()),
+        // Text is trimmed whatever the protocol, so "Utrecht " and "Utrecht" agree.
+        (FieldType::String, Value::String(s)) => Ok(Value::String(s.trim().to_owned())),
         (FieldType::String, Value::Number(n)) => Ok(Value::String(n.to_string())),
         (FieldType::String, Value::Bool(b)) => Ok(Value::String(b.to_string())),
         (FieldType::Integer, Value::Number(n)) => n
             .as_i64()
             .map(Value::from)
             .ok_or_else(|| excerpt(&n.to_string())),
-        (FieldType::Decimal, Value::Number(n)) => Ok(Value::Number(n.clone())),
+        // One representation for every decimal (a float), so 131 from JSON and "131.00" from
+        // XML are the same value.
+        (FieldType::Decimal, Value::Number(n)) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| excerpt(&n.to_string())),
         (FieldType::Boolean, Value::Bool(_)) => Ok(v.clone()),
         (_, Value::String(s)) => convert_text(ty, s),
         (_, other) => Err(excerpt(&other.to_string())),
@@ -135,16 +142,29 @@ fn parse_decimal(s: &str) -> Option<Value> {
 }
 
 /// `YYYY-MM-DD`, or StUF's `YYYYMMDD`, to `YYYY-MM-DD` (checked as a calendar date).
+/// StUF's incomplete dates (`StUF:indOnvolledigeDatum`) keep what is known: `19810600`
+/// becomes `1981-06` and `19810000` becomes `1981`, rather than failing the whole answer.
 fn parse_date(s: &str) -> Option<String> {
-    let iso = match s.len() {
-        10 => s.to_owned(),
-        8 if s.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("{}-{}-{}", &s[..4], &s[4..6], &s[6..])
-        }
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r.clone())?
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| s[r].parse().ok())
+            .flatten()
+    };
+    let (y, m, d) = match b.len() {
+        10 if b[4] == b'-' && b[7] == b'-' => (digits(0..4)?, digits(5..7)?, digits(8..10)?),
+        8 => (digits(0..4)?, digits(4..6)?, digits(6..8)?),
         _ => return None,
     };
-    chrono::NaiveDate::parse_from_str(&iso, "%Y-%m-%d").ok()?;
-    Some(iso)
+    match (m, d) {
+        (0, 0) if b.len() == 8 => Some(format!("{y:04}")),
+        (1..=12, 0) if b.len() == 8 => Some(format!("{y:04}-{m:02}")),
+        _ => {
+            chrono::NaiveDate::from_ymd_opt(y as i32, m, d).map(|_| format!("{y:04}-{m:02}-{d:02}"))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +182,21 @@ mod tests {
             "2026-03-01"
         );
         assert!(convert_text(FieldType::Date, "2026-02-30").is_err());
+        assert!(convert_text(FieldType::Date, "2026/02/03").is_err());
+        assert_eq!(
+            convert_text(FieldType::Date, "19810600").unwrap(),
+            "1981-06"
+        );
+        assert_eq!(convert_text(FieldType::Date, "19810000").unwrap(), "1981");
+        assert!(convert_text(FieldType::Date, "19811300").is_err());
+        assert_eq!(
+            convert_json(FieldType::Decimal, &serde_json::json!(131)).unwrap(),
+            convert_text(FieldType::Decimal, "131.00").unwrap()
+        );
+        assert_eq!(
+            convert_json(FieldType::String, &serde_json::json!(" Utrecht ")).unwrap(),
+            "Utrecht"
+        );
         assert_eq!(
             convert_text(FieldType::Decimal, "1843.27").unwrap(),
             serde_json::json!(1843.27)

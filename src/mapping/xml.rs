@@ -200,21 +200,26 @@ impl XmlMapping {
         let mut run = Run::new(self);
         let mut reader = NsReader::from_str(text);
         loop {
-            let (ns, event) = reader
-                .read_resolved_event()
+            // Namespace declarations are tracked by the reader on every event; names are only
+            // resolved for start tags, the one place they are matched.
+            let event = reader
+                .read_event()
                 .map_err(|e| MapError::NotXml(e.to_string()))?;
-            let ns = self.ns_id(&ns);
             match event {
                 Event::Start(e) => {
+                    let ns = self.ns_id(&reader.resolver().resolve_element(e.name()).0);
                     run.start(ns, &e, &reader, limits)?;
                 }
                 Event::Empty(e) => {
+                    let ns = self.ns_id(&reader.resolver().resolve_element(e.name()).0);
                     run.start(ns, &e, &reader, limits)?;
                     run.end()?;
                 }
                 Event::End(_) => run.end()?,
-                Event::Text(t) => run.text(&t.xml10_content()),
-                Event::CData(t) => run.text(&t.xml10_content()),
+                // Text is only decoded when a field (or a fault) is being read.
+                Event::Text(t) if run.wants_text() => run.text(&t.xml10_content()),
+                Event::CData(t) if run.wants_text() => run.text(&t.xml10_content()),
+                Event::Text(_) | Event::CData(_) => {}
                 Event::GeneralRef(r) => {
                     let c = match r.resolve_char_ref() {
                         Ok(Some(c)) => c,
@@ -463,6 +468,10 @@ impl<'m> Run<'m> {
             ty: type_name(f.ty),
             excerpt,
         })
+    }
+
+    fn wants_text(&self) -> bool {
+        !self.captures.is_empty() || self.fault.as_ref().is_some_and(|f| f.reading.is_some())
     }
 
     fn text(&mut self, t: &str) {

@@ -10,6 +10,7 @@ mod hostile;
 mod openapi;
 mod partners;
 mod registrations;
+mod reload_load;
 mod resilience;
 mod tls;
 mod yaml_files;
