@@ -17,6 +17,9 @@ use crate::adapter::SourceAnswer;
 use crate::config::model::{SectionDef, SectionKind, SortOrder, ViewDef};
 use crate::mapping::Record;
 
+/// `(adapter, value)` pairs.
+type SourcedValues = Vec<(Arc<str>, Value)>;
+
 /// A merged section, before any view.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergedSection {
@@ -109,8 +112,7 @@ pub fn merge(
                 // key -> (index in `records`, the source that contributed it)
                 let mut seen: BTreeMap<Vec<String>, (usize, Arc<str>)> = BTreeMap::new();
                 let mut records: Vec<(Record, Arc<str>)> = Vec::new();
-                let mut differ: BTreeMap<(Vec<String>, String), Vec<(Arc<str>, Value)>> =
-                    BTreeMap::new();
+                let mut differ: BTreeMap<(Vec<String>, String), SourcedValues> = BTreeMap::new();
                 for (a, recs) in &ranked {
                     for r in recs.iter() {
                         let key: Option<Vec<String>> = def
