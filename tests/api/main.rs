@@ -3,6 +3,7 @@
 mod audit;
 mod check;
 mod demo;
+mod docs;
 mod dossier;
 mod durability;
 mod helpers;
