@@ -215,7 +215,13 @@ async fn real_main() -> Result<()> {
             org,
             ttl,
         } => {
-            let c = load(&config, &|k| std::env::var(k).ok())?;
+            // The demo config's other variables (agencies URL, key hashes) do not matter for
+            // minting; supply them the way the demo does, from the exported secret.
+            let secret = std::env::var("KETENPORTAAL_DEMO_SECRET").unwrap_or_default();
+            let agencies = std::env::var("KETENPORTAAL_AGENCIES")
+                .unwrap_or_else(|_| "http://127.0.0.1:9".into());
+            let fallback = demo::demo_env(agencies, secret);
+            let c = load(&config, &|k| std::env::var(k).ok().or_else(|| fallback(k)))?;
             let key = c
                 .gateway
                 .auth
