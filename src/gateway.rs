@@ -34,11 +34,27 @@ pub struct AdapterRuntime {
     pub client: AdapterClient,
     pub stack: Stack,
     pub breaker: Arc<Breaker>,
+    /// The outcome of the latest dossier request that needed this source (operators' view).
+    pub last: std::sync::Mutex<Option<LastStatus>>,
+}
+
+/// The latest outcome of one source.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastStatus {
+    pub status: &'static str,
+    pub latency_ms: u64,
+    pub at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl AdapterRuntime {
     pub fn circuit(&self) -> CircuitState {
         self.breaker.state()
+    }
+
+    pub fn last_status(&self) -> Option<LastStatus> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -75,6 +91,7 @@ impl Runtime {
                         client,
                         stack,
                         breaker,
+                        last: std::sync::Mutex::new(None),
                     })
                 });
                 (id.clone(), rt)
@@ -486,6 +503,12 @@ impl Gateway {
         };
         self.metrics
             .source_result(client.id(), outcome.report.status);
+        *adapter.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastStatus {
+            status: outcome.report.status,
+            latency_ms: outcome.report.latency_ms,
+            at: Utc::now(),
+            error: outcome.report.error.clone(),
+        });
         outcome
     }
 

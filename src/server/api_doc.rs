@@ -178,6 +178,9 @@ pub struct AdapterDoc {
     pub fingerprint: String,
     /// `closed`, `half-open` or `open`.
     pub circuit: String,
+    /// The latest outcome: status, latency_ms, at, error.
+    #[schema(value_type = Object)]
+    pub last: Option<serde_json::Value>,
     #[schema(value_type = Object)]
     pub descriptor: Option<serde_json::Value>,
 }

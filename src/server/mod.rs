@@ -601,6 +601,7 @@ fn adapter_summary(a: &crate::gateway::AdapterRuntime) -> serde_json::Value {
         "sections": spec.def.map.keys().collect::<Vec<_>>(),
         "fingerprint": spec.fingerprint,
         "circuit": a.circuit().as_str(),
+        "last": a.last_status(),
     })
 }
 

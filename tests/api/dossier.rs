@@ -470,3 +470,40 @@ async fn traceparent_is_propagated_to_every_adapter_call() {
         );
     }
 }
+
+#[tokio::test]
+async fn cross_bsn_reads_with_citizen_tokens_have_zero_successes() {
+    let app = spawn_app().await;
+    let people = [
+        "999993653",
+        "999990019",
+        "999991772",
+        "999992958",
+        "999993847",
+        "999990421",
+    ];
+    let views = ["klant", "werkcoach", "consulent-inkomen"];
+    let mut tried = 0;
+    let mut succeeded = 0;
+    for own in people {
+        let token = app.citizen_token(own);
+        for other in people.iter().filter(|p| **p != own) {
+            for view in views {
+                for purpose in [None, Some("re-integratie"), Some("bijstand-aanvraag")] {
+                    let r = app
+                        .employee_dossier(&token, purpose, json!({"bsn": other, "view": view}))
+                        .await;
+                    tried += 1;
+                    if r.status().is_success() {
+                        succeeded += 1;
+                    }
+                }
+            }
+        }
+        // The citizen endpoint has no way to name another BSN: it answers for the token's own.
+        let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+        assert_eq!(d["subject"]["bsn"], own);
+    }
+    assert_eq!(tried, 270);
+    assert_eq!(succeeded, 0, "cross-BSN reads must all fail");
+}

@@ -84,6 +84,8 @@ async fn admin_status_needs_the_admin_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    app.me_dossier(&app.citizen_token(crate::helpers::CITIZEN))
+        .await;
     let r = app
         .http
         .get(&url)
@@ -96,4 +98,12 @@ async fn admin_status_needs_the_admin_token() {
     assert_eq!(v["adapters"].as_array().unwrap().len(), 5);
     assert_eq!(v["config"]["version"].as_str().unwrap().len(), 12);
     assert_eq!(v["store"]["writable"], true);
+    let uwv = v["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "uwv-uitkeringen")
+        .unwrap();
+    assert_eq!(uwv["last"]["status"], "ok");
+    assert_eq!(uwv["circuit"], "closed");
 }
