@@ -63,6 +63,8 @@ pub struct Runtime {
     pub config: Arc<Config>,
     pub adapters: BTreeMap<String, Arc<AdapterRuntime>>,
     pub verifier: Verifier,
+    /// Compiled service and life-event rules.
+    pub catalogue: crate::rules::Catalogue,
 }
 
 impl Runtime {
@@ -75,6 +77,7 @@ impl Runtime {
         previous: Option<&Runtime>,
     ) -> Result<Runtime, String> {
         let verifier = Verifier::new(&config.gateway.auth, &config.base_dir)?;
+        let catalogue = crate::rules::Catalogue::build(&config)?;
         let adapters = config
             .adapters
             .iter()
@@ -101,6 +104,7 @@ impl Runtime {
             config: Arc::new(config),
             adapters,
             verifier,
+            catalogue,
         })
     }
 }

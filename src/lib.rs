@@ -33,6 +33,7 @@ pub mod mapping;
 pub mod metrics;
 pub mod reload;
 pub mod resilience;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod trace;

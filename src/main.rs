@@ -186,14 +186,16 @@ fn main() -> std::process::ExitCode {
 async fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Check { config } => match Config::load(&config) {
+        Cmd::Check { config } => match Config::load_with_env(&config, &demo::tool_env()) {
             Ok(c) => {
                 println!(
-                    "{}: ok ({} adapters, {} views, {} sections; config version {})",
+                    "{}: ok ({} adapters, {} views, {} sections, {} services, {} themes; config version {})",
                     config.display(),
                     c.adapters.len(),
                     c.gateway.views.len(),
                     c.gateway.sections.len(),
+                    c.gateway.services.len(),
+                    c.gateway.themes.len(),
                     c.version
                 );
                 Ok(())
@@ -215,13 +217,8 @@ async fn real_main() -> Result<()> {
             org,
             ttl,
         } => {
-            // The demo config's other variables (agencies URL, key hashes) do not matter for
-            // minting; supply them the way the demo does, from the exported secret.
-            let secret = std::env::var("KETENPORTAAL_DEMO_SECRET").unwrap_or_default();
-            let agencies = std::env::var("KETENPORTAAL_AGENCIES")
-                .unwrap_or_else(|_| "http://127.0.0.1:9".into());
-            let fallback = demo::demo_env(agencies, secret);
-            let c = load(&config, &|k| std::env::var(k).ok().or_else(|| fallback(k)))?;
+            let env = demo::tool_env();
+            let c = load(&config, &env)?;
             let key = c
                 .gateway
                 .auth

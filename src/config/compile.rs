@@ -596,6 +596,31 @@ fn compile_adapter(
     })
 }
 
+/// What rules may refer to: sections and the fields adapters map into them.
+pub fn vocabulary(
+    gw: &GatewayConfig,
+    adapters: &BTreeMap<String, Arc<AdapterSpec>>,
+) -> crate::rules::Vocabulary {
+    let mut v = crate::rules::Vocabulary::default();
+    for (name, def) in &gw.sections {
+        v.fields.entry(name.clone()).or_default();
+        if def.kind == SectionKind::List {
+            v.lists.insert(name.clone());
+        }
+    }
+    for a in adapters.values() {
+        for (sec, m) in &a.def.map {
+            for (f, spec) in &m.fields {
+                v.fields.entry(sec.clone()).or_default().insert(f.clone());
+                if spec.r#type == crate::config::model::FieldType::Date {
+                    v.dates.insert((sec.clone(), f.clone()));
+                }
+            }
+        }
+    }
+    v
+}
+
 fn validate_gateway(
     file: &Path,
     tree: &Node,
@@ -619,6 +644,69 @@ fn validate_gateway(
                 ConfigError::new(file, at(&["tls"]), e)
                     .hint("`tls: {cert: PEM chain, key: PEM private key}`, relative to this file"),
             );
+        }
+    }
+    // Rules: compiled against what the adapters actually map.
+    if all_loaded {
+        let vocab = vocabulary(gw, adapters);
+        let mut rule = |path: [&str; 3], source: &str| {
+            if let Err(problems) = crate::rules::Rule::compile(source, &vocab) {
+                let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
+                for p in problems {
+                    errors.push(
+                        ConfigError::new(file, tree.pos_at(&steps), format!("{}.{}: {p}", path[0], path[1]))
+                            .hint("rules are CEL, e.g. `persoon.leeftijd >= 66` or `uitkeringen.exists(u, u.soort == 'WW')`"),
+                    );
+                }
+            }
+        };
+        for (id, s) in &gw.services {
+            rule(["services", id, "relevant_when"], &s.relevant_when);
+        }
+        for (id, l) in &gw.life_events {
+            rule(["life_events", id, "rule"], &l.rule);
+        }
+    }
+    let service_ids: Vec<String> = gw.services.keys().cloned().collect();
+    for (id, s) in &gw.services {
+        if !gw.organisations.contains_key(&s.organisation) {
+            errors.push(ConfigError::new(
+                file,
+                at(&["services", id, "organisation"]),
+                format!(
+                    "service `{id}`: organisation `{}` is not declared",
+                    s.organisation
+                ),
+            ));
+        }
+    }
+    let mut unknown_service = |path: &[&str], sid: &str| {
+        if !gw.services.contains_key(sid) {
+            errors.push(
+                ConfigError::new(file, at(path), format!("unknown service `{sid}`"))
+                    .hint_opt(closest(sid, &service_ids).map(|c| format!("did you mean `{c}`?"))),
+            );
+        }
+    };
+    for (id, l) in &gw.life_events {
+        for sid in &l.services {
+            unknown_service(&["life_events", id, "services"], sid);
+        }
+    }
+    for (id, t) in &gw.themes {
+        for sid in &t.services {
+            unknown_service(&["themes", id, "services"], sid);
+        }
+    }
+    for (id, t) in &gw.themes {
+        for le in &t.life_events {
+            if !gw.life_events.contains_key(le) {
+                errors.push(ConfigError::new(
+                    file,
+                    at(&["themes", id, "life_events"]),
+                    format!("theme `{id}`: unknown life event `{le}`"),
+                ));
+            }
         }
     }
     let is_sha256 = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());

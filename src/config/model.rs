@@ -146,6 +146,12 @@ pub struct GatewayConfig {
     /// BSNs a partner may use with `POST /v1/adapters/{id}/test` (fictitious test persons
     /// only, never real citizens).
     pub partner_test_bsns: Vec<String>,
+    /// Services that can be taken up, by id.
+    pub services: BTreeMap<String, ServiceDef>,
+    /// Life events detected in a dossier (proactive service), by id.
+    pub life_events: BTreeMap<String, LifeEventDef>,
+    /// Themes (themaportalen): services grouped around a theme or life event, by id.
+    pub themes: BTreeMap<String, ThemeDef>,
 }
 
 impl Default for GatewayConfig {
@@ -175,6 +181,9 @@ impl Default for GatewayConfig {
             ]
             .map(String::from)
             .to_vec(),
+            services: BTreeMap::new(),
+            life_events: BTreeMap::new(),
+            themes: BTreeMap::new(),
         }
     }
 }
@@ -359,6 +368,50 @@ impl Default for CacheConfig {
             max_bytes: ByteSize(256 * 1024 * 1024),
         }
     }
+}
+
+/// A product of an organisation that a citizen can take up.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    pub title: String,
+    /// The owning organisation.
+    pub organisation: String,
+    #[serde(default)]
+    pub description: String,
+    /// CEL rule over the dossier: when is this service relevant for this person?
+    pub relevant_when: String,
+    /// Why it applies; `{section.field}` is filled from the dossier.
+    #[serde(default)]
+    pub reason: String,
+    /// Why it does not apply.
+    #[serde(default)]
+    pub reason_not: String,
+}
+
+/// A life event (levensgebeurtenis) detected by a rule.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifeEventDef {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// CEL rule over the dossier.
+    pub rule: String,
+    /// Services this event makes worth a look.
+    #[serde(default)]
+    pub services: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThemeDef {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub life_events: Vec<String>,
+    pub services: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

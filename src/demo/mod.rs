@@ -1,8 +1,8 @@
 //! Built-in demo: fixture agencies on loopback and the gateway on `config/demo.yaml`.
 //!
 //! The demo config reads the agencies' address from `${KETENPORTAAL_AGENCIES}`, the token
-//! secret from `${KETENPORTAAL_DEMO_SECRET}` and the pseudonymisation key from
-//! `${KETENPORTAAL_PSEUDONYM_KEY}`; [`demo_env`] supplies them without touching the process
+//! secret from `${KETENPORTAAL_DEMO_SECRET}`, the pseudonymisation key from
+//! `${KETENPORTAAL_DEMO_PSEUDONYM_KEY}` and the credential hashes from `${KETENPORTAAL_DEMO_*}`; [`demo_env`] supplies them without touching the process
 //! environment (a fresh random secret per run unless one is exported).
 
 pub mod agencies;
@@ -26,10 +26,9 @@ pub fn demo_env(agencies: String, secret: String) -> impl Fn(&str) -> Option<Str
         "KETENPORTAAL_AGENCIES" => Some(agencies.clone()),
         "KETENPORTAAL_DEMO_SECRET" => Some(secret.clone()),
         // Derived from the token secret: stable within a run, never printed.
-        "KETENPORTAAL_PSEUDONYM_KEY" => Some(
-            std::env::var("KETENPORTAAL_PSEUDONYM_KEY")
-                .unwrap_or_else(|_| format!("pseudoniem-{secret}")),
-        ),
+        "KETENPORTAAL_DEMO_PSEUDONYM_KEY" | "KETENPORTAAL_PSEUDONYM_KEY" => {
+            Some(std::env::var(k).unwrap_or_else(|_| format!("pseudoniem-{secret}")))
+        }
         "KETENPORTAAL_DEMO_ADMIN_SHA256" => {
             Some(crate::credentials::sha256_hex(&demo_key(&secret, "admin")))
         }
@@ -43,6 +42,23 @@ pub fn demo_env(agencies: String, secret: String) -> impl Fn(&str) -> Option<Str
             ))),
             None => std::env::var(k).ok(),
         },
+    }
+}
+
+/// The lookup the CLI tools (`check`, `token`) use: the process environment, and for the demo
+/// config's own variables (`KETENPORTAAL_AGENCIES`, `KETENPORTAAL_DEMO_*`) what the demo would
+/// supply, derived from an exported `KETENPORTAAL_DEMO_SECRET` (or a placeholder, which is
+/// enough to validate). Production variables get no fallback.
+pub fn tool_env() -> impl Fn(&str) -> Option<String> {
+    let secret = std::env::var("KETENPORTAAL_DEMO_SECRET")
+        .unwrap_or_else(|_| "placeholder-secret-for-checking-the-demo-config".into());
+    let agencies =
+        std::env::var("KETENPORTAAL_AGENCIES").unwrap_or_else(|_| "http://127.0.0.1:9".into());
+    let demo = demo_env(agencies, secret);
+    move |k: &str| match std::env::var(k) {
+        Ok(v) => Some(v),
+        Err(_) if k == "KETENPORTAAL_AGENCIES" || k.starts_with("KETENPORTAAL_DEMO_") => demo(k),
+        Err(_) => None,
     }
 }
 

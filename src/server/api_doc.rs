@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "dossier", description = "Citizen and employee access to the Digitaal Klant Dossier"),
         (name = "inzage", description = "Who looked at a dossier"),
         (name = "partners", description = "Chain partners maintain their own adapters"),
+        (name = "themes", description = "Themes and life events evaluated on a dossier"),
         (name = "operations", description = "Health, readiness, metrics, administration")
     )
 )]

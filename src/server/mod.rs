@@ -7,6 +7,7 @@
 pub mod api_doc;
 pub mod listen;
 pub mod problem;
+mod themes;
 
 use std::sync::Arc;
 
@@ -55,6 +56,12 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
+        .routes(routes!(themes::list_themes))
+        .routes(routes!(themes::get_theme))
+        .routes(routes!(themes::me_theme))
+        .routes(routes!(themes::me_life_events))
+        .routes(routes!(themes::employee_theme))
+        .routes(routes!(themes::employee_life_events))
         .split_for_parts();
     let _ = OPENAPI.set(api.to_pretty_json().unwrap_or_default());
     router
@@ -390,7 +397,7 @@ fn dossier_problem(e: DossierError) -> Problem {
     }
 }
 
-fn json(status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response {
     let mut r = (status, body).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -433,6 +440,32 @@ async fn me_dossier_inner(
     headers: &HeaderMap,
     q: MeQuery,
 ) -> Result<(Response, std::time::Duration), Problem> {
+    let sections = q
+        .sections
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    let (resp, _) = citizen_dossier(s, headers, sections).await?;
+    Ok((
+        json(
+            StatusCode::OK,
+            serde_json::to_vec(&resp).unwrap_or_default(),
+        ),
+        resp.upstream_wait,
+    ))
+}
+
+/// A citizen's own dossier through the citizen view (shared by the dossier, theme and
+/// life-event endpoints; every use is audited as a dossier read).
+pub(crate) async fn citizen_dossier(
+    s: &AppState,
+    headers: &HeaderMap,
+    sections: Option<Vec<String>>,
+) -> Result<
+    (
+        crate::gateway::DossierResponse,
+        Arc<crate::gateway::Runtime>,
+    ),
+    Problem,
+> {
     let actor = authenticate(s, headers)?;
     let Actor::Citizen { bsn, .. } = &actor else {
         return Err(Problem::forbidden(
@@ -448,22 +481,14 @@ async fn me_dossier_inner(
         actor,
         bsn,
         view,
-        sections: q
-            .sections
-            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+        sections,
         purpose: None,
         no_cache: false,
         trace: trace_of(headers),
         started_at: chrono::Utc::now(),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    Ok((
-        json(
-            StatusCode::OK,
-            serde_json::to_vec(&resp).unwrap_or_default(),
-        ),
-        resp.upstream_wait,
-    ))
+    Ok((resp, rt))
 }
 
 /// The citizen view: `klant` when it exists, otherwise the first citizen view.
@@ -483,11 +508,11 @@ fn citizen_view(c: &crate::config::Config) -> Option<String> {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DossierBody {
-    bsn: String,
-    view: String,
+pub(crate) struct DossierBody {
+    pub(crate) bsn: String,
+    pub(crate) view: String,
     #[serde(default)]
-    sections: Option<Vec<String>>,
+    pub(crate) sections: Option<Vec<String>>,
 }
 
 /// Parses a JSON body into `T`, with a problem that says what is wrong.
@@ -537,13 +562,36 @@ async fn employee_dossier_inner(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(Response, std::time::Duration), Problem> {
+    let b: DossierBody = parse_body(body)?;
+    let (resp, _) = employee_dossier_for(s, headers, b).await?;
+    Ok((
+        json(
+            StatusCode::OK,
+            serde_json::to_vec(&resp).unwrap_or_default(),
+        ),
+        resp.upstream_wait,
+    ))
+}
+
+/// A client's dossier through an employee view, for a stated purpose (shared by the dossier,
+/// theme and life-event endpoints).
+pub(crate) async fn employee_dossier_for(
+    s: &AppState,
+    headers: &HeaderMap,
+    b: DossierBody,
+) -> Result<
+    (
+        crate::gateway::DossierResponse,
+        Arc<crate::gateway::Runtime>,
+    ),
+    Problem,
+> {
     let actor = authenticate(s, headers)?;
     if matches!(actor, Actor::Citizen { .. }) {
         return Err(Problem::forbidden(
             "citizens read their own dossier at GET /v1/me/dossier",
         ));
     }
-    let b: DossierBody = parse_body(body)?;
     let bsn = parse_bsn("bsn", &b.bsn)?;
     let purpose = headers
         .get("x-purpose")
@@ -573,13 +621,7 @@ async fn employee_dossier_inner(
         started_at: chrono::Utc::now(),
     };
     let resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    Ok((
-        json(
-            StatusCode::OK,
-            serde_json::to_vec(&resp).unwrap_or_default(),
-        ),
-        resp.upstream_wait,
-    ))
+    Ok((resp, rt))
 }
 
 fn credential_problem(e: crate::credentials::CredentialError) -> Problem {

@@ -117,7 +117,7 @@ fn check_accepts_the_shipped_demo_config() {
         .arg(crate::helpers::root().join("config/demo.yaml"))
         .env("KETENPORTAAL_AGENCIES", "http://127.0.0.1:9")
         .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
-        .env("KETENPORTAAL_PSEUDONYM_KEY", crate::helpers::SECRET)
+        .env("KETENPORTAAL_DEMO_PSEUDONYM_KEY", crate::helpers::SECRET)
         .envs(
             [
                 "KETENPORTAAL_DEMO_KEY_UWV_SHA256",
@@ -158,6 +158,48 @@ fn secrets_from_the_environment_are_never_echoed() {
     assert!(!text.contains("zeer-geheime-waarde"), "{text}");
     assert!(
         text.contains("the value from ${GEHEIM} is not valid here (value not shown)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_reports_a_rule_typo_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["config", "adapters"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(crate::helpers::root().join(sub))
+            .unwrap()
+            .flatten()
+        {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let cfg = dir.path().join("config/demo.yaml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("relevant_when: \"persoon.leeftijd >= 66\""))
+        .unwrap()
+        + 1;
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "relevant_when: \"persoon.leeftijd >= 66\"",
+            "relevant_when: \"persoon.leeftjid >= 66\"",
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        text.contains(&format!("config/demo.yaml:{line}:20: services.aow-aanvragen: no adapter maps field `leeftjid` into section `persoon`")),
         "{text}"
     );
 }

@@ -68,7 +68,7 @@ fn the_configuration_reference_names_every_key() {
         .iter()
         .filter(|p| !paths.iter().any(|q| q.starts_with(&format!("{p}."))))
         .filter(|p| {
-            !normalised.contains(&format!("`{p}`")) && !normalised.contains(&format!("`{p}\\"))
+            !normalised.contains(&format!("`{p}`")) && !normalised.contains(&format!("`{p}."))
         })
         .collect();
     assert!(

@@ -13,5 +13,6 @@ mod partners;
 mod registrations;
 mod reload_load;
 mod resilience;
+mod themes;
 mod tls;
 mod yaml_files;

@@ -43,6 +43,12 @@ async fn the_openapi_document_matches_the_routes() {
         ("GET", "/healthz"),
         ("GET", "/readyz"),
         ("GET", "/openapi.json"),
+        ("GET", "/v1/themes"),
+        ("GET", "/v1/themes/{id}"),
+        ("GET", "/v1/me/themes/{id}"),
+        ("GET", "/v1/me/life-events"),
+        ("POST", "/v1/dossiers/themes/{id}"),
+        ("POST", "/v1/dossiers/life-events"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))
