@@ -162,6 +162,51 @@ fn dossier(c: &mut Criterion) {
             serde_json::to_vec(&resp).expect("serialises")
         })
     });
+    // The cache-hit path: five lookups in the moka cache (what a cached dossier does), then
+    // merge, view and serialise.
+    let cache = ketenportaal::cache::SourceCache::new(64 << 20, true);
+    let policy = ketenportaal::cache::Policy {
+        ttl: std::time::Duration::from_secs(3600),
+        stale_if_error: std::time::Duration::ZERO,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let keys: Vec<ketenportaal::cache::CacheKey> = five
+        .iter()
+        .map(|a| ketenportaal::cache::CacheKey {
+            adapter: a.adapter.clone(),
+            version: std::sync::Arc::from("v"),
+            bsn,
+        })
+        .collect();
+    rt.block_on(async {
+        for (k, a) in keys.iter().zip(&five) {
+            let a = (*a).clone();
+            let _ = cache
+                .get_or_fetch(k.clone(), policy, false, async move { Ok(a) })
+                .await;
+        }
+    });
+    group.bench_function("cache_hit_lookup_merge_render_to_vec/5_sources", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let mut hits = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    let (a, _) = cache
+                        .get_or_fetch(k.clone(), policy, false, async {
+                            Err(ketenportaal::adapter::SourceError::Unavailable)
+                        })
+                        .await
+                        .expect("a cache hit");
+                    hits.push(a);
+                }
+                let answers: Vec<&SourceAnswer> = hits.iter().map(|a| a.as_ref()).collect();
+                let resp = respond(&config, view, &wanted, &answers, bsn);
+                serde_json::to_vec(&resp).expect("serialises")
+            })
+        })
+    });
     group.bench_function("uncached_cpu/3_sources", |b| {
         b.iter(|| {
             let answers: Vec<SourceAnswer> = black_box(&three)
