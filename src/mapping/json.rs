@@ -14,14 +14,38 @@ use crate::config::model::{FieldType, SectionMap};
 
 #[derive(Debug, Clone)]
 enum Selector {
-    Pointer(String),
+    /// An RFC 6901 pointer, split and unescaped once when the mapping compiles.
+    Pointer(Vec<String>),
     Path(JsonPath),
+}
+
+/// Follows pre-split pointer tokens.
+fn walk<'a>(mut v: &'a Value, tokens: &[String]) -> Option<&'a Value> {
+    for t in tokens {
+        v = match v {
+            Value::Object(m) => m.get(t)?,
+            Value::Array(a) => {
+                // RFC 6901: an index is digits without a leading zero.
+                if t.is_empty() || (t.len() > 1 && t.starts_with('0')) {
+                    return None;
+                }
+                a.get(t.parse::<usize>().ok()?)?
+            }
+            _ => return None,
+        };
+    }
+    Some(v)
 }
 
 impl Selector {
     fn compile(text: &str) -> Result<Selector, (String, String)> {
         if text.is_empty() || text.starts_with('/') {
-            Ok(Selector::Pointer(text.to_owned()))
+            let tokens = text
+                .split('/')
+                .skip(1)
+                .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                .collect();
+            Ok(Selector::Pointer(tokens))
         } else if text.starts_with('$') {
             JsonPath::parse(text).map(Selector::Path).map_err(|e| {
                 (
@@ -42,14 +66,14 @@ impl Selector {
     /// All nodes selected; a pointer selects at most one.
     fn select<'a>(&self, v: &'a Value) -> Vec<&'a Value> {
         match self {
-            Selector::Pointer(p) => v.pointer(p).into_iter().collect(),
+            Selector::Pointer(p) => walk(v, p).into_iter().collect(),
             Selector::Path(p) => p.query(v).all(),
         }
     }
 
     fn first<'a>(&self, v: &'a Value) -> Option<&'a Value> {
         match self {
-            Selector::Pointer(p) => v.pointer(p),
+            Selector::Pointer(p) => walk(v, p),
             Selector::Path(p) => p.query(v).first(),
         }
     }
@@ -282,6 +306,20 @@ mod tests {
             m.map_bytes(b"<html>", &MapLimits::default()),
             Err(MapError::NotJson(_))
         ));
+    }
+
+    #[test]
+    fn pointers_follow_rfc_6901() {
+        let v: Value = serde_json::from_str(r#"{"a/b": {"m~n": [10, 20]}, "": 1}"#).unwrap();
+        let sel = |p: &str| match Selector::compile(p).unwrap() {
+            Selector::Pointer(t) => walk(&v, &t).cloned(),
+            Selector::Path(_) => None,
+        };
+        assert_eq!(sel("/a~1b/m~0n/1"), Some(serde_json::json!(20)));
+        assert_eq!(sel("/a~1b/m~0n/01"), None);
+        assert_eq!(sel("/"), Some(serde_json::json!(1)));
+        assert_eq!(sel(""), Some(v.clone()));
+        assert_eq!(sel("/nope"), None);
     }
 
     #[test]
