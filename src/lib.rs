@@ -26,6 +26,7 @@ pub mod bsn;
 pub mod cache;
 pub mod config;
 pub mod credentials;
+pub mod delivery;
 pub mod demo;
 pub mod dossier;
 pub mod gateway;

@@ -280,16 +280,36 @@ async fn real_main() -> Result<()> {
             store,
         } => {
             init_logs(&cli.log_format, true);
-            let fixtures = demo::fixtures_dir(&config);
-            let agencies = AgencyServer::start(&fixtures, "127.0.0.1:0".parse()?)
-                .await
-                .with_context(|| {
-                    format!("starting the fixture agencies from {}", fixtures.display())
-                })?;
+            // With KETENPORTAAL_AGENCIES set, the demo uses those agencies instead of starting
+            // its own (a test can then stop and start them independently of the gateway).
+            let (agencies, url) = match std::env::var("KETENPORTAAL_AGENCIES") {
+                Ok(url) => (None, url),
+                Err(_) => {
+                    let fixtures = demo::fixtures_dir(&config);
+                    let a = AgencyServer::start(&fixtures, "127.0.0.1:0".parse()?)
+                        .await
+                        .with_context(|| {
+                            format!("starting the fixture agencies from {}", fixtures.display())
+                        })?;
+                    let url = a.base_url();
+                    (Some(a), url)
+                }
+            };
             let secret = demo::demo_secret();
-            let env: Arc<EnvFn> = Arc::new(demo::demo_env(agencies.base_url(), secret.clone()));
+            let env: Arc<EnvFn> = Arc::new(demo::demo_env(url.clone(), secret.clone()));
             let c = load(&config, &*env)?;
-            run(c, env, listen, store, Some((agencies, secret))).await
+            run(
+                c,
+                env,
+                listen,
+                store,
+                Some(Demo {
+                    _agencies: agencies,
+                    url,
+                    secret,
+                }),
+            )
+            .await
         }
     }
 }
@@ -402,6 +422,14 @@ fn render_report(r: &ketenportaal::store::Report) -> String {
     o
 }
 
+/// What `demo` runs besides the gateway.
+struct Demo {
+    /// The fixture agencies, when the demo started them (kept alive while serving).
+    _agencies: Option<AgencyServer>,
+    url: String,
+    secret: String,
+}
+
 /// An `${ENV}` lookup for config loading.
 type EnvLookup = dyn Fn(&str) -> Option<String>;
 
@@ -460,7 +488,7 @@ async fn run(
     env: Arc<EnvFn>,
     addr: SocketAddr,
     store: Option<PathBuf>,
-    demo: Option<(AgencyServer, String)>,
+    demo: Option<Demo>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -472,7 +500,7 @@ async fn run(
         config.version
     );
     let demo_tokens = match &demo {
-        Some((_, secret)) => Some((
+        Some(Demo { secret, .. }) => Some((
             demo::mint(
                 &config,
                 secret,
@@ -513,8 +541,17 @@ async fn run(
         reloader: Some(reloader.clone()),
     });
     ketenportaal::reload::spawn_triggers(reloader, state.clone());
+    ketenportaal::delivery::spawn(state.clone());
     tracing::info!(address = %local, "Gateway listening ({summary}).");
-    if let (Some((agencies, secret)), Some((citizen, employee))) = (&demo, &demo_tokens) {
+    if let (
+        Some(Demo {
+            url: agencies,
+            secret,
+            ..
+        }),
+        Some((citizen, employee)),
+    ) = (&demo, &demo_tokens)
+    {
         let url = format!("http://{local}");
         println!(
             r#"
@@ -543,7 +580,7 @@ More tokens:  KETENPORTAAL_DEMO_SECRET={secret} cargo run --release -- token --c
 Audit log:    cargo run --release -- audit verify --config config/demo.yaml
 Stop with Ctrl-C.
 "#,
-            agencies = agencies.base_url(),
+            agencies = agencies,
             uwv_key = demo::demo_key(secret, "uwv"),
             admin = demo::demo_key(secret, "admin"),
         );

@@ -104,6 +104,25 @@ CREATE TABLE IF NOT EXISTS processing_log (
     data_subject_id_type      TEXT
 );
 CREATE INDEX IF NOT EXISTS processing_log_trace ON processing_log (trace_id);
+CREATE TABLE IF NOT EXISTS applications (
+    id              TEXT PRIMARY KEY,
+    service         TEXT NOT NULL,
+    organisation    TEXT NOT NULL,
+    bsn             TEXT NOT NULL,
+    actor           TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    data            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    reference       TEXT,
+    reason          TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL,
+    UNIQUE (actor, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS applications_due ON applications (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS applications_bsn ON applications (bsn);
 CREATE TABLE IF NOT EXISTS registrations (
     id            TEXT PRIMARY KEY,
     organisation  TEXT NOT NULL,
@@ -113,6 +132,53 @@ CREATE TABLE IF NOT EXISTS registrations (
     updated_by    TEXT NOT NULL
 );
 ";
+
+/// A citizen's application for a service, as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Application {
+    pub id: String,
+    pub service: String,
+    pub organisation: String,
+    #[serde(skip)]
+    pub bsn: String,
+    #[serde(skip)]
+    pub actor: String,
+    #[serde(skip)]
+    pub idempotency_key: String,
+    pub data: serde_json::Value,
+    /// `received`, then `delivered`, `rejected` or `failed`.
+    pub status: String,
+    pub reference: Option<String>,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    #[serde(skip)]
+    pub next_attempt_at: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const APP_SELECT: &str =
+    "SELECT id, service, organisation, bsn, actor, idempotency_key, data, status, reference,
+    reason, attempts, next_attempt_at, created_at, updated_at FROM applications";
+
+fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Application> {
+    Ok(Application {
+        id: r.get(0)?,
+        service: r.get(1)?,
+        organisation: r.get(2)?,
+        bsn: r.get(3)?,
+        actor: r.get(4)?,
+        idempotency_key: r.get(5)?,
+        data: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+        status: r.get(7)?,
+        reference: r.get(8)?,
+        reason: r.get(9)?,
+        attempts: r.get(10)?,
+        next_attempt_at: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
 
 fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
     let mut h = Sha256::new();
@@ -286,6 +352,84 @@ impl AuditStore {
         self.read(move |c| {
             c.execute("DELETE FROM registrations WHERE id = ?1", [id])
                 .map(|n| n > 0)
+        })
+        .await
+    }
+
+    /// Stores a new application, or returns the one already stored under the same actor and
+    /// idempotency key (`false`). Durable on return.
+    pub async fn insert_application(
+        &self,
+        a: Application,
+    ) -> Result<(Application, bool), StoreError> {
+        self.read(move |c| {
+            let n = c.execute(
+                "INSERT INTO applications (id, service, organisation, bsn, actor, idempotency_key, data, status,
+                     reference, reason, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, 0, ?9, ?9, ?9)
+                 ON CONFLICT (actor, idempotency_key) DO NOTHING",
+                params![a.id, a.service, a.organisation, a.bsn, a.actor, a.idempotency_key, a.data.to_string(), a.status, a.created_at],
+            )?;
+            let stored = c.query_row(
+                &format!("{APP_SELECT} WHERE actor = ?1 AND idempotency_key = ?2"),
+                params![a.actor, a.idempotency_key],
+                app_row,
+            )?;
+            Ok((stored, n == 1))
+        })
+        .await
+    }
+
+    pub async fn application(&self, id: String) -> Result<Option<Application>, StoreError> {
+        self.read(move |c| {
+            c.query_row(&format!("{APP_SELECT} WHERE id = ?1"), [id], app_row)
+                .optional()
+        })
+        .await
+    }
+
+    /// Applications of one citizen, newest first.
+    pub async fn applications_of(&self, bsn: Bsn) -> Result<Vec<Application>, StoreError> {
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "{APP_SELECT} WHERE bsn = ?1 ORDER BY created_at DESC"
+            ))?;
+            let rows = st.query_map([bsn.as_str()], app_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Applications waiting for (another) delivery attempt now.
+    pub async fn due_applications(&self, limit: u32) -> Result<Vec<Application>, StoreError> {
+        let now = Utc::now().to_rfc3339();
+        self.read(move |c| {
+            let mut st = c.prepare(&format!(
+                "{APP_SELECT} WHERE status = 'received' AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![now, limit], app_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    /// Records a delivery outcome (status, reference or reason, next attempt).
+    pub async fn update_application(&self, a: Application) -> Result<(), StoreError> {
+        self.read(move |c| {
+            c.execute(
+                "UPDATE applications SET status = ?2, reference = ?3, reason = ?4, attempts = ?5,
+                     next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
+                params![
+                    a.id,
+                    a.status,
+                    a.reference,
+                    a.reason,
+                    a.attempts,
+                    a.next_attempt_at,
+                    Utc::now().to_rfc3339()
+                ],
+            )
+            .map(|_| ())
         })
         .await
     }

@@ -100,6 +100,81 @@ fn substitute(v: &Value, vars: &[(&str, &str)]) -> Value {
     }
 }
 
+/// Looks up a placeholder's value for delivery templates: `bsn`, `application_id`, `service`,
+/// and `data.<property>` from the application's data.
+pub struct Vars<'a> {
+    pub scalars: &'a [(&'a str, &'a str)],
+    pub data: &'a serde_json::Map<String, Value>,
+}
+
+impl Vars<'_> {
+    fn text(&self, name: &str) -> Option<String> {
+        if let Some(p) = name.strip_prefix("data.") {
+            return self.data.get(p).map(|v| match v {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            });
+        }
+        self.scalars
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+fn render_vars(t: &str, vars: &Vars<'_>, escape: fn(&str, &mut String)) -> String {
+    let mut out = String::with_capacity(t.len() + 16);
+    let mut rest = t;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(j) = after.find("}}") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        if let Some(v) = vars.text(after[..j].trim()) {
+            escape(&v, &mut out);
+        }
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An XML delivery template with XML-escaped values.
+pub fn render_xml_vars(t: &str, vars: &Vars<'_>) -> String {
+    render_vars(t, vars, xml_escape)
+}
+
+/// A JSON delivery body. A string leaf that is exactly `{{data.x}}` takes the value with its
+/// JSON type; other placeholders are substituted as text.
+pub fn render_json_vars(body: &Value, vars: &Vars<'_>) -> String {
+    fn sub(v: &Value, vars: &Vars<'_>) -> Value {
+        match v {
+            Value::String(s) => {
+                let t = s.trim();
+                if let Some(name) = t.strip_prefix("{{").and_then(|r| r.strip_suffix("}}"))
+                    && !name.contains("{{")
+                    && let Some(p) = name.trim().strip_prefix("data.")
+                {
+                    return vars.data.get(p).cloned().unwrap_or(Value::Null);
+                }
+                Value::String(render_vars(s, vars, verbatim))
+            }
+            Value::Array(a) => Value::Array(a.iter().map(|i| sub(i, vars)).collect()),
+            Value::Object(o) => {
+                Value::Object(o.iter().map(|(k, v)| (k.clone(), sub(v, vars))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    match body {
+        Value::String(t) => render_vars(t, vars, json_escape),
+        v => sub(v, vars).to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

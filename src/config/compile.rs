@@ -596,6 +596,18 @@ fn compile_adapter(
     })
 }
 
+/// Schemas may not fetch anything: a `$ref` to a remote document is refused.
+pub struct NoRemote;
+
+impl jsonschema::Retrieve for NoRemote {
+    fn retrieve(
+        &self,
+        uri: &jsonschema::Uri<String>,
+    ) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+        Err(format!("remote references are not allowed ({uri})").into())
+    }
+}
+
 /// What rules may refer to: sections and the fields adapters map into them.
 pub fn vocabulary(
     gw: &GatewayConfig,
@@ -665,6 +677,71 @@ fn validate_gateway(
         }
         for (id, l) in &gw.life_events {
             rule(["life_events", id, "rule"], &l.rule);
+        }
+    }
+    for (id, svc) in &gw.services {
+        let Some(app) = &svc.application else {
+            continue;
+        };
+        let pos = at(&["services", id, "application"]);
+        let validator = jsonschema::options()
+            .with_retriever(NoRemote)
+            .build(&app.schema);
+        if let Err(e) = &validator {
+            errors.push(
+                ConfigError::new(file, at(&["services", id, "application", "schema"]), format!("service `{id}`: the schema is not valid JSON Schema: {e}"))
+                    .hint("write a JSON Schema (2020-12) in YAML: `{type: object, required: [...], properties: {...}}`"),
+            );
+        }
+        let d = &app.delivery;
+        let org = gw.organisations.get(&svc.organisation);
+        if !(d.endpoint.starts_with("http://") || d.endpoint.starts_with("https://"))
+            && (!d.endpoint.starts_with('/') || org.is_none_or(|o| o.base_url.is_none()))
+        {
+            errors.push(ConfigError::new(file, pos, format!("service `{id}`: delivery endpoint `{}` is neither a URL nor a path under the organisation's base_url", d.endpoint)));
+        }
+        match (d.protocol, &d.soap, &d.rest) {
+            (crate::config::model::Protocol::Soap, None, _) => errors.push(ConfigError::new(
+                file,
+                pos,
+                format!("service `{id}`: soap delivery needs `soap:`"),
+            )),
+            (crate::config::model::Protocol::Rest, _, None) => errors.push(ConfigError::new(
+                file,
+                pos,
+                format!("service `{id}`: rest delivery needs `rest:`"),
+            )),
+            _ => {}
+        }
+        let props: Vec<String> = app
+            .schema
+            .get("properties")
+            .and_then(|p| p.as_object())
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let mut texts: Vec<String> = Vec::new();
+        if let Some(s) = &d.soap {
+            texts.push(s.body.clone());
+        }
+        if let Some(r) = &d.rest {
+            if let Some(b) = &r.body {
+                texts.push(b.to_string());
+            }
+            texts.extend(r.headers.values().cloned());
+        }
+        for t in texts {
+            for name in crate::adapter::template::placeholders(&t) {
+                let ok = ["bsn", "application_id", "service"].contains(&name.as_str())
+                    || name
+                        .strip_prefix("data.")
+                        .is_some_and(|p| props.iter().any(|x| x == p));
+                if !ok {
+                    errors.push(
+                        ConfigError::new(file, pos, format!("service `{id}`: unknown placeholder `{{{{{name}}}}}` in the delivery template"))
+                            .hint(format!("use bsn, application_id, service, or data.<one of: {}>", props.join(", "))),
+                    );
+                }
+            }
         }
     }
     let service_ids: Vec<String> = gw.services.keys().cloned().collect();

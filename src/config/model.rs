@@ -387,6 +387,51 @@ pub struct ServiceDef {
     /// Why it does not apply.
     #[serde(default)]
     pub reason_not: String,
+    /// How the service is taken up: the data asked for, and where it is delivered.
+    #[serde(default)]
+    pub application: Option<ApplicationDef>,
+}
+
+/// Taking up a service: the application's data and its delivery to the owning organisation.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationDef {
+    /// JSON Schema (2020-12) of the application data; no remote `$ref`s.
+    pub schema: serde_json::Value,
+    pub delivery: DeliveryDef,
+}
+
+/// Where and how an application is delivered. Templates may use `{{bsn}}`,
+/// `{{application_id}}`, `{{service}}` and `{{data.<property>}}`; in a JSON body a string that
+/// is exactly one `{{data.x}}` takes the value with its type.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryDef {
+    pub protocol: Protocol,
+    /// Absolute URL, or a path under the organisation's `base_url`.
+    pub endpoint: String,
+    #[serde(default)]
+    pub soap: Option<SoapDef>,
+    #[serde(default)]
+    pub rest: Option<RestDef>,
+    /// Where the organisation's reference (e.g. a zaaknummer) is in its answer: a JSON pointer
+    /// (REST) or an element path below the SOAP Body.
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Attempts before the application is `failed`.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Per attempt.
+    #[serde(default = "default_delivery_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+
+fn default_delivery_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
 }
 
 /// A life event (levensgebeurtenis) detected by a rule.

@@ -685,6 +685,8 @@ struct Shared {
     hits: Mutex<HashMap<String, u64>>,
     /// Per [`Org::index`]: answer 503 when set.
     down: [AtomicBool; 5],
+    /// The organisations' intake of applications.
+    intake: Arc<super::intake::Intake>,
 }
 
 impl Shared {
@@ -722,6 +724,7 @@ impl AgencyServer {
             fixtures,
             hits: Mutex::new(HashMap::new()),
             down: Default::default(),
+            intake: Arc::default(),
         });
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
@@ -748,6 +751,11 @@ impl AgencyServer {
     /// `http://127.0.0.1:PORT`, without a trailing slash.
     pub fn base_url(&self) -> String {
         self.base_url.clone()
+    }
+
+    /// The intake of applications (ZGW zaken, toeslagen, UWV DienAanvraagIn).
+    pub fn intake(&self) -> &super::intake::Intake {
+        &self.shared.intake
     }
 
     /// Requests received on exactly this path (any method, any outcome).
@@ -777,17 +785,19 @@ impl Drop for AgencyServer {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
+    let intake = super::intake::router(shared.intake.clone());
     Router::new()
         .route(BRP_PATH, post(brp_personen))
         .route(STUF_BG_PATH, post(stuf_bg))
         .route(UWV_PATH, post(uwv_uitkeringen))
         .route(SVB_PATH, post(svb_regelingen))
         .route(TOESLAGEN_PATH, post(toeslagen_zoek))
+        .with_state(shared.clone())
+        .merge(intake)
         .fallback(not_found)
         // Outermost: every request is counted, whatever its outcome (404 and 503 included).
         .layer(middleware::from_fn_with_state(shared.clone(), count_hit))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
-        .with_state(shared)
 }
 
 async fn count_hit(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {

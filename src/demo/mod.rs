@@ -6,6 +6,7 @@
 //! environment (a fresh random secret per run unless one is exported).
 
 pub mod agencies;
+pub mod intake;
 
 use std::path::Path;
 

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         (name = "inzage", description = "Who looked at a dossier"),
         (name = "partners", description = "Chain partners maintain their own adapters"),
         (name = "themes", description = "Themes and life events evaluated on a dossier"),
+        (name = "applications", description = "Taking up services: applications delivered durably to the owning organisation"),
         (name = "operations", description = "Health, readiness, metrics, administration")
     )
 )]

@@ -5,6 +5,7 @@
 //! citizen's comes from the token, an employee sends it in a POST body.
 
 pub mod api_doc;
+mod applications;
 pub mod listen;
 pub mod problem;
 mod themes;
@@ -56,6 +57,9 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(openapi_json))
+        .routes(routes!(applications::me_apply))
+        .routes(routes!(applications::employee_apply))
+        .routes(routes!(applications::get_application))
         .routes(routes!(themes::list_themes))
         .routes(routes!(themes::get_theme))
         .routes(routes!(themes::me_theme))
@@ -225,7 +229,7 @@ async fn audit_log_read(
         .map_err(|e| dossier_problem(DossierError::Audit(e)))
 }
 
-fn no_store() -> Problem {
+pub(crate) fn no_store() -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "no-store",
@@ -233,7 +237,7 @@ fn no_store() -> Problem {
     )
 }
 
-fn store_problem(e: crate::store::StoreError) -> Problem {
+pub(crate) fn store_problem(e: crate::store::StoreError) -> Problem {
     tracing::error!(error = %e, "Access log unreadable.");
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -351,7 +355,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-fn authenticate(s: &AppState, headers: &HeaderMap) -> Result<Actor, Problem> {
+pub(crate) fn authenticate(s: &AppState, headers: &HeaderMap) -> Result<Actor, Problem> {
     let rt = s.gateway.runtime();
     let token = bearer(headers).map_err(|e| Problem::unauthorized(e.to_string()))?;
     rt.verifier.verify(token).map_err(|e| {
@@ -360,7 +364,7 @@ fn authenticate(s: &AppState, headers: &HeaderMap) -> Result<Actor, Problem> {
     })
 }
 
-fn trace_of(headers: &HeaderMap) -> TraceContext {
+pub(crate) fn trace_of(headers: &HeaderMap) -> TraceContext {
     TraceContext::from_header(headers.get("traceparent").and_then(|v| v.to_str().ok()))
 }
 
@@ -373,7 +377,7 @@ fn access_problem(e: AccessError) -> Problem {
     }
 }
 
-fn dossier_problem(e: DossierError) -> Problem {
+pub(crate) fn dossier_problem(e: DossierError) -> Problem {
     match e {
         DossierError::NoSource(d) => Problem::new(
             StatusCode::BAD_GATEWAY,

@@ -224,6 +224,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         store: Some(store.clone()),
         reloader: Some(reloader),
     });
+    ketenportaal::delivery::spawn(state.clone());
     let server_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();

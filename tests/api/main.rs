@@ -1,5 +1,6 @@
 //! Integration tests: the real gateway on a loopback port, real agency servers on loopback.
 
+mod applications;
 mod audit;
 mod check;
 mod demo;

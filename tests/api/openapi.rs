@@ -49,6 +49,9 @@ async fn the_openapi_document_matches_the_routes() {
         ("GET", "/v1/me/life-events"),
         ("POST", "/v1/dossiers/themes/{id}"),
         ("POST", "/v1/dossiers/life-events"),
+        ("POST", "/v1/me/applications"),
+        ("POST", "/v1/dossiers/applications"),
+        ("GET", "/v1/applications/{id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -1,0 +1,282 @@
+//! Taking up services: applications accepted durably (`202` + `Location`), validated against
+//! the service's JSON Schema, idempotent per caller and `Idempotency-Key`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
+};
+use crate::auth::Actor;
+use crate::bsn::Bsn;
+use crate::store::Application;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CitizenApplication {
+    service: String,
+    data: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmployeeApplication {
+    bsn: String,
+    service: String,
+    data: Value,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    let k = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .ok_or_else(|| {
+            Problem::bad_request("send an `Idempotency-Key` header (1 to 200 characters), so a retried submission is not a second application")
+                .param("Idempotency-Key", "required", "missing or too long")
+        })?;
+    Ok(k.to_string())
+}
+
+/// Validates and stores an application, audits it, and answers 202.
+async fn submit(
+    s: &Shared,
+    headers: &HeaderMap,
+    actor: &Actor,
+    bsn: Bsn,
+    service: String,
+    data: Value,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(headers)?;
+    let rt = s.gateway.runtime();
+    let svc = rt.config.gateway.services.get(&service).ok_or_else(|| {
+        Problem::bad_request(format!("unknown service `{service}`")).param(
+            "service",
+            "unknown",
+            "no such service",
+        )
+    })?;
+    let app_def = svc.application.as_ref().ok_or_else(|| {
+        Problem::bad_request(format!("service `{service}` cannot be applied for here")).param(
+            "service",
+            "no-application",
+            "not applicable online",
+        )
+    })?;
+    if let Actor::Employee { organisation, .. } = actor
+        && organisation != &svc.organisation
+    {
+        return Err(Problem::forbidden(format!(
+            "only `{}` may submit applications for `{service}` on a client's behalf",
+            svc.organisation
+        )));
+    }
+    let validator = jsonschema::options()
+        .with_retriever(crate::config::compile::NoRemote)
+        .build(&app_def.schema)
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "schema",
+                "The service's schema is broken",
+            )
+            .detail(e.to_string())
+        })?;
+    let violations: Vec<(String, String)> = validator
+        .iter_errors(&data)
+        .map(|e| {
+            let path = e.instance_path().to_string();
+            (
+                if path.is_empty() {
+                    "data".to_string()
+                } else {
+                    format!("data{path}")
+                },
+                e.to_string(),
+            )
+        })
+        .collect();
+    if !violations.is_empty() {
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-application",
+            "The application data is not valid",
+        )
+        .detail(format!(
+            "{} problem(s) in the application data",
+            violations.len()
+        ));
+        for (name, reason) in violations {
+            p = p.param(&name, "schema", reason);
+        }
+        return Err(p);
+    }
+    let store = s.store.as_ref().ok_or_else(super::no_store)?;
+    let now = chrono::Utc::now().to_rfc3339();
+    let app = Application {
+        id: uuid::Uuid::new_v4().to_string(),
+        service: service.clone(),
+        organisation: svc.organisation.clone(),
+        bsn: bsn.as_str().to_string(),
+        actor: actor.subject().to_string(),
+        idempotency_key: key,
+        data,
+        status: "received".into(),
+        reference: None,
+        reason: None,
+        attempts: 0,
+        next_attempt_at: now.clone(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let (stored, created) = store
+        .insert_application(app)
+        .await
+        .map_err(super::store_problem)?;
+    if created {
+        let trace = trace_of(headers);
+        let t = chrono::Utc::now();
+        let (actor_type, org, roles) = match actor {
+            Actor::Citizen { .. } => ("citizen", None, Vec::new()),
+            Actor::Employee {
+                organisation,
+                roles,
+                ..
+            } => ("employee", Some(organisation.clone()), roles.clone()),
+        };
+        let rec = crate::audit::AccessRecord {
+            kind: "application.submit".into(),
+            started_at: t,
+            time: t,
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            foreign_span_id: trace.parent_span_id,
+            actor_type: actor_type.into(),
+            actor: actor.subject().to_string(),
+            actor_organisation: org,
+            actor_roles: roles,
+            bsn: Some(bsn),
+            view: None,
+            purpose: headers
+                .get("x-purpose")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            processing_activity: None,
+            sections: Vec::new(),
+            sources: Vec::new(),
+            outcome: "accepted".into(),
+            details: Some(json!({"application": stored.id, "service": service})),
+        };
+        store
+            .append(rec)
+            .await
+            .map_err(|e| super::dossier_problem(crate::gateway::DossierError::Audit(e)))?;
+    }
+    let location = format!("/v1/applications/{}", stored.id);
+    let mut r = json_response(
+        StatusCode::ACCEPTED,
+        json!({"id": stored.id, "service": stored.service, "status": stored.status, "location": location}).to_string().into_bytes(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(r)
+}
+
+#[utoipa::path(post, path = "/v1/me/applications", tag = "applications", security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "The same key again returns the same application")),
+    request_body(content = Object, description = "`{service, data}`"),
+    responses((status = 202, description = "Stored; delivered to the organisation in the background"),
+               (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 422, description = "The data does not match the service's schema; every violation listed", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn me_apply(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let actor = authenticate(&s, &headers)?;
+    let Actor::Citizen { bsn, .. } = &actor else {
+        return Err(Problem::forbidden(
+            "employees submit on a client's behalf at POST /v1/dossiers/applications",
+        ));
+    };
+    let bsn = *bsn;
+    let b: CitizenApplication = parse_body(&body)?;
+    submit(&s, &headers, &actor, bsn, b.service, b.data).await
+}
+
+#[utoipa::path(post, path = "/v1/dossiers/applications", tag = "applications", security(("bearer" = [])),
+    params(("Idempotency-Key" = String, Header, description = "The same key again returns the same application"),
+           ("X-Purpose" = String, Header, description = "The purpose of this action")),
+    request_body(content = Object, description = "`{bsn, service, data}`"),
+    responses((status = 202, description = "Stored; delivered in the background"),
+               (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 403, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 422, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn employee_apply(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    let actor = authenticate(&s, &headers)?;
+    if matches!(actor, Actor::Citizen { .. }) {
+        return Err(Problem::forbidden(
+            "citizens apply at POST /v1/me/applications",
+        ));
+    }
+    if headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|p| p.trim().is_empty())
+    {
+        return Err(Problem::forbidden(
+            "state the purpose of this action in the `X-Purpose` header (doelbinding)",
+        ));
+    }
+    let b: EmployeeApplication = parse_body(&body)?;
+    let bsn = parse_bsn("bsn", &b.bsn)?;
+    submit(&s, &headers, &actor, bsn, b.service, b.data).await
+}
+
+#[utoipa::path(get, path = "/v1/applications/{id}", tag = "applications", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Application id")),
+    responses((status = 200, description = "The application and its delivery status"),
+               (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 404, description = "Unknown, or not yours", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn get_application(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let actor = authenticate(&s, &headers)?;
+    let store = s.store.as_ref().ok_or_else(super::no_store)?;
+    let app = store
+        .application(id.clone())
+        .await
+        .map_err(super::store_problem)?;
+    let visible = app.as_ref().is_some_and(|a| match &actor {
+        Actor::Citizen { bsn, .. } => bsn.as_str() == a.bsn,
+        Actor::Employee { organisation, .. } => organisation == &a.organisation,
+    });
+    let Some(app) = app.filter(|_| visible) else {
+        return Err(Problem::not_found(format!(
+            "no application `{id}` of yours"
+        )));
+    };
+    let rt = s.gateway.runtime();
+    let mut v = serde_json::to_value(&app).unwrap_or_default();
+    v["title"] = json!(
+        rt.config
+            .gateway
+            .services
+            .get(&app.service)
+            .map(|s| s.title.clone())
+    );
+    Ok(json_response(StatusCode::OK, v.to_string().into_bytes()))
+}

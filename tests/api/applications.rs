@@ -1,0 +1,222 @@
+//! Taking up services: applications stored before 202, validated, idempotent, delivered to the
+//! owning organisation over REST and SOAP, retried while it is down, exactly once.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{CITIZEN, Options, TestApp, source, spawn_app, spawn_app_with};
+use ketenportaal::demo::intake::{UWV_AANVRAAG_PATH, ZAKEN_PATH};
+
+async fn apply(app: &TestApp, token: &str, key: Option<&str>, body: Value) -> reqwest::Response {
+    let mut r = app
+        .http
+        .post(format!("{}/v1/me/applications", app.url))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(k) = key {
+        r = r.header("Idempotency-Key", k);
+    }
+    r.send().await.unwrap()
+}
+
+fn bijstand() -> Value {
+    json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand", "toelichting": "WW eindigt"}})
+}
+
+/// Polls the application until it leaves `received` (or 10 s pass).
+async fn settled(app: &TestApp, token: &str, location: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let v: Value = app
+            .http
+            .get(format!("{}{location}", app.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "received" || started.elapsed() > Duration::from_secs(10) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_application_is_accepted_then_delivered_over_rest_once_per_key() {
+    let app = spawn_app().await;
+    let token = app.citizen_token(CITIZEN);
+    let r = apply(&app, &token, Some("aanvraag-1"), bijstand()).await;
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["status"], "received");
+    // The same key again: the same application, not a second one.
+    let again: Value = apply(&app, &token, Some("aanvraag-1"), bijstand())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let v = settled(&app, &token, &location).await;
+    assert_eq!(v["status"], "delivered", "{v}");
+    assert!(v["reference"].as_str().unwrap().starts_with("ZAAK-2026-"));
+    assert_eq!(v["title"], "Bijstand (Participatiewet) aanvragen");
+    assert_eq!(app.agencies.intake().distinct(ZAKEN_PATH), 1);
+    // It is in the audit log.
+    let c = rusqlite::Connection::open(app.dir.path().join("audit.sqlite")).unwrap();
+    let n: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM audit_log WHERE kind = 'application.submit'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    // Without a key there is no application.
+    assert_eq!(apply(&app, &token, None, bijstand()).await.status(), 400);
+}
+
+#[tokio::test]
+async fn a_schema_violation_gets_a_422_naming_each_field() {
+    let app = spawn_app().await;
+    let token = app.citizen_token(CITIZEN);
+    let body = json!({"service": "ww-aanvragen", "data": {"laatste_werkdag": "gisteren", "iban": "NL00", "extra": 1}});
+    let r = apply(&app, &token, Some("k"), body).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    let names: Vec<&str> = p["invalidParams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"data/laatste_werkdag"), "{p}");
+    assert!(names.contains(&"data/iban"), "{p}");
+    assert!(
+        names.contains(&"data"),
+        "missing `reden` and the extra property: {p}"
+    );
+    let reasons = p.to_string();
+    assert!(reasons.contains("reden"), "{p}");
+    assert_eq!(
+        app.store
+            .applications_of(ketenportaal::bsn::Bsn::parse(CITIZEN).unwrap())
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn soap_delivery_and_rejection() {
+    let app = spawn_app().await;
+    let token = app.citizen_token("999991772");
+    let ww = json!({"service": "ww-aanvragen", "data": {"laatste_werkdag": "2026-11-30", "reden": "einde-contract", "iban": "NL91ABNA0417164300"}});
+    let r = apply(&app, &token, Some("ww-1"), ww).await;
+    assert_eq!(r.status(), 202);
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let v = settled(&app, &token, &loc).await;
+    assert_eq!(v["status"], "delivered", "{v}");
+    assert!(
+        v["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("UWV-AANV-2026-")
+    );
+    assert_eq!(app.agencies.intake().distinct(UWV_AANVRAAG_PATH), 1);
+    // The organisation refuses: final, with its reason.
+    let refused = json!({"service": "ww-aanvragen", "data": {"laatste_werkdag": "2026-11-30", "reden": "ontslag", "iban": "NL91ABNA0417164300", "toelichting": "WEIGER"}});
+    let r = apply(&app, &token, Some("ww-2"), refused).await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    let v = settled(&app, &token, &loc).await;
+    assert_eq!(v["status"], "rejected");
+    assert_eq!(v["reason"], "De aanvraag is niet ontvankelijk.");
+    // Only the owner (or the owning organisation's employees) can see it.
+    let other = app.citizen_token(CITIZEN);
+    assert_eq!(
+        app.http
+            .get(format!("{}{loc}", app.url))
+            .bearer_auth(other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let uwv = app.employee_token("uwv", &["uwv-werkcoach"]);
+    assert_eq!(
+        app.http
+            .get(format!("{}{loc}", app.url))
+            .bearer_auth(uwv)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let gemeente = app.employee_token("gemeente-utrecht", &["gemeente-consulent"]);
+    assert_eq!(
+        app.http
+            .get(format!("{}{loc}", app.url))
+            .bearer_auth(gemeente)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn delivery_retries_while_the_organisation_is_down_and_invalidates_the_cache() {
+    let app = spawn_app_with(Options {
+        cache: true,
+        ..Options::default()
+    })
+    .await;
+    let token = app.citizen_token(CITIZEN);
+    app.me_dossier(&token).await;
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    assert_eq!(source(&d, "uwv-uitkeringen")["status"], "cached");
+    app.agencies.intake().set_down(true);
+    let r = apply(&app, &token, Some("down-1"), bijstand()).await;
+    let loc = r.headers()["location"].to_str().unwrap().to_string();
+    // Wait for a few failed attempts.
+    let started = Instant::now();
+    loop {
+        let v: Value = app
+            .http
+            .get(format!("{}{loc}", app.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["attempts"].as_u64().unwrap() >= 2 {
+            assert_eq!(v["status"], "received");
+            assert!(v["reason"].as_str().unwrap().contains("503"), "{v}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no retries seen: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.agencies.intake().set_down(false);
+    let v = settled(&app, &token, &loc).await;
+    assert_eq!(v["status"], "delivered", "{v}");
+    assert_eq!(app.agencies.intake().distinct(ZAKEN_PATH), 1);
+    assert!(app.agencies.intake().requests() >= 3);
+    // Delivery dropped the subject's cached answers: the next read goes to the sources.
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
+}
