@@ -596,6 +596,21 @@ fn compile_adapter(
     })
 }
 
+/// The section the gateway fills itself, from its store: the citizen's applications.
+pub const ZAKEN: &str = "zaken";
+/// Its fields.
+pub const ZAKEN_FIELDS: &[&str] = &[
+    "id",
+    "service",
+    "title",
+    "organisation",
+    "status",
+    "open",
+    "reference",
+    "submitted",
+    "updated",
+];
+
 /// Schemas may not fetch anything: a `$ref` to a remote document is refused.
 pub struct NoRemote;
 
@@ -619,6 +634,12 @@ pub fn vocabulary(
         if def.kind == SectionKind::List {
             v.lists.insert(name.clone());
         }
+    }
+    if gw.sections.contains_key(ZAKEN) {
+        v.fields
+            .entry(ZAKEN.to_string())
+            .or_default()
+            .extend(ZAKEN_FIELDS.iter().map(|f| f.to_string()));
     }
     for a in adapters.values() {
         for (sec, m) in &a.def.map {
@@ -932,8 +953,9 @@ fn validate_gateway(
             );
         }
     }
-    // Fields that some adapter maps into each section.
+    // Fields that some adapter maps into each section (and the gateway's own `zaken`).
     let mut fields: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    fields.entry(ZAKEN).or_default().extend(ZAKEN_FIELDS);
     for a in adapters.values() {
         for (sec, m) in &a.def.map {
             fields

@@ -76,6 +76,13 @@ async fn an_application_is_accepted_then_delivered_over_rest_once_per_key() {
         )
         .unwrap();
     assert_eq!(n, 1);
+    // The dossier's `zaken` section shows it, with its status and reference.
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    let zaak = &d["sections"]["zaken"][0];
+    assert_eq!(zaak["id"], first["id"]);
+    assert_eq!(zaak["status"], "delivered");
+    assert_eq!(zaak["reference"], v["reference"]);
+    assert_eq!(source(&d, "ketenportaal")["status"], "ok");
     // Without a key there is no application.
     assert_eq!(apply(&app, &token, None, bijstand()).await.status(), 400);
 }
@@ -219,4 +226,130 @@ async fn delivery_retries_while_the_organisation_is_down_and_invalidates_the_cac
     // Delivery dropped the subject's cached answers: the next read goes to the sources.
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
+}
+
+fn start_gateway(agencies: &str, store: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store)
+        .env("KETENPORTAAL_AGENCIES", agencies)
+        .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
+        .current_dir(crate::helpers::root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim_start().starts_with("gateway") {
+                let _ = tx.send(
+                    line.split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    (
+        child,
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("gateway started"),
+    )
+}
+
+#[tokio::test]
+async fn queued_applications_survive_kill_9_and_arrive_exactly_once() {
+    let agencies = ketenportaal::demo::agencies::AgencyServer::start(
+        &crate::helpers::root().join("fixtures/agencies"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    agencies.intake().set_down(true);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store.sqlite");
+    let (mut gw, url) = start_gateway(&agencies.base_url(), &store);
+    let env = ketenportaal::demo::demo_env(agencies.base_url(), crate::helpers::SECRET.into());
+    let config = ketenportaal::config::Config::load_with_env(
+        &crate::helpers::root().join("config/demo.yaml"),
+        &env,
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let people = [
+        "999993653",
+        "999990019",
+        "999991772",
+        "999992958",
+        "999993847",
+    ];
+    let mut submitted = Vec::new();
+    for (i, bsn) in people.iter().cycle().take(10).enumerate() {
+        let token = ketenportaal::demo::mint(
+            &config,
+            crate::helpers::SECRET,
+            &ketenportaal::demo::citizen(bsn).unwrap(),
+            600,
+        )
+        .unwrap();
+        let body = if i % 2 == 0 {
+            bijstand()
+        } else {
+            json!({"service": "ww-aanvragen", "data": {"laatste_werkdag": "2026-11-30", "reden": "ontslag", "iban": "NL91ABNA0417164300"}})
+        };
+        let r = http
+            .post(format!("{url}/v1/me/applications"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", format!("kill9-{i}"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        submitted.push((token, r.headers()["location"].to_str().unwrap().to_string()));
+    }
+    // The organisations are down: attempts fail and are queued for retry.
+    let started = Instant::now();
+    while agencies.intake().requests() < 10 && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.kill().unwrap(); // SIGKILL, mid-retry
+    gw.wait().unwrap();
+    let (mut gw, url) = start_gateway(&agencies.base_url(), &store);
+    agencies.intake().set_down(false);
+    for (token, loc) in &submitted {
+        let started = Instant::now();
+        loop {
+            let v: Value = http
+                .get(format!("{url}{loc}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if v["status"] == "delivered" {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "not delivered: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    gw.kill().unwrap();
+    gw.wait().unwrap();
+    let intake = agencies.intake();
+    let arrived = intake.distinct(ZAKEN_PATH) + intake.distinct(UWV_AANVRAAG_PATH);
+    eprintln!(
+        "kill -9 with 10 queued applications: {} delivery requests, {arrived} distinct applications arrived",
+        intake.requests()
+    );
+    assert_eq!(arrived, 10, "every application exactly once");
 }
