@@ -85,3 +85,82 @@ async fn the_demo_prints_a_curl_line_that_returns_a_complete_dossier() {
         "brp-personen"
     );
 }
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
+    let app = crate::helpers::spawn_app().await;
+    app.chaos.set(
+        "/uwv/UitkeringenService",
+        crate::helpers::Behaviour::Delay(700),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
+        .arg(dir.path().join("s.sqlite"))
+        .env("KETENPORTAAL_AGENCIES", &app.chaos_url)
+        .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
+        .current_dir(crate::helpers::root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = Kill(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim_start().starts_with("gateway") {
+                let _ = tx.send(
+                    line.split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let token = app.citizen_token(crate::helpers::CITIZEN);
+    let client = reqwest::Client::new();
+    let in_flight = tokio::spawn({
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        async move {
+            client
+                .get(format!("{url}/v1/me/dossier"))
+                .bearer_auth(token)
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // The request that was in flight still gets its full answer.
+    let r = in_flight.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let d: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(d["complete"], true);
+    // And the process ends by itself, cleanly.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "did not stop after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success());
+    assert!(
+        client.get(format!("{url}/healthz")).send().await.is_err(),
+        "no longer accepting"
+    );
+}

@@ -139,6 +139,8 @@ pub struct TestApp {
     pub chaos: Chaos,
     pub state: Arc<AppState>,
     pub store: AuditStore,
+    /// The chaos proxy in front of the agencies: point another gateway here to share them.
+    pub chaos_url: String,
     pub dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -190,7 +192,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     });
 
     let env: Arc<ketenportaal::reload::EnvFn> =
-        Arc::new(demo::demo_env(chaos_url, SECRET.to_string()));
+        Arc::new(demo::demo_env(chaos_url.clone(), SECRET.to_string()));
     let dir = tempfile::tempdir().unwrap();
     let config_file = if opts.copy_config {
         for sub in ["config", "adapters"] {
@@ -244,6 +246,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         chaos,
         state,
         store,
+        chaos_url,
         dir,
         _stop: tx,
     }
