@@ -44,6 +44,50 @@ pub struct AccessRecord {
     pub details: Option<serde_json::Value>,
 }
 
+impl AccessRecord {
+    /// A record of `kind` by `actor` (a citizen or employee; `None` for partners and
+    /// operators, whose fields the caller sets) at this moment, in trace `trace`, about `bsn`.
+    /// Everything else starts empty and outcome `served`.
+    pub fn new(
+        kind: &str,
+        actor: Option<&crate::auth::Actor>,
+        trace: &crate::trace::TraceContext,
+        bsn: Option<Bsn>,
+    ) -> AccessRecord {
+        use crate::auth::Actor;
+        let now = chrono::Utc::now();
+        let (actor_type, organisation, roles) = match actor {
+            Some(Actor::Citizen { .. }) => ("citizen", None, Vec::new()),
+            Some(Actor::Employee {
+                organisation,
+                roles,
+                ..
+            }) => ("employee", Some(organisation.clone()), roles.clone()),
+            None => ("partner", None, Vec::new()),
+        };
+        AccessRecord {
+            kind: kind.to_string(),
+            started_at: now,
+            time: now,
+            trace_id: trace.trace_id.clone(),
+            span_id: trace.span_id.clone(),
+            foreign_span_id: trace.parent_span_id.clone(),
+            actor_type: actor_type.to_string(),
+            actor: actor.map(|a| a.subject().to_string()).unwrap_or_default(),
+            actor_organisation: organisation,
+            actor_roles: roles,
+            bsn,
+            view: None,
+            purpose: None,
+            processing_activity: None,
+            sections: Vec::new(),
+            sources: Vec::new(),
+            outcome: "served".into(),
+            details: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("the audit record could not be written: {0}")]
 pub struct AuditError(pub String);

@@ -338,43 +338,21 @@ impl Gateway {
             }
         }
 
-        let mut record = AccessRecord {
-            kind: "dossier.read".into(),
-            started_at: req.started_at,
-            time: Utc::now(),
-            trace_id: req.trace.trace_id.clone(),
-            span_id: req.trace.span_id.clone(),
-            foreign_span_id: req.trace.parent_span_id.clone(),
-            actor_type: match req.actor {
-                Actor::Citizen { .. } => "citizen",
-                Actor::Employee { .. } => "employee",
-            }
-            .into(),
-            actor: req.actor.subject().to_string(),
-            actor_organisation: match &req.actor {
-                Actor::Employee { organisation, .. } => Some(organisation.clone()),
-                Actor::Citizen { .. } => None,
-            },
-            actor_roles: match &req.actor {
-                Actor::Employee { roles, .. } => roles.clone(),
-                Actor::Citizen { .. } => Vec::new(),
-            },
-            bsn: Some(req.bsn),
-            view: Some(req.view.clone()),
-            purpose: req.purpose.clone(),
-            processing_activity: req
-                .purpose
-                .as_ref()
-                .and_then(|p| view.purposes.get(p))
-                .and_then(|p| p.processing_activity.clone()),
-            sections: wanted.iter().map(|s| s.to_string()).collect(),
-            sources: outcomes
-                .iter()
-                .map(|o| (o.report.adapter.clone(), o.report.status.to_string()))
-                .collect(),
-            outcome: String::new(),
-            details: None,
-        };
+        let mut record =
+            AccessRecord::new("dossier.read", Some(&req.actor), &req.trace, Some(req.bsn));
+        record.started_at = req.started_at;
+        record.view = Some(req.view.clone());
+        record.purpose = req.purpose.clone();
+        record.processing_activity = req
+            .purpose
+            .as_ref()
+            .and_then(|p| view.purposes.get(p))
+            .and_then(|p| p.processing_activity.clone());
+        record.sections = wanted.iter().map(|s| s.to_string()).collect();
+        record.sources = outcomes
+            .iter()
+            .map(|o| (o.report.adapter.clone(), o.report.status.to_string()))
+            .collect();
 
         if answers.is_empty() && !needed.is_empty() {
             let all_timeouts = outcomes.iter().all(|o| o.timed_out);

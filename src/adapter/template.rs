@@ -27,6 +27,23 @@ pub fn placeholders(t: &str) -> Vec<String> {
 }
 
 fn render(t: &str, vars: &[(&str, &str)], escape: fn(&str, &mut String)) -> String {
+    render_with(
+        t,
+        &|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        },
+        escape,
+    )
+}
+
+/// Replaces every `{{name}}` with `lookup(name)`, escaped; unknown names become empty.
+fn render_with(
+    t: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    escape: fn(&str, &mut String),
+) -> String {
     let mut out = String::with_capacity(t.len() + 16);
     let mut rest = t;
     while let Some(i) = rest.find("{{") {
@@ -36,9 +53,8 @@ fn render(t: &str, vars: &[(&str, &str)], escape: fn(&str, &mut String)) -> Stri
             out.push_str(&rest[i..]);
             return out;
         };
-        let name = after[..j].trim();
-        if let Some((_, v)) = vars.iter().find(|(k, _)| *k == name) {
-            escape(v, &mut out);
+        if let Some(v) = lookup(after[..j].trim()) {
+            escape(&v, &mut out);
         }
         rest = &after[j + 2..];
     }
@@ -124,22 +140,7 @@ impl Vars<'_> {
 }
 
 fn render_vars(t: &str, vars: &Vars<'_>, escape: fn(&str, &mut String)) -> String {
-    let mut out = String::with_capacity(t.len() + 16);
-    let mut rest = t;
-    while let Some(i) = rest.find("{{") {
-        out.push_str(&rest[..i]);
-        let after = &rest[i + 2..];
-        let Some(j) = after.find("}}") else {
-            out.push_str(&rest[i..]);
-            return out;
-        };
-        if let Some(v) = vars.text(after[..j].trim()) {
-            escape(&v, &mut out);
-        }
-        rest = &after[j + 2..];
-    }
-    out.push_str(rest);
-    out
+    render_with(t, &|name| vars.text(name), escape)
 }
 
 /// An XML delivery template with XML-escaped values.

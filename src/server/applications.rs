@@ -139,39 +139,18 @@ async fn submit(
         .await
         .map_err(super::store_problem)?;
     if created {
-        let trace = trace_of(headers);
-        let t = chrono::Utc::now();
-        let (actor_type, org, roles) = match actor {
-            Actor::Citizen { .. } => ("citizen", None, Vec::new()),
-            Actor::Employee {
-                organisation,
-                roles,
-                ..
-            } => ("employee", Some(organisation.clone()), roles.clone()),
-        };
-        let rec = crate::audit::AccessRecord {
-            kind: "application.submit".into(),
-            started_at: t,
-            time: t,
-            trace_id: trace.trace_id,
-            span_id: trace.span_id,
-            foreign_span_id: trace.parent_span_id,
-            actor_type: actor_type.into(),
-            actor: actor.subject().to_string(),
-            actor_organisation: org,
-            actor_roles: roles,
-            bsn: Some(bsn),
-            view: None,
-            purpose: headers
-                .get("x-purpose")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            processing_activity: None,
-            sections: Vec::new(),
-            sources: Vec::new(),
-            outcome: "accepted".into(),
-            details: Some(json!({"application": stored.id, "service": service})),
-        };
+        let mut rec = crate::audit::AccessRecord::new(
+            "application.submit",
+            Some(actor),
+            &trace_of(headers),
+            Some(bsn),
+        );
+        rec.purpose = headers
+            .get("x-purpose")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        rec.outcome = "accepted".into();
+        rec.details = Some(json!({"application": stored.id, "service": service}));
         store
             .append(rec)
             .await

@@ -192,36 +192,13 @@ async fn audit_log_read(
     let Some(store) = &s.store else {
         return Ok(());
     };
-    let trace = trace_of(headers);
-    let now = chrono::Utc::now();
-    let (actor_type, org, roles) = match actor {
-        Actor::Citizen { .. } => ("citizen", None, Vec::new()),
-        Actor::Employee {
-            organisation,
-            roles,
-            ..
-        } => ("employee", Some(organisation.clone()), roles.clone()),
-    };
-    let rec = crate::audit::AccessRecord {
-        kind: "access-log.read".into(),
-        started_at: now,
-        time: now,
-        trace_id: trace.trace_id.clone(),
-        span_id: trace.span_id.clone(),
-        foreign_span_id: trace.parent_span_id.clone(),
-        actor_type: actor_type.into(),
-        actor: actor.subject().to_string(),
-        actor_organisation: org,
-        actor_roles: roles,
-        bsn: Some(bsn),
-        view: None,
-        purpose,
-        processing_activity: None,
-        sections: Vec::new(),
-        sources: Vec::new(),
-        outcome: "served".into(),
-        details: None,
-    };
+    let mut rec = crate::audit::AccessRecord::new(
+        "access-log.read",
+        Some(actor),
+        &trace_of(headers),
+        Some(bsn),
+    );
+    rec.purpose = purpose;
     store
         .append(rec)
         .await
@@ -840,28 +817,11 @@ async fn audit_change(
     details: serde_json::Value,
 ) -> Result<(), Problem> {
     let Some(store) = &s.store else { return Ok(()) };
-    let trace = trace_of(headers);
-    let now = chrono::Utc::now();
-    let rec = crate::audit::AccessRecord {
-        kind: "adapter.change".into(),
-        started_at: now,
-        time: now,
-        trace_id: trace.trace_id.clone(),
-        span_id: trace.span_id.clone(),
-        foreign_span_id: trace.parent_span_id.clone(),
-        actor_type: "partner".into(),
-        actor: format!("partner:{org}"),
-        actor_organisation: Some(org.to_string()),
-        actor_roles: Vec::new(),
-        bsn: None,
-        view: None,
-        purpose: None,
-        processing_activity: None,
-        sections: Vec::new(),
-        sources: Vec::new(),
-        outcome: "accepted".into(),
-        details: Some(details),
-    };
+    let mut rec = crate::audit::AccessRecord::new("adapter.change", None, &trace_of(headers), None);
+    rec.actor = format!("partner:{org}");
+    rec.actor_organisation = Some(org.to_string());
+    rec.outcome = "accepted".into();
+    rec.details = Some(details);
     store
         .append(rec)
         .await

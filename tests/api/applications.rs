@@ -228,39 +228,6 @@ async fn delivery_retries_while_the_organisation_is_down_and_invalidates_the_cac
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
 }
 
-fn start_gateway(agencies: &str, store: &std::path::Path) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
-        .arg(store)
-        .env("KETENPORTAAL_AGENCIES", agencies)
-        .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
-        .current_dir(crate::helpers::root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim_start().starts_with("gateway") {
-                let _ = tx.send(
-                    line.split_whitespace()
-                        .nth(1)
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    (
-        child,
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("gateway started"),
-    )
-}
-
 #[tokio::test]
 async fn queued_applications_survive_kill_9_and_arrive_exactly_once() {
     let agencies = ketenportaal::demo::agencies::AgencyServer::start(
@@ -272,7 +239,16 @@ async fn queued_applications_survive_kill_9_and_arrive_exactly_once() {
     agencies.intake().set_down(true);
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.sqlite");
-    let (mut gw, url) = start_gateway(&agencies.base_url(), &store);
+    let env_vars = [
+        ("KETENPORTAAL_AGENCIES", agencies.base_url()),
+        (
+            "KETENPORTAAL_DEMO_SECRET",
+            crate::helpers::SECRET.to_string(),
+        ),
+    ];
+    let env_vars: Vec<(&str, &str)> = env_vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut gw = crate::helpers::start_demo(&store, None, &env_vars);
+    let url = gw.url.clone();
     let env = ketenportaal::demo::demo_env(agencies.base_url(), crate::helpers::SECRET.into());
     let config = ketenportaal::config::Config::load_with_env(
         &crate::helpers::root().join("config/demo.yaml"),
@@ -317,9 +293,9 @@ async fn queued_applications_survive_kill_9_and_arrive_exactly_once() {
     while agencies.intake().requests() < 10 && started.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    gw.kill().unwrap(); // SIGKILL, mid-retry
-    gw.wait().unwrap();
-    let (mut gw, url) = start_gateway(&agencies.base_url(), &store);
+    gw.kill(); // SIGKILL, mid-retry
+    let mut gw = crate::helpers::start_demo(&store, None, &env_vars);
+    let url = gw.url.clone();
     agencies.intake().set_down(false);
     for (token, loc) in &submitted {
         let started = Instant::now();
@@ -343,8 +319,7 @@ async fn queued_applications_survive_kill_9_and_arrive_exactly_once() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    gw.kill().unwrap();
-    gw.wait().unwrap();
+    gw.kill();
     let intake = agencies.intake();
     let arrived = intake.distinct(ZAKEN_PATH) + intake.distinct(UWV_AANVRAAG_PATH);
     eprintln!(

@@ -1,48 +1,13 @@
 //! The README's demo command: the real binary, its printed curl line, a complete dossier.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn the_demo_prints_a_curl_line_that_returns_a_complete_dossier() {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
-        .arg(dir.path().join("demo.sqlite"))
-        .current_dir(crate::helpers::root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Kill(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let started = Instant::now();
-    let mut curl = None;
-    while curl.is_none() && started.elapsed() < Duration::from_secs(60) {
-        if let Ok(line) = rx.recv_timeout(Duration::from_secs(1))
-            && line.contains("/v1/me/dossier")
-        {
-            curl = Some(line);
-        }
-    }
-    let curl = curl.expect("the demo printed a citizen curl line");
+    let demo = crate::helpers::start_demo(&dir.path().join("demo.sqlite"), None, &[]);
+    let curl = demo.citizen_curl.clone();
     // curl -s http://127.0.0.1:PORT/v1/me/dossier -H "Authorization: Bearer TOKEN"
     let url = curl
         .split_whitespace()
@@ -94,32 +59,15 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
         crate::helpers::Behaviour::Delay(700),
     );
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
-        .arg(dir.path().join("s.sqlite"))
-        .env("KETENPORTAAL_AGENCIES", &app.chaos_url)
-        .env("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET)
-        .current_dir(crate::helpers::root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut child = Kill(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim_start().starts_with("gateway") {
-                let _ = tx.send(
-                    line.split_whitespace()
-                        .nth(1)
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    let url = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let mut demo = crate::helpers::start_demo(
+        &dir.path().join("s.sqlite"),
+        None,
+        &[
+            ("KETENPORTAAL_AGENCIES", app.chaos_url.as_str()),
+            ("KETENPORTAAL_DEMO_SECRET", crate::helpers::SECRET),
+        ],
+    );
+    let url = demo.url.clone();
     let token = app.citizen_token(crate::helpers::CITIZEN);
     let client = reqwest::Client::new();
     let in_flight = tokio::spawn({
@@ -133,7 +81,7 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
         }
     });
     tokio::time::sleep(Duration::from_millis(250)).await;
-    let pid = child.0.id().to_string();
+    let pid = demo.child.id().to_string();
     assert!(
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -149,7 +97,7 @@ async fn sigterm_drains_in_flight_requests_and_stops_accepting() {
     // And the process ends by itself, cleanly.
     let started = Instant::now();
     let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
+        if let Some(s) = demo.child.try_wait().unwrap() {
             break s;
         }
         assert!(

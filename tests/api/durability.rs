@@ -1,8 +1,6 @@
 //! kill -9 during a burst of dossier reads loses no audit record for any answer a client got.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,37 +8,14 @@ use std::time::{Duration, Instant};
 async fn kill_9_during_a_burst_loses_no_record_of_an_answered_read() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("audit.sqlite");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&db)
-        .current_dir(crate::helpers::root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("/v1/me/dossier") && tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let curl = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("demo started");
-    let url = curl
+    let mut demo = crate::helpers::start_demo(&db, None, &[]);
+    let url = demo
+        .citizen_curl
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap()
         .to_string();
-    let token = curl
-        .split("Bearer ")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches('"')
-        .to_string();
+    let token = demo.citizen_token();
 
     let answered: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     let client = reqwest::Client::new();
@@ -69,8 +44,7 @@ async fn kill_9_during_a_burst_loses_no_record_of_an_answered_read() {
     while answered.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(15) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    demo.kill(); // SIGKILL
     for t in tasks {
         t.await.unwrap();
     }

@@ -301,3 +301,80 @@ pub fn source<'a>(d: &'a serde_json::Value, adapter: &str) -> &'a serde_json::Va
         .find(|s| s["adapter"] == adapter)
         .unwrap_or_else(|| panic!("no source {adapter} in {d}"))
 }
+
+/// The real `ketenportaal demo` binary, started on a free port.
+pub struct DemoProcess {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub url: String,
+    /// The printed curl line for the demo citizen (with its token).
+    pub citizen_curl: String,
+}
+
+impl DemoProcess {
+    /// The citizen token from the printed curl line.
+    pub fn citizen_token(&self) -> String {
+        self.citizen_curl
+            .split("Bearer ")
+            .nth(1)
+            .unwrap_or_default()
+            .trim_end_matches('"')
+            .to_string()
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `ketenportaal demo --listen 127.0.0.1:0 --store STORE [--config CONFIG]` with `env`,
+/// and waits until it prints its gateway URL and citizen curl line.
+pub fn start_demo(
+    store: &std::path::Path,
+    config: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> DemoProcess {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"));
+    cmd.args(["demo", "--listen", "127.0.0.1:0", "--store"])
+        .arg(store);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let mut child = cmd
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut url = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.trim_start().starts_with("gateway") {
+                url = line.split_whitespace().nth(1).map(str::to_string);
+            }
+            if line.contains("/v1/me/dossier") && !line.contains("access-log") {
+                let _ = tx.send((url.clone().unwrap_or_default(), line));
+            }
+        }
+    });
+    let (url, citizen_curl) = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the demo started and printed its curl lines");
+    DemoProcess {
+        child,
+        url,
+        citizen_curl,
+    }
+}

@@ -390,40 +390,6 @@ async fn unchanged_adapters_keep_their_breaker_across_reloads() {
     ));
 }
 
-/// Starts `ketenportaal demo` with a fixed secret and store; returns the child and its URL.
-fn start_demo(store: &std::path::Path, config: &std::path::Path) -> (std::process::Child, String) {
-    use std::io::{BufRead, BufReader};
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--store"])
-        .arg(store)
-        .arg("--config")
-        .arg(config)
-        .env("KETENPORTAAL_DEMO_SECRET", SECRET)
-        .current_dir(root())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim_start().starts_with("gateway") {
-                let _ = tx.send(
-                    line.split_whitespace()
-                        .nth(1)
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("demo started");
-    (child, url)
-}
-
 #[tokio::test]
 async fn a_registration_survives_a_restart_and_sighup_reloads() {
     let dir = tempfile::tempdir().unwrap();
@@ -448,7 +414,9 @@ async fn a_registration_survives_a_restart_and_sighup_reloads() {
     let admin = demo_key(SECRET, "admin");
     let http = reqwest::Client::new();
 
-    let (mut child, url) = start_demo(&store, &config);
+    let env = [("KETENPORTAAL_DEMO_SECRET", SECRET)];
+    let mut child = crate::helpers::start_demo(&store, Some(&config), &env);
+    let url = child.url.clone();
     let r = http
         .put(format!("{url}/v1/adapters/uwv-wia"))
         .header("X-Api-Key", &key)
@@ -457,10 +425,11 @@ async fn a_registration_survives_a_restart_and_sighup_reloads() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 
-    let (mut child, url) = start_demo(&store, &config);
+    let env = [("KETENPORTAAL_DEMO_SECRET", SECRET)];
+    let mut child = crate::helpers::start_demo(&store, Some(&config), &env);
+    let url = child.url.clone();
     let r = http
         .get(format!("{url}/v1/adapters/uwv-wia"))
         .header("X-Api-Key", &key)
@@ -485,7 +454,7 @@ async fn a_registration_survives_a_restart_and_sighup_reloads() {
     let text = std::fs::read_to_string(&svb).unwrap();
     std::fs::write(&svb, text.replace("timeout: 800ms", "timeout: 750ms")).unwrap();
     std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
+        .args(["-HUP", &child.child.id().to_string()])
         .status()
         .unwrap();
     let mut reloaded = false;
@@ -498,8 +467,7 @@ async fn a_registration_survives_a_restart_and_sighup_reloads() {
             break;
         }
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     assert!(
         reloaded,
         "the config version changed after the file change + SIGHUP"
