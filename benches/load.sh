@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# End-to-end load benchmark of ketenportaal (issue "critical-path speed", DESIGN.md §6).
+#
+#   bash benches/load.sh                 # the full run, about 7 minutes after the build
+#   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test
+#   bash benches/load.sh --soak 600      # also soak the memory scenario for 600 s
+#
+# Settings (environment): SECS (10) seconds per measured run, ROUNDS (3) rounds for (a) and
+# B_ROUNDS (= ROUNDS) for (b), CONNS (64) connections for (a), RATE (200) requests/s and
+# DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64) for (c); LOAD_BIN=path skips the build and uses
+# that binary (for repeated runs).
+#
+# It builds the `load` bench in release, then measures side by side:
+#   (a) cached GET /v1/me/dossier: the real gateway (demo config, fixture agencies, cache warm,
+#       TTL 1h, durable SQLite audit store as `serve` runs it) against bare hyper answering the
+#       identical bytes, plus the same gateway with log-only audit to show what durability
+#       costs; closed loop, order rotating per round, medians, the ratio gateway/bare
+#       (bar: >= 0.5), plus server CPU and allocations per request from each server's control
+#       port;
+#   (a') the same cached dossier taken apart in one process (no sockets): µs and allocations
+#       per call of the token check, cache hits, merge + view filter, serialisation, the
+#       whole handler;
+#   (b) uncached fan-out to 3 and to 10 REST sources that answer after 20 ms; open loop at a
+#       fixed rate, latency from the scheduled time (bar: p99 <= slowest source + 2 ms); with
+#       the durable audit store and with log-only audit, and one source called directly as
+#       the reference;
+#   (c) memory: SUBJECTS distinct citizens through the API into a cache of CACHE_MIB; RSS before
+#       and after, the cache's entries and weighted bytes; optionally a soak.
+# Servers run pinned to core 0, the load generator (and the sources of (b) and (c)) to core 1,
+# when `taskset` exists and there are two cores. Everything listens on 127.0.0.1 only, every
+# wait is bounded, and every process started here is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECS=${SECS:-10}
+ROUNDS=${ROUNDS:-3}
+B_ROUNDS=${B_ROUNDS:-$ROUNDS}
+CONNS=${CONNS:-64}
+RATE=${RATE:-200}
+DELAY_MS=${DELAY_MS:-20}
+SUBJECTS=${SUBJECTS:-100000}
+CACHE_MIB=${CACHE_MIB:-64}
+SOAK=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; shift ;;
+        --soak) SOAK=${2:?--soak needs seconds}; shift 2 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [ -n "${LOAD_BIN:-}" ]; then
+    BIN=$LOAD_BIN
+    echo "== using the prebuilt $BIN (LOAD_BIN)"
+else
+    echo "== building the load bench (release)"
+    BUILD_LOG=$(mktemp)
+    if ! cargo bench --bench load --no-run --message-format=json >"$BUILD_LOG"; then
+        rm -f "$BUILD_LOG"
+        echo "build failed" >&2
+        exit 1
+    fi
+    BIN=$(grep -o '"executable":"[^"]*/load-[0-9a-f]*"' "$BUILD_LOG" | tail -n1 | cut -d'"' -f4)
+    rm -f "$BUILD_LOG"
+fi
+if [ -z "$BIN" ] || [ ! -x "$BIN" ]; then
+    echo "cannot find the built load bench" >&2
+    exit 1
+fi
+
+if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
+    PIN_SERVER="taskset -c 0"
+    PIN_CLIENT="taskset -c 1"
+    echo "== servers on core 0, load generator and sources on core 1"
+else
+    PIN_SERVER=""
+    PIN_CLIENT=""
+    echo "== note: taskset missing or one core: processes are not pinned"
+fi
+
+T=$(mktemp -d)
+RESULTS="$T/results.tsv"
+PIDS=()
+
+stop_all() {
+    local p
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]}"; do
+        # Bounded: a server that ignores SIGTERM gets SIGKILL after 2 s.
+        for _ in $(seq 1 20); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    PIDS=()
+}
+cleanup() {
+    stop_all
+    rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+MAX_SECS=$((3600 + SOAK))
+
+# start NAME PIN ARGS...: starts one server, waits (at most 30 s) for its address file.
+start() {
+    local name=$1 pin=$2
+    shift 2
+    rm -f "$T/$name.addr"
+    # $pin is empty or `taskset -c N`: split on purpose.
+    # shellcheck disable=SC2086
+    TMPDIR="$T" $pin "$BIN" "$@" --addr-file "$T/$name.addr" --max-secs "$MAX_SECS" >"$T/$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 1 300); do
+        [ -s "$T/$name.addr" ] && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name did not start:" >&2
+            cat "$T/$name.log" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "$name did not announce itself within 30 s" >&2
+    cat "$T/$name.log" >&2
+    return 1
+}
+api() { sed -n 1p "$T/$1.addr"; }
+
+# generator ARGS...: the load generator on the client core, bounded in time. Run in the
+# background and waited for, so that Ctrl-C reaches the traps at once.
+generator() {
+    # shellcheck disable=SC2086
+    timeout $((1800 + SOAK)) $PIN_CLIENT "$BIN" "$@" --results "$RESULTS" &
+    local pid=$!
+    PIDS+=("$pid")
+    wait "$pid"
+}
+
+echo
+echo "== (a) cached dossier: gateway vs bare hyper"
+start agencies "$PIN_CLIENT" serve-sources --kind fixtures
+start gateway "$PIN_SERVER" serve-gateway --scenario cached --sources "http://$(api agencies)"
+start gateway-log "$PIN_SERVER" serve-gateway --scenario cached --audit log \
+    --sources "http://$(api agencies)"
+start bare "$PIN_SERVER" serve-bare --from-gateway "$T/gateway.addr"
+generator cached --gateway "$T/gateway.addr" --gateway-log "$T/gateway-log.addr" \
+    --bare "$T/bare.addr" --rounds "$ROUNDS" --secs "$SECS" --conns "$CONNS"
+if command -v wrk >/dev/null 2>&1; then
+    TOKEN=$("$BIN" token)
+    for target in bare gateway gateway-log; do
+        # shellcheck disable=SC2086
+        RPS=$(timeout $((SECS + 30)) $PIN_CLIENT wrk -t1 -c"$CONNS" -d"${SECS}s" \
+            -H "Authorization: Bearer $TOKEN" "http://$(api $target)/v1/me/dossier" |
+            awk '/Requests\/sec/ {print $2}')
+        echo "    wrk cross-check, $target: ${RPS:-?} req/s"
+        printf '(a) cached dossier\twrk -t1 -c%s req/s, %s\t%s\t\t\n' "$CONNS" "$target" "${RPS:-?}" >>"$RESULTS"
+    done
+fi
+stop_all
+echo
+echo "== (a') the cached dossier's CPU by stage, in one process"
+generator attribute --iters $((SECS * 2000))
+
+for N in 3 10; do
+    echo
+    echo "== (b) uncached fan-out to $N sources"
+    start sources "$PIN_CLIENT" serve-sources --kind slow --delay-ms "$DELAY_MS"
+    start gateway "$PIN_SERVER" serve-gateway --scenario fanout --n "$N" --sources "http://$(api sources)"
+    start gateway-log "$PIN_SERVER" serve-gateway --scenario fanout --n "$N" --audit log \
+        --sources "http://$(api sources)"
+    generator fanout --gateway "$T/gateway.addr" --gateway-log "$T/gateway-log.addr" \
+        --sources "$T/sources.addr" --n "$N" --rate "$RATE" --secs "$SECS" --rounds "$B_ROUNDS" \
+        --delay-ms "$DELAY_MS"
+    stop_all
+done
+
+echo
+echo "== (c) memory: $SUBJECTS subjects into a $CACHE_MIB MiB cache"
+start synthetic "$PIN_CLIENT" serve-sources --kind synthetic
+start gateway "$PIN_SERVER" serve-gateway --scenario memory --cache-mib "$CACHE_MIB" \
+    --sources "http://$(api synthetic)"
+generator memory --gateway "$T/gateway.addr" --subjects "$SUBJECTS" --cache-mib "$CACHE_MIB" \
+    --soak "$SOAK"
+stop_all
+
+echo
+echo "== summary"
+"$BIN" report --results "$RESULTS"
