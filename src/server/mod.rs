@@ -674,6 +674,19 @@ pub(crate) async fn employee_dossier_for(
     Ok((resp, rt))
 }
 
+/// The organisation a partner request acts for (API key or client-certificate OIN), with the
+/// runtime snapshot the request then uses.
+fn partner_of(
+    s: &AppState,
+    headers: &HeaderMap,
+    cert: Option<&axum::Extension<crate::credentials::ClientCert>>,
+) -> Result<(Arc<crate::gateway::Runtime>, String), Problem> {
+    let rt = s.gateway.runtime();
+    let org = crate::credentials::partner(&rt.config.gateway, headers, cert.map(|c| &c.0))
+        .map_err(credential_problem)?;
+    Ok((rt, org))
+}
+
 fn credential_problem(e: crate::credentials::CredentialError) -> Problem {
     use crate::credentials::CredentialError;
     match e {
@@ -706,10 +719,7 @@ async fn list_adapters(
     headers: HeaderMap,
     cert: Option<axum::Extension<crate::credentials::ClientCert>>,
 ) -> Result<Response, Problem> {
-    let rt = s.gateway.runtime();
-    let org =
-        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
-            .map_err(credential_problem)?;
+    let (rt, org) = partner_of(&s, &headers, cert.as_ref())?;
     let list: Vec<serde_json::Value> = rt
         .adapters
         .values()
@@ -733,10 +743,7 @@ async fn get_adapter(
     cert: Option<axum::Extension<crate::credentials::ClientCert>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, Problem> {
-    let rt = s.gateway.runtime();
-    let org =
-        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
-            .map_err(credential_problem)?;
+    let (rt, org) = partner_of(&s, &headers, cert.as_ref())?;
     let a = rt
         .adapters
         .get(&id)
@@ -846,10 +853,7 @@ async fn put_adapter(
     axum::extract::Path(id): axum::extract::Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let rt = s.gateway.runtime();
-    let org =
-        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
-            .map_err(credential_problem)?;
+    let (_, org) = partner_of(&s, &headers, cert.as_ref())?;
     let reloader = reloader(&s)?;
     let store = s.store.as_ref().ok_or_else(no_store)?;
     let text = std::str::from_utf8(&body)
@@ -954,10 +958,7 @@ async fn delete_adapter(
     cert: Option<axum::Extension<crate::credentials::ClientCert>>,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, Problem> {
-    let rt = s.gateway.runtime();
-    let org =
-        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
-            .map_err(credential_problem)?;
+    let (_, org) = partner_of(&s, &headers, cert.as_ref())?;
     let reloader = reloader(&s)?;
     let store = s.store.as_ref().ok_or_else(no_store)?;
     let _guard = reloader.lock().await;
@@ -1034,10 +1035,7 @@ async fn test_adapter(
     axum::extract::Path(id): axum::extract::Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let rt = s.gateway.runtime();
-    let org =
-        crate::credentials::partner(&rt.config.gateway, &headers, cert.as_ref().map(|c| &c.0))
-            .map_err(credential_problem)?;
+    let (rt, org) = partner_of(&s, &headers, cert.as_ref())?;
     let b: TestBody = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &b.bsn)?;
     if !rt

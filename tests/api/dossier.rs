@@ -433,9 +433,13 @@ async fn bad_tokens_and_bodies_are_refused_clearly() {
         .bearer_auth(&coach)
         .body(vec![b' '; 200 * 1024])
         .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+        .await;
+    // The gateway answers 413 as soon as the body passes the cap; the client may still be
+    // sending and then sees the connection close instead of the answer.
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request() || e.is_body() || e.is_connect(), "{e}"),
+    }
     let r = app
         .http
         .get(format!("{}/v1/nothing", app.url))
