@@ -190,6 +190,33 @@ struct Fixtures {
     toeslagen: HashMap<String, Value>,
 }
 
+/// Fixture dates that must stay "soon" whenever the demo runs are written `{{today+48d}}` (or
+/// `-Nd`) and become ISO dates relative to `today`, so "your WW ends within three months" stays
+/// true for the demo citizen next year too.
+pub fn relative_dates(text: &str, today: chrono::NaiveDate) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("{{today") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 7..];
+        let Some(j) = after.find("}}") else {
+            out.push_str(&rest[i..]);
+            return out;
+        };
+        let spec = &after[..j];
+        let days: Option<i64> = spec
+            .strip_suffix('d')
+            .and_then(|n| n.strip_prefix('+').unwrap_or(n).parse().ok());
+        match days.and_then(|d| today.checked_add_signed(chrono::Duration::days(d))) {
+            Some(d) => out.push_str(&d.format("%Y-%m-%d").to_string()),
+            None => out.push_str(&rest[i..i + 7 + j + 2]),
+        }
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn fixture_error(path: &Path, msg: impl std::fmt::Display) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -243,6 +270,7 @@ impl Fixtures {
                     ));
                 };
                 let text = std::fs::read_to_string(&path).map_err(|e| fixture_error(&path, e))?;
+                let text = relative_dates(&text, chrono::Utc::now().date_naive());
                 fx.add(org, bsn, &text)
                     .map_err(|e| fixture_error(&path, e))?;
             }
@@ -2183,5 +2211,24 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         assert!(refused, "the port still answers after drop");
+    }
+}
+
+#[cfg(test)]
+mod relative_date_tests {
+    use super::relative_dates;
+
+    #[test]
+    fn relative_dates_follow_today() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 28).unwrap();
+        assert_eq!(
+            relative_dates("<e>{{today+48d}}</e>", today),
+            "<e>2027-01-15</e>"
+        );
+        assert_eq!(
+            relative_dates("{{today-1d}} {{today+0d}}", today),
+            "2026-11-27 2026-11-28"
+        );
+        assert_eq!(relative_dates("{{today+xd}}", today), "{{today+xd}}");
     }
 }
