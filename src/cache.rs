@@ -1,8 +1,8 @@
 //! The source-answer cache on the adapter path (moka), before any view filter.
 //!
 //! Keyed by adapter + adapter definition + subject, so one entry serves every view and a
-//! changed adapter never serves answers mapped by its old definition. Entries are weighed by
-//! the bytes of the source answer; the total is bounded by `cache.max_bytes`. Concurrent misses
+//! changed adapter never serves answers mapped by its old definition. Entries are weighed by an
+//! estimate of the memory their mapped records hold; the total is bounded by `cache.max_bytes`. Concurrent misses
 //! for one key make one upstream call (moka's `try_get_with` coalesces). Errors are never
 //! cached. A second, longer-lived map keeps the last good answer for `stale_if_error`.
 
@@ -57,8 +57,7 @@ impl Expiry<CacheKey, Arc<Entry>> for StaleExpiry {
 }
 
 fn weigh(_: &CacheKey, v: &Arc<Entry>) -> u32 {
-    // Mapped records take roughly what the raw answer took; add the fixed overhead.
-    u32::try_from(v.answer.bytes + 512).unwrap_or(u32::MAX)
+    u32::try_from(v.answer.heap_size()).unwrap_or(u32::MAX)
 }
 
 /// Per-adapter cache policy.

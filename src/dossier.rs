@@ -323,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_weighs_the_mapped_records() {
+        let small = answer("a", vec![json!({"soort": "WW"})]);
+        let big = answer(
+            "a",
+            (0..100)
+                .map(|i| json!({"soort": format!("soort-{i}"), "start": "2026-01-01", "bedrag": 10.5}))
+                .collect(),
+        );
+        assert!(small.heap_size() >= 512);
+        // 100 records of 3 fields: at least the fields' own overhead each.
+        assert!(big.heap_size() > 100 * 3 * 96, "{}", big.heap_size());
+        assert!(big.heap_size() > small.heap_size() * 20);
+    }
+
+    #[test]
     fn duplicates_only_across_sources_and_nulls_sort_last() {
         let a = answer(
             "a",

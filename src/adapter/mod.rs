@@ -25,8 +25,45 @@ pub struct SourceAnswer {
     pub organisation: Arc<str>,
     pub fetched_at: DateTime<Utc>,
     pub sections: Sections,
-    /// Size of the raw answer: the cache weighs entries by it.
+    /// Size of the raw answer (reported by `adapter test`; the cache weighs the mapped
+    /// records instead, see [`SourceAnswer::heap_size`]).
     pub bytes: usize,
+}
+
+impl SourceAnswer {
+    /// An estimate of the memory this answer holds (what the cache's byte budget counts): the
+    /// mapped records as they sit in memory, with their map and string overheads, plus the
+    /// entry's fixed costs. It errs high rather than low, so the budget bounds real memory.
+    pub fn heap_size(&self) -> usize {
+        fn value(v: &serde_json::Value) -> usize {
+            match v {
+                serde_json::Value::String(s) => s.len(),
+                serde_json::Value::Array(a) => a.iter().map(|x| 32 + value(x)).sum(),
+                serde_json::Value::Object(o) => {
+                    o.iter().map(|(k, x)| 64 + k.len() + value(x)).sum()
+                }
+                _ => 0,
+            }
+        }
+        let records: usize = self
+            .sections
+            .iter()
+            .map(|(name, recs)| {
+                96 + name.len()
+                    + recs
+                        .iter()
+                        .map(|r| {
+                            48 + r
+                                .iter()
+                                .map(|(k, x)| 96 + k.len() + value(x))
+                                .sum::<usize>()
+                        })
+                        .sum::<usize>()
+            })
+            .sum();
+        // Entry, key, Arcs and moka's own bookkeeping.
+        512 + records
+    }
 }
 
 /// Why a source gave no usable answer.
