@@ -468,9 +468,27 @@ pub(crate) async fn citizen_dossier(
         trace: trace_of(headers),
         started_at: chrono::Utc::now(),
     };
-    let only = req.sections.clone();
+    run_dossier(s, rt, req).await
+}
+
+/// Runs an authorised dossier request and adds the gateway's own `zaken` section when asked.
+async fn run_dossier(
+    s: &AppState,
+    rt: Arc<crate::gateway::Runtime>,
+    req: DossierRequest,
+) -> Result<
+    (
+        crate::gateway::DossierResponse,
+        Arc<crate::gateway::Runtime>,
+    ),
+    Problem,
+> {
+    let wants_zaken = req
+        .sections
+        .as_ref()
+        .is_none_or(|o| o.iter().any(|x| x == "zaken"));
     let mut resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    if only.as_ref().is_none_or(|o| o.iter().any(|x| x == "zaken")) {
+    if wants_zaken {
         add_zaken(s, &rt, &mut resp).await;
     }
     Ok((resp, rt))
@@ -666,12 +684,7 @@ pub(crate) async fn employee_dossier_for(
         trace: trace_of(headers),
         started_at: chrono::Utc::now(),
     };
-    let only = req.sections.clone();
-    let mut resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    if only.as_ref().is_none_or(|o| o.iter().any(|x| x == "zaken")) {
-        add_zaken(s, &rt, &mut resp).await;
-    }
-    Ok((resp, rt))
+    run_dossier(s, rt, req).await
 }
 
 /// The organisation a partner request acts for (API key or client-certificate OIN), with the
