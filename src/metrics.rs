@@ -170,6 +170,19 @@ impl Metrics {
             .inc();
     }
 
+    /// Cache lookups of one adapter so far: (hits, misses, stale answers served).
+    pub fn cache_counts(&self, adapter: &str) -> (u64, u64, u64) {
+        let get = |result: &str| {
+            self.cache_lookups
+                .get_or_create(&AdapterStatus {
+                    adapter: adapter.to_string(),
+                    status: result.to_string(),
+                })
+                .get()
+        };
+        (get("hit"), get("miss"), get("stale"))
+    }
+
     pub fn request(&self, route: &'static str, status: u16, took: Duration, upstream: Duration) {
         let l = RouteLabel {
             route: route.to_string(),

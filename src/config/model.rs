@@ -152,6 +152,8 @@ pub struct GatewayConfig {
     pub life_events: BTreeMap<String, LifeEventDef>,
     /// Themes (themaportalen): services grouped around a theme or life event, by id.
     pub themes: BTreeMap<String, ThemeDef>,
+    /// The reference portal pages under `/portaal/` and the demo sign-in.
+    pub portal: PortalConfig,
 }
 
 impl Default for GatewayConfig {
@@ -184,6 +186,7 @@ impl Default for GatewayConfig {
             services: BTreeMap::new(),
             life_events: BTreeMap::new(),
             themes: BTreeMap::new(),
+            portal: PortalConfig::default(),
         }
     }
 }
@@ -486,6 +489,37 @@ pub struct PartnerCredential {
     pub api_key_sha256: Option<String>,
     #[serde(default)]
     pub client_cert_oin: Option<String>,
+}
+
+/// The reference portals: static pages embedded in the binary that call only the public API.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    /// Serve klantportaal, medewerkersportaal and themaportaal under `/portaal/`.
+    pub enabled: bool,
+    /// The demo sign-in page: anyone who reaches the gateway can get a token for one of
+    /// `demo_accounts` (minted with the first HS256 key). For demos and tests only; never in
+    /// production. `serve` logs a warning at every start while it is on.
+    pub demo_sign_in: bool,
+    /// The accounts the demo sign-in offers: a citizen (`bsn`) or an employee
+    /// (`organisation` + `roles`).
+    pub demo_accounts: Vec<DemoAccount>,
+}
+
+/// One account on the demo sign-in page.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoAccount {
+    /// Short id, used in the sign-in request.
+    pub id: String,
+    /// What the sign-in page shows.
+    pub label: String,
+    /// A citizen's BSN (fictitious test persons only).
+    pub bsn: Option<String>,
+    /// An employee's organisation.
+    pub organisation: Option<String>,
+    /// An employee's roles.
+    pub roles: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

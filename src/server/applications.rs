@@ -87,18 +87,18 @@ async fn submit(
             )
             .detail(e.to_string())
         })?;
-    let violations: Vec<(String, String)> = validator
+    // Each violation is named after the field it concerns (a missing required field too, so a
+    // form can put the message next to its input) and coded with the JSON Schema keyword.
+    let violations: Vec<(String, String, String)> = validator
         .iter_errors(&data)
         .map(|e| {
-            let path = e.instance_path().to_string();
-            (
-                if path.is_empty() {
-                    "data".to_string()
-                } else {
-                    format!("data{path}")
-                },
-                e.to_string(),
-            )
+            let mut path = format!("data{}", e.instance_path());
+            if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind()
+                && let Some(p) = property.as_str()
+            {
+                path = format!("{path}/{p}");
+            }
+            (path, e.kind().keyword().to_string(), e.to_string())
         })
         .collect();
     if !violations.is_empty() {
@@ -111,8 +111,8 @@ async fn submit(
             "{} problem(s) in the application data",
             violations.len()
         ));
-        for (name, reason) in violations {
-            p = p.param(&name, "schema", reason);
+        for (name, code, reason) in violations {
+            p = p.param(&name, &code, reason);
         }
         return Err(p);
     }

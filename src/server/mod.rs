@@ -6,7 +6,9 @@
 
 pub mod api_doc;
 mod applications;
+mod catalogue;
 pub mod listen;
+mod portal;
 pub mod problem;
 mod themes;
 
@@ -17,6 +19,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use serde::Deserialize;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -66,9 +69,21 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .routes(routes!(themes::me_life_events))
         .routes(routes!(themes::employee_theme))
         .routes(routes!(themes::employee_life_events))
+        .routes(routes!(catalogue::list_organisations))
+        .routes(routes!(catalogue::list_views))
+        .routes(routes!(catalogue::get_service))
         .split_for_parts();
     let _ = OPENAPI.set(api.to_pretty_json().unwrap_or_default());
     router
+        // The reference portals and the operator page (not part of the API document).
+        .route("/portaal", get(portal::portal_root))
+        .route("/portaal/", get(portal::portal_index))
+        .route("/portaal/demo/accounts", get(portal::demo_accounts))
+        .route("/portaal/demo/sign-in", post(portal::demo_sign_in))
+        .route("/portaal/{file}", get(portal::portal_file))
+        .route("/admin/", get(portal::admin_page))
+        .route("/admin/admin.js", get(portal::admin_script))
+        .route("/admin/shared/{file}", get(portal::admin_shared))
         .fallback(|| async { Problem::not_found("no such endpoint") })
         // Outermost: every response, errors included, carries the API version.
         .layer(axum::middleware::map_response(api_version))
@@ -789,7 +804,18 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
     };
     let body = serde_json::json!({
         "config": {"file": rt.config.file, "version": rt.config.version},
-        "adapters": rt.adapters.values().map(|a| adapter_summary(a)).collect::<Vec<_>>(),
+        "adapters": rt.adapters.values().map(|a| {
+            let mut v = adapter_summary(a);
+            let (hits, misses, stale) = s.gateway.metrics.cache_counts(a.client.id());
+            let lookups = hits + misses + stale;
+            v["organisation_name"] = serde_json::json!(a.client.spec.organisation_name);
+            v["cache"] = serde_json::json!({
+                "ttl_ms": a.client.spec.def.cache.ttl.0.as_millis() as u64,
+                "hits": hits, "misses": misses, "stale": stale,
+                "hit_ratio": (lookups > 0).then(|| hits as f64 / lookups as f64),
+            });
+            v
+        }).collect::<Vec<_>>(),
         "cache": {"entries": entries, "bytes": bytes, "max_bytes": rt.config.gateway.cache.max_bytes.0},
         "store": store,
         "reload": s.reloader.as_ref().map(|r| r.status()),

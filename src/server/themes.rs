@@ -23,6 +23,7 @@ fn service_summary(rt: &Runtime, id: &str) -> Value {
             "organisation": s.organisation,
             "organisation_name": g.organisations.get(&s.organisation).map(|o| o.name.clone()),
             "description": s.description,
+            "can_apply": s.application.is_some(),
         }),
         None => json!({"id": id}),
     }
