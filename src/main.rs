@@ -518,6 +518,11 @@ async fn run(
         )),
         None => None,
     };
+    if demo.is_none() && config.gateway.portal.demo_sign_in {
+        tracing::warn!(
+            "portal.demo_sign_in is on: anyone who reaches this gateway can sign in as the demo accounts. Never in production."
+        );
+    }
     let store_path = store.unwrap_or_else(|| config.store_path());
     let store = AuditStore::open(&store_path, config.pseudonym_key())
         .with_context(|| format!("opening the store {}", store_path.display()))?;
@@ -557,8 +562,10 @@ async fn run(
             r#"
 ketenportaal demo is running.
 
+  portals   {url}/portaal/   (open in a browser; sign in as a demo citizen or employee)
   gateway   {url}
   agencies  {agencies} (UWV and SVB over SOAP, BRP and Belastingdienst over REST)
+  status    {url}/admin/     (operator page; admin token below)
 
 Citizen 999993653 (klantportaal, view `klant`):
   curl -s {url}/v1/me/dossier -H "Authorization: Bearer {citizen}"

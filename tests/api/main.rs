@@ -11,6 +11,7 @@ mod helpers;
 mod hostile;
 mod openapi;
 mod partners;
+mod portal;
 mod registrations;
 mod reload_load;
 mod resilience;

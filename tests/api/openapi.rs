@@ -52,6 +52,9 @@ async fn the_openapi_document_matches_the_routes() {
         ("POST", "/v1/me/applications"),
         ("POST", "/v1/dossiers/applications"),
         ("GET", "/v1/applications/{id}"),
+        ("GET", "/v1/organisations"),
+        ("GET", "/v1/views"),
+        ("GET", "/v1/services/{id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

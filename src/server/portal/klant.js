@@ -2,7 +2,7 @@
 // answer, and who looked at their data (inzage).
 import {
   api, el, fill, frame, needSignIn, organisations, orgName, problemNotice, renderDossier,
-  sourceNotices, formatMoment, notice, label,
+  sourceNotices, formatMoment, notice, label, SECTION_TITLES,
 } from './portaal.js';
 
 const s = frame('klant.html');
@@ -40,7 +40,7 @@ async function loadAccessLog(names) {
       el('td', {}, e.by === 'u zelf' ? 'U zelf' : `${e.organisation_name || orgName(names, e.organisation)}`),
       el('td', {}, (e.roles || []).join(', ') || '—'),
       el('td', {}, e.purpose_description || e.purpose || '—'),
-      el('td', {}, (e.sections || []).map(label).join(', '))));
+      el('td', {}, (e.sections || []).map((x) => SECTION_TITLES[x] || label(x)).join(', '))));
     fill(box, el('div', { class: 'table-wrap' }, el('table', {},
       el('caption', {}, `De laatste ${entries.length} keer dat uw gegevens zijn ingezien`),
       el('thead', {}, el('tr', {}, ['Wanneer', 'Wie', 'Rol', 'Doel', 'Welke gegevens'].map((h) => el('th', { scope: 'col' }, h)))),

@@ -134,6 +134,7 @@ export function formatValue(field, v) {
   if (v === null || v === undefined || v === '') return '—';
   if (typeof v === 'boolean') return v ? 'ja' : 'nee';
   if (typeof v === 'number' && /^bedrag|inkomen|^toeslag/.test(field)) return euro.format(v);
+  if (typeof v === 'number' && Number.isInteger(v)) return String(v);
   if (typeof v === 'number') return v.toLocaleString('nl-NL');
   if (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(v)) return formatMoment(v);
   if (typeof v === 'string' && /^\d{4}-\d{2}(-\d{2})?$/.test(v)) return formatDate(v);
@@ -235,6 +236,24 @@ function sourceLine(src, names, prefix) {
   return `${prefix || 'Bron'}: ${name}${when}${stale}`;
 }
 
+/** Known fields in a natural reading order; the rest follow alphabetically. */
+const FIELD_ORDER = ['voornamen', 'voorvoegsel', 'geslachtsnaam', 'geboortedatum', 'geslacht',
+  'leeftijd', 'bsn', 'straat', 'huisnummer', 'postcode', 'woonplaats', 'telefoon', 'aow_datum',
+  'soort', 'status', 'ingangsdatum', 'einddatum', 'bedrag_per_maand', 'bedrag', 'jaar',
+  'title', 'organisation', 'reference', 'submitted', 'updated'];
+
+function ordered(rec) {
+  const rank = (k) => { const i = FIELD_ORDER.indexOf(k); return i < 0 ? FIELD_ORDER.length : i; };
+  return Object.entries(rec).filter(([k]) => !k.startsWith('_'))
+    .sort(([a], [b]) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** First letter upper case. */
+export function capital(s) {
+  const t = String(s);
+  return t.charAt(0).toUpperCase() + t.slice(1);
+}
+
 /** Renders every section of a dossier answer into `container`. */
 export function renderDossier(container, dossier, names, opts = {}) {
   const sources = new Map((dossier.sources || []).map((s) => [s.adapter, s]));
@@ -269,8 +288,7 @@ function renderSingle(section, rec, sources, names, conflicts) {
   }
   const prov = rec._provenance || {};
   const dl = el('dl', { class: 'fields' });
-  for (const [field, value] of Object.entries(rec)) {
-    if (field.startsWith('_')) continue;
+  for (const [field, value] of ordered(rec)) {
     const c = conflicts.find((x) => x.section === section && x.field === field && !x.key);
     const src = sources.get(prov[field]);
     const dt = el('dt', { class: c ? 'conflict' : null }, label(field));
@@ -297,17 +315,17 @@ function renderList(section, items, sources, names, conflicts) {
     const src = sources.get(item._source);
     const mine = conflicts.filter((c) => keyMatches(c, item, section));
     const dl = el('dl', { class: 'fields' });
-    for (const [field, value] of Object.entries(item)) {
-      if (field.startsWith('_')) continue;
+    for (const [field, value] of ordered(item)) {
       const c = mine.find((x) => x.field === field);
       let shown = formatValue(field, value);
       if (section === 'zaken' && field === 'status') shown = STATUS_TEXT[value] || shown;
+      if (section === 'zaken' && field === 'organisation') shown = orgName(names, value);
       dl.append(el('dt', { class: c ? 'conflict' : null }, label(field)),
         el('dd', { class: c ? 'conflict' : null, dataset: { field } }, shown,
           c ? el('span', { class: 'conflict-detail' }, conflictText(c, names, sources)) : null));
     }
     const heading = item.soort || item.title || item.service || null;
-    return el('li', { class: 'card' }, heading ? el('h3', {}, formatValue('soort', heading)) : null, dl,
+    return el('li', { class: 'card' }, heading ? el('h3', {}, capital(formatValue('soort', heading))) : null, dl,
       src ? el('p', { class: 'source' }, sourceLine(src, names)) : null);
   }));
 }
@@ -341,7 +359,7 @@ export function frame(current, base = '/portaal/') {
   }
   fill(header, el('div', { class: 'inner' }, el('a', { class: 'brand', href: base }, 'ketenportaal'), nav, who));
   if (s && s.demo && !document.querySelector('.demo-banner')) {
-    header.after(el('div', { class: 'demo-banner' }, el('p', {},
+    header.append(el('div', { class: 'demo-banner' }, el('p', {},
       'Demo-omgeving: fictieve personen en gegevens, aangemeld zonder DigiD of eHerkenning.')));
   }
   return s;
