@@ -15,7 +15,8 @@
 //! - [`credentials`]: partner credentials (hashed API key, client-certificate OIN), admin token.
 //! - [`store`]: the durable store: hash-chained audit log (SQLite, group commit), reports.
 //! - [`audit`]: the access record and the sink it must reach before an answer leaves.
-//! - [`server`]: the HTTP API (axum), problem+json errors.
+//! - [`server`]: the HTTP API (axum), problem+json errors; the reference portals under
+//!   `/portaal/` and the operator page under `/admin/` (static files in `src/server/portal/`).
 //! - [`demo`]: built-in fixture agencies and the one-command demo.
 //! - [`bsn`], [`trace`]: the BSN type (11-proef) and W3C trace context.
 

@@ -49,6 +49,30 @@ async fn the_demo_prints_a_curl_line_that_returns_a_complete_dossier() {
         d["sections"]["persoon"]["_provenance"]["geslachtsnaam"],
         "brp-personen"
     );
+    // The portals the README sends a newcomer to are there, with the demo sign-in.
+    let http = reqwest::Client::new();
+    for page in [
+        "/portaal/",
+        "/portaal/aanmelden.html",
+        "/portaal/klant.html",
+    ] {
+        let r = http
+            .get(format!("{}{page}", demo.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+    }
+    let s: serde_json::Value = http
+        .post(format!("{}/portaal/demo/sign-in", demo.url))
+        .json(&serde_json::json!({"account": "jan"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["actor"], "citizen");
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ function serviceCard(svc) {
   const badge = svc.relevant === undefined ? null
     : el('span', { class: `badge ${relevant ? 'ok' : 'info'}` }, relevant ? 'Past bij uw situatie' : 'Nu waarschijnlijk niet voor u');
   const apply = citizen && svc.can_apply
-    ? el('div', { class: 'actions' }, el('button', { type: 'button', class: relevant ? null : 'secondary', onclick: () => openApplication(svc.id) }, `${svc.title}: aanvragen`))
+    ? el('div', { class: 'actions' }, el('button', { type: 'button', class: relevant ? null : 'secondary', onclick: () => openApplication(svc.id) }, 'Aanvragen', el('span', { class: 'visually-hidden' }, `: ${svc.title}`)))
     : null;
   return el('li', { class: `card service${relevant ? ' relevant' : ''}`, dataset: { service: svc.id, relevant: String(svc.relevant) } },
     el('h3', {}, svc.title), badge,
@@ -78,7 +78,7 @@ async function themes() {
     const { data } = await api('/v1/themes', { token: false });
     fill(list, data.themes.map((t) => el('li', { class: 'card' },
       el('h3', {}, t.title), el('p', {}, t.description),
-      el('button', { type: 'button', class: 'secondary', 'aria-controls': 'thema', onclick: () => openTheme(t.id) }, `Bekijk ${t.title}`))));
+      el('button', { type: 'button', class: 'secondary', 'aria-controls': 'thema', onclick: () => openTheme(t.id) }, 'Bekijk', el('span', { class: 'visually-hidden' }, ` ${t.title}`)))));
   } catch (e) {
     fill(list, el('li', {}, problemNotice(e, 'De thema\'s konden niet worden geladen.')));
   }
