@@ -794,6 +794,9 @@ async fn get_adapter(
 async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
     let rt = s.gateway.runtime();
     crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;
+    // Settle the cache's pending bookkeeping so the figures are current (cheap: it is done
+    // in the background anyway).
+    s.gateway.cache.sync().await;
     let (entries, bytes) = s.gateway.cache.stats();
     let store = match &s.store {
         Some(st) => Some(serde_json::json!({

@@ -315,9 +315,14 @@ async fn themaportaal_application_through_the_generated_form_reaches_delivered()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_status_page_shows_adapters_circuits_and_cache() {
+async fn operator_status_page_shows_adapters_circuits_cache_and_reload_errors() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let app = spawn_app_with(cached()).await;
+    let app = spawn_app_with(Options {
+        cache: true,
+        copy_config: true,
+        ..Options::default()
+    })
+    .await;
     let Some(b) = harness::start(&app.url).await else {
         return;
     };
@@ -348,6 +353,7 @@ async fn operator_status_page_shows_adapters_circuits_and_cache() {
         table.contains("50%"),
         "cache hit ratio after one miss and one hit: {table}"
     );
+    b.wait_text("#config", "5 antwoorden").await;
     let version = b.wait_text("#config-versie", "").await;
     assert_eq!(
         version.trim(),
@@ -356,4 +362,33 @@ async fn operator_status_page_shows_adapters_circuits_and_cache() {
     );
     b.axe("beheer").await;
     b.screenshots("beheer").await;
+
+    // A broken config change: refused, the old config stays, and the page shows why.
+    let file = app.dir.path().join("config/demo.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("deadline: 1500ms", "deadline: 1500ms\nonbekende_sleutel: 1"),
+    )
+    .unwrap();
+    let r = app
+        .http
+        .post(format!("{}/admin/reload", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    b.click("#vernieuw").await;
+    let error = b.wait_text("#reload-fout", "onbekende_sleutel").await;
+    assert!(error.contains("demo.yaml:"), "with its position: {error}");
+    b.wait_text("#meldingen", "de vorige configuratie blijft actief")
+        .await;
+    assert_eq!(
+        b.wait_text("#config-versie", "").await.trim(),
+        app.config.version,
+        "still the old version"
+    );
+    b.axe("beheer-herlaadfout").await;
+    b.screenshots("beheer-herlaadfout").await;
 }

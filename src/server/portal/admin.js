@@ -15,6 +15,13 @@ function badge(text, kind) {
   return el('span', { class: `badge ${kind}` }, text);
 }
 
+function size(b) {
+  const n = (x, d) => x.toLocaleString('nl-NL', { maximumFractionDigits: d });
+  if (b >= 1048576) return `${n(b / 1048576, 1)} MiB`;
+  if (b >= 1024) return `${n(b / 1024, 1)} KiB`;
+  return `${b} bytes`;
+}
+
 function pct(x) {
   return x === null || x === undefined ? '—' : `${(x * 100).toLocaleString('nl-NL', { maximumFractionDigits: 1 })}%`;
 }
@@ -24,11 +31,11 @@ function render(st) {
   const cfg = el('dl', { class: 'fields' },
     el('dt', {}, 'Bestand'), el('dd', {}, st.config.file),
     el('dt', {}, 'Versie'), el('dd', { id: 'config-versie' }, st.config.version),
-    el('dt', {}, 'Cache'), el('dd', {}, `${st.cache.entries} antwoorden, ${(st.cache.bytes / 1048576).toFixed(1)} van ${(st.cache.max_bytes / 1048576).toFixed(0)} MiB`),
+    el('dt', {}, 'Cache'), el('dd', {}, `${st.cache.entries} antwoorden, ${size(st.cache.bytes)} van ${size(st.cache.max_bytes)}`),
     el('dt', {}, 'Opslag'), el('dd', {}, st.store ? `${st.store.path} (${st.store.writable ? 'schrijfbaar' : 'NIET schrijfbaar'})` : 'geen'),
     el('dt', {}, 'Herladen'), el('dd', {}, reload.last_error
       ? badge('mislukt', 'error') : badge('in orde', 'ok'),
-    reload.reloads !== undefined ? ` ${reload.reloads} keer herladen` : '',
+    reload.reloads !== undefined ? ` ${reload.reloads} keer herladen, ${reload.refused || 0} keer geweigerd` : '',
     reload.last_error ? el('pre', { id: 'reload-fout' }, reload.last_error) : null));
   const notes = [];
   if (reload.last_error) notes.push(notice('error', 'De laatste herlaadpoging is mislukt; de vorige configuratie blijft actief.', reload.last_error));
