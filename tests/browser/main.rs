@@ -235,6 +235,24 @@ async fn medewerkersportaal_needs_a_purpose_and_shows_only_the_view_with_conflic
         app.store.counts().await.unwrap().0 > audit_rows,
         "the consult is audited"
     );
+
+    // On request: the client's life events through the same view and purpose.
+    b.click("#resultaat section[aria-labelledby=klant-le-kop] button")
+        .await;
+    let events = b
+        .wait_text(
+            "#klant-gebeurtenissen",
+            "Uw WW-uitkering eindigt binnenkort",
+        )
+        .await;
+    assert!(
+        events.contains("Past bij de situatie van de klant"),
+        "{events}"
+    );
+    assert!(
+        !events.contains("Aanvragen"),
+        "an employee does not apply here: {events}"
+    );
     b.axe("medewerkersportaal").await;
     b.screenshots("medewerkersportaal").await;
 }

@@ -2,7 +2,7 @@
 // (never in a URL) and sees the client's dossier through that view, conflicts highlighted.
 import {
   api, el, fill, frame, needSignIn, organisations, problemNotice, renderDossier, sourceNotices,
-  notice, formatMoment,
+  notice, formatMoment, serviceList,
 } from './portaal.js';
 
 const s = frame('medewerker.html');
@@ -60,6 +60,7 @@ async function consult(ev) {
       el('p', { class: 'muted' }, `Weergave ${data.view}, doel: ${purpose}. Opgehaald ${formatMoment(data.generated_at)}; deze raadpleging is vastgelegd.`),
       notes, body);
     renderDossier(body, data, names, { conflicts: true });
+    body.append(lifeEventsPanel(bsn, viewSel.value, headers));
     document.getElementById('dossier-kop').focus();
   } catch (e) {
     if (e.status === 400 && /bsn/i.test(JSON.stringify(e.problem))) {
@@ -75,6 +76,35 @@ async function consult(ev) {
   } finally {
     resultaat.removeAttribute('aria-busy');
   }
+}
+
+/**
+ * On request only (it is a second consult, audited like the first): the client's life events
+ * through the same view and purpose, with the services that fit and why.
+ */
+function lifeEventsPanel(bsn, view, headers) {
+  const box = el('div', { id: 'klant-gebeurtenissen', 'aria-live': 'polite' });
+  const button = el('button', { type: 'button', class: 'secondary' }, 'Toon levensgebeurtenissen en passende diensten');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    fill(box, el('p', {}, 'Bezig met ophalen…'));
+    try {
+      const { data } = await api('/v1/dossiers/life-events', { json: { bsn, view }, headers });
+      const events = data.life_events || [];
+      fill(box, events.length
+        ? events.map((e) => el('section', { class: 'card', 'aria-labelledby': `kle-${e.id}`, dataset: { lifeEvent: e.id } },
+          el('h3', { id: `kle-${e.id}` }, e.title), el('p', {}, e.description), serviceList(e.services, { client: true })))
+        : el('p', { class: 'muted' }, 'Uit de gegevens in deze weergave blijkt geen levensgebeurtenis.'));
+    } catch (e) {
+      fill(box, problemNotice(e, 'De levensgebeurtenissen konden niet worden opgehaald.'));
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return el('section', { 'aria-labelledby': 'klant-le-kop' },
+    el('h2', { id: 'klant-le-kop' }, 'Levensgebeurtenissen van de klant'),
+    el('p', {}, 'Welke diensten passen bij de situatie van de klant, en waarom. Dit is een nieuwe raadpleging met hetzelfde doel; ook die wordt vastgelegd.'),
+    el('div', { class: 'actions' }, button), box);
 }
 
 async function main() {

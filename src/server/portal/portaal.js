@@ -220,7 +220,13 @@ export function notice(kind, title, text, data) {
 export function problemNotice(e, what) {
   const p = (e && e.problem) || {};
   let title = what || 'Dat lukte niet.';
-  if (e.status === 401) title = 'U bent niet (meer) aangemeld.';
+  if (e.status === 401) {
+    // The token expired or was refused: forget it, and offer the way back in.
+    session.clear();
+    return el('div', { class: 'notice error', role: 'alert' },
+      el('p', {}, el('strong', {}, 'U bent niet (meer) aangemeld.')),
+      el('p', {}, el('a', { href: '/portaal/aanmelden.html' }, 'Opnieuw aanmelden')));
+  }
   else if (e.status === 403) title = 'Geweigerd: u hebt geen toegang tot deze gegevens.';
   else if (e.status === 404) title = 'Niet gevonden.';
   else if (e.status === 502 || e.status === 504) title = 'De organisaties achter het portaal antwoorden nu niet.';
@@ -328,6 +334,34 @@ function renderList(section, items, sources, names, conflicts) {
     return el('li', { class: 'card' }, heading ? el('h3', {}, capital(formatValue('soort', heading))) : null, dl,
       src ? el('p', { class: 'source' }, sourceLine(src, names)) : null);
   }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services (themaportaal, medewerkersportaal)
+
+function serviceCard(svc, { apply, client } = {}) {
+  const relevant = svc.relevant === true;
+  const badge = svc.relevant === undefined ? null
+    : el('span', { class: `badge ${relevant ? 'ok' : 'info'}` }, relevant ? (client ? 'Past bij de situatie van de klant' : 'Past bij uw situatie') : (client ? 'Nu waarschijnlijk niet van toepassing' : 'Nu waarschijnlijk niet voor u'));
+  const button = apply && svc.can_apply
+    ? el('div', { class: 'actions' }, el('button', { type: 'button', class: relevant ? null : 'secondary', onclick: () => apply(svc.id) }, 'Aanvragen', el('span', { class: 'visually-hidden' }, `: ${svc.title}`)))
+    : null;
+  return el('li', { class: `card service${relevant ? ' relevant' : ''}`, dataset: { service: svc.id, relevant: String(svc.relevant) } },
+    el('h3', {}, svc.title), badge,
+    el('p', {}, svc.description),
+    svc.reason ? el('p', { class: 'reason' }, el('strong', {}, 'Waarom: '), svc.reason) : null,
+    el('p', { class: 'source' }, `Aangeboden door ${svc.organisation_name || svc.organisation}`),
+    button);
+}
+
+/**
+ * Services as cards, relevant ones first. `opts.apply(id)` adds an apply button where a service
+ * can be applied for; `opts.client` words it for an employee looking at a client.
+ */
+export function serviceList(services, opts = {}) {
+  // Relevant services first, in the configured order otherwise.
+  const sorted = [...services].sort((a, b) => Number(b.relevant === true) - Number(a.relevant === true));
+  return el('ul', { class: 'plain cards' }, sorted.map((s) => serviceCard(s, opts)));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,34 +3,13 @@
 // and the application's delivery to the owning organisation is followed live.
 import {
   api, el, fill, frame, organisations, problemNotice, sourceNotices, notice, label, newKey,
-  STATUS_TEXT, formatMoment,
+  STATUS_TEXT, formatMoment, serviceList,
 } from './portaal.js';
 
 const s = frame('thema.html');
 const citizen = s && s.actor === 'citizen';
 const meldingen = document.getElementById('meldingen');
 let names = {};
-
-function serviceCard(svc) {
-  const relevant = svc.relevant === true;
-  const badge = svc.relevant === undefined ? null
-    : el('span', { class: `badge ${relevant ? 'ok' : 'info'}` }, relevant ? 'Past bij uw situatie' : 'Nu waarschijnlijk niet voor u');
-  const apply = citizen && svc.can_apply
-    ? el('div', { class: 'actions' }, el('button', { type: 'button', class: relevant ? null : 'secondary', onclick: () => openApplication(svc.id) }, 'Aanvragen', el('span', { class: 'visually-hidden' }, `: ${svc.title}`)))
-    : null;
-  return el('li', { class: `card service${relevant ? ' relevant' : ''}`, dataset: { service: svc.id, relevant: String(svc.relevant) } },
-    el('h3', {}, svc.title), badge,
-    el('p', {}, svc.description),
-    svc.reason ? el('p', { class: 'reason' }, el('strong', {}, 'Waarom: '), svc.reason) : null,
-    el('p', { class: 'source' }, `Aangeboden door ${svc.organisation_name || svc.organisation}`),
-    apply);
-}
-
-function serviceList(services) {
-  // Relevant services first, in the configured order otherwise.
-  const sorted = [...services].sort((a, b) => Number(b.relevant === true) - Number(a.relevant === true));
-  return el('ul', { class: 'plain cards' }, sorted.map(serviceCard));
-}
 
 async function lifeEvents() {
   const box = document.getElementById('gebeurtenissen');
@@ -44,7 +23,7 @@ async function lifeEvents() {
       return;
     }
     fill(box, events.map((e) => el('section', { class: 'card', 'aria-labelledby': `le-${e.id}`, dataset: { lifeEvent: e.id } },
-      el('h3', { id: `le-${e.id}` }, e.title), el('p', {}, e.description), serviceList(e.services))));
+      el('h3', { id: `le-${e.id}` }, e.title), el('p', {}, e.description), serviceList(e.services, { apply: citizen ? openApplication : null }))));
   } catch (e) {
     fill(box, problemNotice(e, 'Uw situatie kon niet worden bekeken.'));
   }
@@ -64,7 +43,7 @@ async function openTheme(id) {
     const parts = [];
     if (citizen) parts.push(sourceNotices(data, names));
     else parts.push(notice('info', 'Meld u aan om te zien welke diensten bij u passen.'));
-    parts.push(serviceList(data.services || []));
+    parts.push(serviceList(data.services || [], { apply: citizen ? openApplication : null }));
     fill(box, parts);
   } catch (e) {
     fill(box, problemNotice(e, 'Dit thema kon niet worden geladen.'));
