@@ -376,7 +376,7 @@ impl Gateway {
             record.outcome = format!("failed: {err}");
             record.time = Utc::now();
             // Even a failed access is an access attempt: audit it, fail closed.
-            self.audit.record(&record).await?;
+            self.audit.record(record).await?;
             return Err(err);
         }
 
@@ -384,7 +384,7 @@ impl Gateway {
         let (sections, conflicts) = dossier::render(&merged, view);
         record.outcome = if complete { "served" } else { "partial" }.into();
         record.time = Utc::now();
-        self.audit.record(&record).await?;
+        self.audit.record(record).await?;
 
         Ok(DossierResponse {
             subject: Subject { bsn: req.bsn },
