@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Timelike, Utc, Weekday};
@@ -82,7 +83,17 @@ pub struct AuditStore {
     tx: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Each citizen's applications as last read: the dossier's `zaken` section asks on every
+    /// read, and this process is the only writer of the table (SQLite is single-instance), so
+    /// every change passes through [`AuditStore::insert_application`] or
+    /// [`AuditStore::update_application`], which drop the subject's entry.
+    applications: moka::future::Cache<Bsn, Arc<Vec<Application>>>,
+    /// Bumped by every application write, so a read that raced a write is not remembered.
+    application_writes: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How many citizens' application lists the store remembers.
+const APPLICATION_LISTS: u64 = 100_000;
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {
@@ -308,6 +319,8 @@ impl AuditStore {
             tx,
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
+            applications: moka::future::Cache::new(APPLICATION_LISTS),
+            application_writes: Arc::default(),
         })
     }
 
@@ -443,13 +456,22 @@ impl AuditStore {
         .await
     }
 
+    /// After a write to `bsn`'s applications: later reads must see it.
+    async fn applications_changed(&self, bsn: &str) {
+        self.application_writes.fetch_add(1, Ordering::SeqCst);
+        if let Ok(bsn) = Bsn::parse(bsn) {
+            self.applications.invalidate(&bsn).await;
+        }
+    }
+
     /// Stores a new application, or returns the one already stored under the same actor and
     /// idempotency key (`false`). Durable on return.
     pub async fn insert_application(
         &self,
         a: Application,
     ) -> Result<(Application, bool), StoreError> {
-        self.read(move |c| {
+        let bsn = a.bsn.clone();
+        let r = self.read(move |c| {
             let n = c.execute(
                 "INSERT INTO applications (id, service, organisation, bsn, actor, idempotency_key, data, status,
                      reference, reason, attempts, next_attempt_at, created_at, updated_at)
@@ -464,7 +486,9 @@ impl AuditStore {
             )?;
             Ok((stored, n == 1))
         })
-        .await
+        .await;
+        self.applications_changed(&bsn).await;
+        r
     }
 
     pub async fn application(&self, id: String) -> Result<Option<Application>, StoreError> {
@@ -477,14 +501,28 @@ impl AuditStore {
 
     /// Applications of one citizen, newest first.
     pub async fn applications_of(&self, bsn: Bsn) -> Result<Vec<Application>, StoreError> {
-        self.read(move |c| {
-            let mut st = c.prepare(&format!(
-                "{APP_SELECT} WHERE bsn = ?1 ORDER BY created_at DESC"
-            ))?;
-            let rows = st.query_map([bsn.as_str()], app_row)?;
-            rows.collect()
-        })
-        .await
+        if let Some(known) = self.applications.get(&bsn).await {
+            return Ok(known.as_ref().clone());
+        }
+        let writes = self.application_writes.load(Ordering::SeqCst);
+        let list: Vec<Application> = self
+            .read(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "{APP_SELECT} WHERE bsn = ?1 ORDER BY created_at DESC"
+                ))?;
+                let rows = st.query_map([bsn.as_str()], app_row)?;
+                rows.collect()
+            })
+            .await?;
+        // Remember it only when no write happened meanwhile; a write that lands between the
+        // check and the insert bumps the counter first, which the second check sees.
+        if self.application_writes.load(Ordering::SeqCst) == writes {
+            self.applications.insert(bsn, Arc::new(list.clone())).await;
+            if self.application_writes.load(Ordering::SeqCst) != writes {
+                self.applications.invalidate(&bsn).await;
+            }
+        }
+        Ok(list)
     }
 
     /// Applications waiting for (another) delivery attempt now.
@@ -502,8 +540,10 @@ impl AuditStore {
 
     /// Records a delivery outcome (status, reference or reason, next attempt).
     pub async fn update_application(&self, a: Application) -> Result<(), StoreError> {
-        self.read(move |c| {
-            c.execute(
+        let bsn = a.bsn.clone();
+        let r = self
+            .read(move |c| {
+                c.execute(
                 "UPDATE applications SET status = ?2, reference = ?3, reason = ?4, attempts = ?5,
                      next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
                 params![
@@ -517,8 +557,10 @@ impl AuditStore {
                 ],
             )
             .map(|_| ())
-        })
-        .await
+            })
+            .await;
+        self.applications_changed(&bsn).await;
+        r
     }
 
     /// Can the store take writes? (readiness)
