@@ -1414,9 +1414,16 @@ async fn cmd_cached(
         }
         if i > 0 {
             let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            // The gateway's own `zaken` source (the store, read on every request) is never a
+            // cached source: only the agencies' answers must be.
             let statuses: Vec<&str> = v["sources"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|s| s["status"].as_str()).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter(|s| s["adapter"] != "ketenportaal")
+                        .filter_map(|s| s["status"].as_str())
+                        .collect()
+                })
                 .unwrap_or_default();
             line.push_str(&format!(", sources {}", statuses.join("/")));
             if statuses.iter().any(|s| *s != "cached") {
@@ -1638,6 +1645,9 @@ struct FanoutOpts {
     delay: Duration,
 }
 
+/// The fan-out bar (issue #3): p99 at most the slowest source plus this many milliseconds.
+const FANOUT_BAR_MS: f64 = 1.0;
+
 async fn cmd_fanout(
     gw_file: &Path,
     gw_log_file: Option<&Path>,
@@ -1778,15 +1788,15 @@ async fn cmd_fanout(
             &s,
             &format!("{name}: p50-{delay_ms:.0} / p99-{delay_ms:.0} ms"),
             format!("{:.2} / {:.2}", p50 - delay_ms, p99 - delay_ms),
-            "p99 <= +2 ms",
-            verdict(p99 - delay_ms <= 2.0),
+            &format!("p99 <= +{FANOUT_BAR_MS} ms"),
+            verdict(p99 - delay_ms <= FANOUT_BAR_MS),
         );
         rows.add(
             &s,
             &format!("{name}: minus direct source p50 / p99 ms"),
             format!("{:.2} / {:.2}", p50 - d50, p99 - d99),
-            "p99 <= +2 ms",
-            verdict(p99 - d99 <= 2.0),
+            &format!("p99 <= +{FANOUT_BAR_MS} ms"),
+            verdict(p99 - d99 <= FANOUT_BAR_MS),
         );
         rows.add(
             &s,

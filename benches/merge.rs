@@ -92,7 +92,8 @@ fn respond(
         purpose: None,
         complete: true,
         generated_at: Utc::now(),
-        sections,
+        rendered: Arc::new(dossier::Rendered::new(sections, conflicts)),
+        own_sections: serde_json::Map::new(),
         sources: answers
             .iter()
             .map(|a| SourceReport {
@@ -105,7 +106,6 @@ fn respond(
                 error: None,
             })
             .collect(),
-        conflicts,
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".to_string(),
         upstream_wait: Duration::ZERO,
     }

@@ -94,14 +94,16 @@ pub struct AuditError(pub String);
 
 /// Where access records go. `record` returns only once the record is durable.
 pub trait AuditSink: Send + Sync {
-    fn record<'a>(&'a self, rec: &'a AccessRecord) -> BoxFuture<'a, Result<(), AuditError>>;
+    /// Takes the record by value: a durable sink serialises it on the caller's thread and
+    /// moves it to its writer without a copy.
+    fn record(&self, rec: AccessRecord) -> BoxFuture<'_, Result<(), AuditError>>;
 }
 
 /// Writes access records to the log (target `audit`), with the BSN masked. Not durable.
 pub struct LogAudit;
 
 impl AuditSink for LogAudit {
-    fn record<'a>(&'a self, rec: &'a AccessRecord) -> BoxFuture<'a, Result<(), AuditError>> {
+    fn record(&self, rec: AccessRecord) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move {
             tracing::info!(
                 target: "audit",

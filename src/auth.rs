@@ -68,9 +68,29 @@ pub enum AuthError {
     UnknownKey,
 }
 
+/// How many verified tokens [`Verifier`] remembers; when full it starts over.
+const VERIFIED_CAP: usize = 16_384;
+
+/// A verified token, remembered under the SHA-256 of its text.
+#[derive(Clone)]
+struct Verified {
+    actor: Actor,
+    /// The token's `exp` claim (seconds since the epoch).
+    exp: i64,
+}
+
 /// Verifies tokens against the configured keys.
+///
+/// Tokens that verified are remembered (keyed by the SHA-256 of the token, so the cache holds
+/// no bearer secret) until their `exp` (plus the configured leeway) passes: a portal sends
+/// the same token with every request of a session, and a signature check costs more than the
+/// rest of a cached dossier's gateway work. The verifier is part of the runtime snapshot, so
+/// a reload (new keys, issuer, audience) starts with an empty cache. Refused tokens are not
+/// remembered.
 pub struct Verifier {
     keys: HashMap<String, (DecodingKey, Validation)>,
+    verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
+    leeway: i64,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -121,11 +141,48 @@ impl Verifier {
             v.validate_nbf = true;
             keys.insert(k.kid.clone(), (key, v));
         }
-        Ok(Verifier { keys })
+        Ok(Verifier {
+            keys,
+            verified: std::sync::Mutex::new(HashMap::new()),
+            leeway: i64::try_from(cfg.leeway.0.as_secs()).unwrap_or(i64::MAX),
+        })
     }
 
     /// Verifies a token and returns who is calling.
     pub fn verify(&self, token: &str) -> Result<Actor, AuthError> {
+        use sha2::Digest;
+        let id: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = chrono::Utc::now().timestamp();
+        // Same rule as the full check: expired once `exp` lies more than the leeway behind.
+        let live = |v: &Verified| now <= v.exp.saturating_add(self.leeway);
+        {
+            let mut seen = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            match seen.get(&id) {
+                Some(v) if live(v) => return Ok(v.actor.clone()),
+                Some(_) => {
+                    seen.remove(&id);
+                }
+                None => {}
+            }
+        }
+        let (actor, exp) = self.verify_signature(token)?;
+        let v = Verified { actor, exp };
+        if live(&v) {
+            let mut seen = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.len() >= VERIFIED_CAP {
+                seen.retain(|_, v| live(v));
+                if seen.len() >= VERIFIED_CAP {
+                    seen.clear();
+                }
+            }
+            seen.insert(id, v.clone());
+        }
+        Ok(v.actor)
+    }
+
+    /// The full check: signature, algorithm, `exp`/`nbf`/`iss`/`aud`, actor claims. Returns
+    /// the actor and the token's `exp`.
+    fn verify_signature(&self, token: &str) -> Result<(Actor, i64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let (key, validation) = match &header.kid {
@@ -138,7 +195,8 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
         let c = data.claims;
-        match c.actor.as_str() {
+        let exp = c.exp;
+        let actor = match c.actor.as_str() {
             "citizen" => {
                 let bsn = c
                     .bsn
@@ -157,7 +215,8 @@ impl Verifier {
                 roles: c.roles,
             }),
             other => Err(AuthError::Invalid(format!("unknown actor `{other}`"))),
-        }
+        }?;
+        Ok((actor, exp))
     }
 }
 
@@ -246,6 +305,33 @@ mod tests {
         let v = Verifier::new(&c, Path::new(".")).unwrap();
         let t = mint_hs256(&c, "k1", SECRET, &claims_for(&c, &citizen(), 60)).unwrap();
         assert_eq!(v.verify(&t).unwrap(), citizen());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_a_refused_one_is_not_remembered() {
+        let c = cfg();
+        let v = Verifier::new(&c, Path::new(".")).unwrap();
+        let t = mint_hs256(&c, "k1", SECRET, &claims_for(&c, &citizen(), 60)).unwrap();
+        assert_eq!(v.verify(&t).unwrap(), citizen());
+        assert_eq!(v.verify(&t).unwrap(), citizen());
+        assert_eq!(v.verified.lock().unwrap().len(), 1);
+        // A token remembered while valid is not served from memory once exp + leeway passed.
+        let expired = mint_hs256(&c, "k1", SECRET, &claims_for(&c, &citizen(), -60)).unwrap();
+        let id: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(expired.as_bytes()).into();
+        let exp = chrono::Utc::now().timestamp() - 60;
+        v.verified.lock().unwrap().insert(
+            id,
+            Verified {
+                actor: citizen(),
+                exp,
+            },
+        );
+        assert!(v.verify(&expired).is_err());
+        // A bad signature is refused every time and never remembered.
+        let forged = format!("{}x", &t[..t.len() - 1]);
+        assert!(v.verify(&forged).is_err());
+        assert!(v.verify(&forged).is_err());
+        assert_eq!(v.verified.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::adapter::SourceAnswer;
@@ -281,6 +282,127 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
     (sections, conflicts)
 }
 
+/// A view's rendering of one set of answers: the `sections` object and the visible conflicts,
+/// each also serialised once. It is a pure function of (answers, view, requested sections,
+/// config), so the gateway keeps it in a render cache and a repeated read only splices it into
+/// the response (whose per-request parts — source statuses, ages, times, trace id — are never
+/// cached).
+#[derive(Debug)]
+pub struct Rendered {
+    pub sections: Map<String, Value>,
+    pub conflicts: Vec<Conflict>,
+    /// Each section's JSON, in the map's (key) order; `None` when it could not be serialised
+    /// (then the value is serialised again when needed).
+    sections_json: Vec<Option<Box<RawValue>>>,
+    conflicts_json: Option<Box<RawValue>>,
+}
+
+impl Rendered {
+    pub fn new(sections: Map<String, Value>, conflicts: Vec<Conflict>) -> Rendered {
+        let sections_json = sections
+            .values()
+            .map(|v| serde_json::value::to_raw_value(v).ok())
+            .collect();
+        let conflicts_json = serde_json::value::to_raw_value(&conflicts).ok();
+        Rendered {
+            sections,
+            conflicts,
+            sections_json,
+            conflicts_json,
+        }
+    }
+
+    /// Merges and renders `answers` for `view`.
+    pub fn render(
+        defs: &BTreeMap<String, SectionDef>,
+        wanted: &BTreeSet<&str>,
+        answers: &[&SourceAnswer],
+        view: &ViewDef,
+    ) -> Rendered {
+        let merged = merge(defs, wanted, answers);
+        let (sections, conflicts) = render(&merged, view);
+        Rendered::new(sections, conflicts)
+    }
+
+    /// An estimate of the bytes it holds (the JSON twice over: the values and the text).
+    pub fn weight(&self) -> u32 {
+        let text: usize = self
+            .sections_json
+            .iter()
+            .flatten()
+            .map(|r| r.get().len())
+            .chain(self.conflicts_json.iter().map(|r| r.get().len()))
+            .sum();
+        u32::try_from(text.saturating_mul(4).saturating_add(256)).unwrap_or(u32::MAX)
+    }
+
+    /// Serialises the `sections` object with `own` (sections the gateway adds itself) in key
+    /// order; a section in `own` replaces a rendered one of the same name.
+    pub fn sections_with<'a>(&'a self, own: &'a Map<String, Value>) -> impl Serialize + 'a {
+        SectionsOut { r: self, own }
+    }
+
+    /// Serialises the conflicts.
+    pub fn conflicts_out(&self) -> impl Serialize + '_ {
+        match &self.conflicts_json {
+            Some(raw) => Json::Raw(raw),
+            None => Json::Conflicts(&self.conflicts),
+        }
+    }
+}
+
+enum Json<'a> {
+    Raw(&'a RawValue),
+    Value(&'a Value),
+    Conflicts(&'a [Conflict]),
+}
+
+impl Serialize for Json<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Json::Raw(r) => r.serialize(s),
+            Json::Value(v) => v.serialize(s),
+            Json::Conflicts(c) => c.serialize(s),
+        }
+    }
+}
+
+struct SectionsOut<'a> {
+    r: &'a Rendered,
+    own: &'a Map<String, Value>,
+}
+
+impl Serialize for SectionsOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let rendered = self
+            .r
+            .sections
+            .iter()
+            .zip(&self.r.sections_json)
+            .filter(|((k, _), _)| !self.own.contains_key(*k))
+            .map(|((k, v), raw)| {
+                (
+                    k,
+                    match raw {
+                        Some(raw) => Json::Raw(raw),
+                        None => Json::Value(v),
+                    },
+                )
+            });
+        let own = self.own.iter().map(|(k, v)| (k, Json::Value(v)));
+        // Both are in key order (BTreeMap); merge them so the output is too, as a `Map` would
+        // serialise.
+        let mut all: Vec<(&String, Json<'_>)> = rendered.chain(own).collect();
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        let mut m = s.serialize_map(Some(all.len()))?;
+        for (k, v) in &all {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,6 +442,30 @@ mod tests {
             },
         );
         d
+    }
+
+    #[test]
+    fn a_rendering_serialises_like_the_map_with_own_sections_in_key_order() {
+        let mut sections = Map::new();
+        sections.insert("a".into(), json!({"x": 1}));
+        sections.insert("persoon".into(), json!({"naam": "Jansen"}));
+        sections.insert("zaken".into(), json!(["from a source"]));
+        sections.insert("zz".into(), json!([1, 2]));
+        let r = Rendered::new(sections.clone(), Vec::new());
+        let mut own = Map::new();
+        own.insert("zaken".into(), json!(["from the store"]));
+        own.insert("b".into(), json!(null));
+        let mut expected = sections;
+        expected.extend(own.clone());
+        assert_eq!(
+            serde_json::to_string(&r.sections_with(&own)).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_string(&r.sections_with(&Map::new())).unwrap(),
+            serde_json::to_string(&r.sections).unwrap()
+        );
+        assert_eq!(serde_json::to_string(&r.conflicts_out()).unwrap(), "[]");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::bsn::Bsn;
 use crate::cache::{CacheKey, Freshness, Policy, SourceCache};
 use crate::config::compile::Config;
 use crate::config::model::{Audience, ViewDef};
-use crate::dossier::{self, Conflict};
+use crate::dossier::{Conflict, Rendered};
 use crate::metrics::Metrics;
 use crate::resilience::{self, Breaker, Call, CircuitState, Stack};
 use crate::trace::TraceContext;
@@ -65,7 +65,13 @@ pub struct Runtime {
     pub verifier: Verifier,
     /// Compiled service and life-event rules.
     pub catalogue: crate::rules::Catalogue,
+    /// Rendered views of recent answers; part of the snapshot, so a reload (new views,
+    /// sections, authority orders) starts empty.
+    pub renders: RenderCache,
 }
+
+/// The share of `cache.max_bytes` given to the render cache (one eighth).
+const RENDER_SHARE: u64 = 8;
 
 impl Runtime {
     /// Builds a runtime. Adapters whose definition did not change keep their state (breaker,
@@ -100,11 +106,17 @@ impl Runtime {
                 (id.clone(), rt)
             })
             .collect();
+        let renders = RenderCache::new(if config.gateway.cache.enabled {
+            config.gateway.cache.max_bytes.0 / RENDER_SHARE
+        } else {
+            0
+        });
         Ok(Runtime {
             config: Arc::new(config),
             adapters,
             verifier,
             catalogue,
+            renders,
         })
     }
 }
@@ -178,22 +190,100 @@ pub struct Subject {
     pub bsn: Bsn,
 }
 
-/// The dossier document a portal receives.
-#[derive(Debug, Clone, Serialize)]
+/// The dossier document a portal receives. Serialised as `subject`, `view`, `purpose` (when
+/// set), `complete`, `generated_at`, `sections`, `sources`, `conflicts`, `trace_id`.
+#[derive(Debug, Clone)]
 pub struct DossierResponse {
     pub subject: Subject,
     pub view: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
     pub complete: bool,
     pub generated_at: DateTime<Utc>,
-    pub sections: Map<String, Value>,
+    /// The view's rendering of the answers: sections and conflicts (shared with the render
+    /// cache; never holds anything of this request alone).
+    pub rendered: Arc<Rendered>,
+    /// Sections the gateway adds itself (`zaken`), shown with the rendered ones in key order;
+    /// one here replaces a rendered section of the same name.
+    pub own_sections: Map<String, Value>,
     pub sources: Vec<SourceReport>,
-    pub conflicts: Vec<Conflict>,
     pub trace_id: String,
     /// Time spent waiting for sources (for the overhead metric; not serialised).
-    #[serde(skip)]
     pub upstream_wait: Duration,
+}
+
+impl DossierResponse {
+    /// The `sections` object as the client sees it (a copy: for rules and themes).
+    pub fn sections(&self) -> Map<String, Value> {
+        let mut all = self.rendered.sections.clone();
+        all.extend(self.own_sections.clone());
+        all
+    }
+
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.rendered.conflicts
+    }
+}
+
+impl Serialize for DossierResponse {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("DossierResponse", 9)?;
+        st.serialize_field("subject", &self.subject)?;
+        st.serialize_field("view", &self.view)?;
+        match &self.purpose {
+            Some(p) => st.serialize_field("purpose", p)?,
+            None => st.skip_field("purpose")?,
+        }
+        st.serialize_field("complete", &self.complete)?;
+        st.serialize_field("generated_at", &self.generated_at)?;
+        st.serialize_field("sections", &self.rendered.sections_with(&self.own_sections))?;
+        st.serialize_field("sources", &self.sources)?;
+        st.serialize_field("conflicts", &self.rendered.conflicts_out())?;
+        st.serialize_field("trace_id", &self.trace_id)?;
+        st.end()
+    }
+}
+
+/// What a rendering depends on besides the config snapshot (the cache lives in the snapshot):
+/// the view, the requested sections, the subject and the identity of every answer (adapter
+/// and fetch time; a new fetch is a new identity). Source statuses and ages are not part of
+/// a rendering, so a cached one never shows a wrong age.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RenderKey {
+    view: String,
+    sections: Vec<String>,
+    bsn: Bsn,
+    answers: Vec<(Arc<str>, DateTime<Utc>)>,
+}
+
+/// Renderings of recent dossiers, bounded by an estimate of their bytes.
+pub struct RenderCache {
+    cache: Option<moka::future::Cache<RenderKey, Arc<Rendered>>>,
+}
+
+/// How long a rendering is kept after its last use.
+const RENDER_IDLE: Duration = Duration::from_secs(300);
+
+impl RenderCache {
+    /// A cache of `max_bytes` (by estimate), or none when `max_bytes` is 0.
+    pub fn new(max_bytes: u64) -> RenderCache {
+        RenderCache {
+            cache: (max_bytes > 0).then(|| {
+                moka::future::Cache::builder()
+                    .max_capacity(max_bytes)
+                    .weigher(|_: &RenderKey, v: &Arc<Rendered>| v.weight())
+                    .time_to_idle(RENDER_IDLE)
+                    .build()
+            }),
+        }
+    }
+
+    /// Entry count and weighted size (bytes, estimated).
+    pub fn stats(&self) -> (u64, u64) {
+        self.cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.entry_count(), c.weighted_size()))
+    }
 }
 
 /// Checks that `actor` may read `bsn` through `view` for `purpose`; returns the view.
@@ -376,15 +466,14 @@ impl Gateway {
             record.outcome = format!("failed: {err}");
             record.time = Utc::now();
             // Even a failed access is an access attempt: audit it, fail closed.
-            self.audit.record(&record).await?;
+            self.audit.record(record).await?;
             return Err(err);
         }
 
-        let merged = dossier::merge(&config.gateway.sections, &wanted, &answers);
-        let (sections, conflicts) = dossier::render(&merged, view);
+        let rendered = self.render(rt, &req, &wanted, view, &answers).await;
         record.outcome = if complete { "served" } else { "partial" }.into();
         record.time = Utc::now();
-        self.audit.record(&record).await?;
+        self.audit.record(record).await?;
 
         Ok(DossierResponse {
             subject: Subject { bsn: req.bsn },
@@ -392,12 +481,49 @@ impl Gateway {
             purpose: req.purpose,
             complete,
             generated_at: Utc::now(),
-            sections,
+            rendered,
+            own_sections: Map::new(),
             sources,
-            conflicts,
             trace_id: req.trace.trace_id,
             upstream_wait,
         })
+    }
+
+    /// Merge and view filter, or the same rendering from the render cache.
+    async fn render(
+        &self,
+        rt: &Runtime,
+        req: &DossierRequest,
+        wanted: &BTreeSet<&str>,
+        view: &ViewDef,
+        answers: &[&SourceAnswer],
+    ) -> Arc<Rendered> {
+        let make = || {
+            Arc::new(Rendered::render(
+                &rt.config.gateway.sections,
+                wanted,
+                answers,
+                view,
+            ))
+        };
+        let Some(cache) = &rt.renders.cache else {
+            return make();
+        };
+        let key = RenderKey {
+            view: req.view.clone(),
+            sections: wanted.iter().map(|s| s.to_string()).collect(),
+            bsn: req.bsn,
+            answers: answers
+                .iter()
+                .map(|a| (a.adapter.clone(), a.fetched_at))
+                .collect(),
+        };
+        if let Some(hit) = cache.get(&key).await {
+            return hit;
+        }
+        let rendered = make();
+        cache.insert(key, rendered.clone()).await;
+        rendered
     }
 
     async fn call(

@@ -6,14 +6,16 @@
 //! whose record cannot be committed gets an error and its answer is withheld (fail closed).
 //!
 //! Each row carries `hash = SHA-256(prev_hash || seq || canonical JSON)`; `verify` walks the
-//! chain and reports a changed, removed or reordered row. Every dossier read also produces a
-//! processing record in the Logboek Dataverwerkingen shape, with the data subject pseudonymised
-//! (HMAC-SHA-256 under a configured key).
+//! chain and reports a changed, removed or reordered row. Every record about a data subject is
+//! also a processing record in the Logboek Dataverwerkingen shape (the view `processing_log`),
+//! with the data subject pseudonymised (HMAC-SHA-256 under a configured key).
 //!
-//! The SQL is plain and portable so a PostgreSQL backend can implement the same operations.
+//! The SQL is plain and portable so a PostgreSQL backend can implement the same operations (the
+//! processing view uses SQLite's `json_extract`, PostgreSQL's `->>` does the same).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Timelike, Utc, Weekday};
@@ -44,9 +46,35 @@ pub enum StoreError {
     WriterGone,
 }
 
+/// One record on its way to the writer, already serialised on the caller's thread: the writer
+/// thread (the store's bottleneck) only hashes, pseudonymises and inserts.
 struct Job {
-    record: AccessRecord,
+    /// The canonical JSON of the record (what the chain hashes).
+    json: String,
+    /// `record.time` as RFC 3339 (the column reports filter on).
+    time: String,
+    kind: String,
+    trace_id: String,
+    actor: String,
+    actor_type: String,
+    bsn: Option<Bsn>,
     done: oneshot::Sender<Result<i64, String>>,
+}
+
+impl Job {
+    fn new(record: AccessRecord, done: oneshot::Sender<Result<i64, String>>) -> Job {
+        Job {
+            // Serialising a struct of strings, numbers and a JSON value cannot fail.
+            json: serde_json::to_string(&record).unwrap_or_default(),
+            time: record.time.to_rfc3339(),
+            kind: record.kind,
+            trace_id: record.trace_id,
+            actor: record.actor,
+            actor_type: record.actor_type,
+            bsn: record.bsn,
+            done,
+        }
+    }
 }
 
 /// The audit store. Cheap to clone.
@@ -55,7 +83,17 @@ pub struct AuditStore {
     tx: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Each citizen's applications as last read: the dossier's `zaken` section asks on every
+    /// read, and this process is the only writer of the table (SQLite is single-instance), so
+    /// every change passes through [`AuditStore::insert_application`] or
+    /// [`AuditStore::update_application`], which drop the subject's entry.
+    applications: moka::future::Cache<Bsn, Arc<Vec<Application>>>,
+    /// Bumped by every application write, so a read that raced a write is not remembered.
+    application_writes: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How many citizens' application lists the store remembers.
+const APPLICATION_LISTS: u64 = 100_000;
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {
@@ -84,26 +122,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
     bsn            TEXT,
     record         TEXT NOT NULL,
     prev_hash      TEXT NOT NULL,
-    hash           TEXT NOT NULL
+    hash           TEXT NOT NULL,
+    data_subject_id TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_log_bsn ON audit_log (bsn, time);
 CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (time);
-CREATE INDEX IF NOT EXISTS audit_log_trace ON audit_log (trace_id);
-CREATE TABLE IF NOT EXISTS processing_log (
-    seq                       INTEGER PRIMARY KEY,
-    trace_id                  TEXT NOT NULL,
-    span_id                   TEXT NOT NULL,
-    parent_span_id            TEXT,
-    name                      TEXT NOT NULL,
-    start_time                TEXT NOT NULL,
-    end_time                  TEXT NOT NULL,
-    status_code               TEXT NOT NULL,
-    foreign_operation         TEXT,
-    processing_activity_id    TEXT,
-    data_subject_id           TEXT,
-    data_subject_id_type      TEXT
-);
-CREATE INDEX IF NOT EXISTS processing_log_trace ON processing_log (trace_id);
+DROP INDEX IF EXISTS audit_log_trace;
 CREATE TABLE IF NOT EXISTS applications (
     id              TEXT PRIMARY KEY,
     service         TEXT NOT NULL,
@@ -132,6 +156,74 @@ CREATE TABLE IF NOT EXISTS registrations (
     updated_by    TEXT NOT NULL
 );
 ";
+
+/// The processing log (Logboek Dataverwerkingen) as a view over the access log: one row per
+/// record about a data subject. Its fields come from the chained record (so they are as
+/// tamper-evident as the record) plus the pseudonymised subject written beside it; it has no
+/// column naming the employee. One row per read instead of two halves the store's write work.
+const PROCESSING_VIEW: &str = "
+SELECT seq, trace_id,
+    json_extract(record, '$.span_id') AS span_id,
+    json_extract(record, '$.foreign_span_id') AS parent_span_id,
+    'ketenportaal.' || kind AS name,
+    json_extract(record, '$.started_at') AS start_time,
+    json_extract(record, '$.time') AS end_time,
+    CASE WHEN json_extract(record, '$.outcome') GLOB 'failed*'
+           OR json_extract(record, '$.outcome') GLOB 'refused*' THEN 'ERROR' ELSE 'OK' END
+        AS status_code,
+    CASE WHEN json_extract(record, '$.foreign_span_id') IS NULL THEN NULL
+         ELSE json_object('trace_id', trace_id, 'span_id', json_extract(record, '$.foreign_span_id'))
+    END AS foreign_operation,
+    json_extract(record, '$.processing_activity') AS processing_activity_id,
+    data_subject_id,
+    'BSN' AS data_subject_id_type
+FROM audit_log WHERE data_subject_id IS NOT NULL";
+
+/// Brings a store written by an older version to the current schema: the pseudonym column on
+/// `audit_log`, the old `processing_log` table kept as `processing_log_v1` (its rows stay
+/// visible through the view), and the `processing_log` view.
+fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has_column: bool = c
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('audit_log') WHERE name = 'data_subject_id'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if !has_column {
+        c.execute_batch("ALTER TABLE audit_log ADD COLUMN data_subject_id TEXT;")?;
+    }
+    let kind: Option<String> = c
+        .query_row(
+            "SELECT type FROM sqlite_master WHERE name = 'processing_log'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if kind.as_deref() == Some("table") {
+        c.execute_batch(
+            "ALTER TABLE processing_log RENAME TO processing_log_v1;
+             DROP INDEX IF EXISTS processing_log_trace;",
+        )?;
+    }
+    let v1: bool = c
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'processing_log_v1'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    let old_rows = if v1 {
+        " UNION ALL SELECT seq, trace_id, span_id, parent_span_id, name, start_time, end_time,
+             status_code, foreign_operation, processing_activity_id, data_subject_id,
+             data_subject_id_type FROM processing_log_v1"
+    } else {
+        ""
+    };
+    c.execute_batch(&format!(
+        "DROP VIEW IF EXISTS processing_log; CREATE VIEW processing_log AS {PROCESSING_VIEW}{old_rows};"
+    ))
+}
 
 /// A citizen's application for a service, as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -188,11 +280,16 @@ fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
     hex::encode(h.finalize())
 }
 
-fn pseudonym(key: &[u8], bsn: &Bsn) -> String {
+/// The HMAC keyed once; each pseudonym clones the keyed state.
+fn pseudonym_mac(key: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length; this cannot fail.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| {
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| {
         <Hmac<Sha256> as Mac>::new_from_slice(b"ketenportaal").unwrap_or_else(|_| unreachable!())
-    });
+    })
+}
+
+fn pseudonym(keyed: &Hmac<Sha256>, bsn: &Bsn) -> String {
+    let mut m = keyed.clone();
     m.update(bsn.as_str().as_bytes());
     hex::encode(m.finalize().into_bytes())
 }
@@ -206,6 +303,7 @@ impl AuditStore {
         let writer = open_conn(path)?;
         writer
             .execute_batch(SCHEMA)
+            .and_then(|()| migrate(&writer))
             .map_err(|source| StoreError::Sqlite {
                 path: path.to_path_buf(),
                 source,
@@ -221,6 +319,8 @@ impl AuditStore {
             tx,
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
+            applications: moka::future::Cache::new(APPLICATION_LISTS),
+            application_writes: Arc::default(),
         })
     }
 
@@ -232,7 +332,7 @@ impl AuditStore {
     pub async fn append(&self, record: AccessRecord) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job { record, done })
+            .send(Job::new(record, done))
             .await
             .map_err(|_| AuditError("the store's writer has stopped".into()))?;
         match wait.await {
@@ -356,13 +456,22 @@ impl AuditStore {
         .await
     }
 
+    /// After a write to `bsn`'s applications: later reads must see it.
+    async fn applications_changed(&self, bsn: &str) {
+        self.application_writes.fetch_add(1, Ordering::SeqCst);
+        if let Ok(bsn) = Bsn::parse(bsn) {
+            self.applications.invalidate(&bsn).await;
+        }
+    }
+
     /// Stores a new application, or returns the one already stored under the same actor and
     /// idempotency key (`false`). Durable on return.
     pub async fn insert_application(
         &self,
         a: Application,
     ) -> Result<(Application, bool), StoreError> {
-        self.read(move |c| {
+        let bsn = a.bsn.clone();
+        let r = self.read(move |c| {
             let n = c.execute(
                 "INSERT INTO applications (id, service, organisation, bsn, actor, idempotency_key, data, status,
                      reference, reason, attempts, next_attempt_at, created_at, updated_at)
@@ -377,7 +486,9 @@ impl AuditStore {
             )?;
             Ok((stored, n == 1))
         })
-        .await
+        .await;
+        self.applications_changed(&bsn).await;
+        r
     }
 
     pub async fn application(&self, id: String) -> Result<Option<Application>, StoreError> {
@@ -390,14 +501,28 @@ impl AuditStore {
 
     /// Applications of one citizen, newest first.
     pub async fn applications_of(&self, bsn: Bsn) -> Result<Vec<Application>, StoreError> {
-        self.read(move |c| {
-            let mut st = c.prepare(&format!(
-                "{APP_SELECT} WHERE bsn = ?1 ORDER BY created_at DESC"
-            ))?;
-            let rows = st.query_map([bsn.as_str()], app_row)?;
-            rows.collect()
-        })
-        .await
+        if let Some(known) = self.applications.get(&bsn).await {
+            return Ok(known.as_ref().clone());
+        }
+        let writes = self.application_writes.load(Ordering::SeqCst);
+        let list: Vec<Application> = self
+            .read(move |c| {
+                let mut st = c.prepare_cached(&format!(
+                    "{APP_SELECT} WHERE bsn = ?1 ORDER BY created_at DESC"
+                ))?;
+                let rows = st.query_map([bsn.as_str()], app_row)?;
+                rows.collect()
+            })
+            .await?;
+        // Remember it only when no write happened meanwhile; a write that lands between the
+        // check and the insert bumps the counter first, which the second check sees.
+        if self.application_writes.load(Ordering::SeqCst) == writes {
+            self.applications.insert(bsn, Arc::new(list.clone())).await;
+            if self.application_writes.load(Ordering::SeqCst) != writes {
+                self.applications.invalidate(&bsn).await;
+            }
+        }
+        Ok(list)
     }
 
     /// Applications waiting for (another) delivery attempt now.
@@ -415,8 +540,10 @@ impl AuditStore {
 
     /// Records a delivery outcome (status, reference or reason, next attempt).
     pub async fn update_application(&self, a: Application) -> Result<(), StoreError> {
-        self.read(move |c| {
-            c.execute(
+        let bsn = a.bsn.clone();
+        let r = self
+            .read(move |c| {
+                c.execute(
                 "UPDATE applications SET status = ?2, reference = ?3, reason = ?4, attempts = ?5,
                      next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
                 params![
@@ -430,8 +557,10 @@ impl AuditStore {
                 ],
             )
             .map(|_| ())
-        })
-        .await
+            })
+            .await;
+        self.applications_changed(&bsn).await;
+        r
     }
 
     /// Can the store take writes? (readiness)
@@ -444,12 +573,13 @@ impl AuditStore {
 }
 
 impl AuditSink for AuditStore {
-    fn record<'a>(&'a self, rec: &'a AccessRecord) -> BoxFuture<'a, Result<(), AuditError>> {
-        Box::pin(async move { self.append(rec.clone()).await.map(|_| ()) })
+    fn record(&self, rec: AccessRecord) -> BoxFuture<'_, Result<(), AuditError>> {
+        Box::pin(async move { self.append(rec).await.map(|_| ()) })
     }
 }
 
 fn writer_loop(mut c: Connection, mut rx: mpsc::Receiver<Job>, key: Vec<u8>, path: PathBuf) {
+    let key = pseudonym_mac(&key);
     let head = |c: &Connection| -> rusqlite::Result<(i64, String)> {
         c.query_row(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
@@ -508,63 +638,35 @@ fn write_batch(
     batch: &[Job],
     mut seq: i64,
     prev: &str,
-    key: &[u8],
+    key: &Hmac<Sha256>,
 ) -> rusqlite::Result<BatchResult> {
     let tx = c.transaction()?;
     let mut prev = prev.to_string();
     let mut seqs = Vec::with_capacity(batch.len());
     {
+        // One row per record: the processing log is a view over these rows (see
+        // `PROCESSING_VIEW`), so a dossier read costs one insert, not two.
         let mut ins = tx.prepare_cached(
-            "INSERT INTO audit_log (seq, time, kind, trace_id, actor, actor_type, bsn, record, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
-        let mut proc_ins = tx.prepare_cached(
-            "INSERT INTO processing_log (trace_id, span_id, parent_span_id, name, start_time, end_time,
-                 status_code, foreign_operation, processing_activity_id, data_subject_id, data_subject_id_type)
+            "INSERT INTO audit_log (seq, time, kind, trace_id, actor, actor_type, bsn, record,
+                 prev_hash, hash, data_subject_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         for job in batch {
-            let r = &job.record;
             seq += 1;
-            let json = serde_json::to_string(r).unwrap_or_default();
-            let hash = chain_hash(&prev, seq, &json);
+            let hash = chain_hash(&prev, seq, &job.json);
             ins.execute(params![
                 seq,
-                r.time.to_rfc3339(),
-                r.kind,
-                r.trace_id,
-                r.actor,
-                r.actor_type,
-                r.bsn.map(|b| b.as_str().to_string()),
-                json,
+                job.time,
+                job.kind,
+                job.trace_id,
+                job.actor,
+                job.actor_type,
+                job.bsn.as_ref().map(Bsn::as_str),
+                job.json,
                 prev,
-                hash
+                hash,
+                job.bsn.as_ref().map(|b| pseudonym(key, b)),
             ])?;
-            if let Some(bsn) = &r.bsn {
-                let status = if r.outcome.starts_with("failed") || r.outcome.starts_with("refused")
-                {
-                    "ERROR"
-                } else {
-                    "OK"
-                };
-                let foreign = r
-                    .foreign_span_id
-                    .as_ref()
-                    .map(|s| serde_json::json!({"trace_id": r.trace_id, "span_id": s}).to_string());
-                proc_ins.execute(params![
-                    r.trace_id,
-                    r.span_id,
-                    r.foreign_span_id,
-                    format!("ketenportaal.{}", r.kind),
-                    r.started_at.to_rfc3339(),
-                    r.time.to_rfc3339(),
-                    status,
-                    foreign,
-                    r.processing_activity,
-                    pseudonym(key, bsn),
-                    "BSN"
-                ])?;
-            }
             seqs.push(seq);
             prev = hash;
         }
@@ -857,6 +959,61 @@ mod tests {
             .unwrap();
         assert_eq!(subject.len(), 64);
         assert!(!subject.contains("999993653"));
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_one_row_schema_keeps_its_processing_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL,
+                 trace_id TEXT NOT NULL, actor TEXT NOT NULL, actor_type TEXT NOT NULL, bsn TEXT,
+                 record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+             CREATE INDEX audit_log_trace ON audit_log (trace_id);
+             CREATE TABLE processing_log (seq INTEGER PRIMARY KEY, trace_id TEXT NOT NULL,
+                 span_id TEXT NOT NULL, parent_span_id TEXT, name TEXT NOT NULL,
+                 start_time TEXT NOT NULL, end_time TEXT NOT NULL, status_code TEXT NOT NULL,
+                 foreign_operation TEXT, processing_activity_id TEXT, data_subject_id TEXT,
+                 data_subject_id_type TEXT);
+             INSERT INTO processing_log VALUES (1, 'old', 'span', NULL, 'ketenportaal.dossier.read',
+                 't0', 't1', 'OK', NULL, NULL, 'pseudonym', 'BSN');",
+        )
+        .unwrap();
+        drop(c);
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        store.append(rec(1, "999993653", 10)).await.unwrap();
+        let c = Connection::open(&path).unwrap();
+        let traces: Vec<String> = c
+            .prepare("SELECT trace_id FROM processing_log ORDER BY trace_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(traces, vec![format!("{:032x}", 1), "old".to_string()]);
+        // Opening it again changes nothing.
+        drop(store);
+        AuditStore::open(&path, b"key".to_vec()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_row_per_read_gives_the_processing_record_fields() {
+        let (_d, path) = filled(1).await;
+        let c = Connection::open(&path).unwrap();
+        let (name, status, activity, kind, started): (String, String, String, String, String) = c
+            .query_row(
+                "SELECT name, status_code, processing_activity_id, data_subject_id_type, start_time
+                 FROM processing_log",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(name, "ketenportaal.dossier.read");
+        assert_eq!(status, "OK");
+        assert_eq!(activity, "https://register.example/x");
+        assert_eq!(kind, "BSN");
+        assert!(started.starts_with("2026-11-02T10:05:"), "{started}");
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! W3C Trace Context (`traceparent`): accepted from callers, propagated to every adapter call.
 
-use rand_core::RngCore;
+use rand::Rng;
 
 /// A trace id with the current span id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,17 +12,20 @@ pub struct TraceContext {
     pub flags: String,
 }
 
-fn hex_id(bytes: usize) -> String {
-    let mut b = vec![0u8; bytes];
-    rand_core::OsRng.fill_bytes(&mut b);
+/// `N` random bytes as lower-case hex. From the thread's ChaCha12 generator (seeded from the
+/// OS and reseeded every 64 KiB), not a `getrandom` system call per id: ids must be
+/// unpredictable, and a request makes one per adapter call.
+fn hex_id<const N: usize>() -> String {
+    let mut b = [0u8; N];
+    rand::rng().fill_bytes(&mut b);
     hex::encode(b)
 }
 
 impl TraceContext {
     pub fn new_root() -> Self {
         TraceContext {
-            trace_id: hex_id(16),
-            span_id: hex_id(8),
+            trace_id: hex_id::<16>(),
+            span_id: hex_id::<8>(),
             parent_span_id: None,
             flags: "01".into(),
         }
@@ -50,7 +53,7 @@ impl TraceContext {
             {
                 TraceContext {
                     trace_id: t.to_string(),
-                    span_id: hex_id(8),
+                    span_id: hex_id::<8>(),
                     parent_span_id: Some(p.to_string()),
                     flags: f.to_string(),
                 }
@@ -63,7 +66,7 @@ impl TraceContext {
     pub fn child(&self) -> Self {
         TraceContext {
             trace_id: self.trace_id.clone(),
-            span_id: hex_id(8),
+            span_id: hex_id::<8>(),
             parent_span_id: Some(self.span_id.clone()),
             flags: self.flags.clone(),
         }

@@ -557,7 +557,7 @@ async fn add_zaken(
         })
         .collect();
     list.sort_by_key(|z| z.get("open") != Some(&serde_json::Value::Bool(true)));
-    resp.sections
+    resp.own_sections
         .insert("zaken".into(), serde_json::Value::Array(list));
     resp.sources.push(crate::gateway::SourceReport {
         adapter: std::sync::Arc::from("ketenportaal"),

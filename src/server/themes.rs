@@ -118,14 +118,15 @@ fn theme_answer(rt: &Runtime, id: &str, d: &DossierResponse) -> Result<Value, Pr
         .themes
         .get(id)
         .ok_or_else(|| Problem::not_found(format!("no theme `{id}`")))?;
-    let facts = Facts::from_sections(&d.sections, &rt.catalogue.vocab);
-    let events = life_events(rt, d, &facts, Some(&t.life_events));
+    let sections = d.sections();
+    let facts = Facts::from_sections(&sections, &rt.catalogue.vocab);
+    let events = life_events(rt, &sections, &facts, Some(&t.life_events));
     Ok(json!({
         "theme": {"id": id, "title": t.title, "description": t.description},
         "subject": d.subject,
         "complete": d.complete,
         "life_events": events,
-        "services": evaluate_services(rt, &t.services, &d.sections, &facts),
+        "services": evaluate_services(rt, &t.services, &sections, &facts),
         "sources": d.sources,
         "trace_id": d.trace_id,
     }))
@@ -134,7 +135,7 @@ fn theme_answer(rt: &Runtime, id: &str, d: &DossierResponse) -> Result<Value, Pr
 /// The life events that apply (all of them, or only `only`), each with its services.
 fn life_events(
     rt: &Runtime,
-    d: &DossierResponse,
+    sections: &Map<String, Value>,
     facts: &Facts,
     only: Option<&Vec<String>>,
 ) -> Vec<Value> {
@@ -154,18 +155,19 @@ fn life_events(
                 "id": id,
                 "title": l.title,
                 "description": l.description,
-                "services": evaluate_services(rt, &l.services, &d.sections, facts),
+                "services": evaluate_services(rt, &l.services, sections, facts),
             })
         })
         .collect()
 }
 
 fn events_answer(rt: &Runtime, d: &DossierResponse) -> Value {
-    let facts = Facts::from_sections(&d.sections, &rt.catalogue.vocab);
+    let sections = d.sections();
+    let facts = Facts::from_sections(&sections, &rt.catalogue.vocab);
     json!({
         "subject": d.subject,
         "complete": d.complete,
-        "life_events": life_events(rt, d, &facts, None),
+        "life_events": life_events(rt, &sections, &facts, None),
         "sources": d.sources,
         "trace_id": d.trace_id,
     })
