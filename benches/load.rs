@@ -59,6 +59,8 @@ const PATH_DOSSIER: &str = "/v1/me/dossier";
 // ---------------------------------------------------------------------------------------------
 
 static COUNT_ON: AtomicBool = AtomicBool::new(false);
+/// The process whose CPU the control port reports (0: this one; nginx's pid for serve-nginx).
+static STATS_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
 
@@ -183,6 +185,17 @@ enum Cmd {
         #[command(flatten)]
         out: ServeOut,
     },
+    /// nginx + njs doing the same fan-out (benches/nginx): started as a child, its CPU reported
+    /// on this process's control port.
+    ServeNginx {
+        /// `host:port` of the slow sources.
+        #[arg(long)]
+        sources: String,
+        #[arg(long, default_value_t = 3)]
+        n: usize,
+        #[command(flatten)]
+        out: ServeOut,
+    },
     /// (a) cached dossier, gateway vs bare hyper, closed loop, alternating rounds.
     Cached {
         #[arg(long)]
@@ -210,6 +223,9 @@ enum Cmd {
         gateway_log: Option<PathBuf>,
         #[arg(long)]
         sources: PathBuf,
+        /// Optionally nginx + njs doing the same fan-out, measured in the same rounds.
+        #[arg(long)]
+        nginx: Option<PathBuf>,
         #[arg(long)]
         n: usize,
         #[arg(long, default_value_t = 200)]
@@ -274,7 +290,10 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(args);
     let server = matches!(
         cli.cmd,
-        Cmd::ServeSources { .. } | Cmd::ServeGateway { .. } | Cmd::ServeBare { .. }
+        Cmd::ServeSources { .. }
+            | Cmd::ServeGateway { .. }
+            | Cmd::ServeBare { .. }
+            | Cmd::ServeNginx { .. }
     );
     // Servers get the multi-threaded runtime the real binary uses (one worker per core it may
     // run on); the generator is one thread on its own core.
@@ -317,6 +336,7 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             out,
         } => serve_gateway(scenario, &sources, n, cache_mib, audit, &out).await,
         Cmd::ServeBare { from_gateway, out } => serve_bare(&from_gateway, &out).await,
+        Cmd::ServeNginx { sources, n, out } => serve_nginx(&sources, n, &out).await,
         Cmd::Cached {
             gateway,
             bare,
@@ -344,6 +364,7 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             gateway,
             gateway_log,
             sources,
+            nginx,
             n,
             rate,
             secs,
@@ -361,6 +382,7 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             cmd_fanout(
                 &gateway,
                 gateway_log.as_deref(),
+                nginx.as_deref(),
                 &sources,
                 &o,
                 results.as_deref(),
@@ -476,7 +498,11 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
         "/count/off" => COUNT_ON.store(false, Relaxed),
         _ => {}
     }
-    let (rss_kb, cpu) = proc_self();
+    let (rss_kb, mut cpu) = proc_self();
+    let other = STATS_PID.load(Relaxed);
+    if other != 0 {
+        cpu = cpu_ticks(&format!("/proc/{other}/stat"));
+    }
     let cpus = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -708,7 +734,8 @@ audit:
   pseudonym_key: ${KETENPORTAAL_PSEUDONYM_KEY}
 "#;
 
-/// Writes the fan-out scenario: `n` REST sources, each filling the shared `zaken` list.
+/// Writes the fan-out scenario: `n` REST sources, each filling the shared `lopende_zaken` list (the
+/// gateway's own `zaken` section is its applications).
 fn write_fanout_config(dir: &Path, n: usize) -> Result<PathBuf, String> {
     let adapters = dir.join("adapters");
     std::fs::create_dir_all(&adapters).map_err(|e| e.to_string())?;
@@ -729,7 +756,7 @@ rest:
   method: POST
   body: {{bsn: "{{{{bsn}}}}"}}
 map:
-  zaken:
+  lopende_zaken:
     each: /zaken
     fields:
       zaaknummer: {{path: /identificatie, required: true}}
@@ -747,7 +774,7 @@ adapters: [adapters]
 deadline: 1s
 organisations:
 {orgs}sections:
-  zaken:
+  lopende_zaken:
     kind: list
     description: Lopende en afgehandelde zaken bij alle bronnen.
     key: [bron, zaaknummer]
@@ -756,7 +783,7 @@ views:
   klant:
     audience: citizen
     sections:
-      zaken: ["*"]
+      lopende_zaken: ["*"]
 {AUTH_YAML}cache:
   enabled: false
 "#
@@ -895,6 +922,51 @@ async fn serve_gateway(
         }
     });
     announce_and_wait(api, Some(state), out).await
+}
+
+/// nginx with njs, configured from `benches/nginx/nginx.conf.in` to fan out to `n` slow sources
+/// and merge their answers; runs as a child (it inherits this process's core pinning), and the
+/// control port reports its CPU.
+async fn serve_nginx(sources: &str, n: usize, out: &ServeOut) -> Result<(), String> {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/nginx");
+    let template = std::fs::read_to_string(here.join("nginx.conf.in"))
+        .map_err(|e| format!("nginx.conf.in: {e}"))?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let conf = template
+        .replace("@DIR@", &dir.path().display().to_string())
+        .replace("@JS_DIR@", &here.display().to_string())
+        .replace("@PORT@", &port.to_string())
+        .replace("@SOURCES@", sources.trim_start_matches("http://"))
+        .replace("@N@", &n.to_string());
+    let conf_file = dir.path().join("nginx.conf");
+    std::fs::write(&conf_file, conf).map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_file)
+        .arg("-p")
+        .arg(dir.path())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting nginx (apt-get install nginx libnginx-mod-http-js): {e}"))?;
+    let api: SocketAddr = ([127, 0, 0, 1], port).into();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(api).await.is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            return Err(format!("nginx exited ({status}): {log}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    STATS_PID.store(child.id().unwrap_or(0), Relaxed);
+    let r = announce_and_wait(api, None, out).await;
+    let _ = child.kill().await;
+    r
 }
 
 async fn serve_bare(from_gateway: &Path, out: &ServeOut) -> Result<(), String> {
@@ -1651,6 +1723,7 @@ const FANOUT_BAR_MS: f64 = 1.0;
 async fn cmd_fanout(
     gw_file: &Path,
     gw_log_file: Option<&Path>,
+    nginx_file: Option<&Path>,
     src_file: &Path,
     o: &FanoutOpts,
     results: Option<&Path>,
@@ -1659,6 +1732,9 @@ async fn cmd_fanout(
     let mut gateways = vec![("gateway", Endpoint::read(gw_file)?)];
     if let Some(f) = gw_log_file {
         gateways.push(("gateway, log audit", Endpoint::read(f)?));
+    }
+    if let Some(f) = nginx_file {
+        gateways.push(("nginx + njs", Endpoint::read(f)?));
     }
     let token = citizen_token(&token_auth(), demo::DEMO_CITIZEN)?;
     let delay_ms = o.delay.as_secs_f64() * 1000.0;
@@ -1676,7 +1752,9 @@ async fn cmd_fanout(
                 .as_array()
                 .map(|a| a.iter().filter(|s| s["status"] == "ok").count())
                 .unwrap_or(0);
-            let records = v["sections"]["zaken"].as_array().map_or(0, Vec::len);
+            let records = v["sections"]["lopende_zaken"]
+                .as_array()
+                .map_or(0, Vec::len);
             if status != StatusCode::OK || ok != o.n || v["complete"] != true {
                 return Err(format!(
                     "{name}: the answer is not complete ({status}, {ok} of {} sources ok): {v}",

@@ -174,6 +174,18 @@ generator attribute --iters $((SECS * 2000))
 fi
 
 if [[ $ONLY == *b* ]]; then
+# nginx with the njs module, for the side-by-side 3-way fan-out (installed when apt can).
+NGINX_OK=0
+if [ ! -f /usr/lib/nginx/modules/ngx_http_js_module.so ] && command -v apt-get >/dev/null 2>&1 &&
+    [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-js >/dev/null 2>&1 || true
+fi
+if command -v nginx >/dev/null 2>&1 && [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ]; then
+    NGINX_OK=1
+else
+    echo "== nginx + njs not installed (apt-get install nginx libnginx-mod-http-js): its column is skipped"
+fi
+
 for N in 3 10; do
     echo
     echo "== (b) uncached fan-out to $N sources"
@@ -181,7 +193,13 @@ for N in 3 10; do
     start gateway "$PIN_SERVER" serve-gateway --scenario fanout --n "$N" --sources "http://$(api sources)"
     start gateway-log "$PIN_SERVER" serve-gateway --scenario fanout --n "$N" --audit log \
         --sources "http://$(api sources)"
-    generator fanout --gateway "$T/gateway.addr" --gateway-log "$T/gateway-log.addr" \
+    # The same fan-out on nginx + njs, the peer an operator might otherwise pick (3-way only).
+    NGINX=()
+    if [ "$N" = 3 ] && [ "$NGINX_OK" = 1 ]; then
+        start nginx "$PIN_SERVER" serve-nginx --n "$N" --sources "$(api sources)"
+        NGINX=(--nginx "$T/nginx.addr")
+    fi
+    generator fanout --gateway "$T/gateway.addr" --gateway-log "$T/gateway-log.addr" "${NGINX[@]}" \
         --sources "$T/sources.addr" --n "$N" --rate "$RATE" --secs "$SECS" --rounds "$B_ROUNDS" \
         --delay-ms "$DELAY_MS"
     stop_all

@@ -509,6 +509,17 @@ fn compile_adapter(
     // Map: sections must be declared; mappings must compile.
     let known_sections: Vec<String> = gw.sections.keys().cloned().collect();
     for name in def.map.keys() {
+        if name == ZAKEN {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    key_at(&["map"], name),
+                    format!("section `{ZAKEN}` is filled by the gateway itself (applications from its store); an adapter cannot map into it"),
+                )
+                .hint("map the organisation's cases into a section of their own, e.g. `lopende_zaken`"),
+            );
+            continue;
+        }
         if !gw.sections.contains_key(name) {
             errors.push(
                 ConfigError::new(

@@ -203,3 +203,30 @@ fn check_reports_a_rule_typo_with_file_and_line() {
         "{text}"
     );
 }
+
+#[test]
+fn check_refuses_an_adapter_mapping_into_the_gateways_own_zaken_section() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let gateway = GATEWAY
+        .replace("  - adapters/ontbreekt.yaml\n", "")
+        .replace("  max_depth: diep\n", "  max_depth: 64\n")
+        .replace("  max_bytez: 10MiB\n", "")
+        .replace(
+            "  uitkeringen: {kind: list, key: [soort]}",
+            "  uitkeringen: {kind: list, key: [soort]}\n  zaken: {kind: list, key: [id]}",
+        );
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    std::fs::write(
+        dir.path().join("adapters/uwv.yaml"),
+        ADAPTER.replace("  uitkeringen:\n", "  zaken:\n"),
+    )
+    .unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("section `zaken` is filled by the gateway itself"),
+        "{text}"
+    );
+    assert!(text.contains("uwv.yaml:"), "with its position: {text}");
+}
