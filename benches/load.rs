@@ -708,7 +708,8 @@ audit:
   pseudonym_key: ${KETENPORTAAL_PSEUDONYM_KEY}
 "#;
 
-/// Writes the fan-out scenario: `n` REST sources, each filling the shared `zaken` list.
+/// Writes the fan-out scenario: `n` REST sources, each filling the shared `bronzaken` list (not
+/// `zaken`: that name is the gateway's own section from the store, which would replace it).
 fn write_fanout_config(dir: &Path, n: usize) -> Result<PathBuf, String> {
     let adapters = dir.join("adapters");
     std::fs::create_dir_all(&adapters).map_err(|e| e.to_string())?;
@@ -729,7 +730,7 @@ rest:
   method: POST
   body: {{bsn: "{{{{bsn}}}}"}}
 map:
-  zaken:
+  bronzaken:
     each: /zaken
     fields:
       zaaknummer: {{path: /identificatie, required: true}}
@@ -747,7 +748,7 @@ adapters: [adapters]
 deadline: 1s
 organisations:
 {orgs}sections:
-  zaken:
+  bronzaken:
     kind: list
     description: Lopende en afgehandelde zaken bij alle bronnen.
     key: [bron, zaaknummer]
@@ -756,7 +757,7 @@ views:
   klant:
     audience: citizen
     sections:
-      zaken: ["*"]
+      bronzaken: ["*"]
 {AUTH_YAML}cache:
   enabled: false
 "#
@@ -1676,7 +1677,7 @@ async fn cmd_fanout(
                 .as_array()
                 .map(|a| a.iter().filter(|s| s["status"] == "ok").count())
                 .unwrap_or(0);
-            let records = v["sections"]["zaken"].as_array().map_or(0, Vec::len);
+            let records = v["sections"]["bronzaken"].as_array().map_or(0, Vec::len);
             if status != StatusCode::OK || ok != o.n || v["complete"] != true {
                 return Err(format!(
                     "{name}: the answer is not complete ({status}, {ok} of {} sources ok): {v}",
