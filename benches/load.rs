@@ -734,8 +734,8 @@ audit:
   pseudonym_key: ${KETENPORTAAL_PSEUDONYM_KEY}
 "#;
 
-/// Writes the fan-out scenario: `n` REST sources, each filling the shared `lopende_zaken` list (the
-/// gateway's own `zaken` section is its applications).
+/// Writes the fan-out scenario: `n` REST sources, each filling the shared `bronzaken` list (not
+/// `zaken`: that name is the gateway's own section from the store, which would replace it).
 fn write_fanout_config(dir: &Path, n: usize) -> Result<PathBuf, String> {
     let adapters = dir.join("adapters");
     std::fs::create_dir_all(&adapters).map_err(|e| e.to_string())?;
@@ -756,7 +756,7 @@ rest:
   method: POST
   body: {{bsn: "{{{{bsn}}}}"}}
 map:
-  lopende_zaken:
+  bronzaken:
     each: /zaken
     fields:
       zaaknummer: {{path: /identificatie, required: true}}
@@ -774,7 +774,7 @@ adapters: [adapters]
 deadline: 1s
 organisations:
 {orgs}sections:
-  lopende_zaken:
+  bronzaken:
     kind: list
     description: Lopende en afgehandelde zaken bij alle bronnen.
     key: [bron, zaaknummer]
@@ -783,7 +783,7 @@ views:
   klant:
     audience: citizen
     sections:
-      lopende_zaken: ["*"]
+      bronzaken: ["*"]
 {AUTH_YAML}cache:
   enabled: false
 "#
@@ -1752,9 +1752,7 @@ async fn cmd_fanout(
                 .as_array()
                 .map(|a| a.iter().filter(|s| s["status"] == "ok").count())
                 .unwrap_or(0);
-            let records = v["sections"]["lopende_zaken"]
-                .as_array()
-                .map_or(0, Vec::len);
+            let records = v["sections"]["bronzaken"].as_array().map_or(0, Vec::len);
             if status != StatusCode::OK || ok != o.n || v["complete"] != true {
                 return Err(format!(
                     "{name}: the answer is not complete ({status}, {ok} of {} sources ok): {v}",

@@ -88,6 +88,29 @@ impl AccessRecord {
     }
 }
 
+/// What became of an access whose record was written before its outcome was known (see
+/// [`AuditSink::begin`]): when it ended, `served`/`partial`/`failed: ...`, and each source's
+/// status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Completion {
+    pub time: DateTime<Utc>,
+    pub outcome: String,
+    pub sources: Vec<(Arc<str>, String)>,
+}
+
+impl Completion {
+    /// The record as it reads with its outcome.
+    pub fn apply(self, rec: &mut AccessRecord) {
+        rec.time = self.time;
+        rec.outcome = self.outcome;
+        rec.sources = self.sources;
+    }
+}
+
+/// A durably written record that an outcome can complete.
+#[derive(Debug, Clone, Copy)]
+pub struct Begun(pub Option<i64>);
+
 #[derive(Debug, thiserror::Error)]
 #[error("the audit record could not be written: {0}")]
 pub struct AuditError(pub String);
@@ -97,6 +120,18 @@ pub trait AuditSink: Send + Sync {
     /// Takes the record by value: a durable sink serialises it on the caller's thread and
     /// moves it to its writer without a copy.
     fn record(&self, rec: AccessRecord) -> BoxFuture<'_, Result<(), AuditError>>;
+
+    /// Writes the record of an access that is still under way (outcome `requested`), durably,
+    /// so that the write can overlap the fan-out. The answer still waits for it (fail closed).
+    fn begin(&self, rec: AccessRecord) -> BoxFuture<'_, Result<Begun, AuditError>> {
+        Box::pin(async move { self.record(rec).await.map(|()| Begun(None)) })
+    }
+
+    /// Attaches the outcome to a record written by `begin`. The answer does not wait for it:
+    /// the access itself is already on record.
+    fn complete(&self, begun: Begun, outcome: &Completion) {
+        let _ = (begun, outcome);
+    }
 }
 
 /// Writes access records to the log (target `audit`), with the BSN masked. Not durable.
@@ -120,5 +155,9 @@ impl AuditSink for LogAudit {
             );
             Ok(())
         })
+    }
+
+    fn complete(&self, _: Begun, outcome: &Completion) {
+        tracing::info!(target: "audit", outcome = %outcome.outcome, "Access completed.");
     }
 }

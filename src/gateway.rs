@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use tower::ServiceExt;
 
 use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
-use crate::audit::{AccessRecord, AuditSink};
+use crate::audit::{AccessRecord, AuditError, AuditSink, Begun, Completion};
 use crate::auth::{Actor, Verifier};
 use crate::bsn::Bsn;
 use crate::cache::{CacheKey, Freshness, Policy, SourceCache};
@@ -402,11 +402,45 @@ impl Gateway {
             .adapters_for(&wanted)
             .filter_map(|spec| rt.adapters.get(spec.id()).map(Arc::as_ref))
             .collect();
-        let calls = needed
-            .iter()
-            .map(|adapter| self.call(adapter, &req, deadline));
-        let outcomes: Vec<Outcome> = join_all(calls).await;
-        let upstream_wait = started.elapsed();
+        let mut record =
+            AccessRecord::new("dossier.read", Some(&req.actor), &req.trace, Some(req.bsn));
+        record.started_at = req.started_at;
+        record.view = Some(req.view.clone());
+        record.purpose = req.purpose.clone();
+        record.processing_activity = req
+            .purpose
+            .as_ref()
+            .and_then(|p| view.purposes.get(p))
+            .and_then(|p| p.processing_activity.clone());
+        record.sections = wanted.iter().map(|s| s.to_string()).collect();
+
+        // Answered at once (every source cached): one record, written with its outcome.
+        // Otherwise some source is being waited for: write the access record (who, whose,
+        // why, which view and sections) now, concurrently, and attach the outcome afterwards.
+        // The answer waits for both, so no data leaves without the durable record, but the
+        // fsync no longer comes after the slowest source.
+        let ((outcomes, upstream_wait), begun) = {
+            let calls = needed
+                .iter()
+                .map(|adapter| self.call(adapter, &req, deadline));
+            let mut fanout = std::pin::pin!(async {
+                let outcomes: Vec<Outcome> = join_all(calls).await;
+                (outcomes, started.elapsed())
+            });
+            match futures::poll!(fanout.as_mut()) {
+                std::task::Poll::Ready(done) => (done, None),
+                std::task::Poll::Pending => {
+                    let mut intent = record.clone();
+                    intent.outcome = "requested".into();
+                    intent.sources = needed
+                        .iter()
+                        .map(|a| (a.client.id().clone(), "requested".to_string()))
+                        .collect();
+                    let (done, begun) = futures::join!(fanout, self.audit.begin(intent));
+                    (done, Some(begun?))
+                }
+            }
+        };
 
         let answers: Vec<&SourceAnswer> = outcomes
             .iter()
@@ -427,18 +461,6 @@ impl Gateway {
                 });
             }
         }
-
-        let mut record =
-            AccessRecord::new("dossier.read", Some(&req.actor), &req.trace, Some(req.bsn));
-        record.started_at = req.started_at;
-        record.view = Some(req.view.clone());
-        record.purpose = req.purpose.clone();
-        record.processing_activity = req
-            .purpose
-            .as_ref()
-            .and_then(|p| view.purposes.get(p))
-            .and_then(|p| p.processing_activity.clone());
-        record.sections = wanted.iter().map(|s| s.to_string()).collect();
         record.sources = outcomes
             .iter()
             .map(|o| (o.report.adapter.clone(), o.report.status.to_string()))
@@ -466,14 +488,14 @@ impl Gateway {
             record.outcome = format!("failed: {err}");
             record.time = Utc::now();
             // Even a failed access is an access attempt: audit it, fail closed.
-            self.audit.record(record).await?;
+            self.finish(record, begun).await?;
             return Err(err);
         }
 
         let rendered = self.render(rt, &req, &wanted, view, &answers).await;
         record.outcome = if complete { "served" } else { "partial" }.into();
         record.time = Utc::now();
-        self.audit.record(record).await?;
+        self.finish(record, begun).await?;
 
         Ok(DossierResponse {
             subject: Subject { bsn: req.bsn },
@@ -487,6 +509,23 @@ impl Gateway {
             trace_id: req.trace.trace_id,
             upstream_wait,
         })
+    }
+
+    /// Records the access with its outcome: the whole record, durable before the answer; or,
+    /// when the record was written during the fan-out, its outcome (not waited for).
+    async fn finish(&self, record: AccessRecord, begun: Option<Begun>) -> Result<(), AuditError> {
+        match begun {
+            None => self.audit.record(record).await,
+            Some(begun) => {
+                let done = Completion {
+                    time: record.time,
+                    outcome: record.outcome,
+                    sources: record.sources,
+                };
+                self.audit.complete(begun, &done);
+                Ok(())
+            }
+        }
     }
 
     /// Merge and view filter, or the same rendering from the render cache.

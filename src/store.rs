@@ -26,7 +26,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{AccessRecord, AuditError, AuditSink};
+use crate::audit::{AccessRecord, AuditError, AuditSink, Begun, Completion};
 use crate::bsn::Bsn;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -58,6 +58,9 @@ struct Job {
     actor: String,
     actor_type: String,
     bsn: Option<Bsn>,
+    /// For an outcome (see [`AuditSink::complete`]): the access record it completes; `json`
+    /// is then the outcome and goes to `audit_outcome`.
+    completes: Option<i64>,
     done: oneshot::Sender<Result<i64, String>>,
 }
 
@@ -72,7 +75,23 @@ impl Job {
             actor: record.actor,
             actor_type: record.actor_type,
             bsn: record.bsn,
+            completes: None,
             done,
+        }
+    }
+
+    fn outcome(seq: i64, outcome: &Completion) -> Job {
+        Job {
+            json: serde_json::to_string(outcome).unwrap_or_default(),
+            time: String::new(),
+            kind: String::new(),
+            trace_id: String::new(),
+            actor: String::new(),
+            actor_type: String::new(),
+            bsn: None,
+            completes: Some(seq),
+            // Nobody waits for an outcome.
+            done: oneshot::channel().0,
         }
     }
 }
@@ -128,6 +147,11 @@ CREATE TABLE IF NOT EXISTS audit_log (
 CREATE INDEX IF NOT EXISTS audit_log_bsn ON audit_log (bsn, time);
 CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (time);
 DROP INDEX IF EXISTS audit_log_trace;
+CREATE TABLE IF NOT EXISTS audit_outcome (
+    seq            INTEGER PRIMARY KEY,
+    outcome        TEXT NOT NULL,
+    hash           TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS applications (
     id              TEXT PRIMARY KEY,
     service         TEXT NOT NULL,
@@ -162,22 +186,25 @@ CREATE TABLE IF NOT EXISTS registrations (
 /// tamper-evident as the record) plus the pseudonymised subject written beside it; it has no
 /// column naming the employee. One row per read instead of two halves the store's write work.
 const PROCESSING_VIEW: &str = "
-SELECT seq, trace_id,
-    json_extract(record, '$.span_id') AS span_id,
-    json_extract(record, '$.foreign_span_id') AS parent_span_id,
-    'ketenportaal.' || kind AS name,
-    json_extract(record, '$.started_at') AS start_time,
-    json_extract(record, '$.time') AS end_time,
-    CASE WHEN json_extract(record, '$.outcome') GLOB 'failed*'
-           OR json_extract(record, '$.outcome') GLOB 'refused*' THEN 'ERROR' ELSE 'OK' END
+SELECT a.seq AS seq, a.trace_id AS trace_id,
+    json_extract(a.record, '$.span_id') AS span_id,
+    json_extract(a.record, '$.foreign_span_id') AS parent_span_id,
+    'ketenportaal.' || a.kind AS name,
+    json_extract(a.record, '$.started_at') AS start_time,
+    COALESCE(json_extract(o.outcome, '$.time'), json_extract(a.record, '$.time')) AS end_time,
+    CASE WHEN COALESCE(json_extract(o.outcome, '$.outcome'), json_extract(a.record, '$.outcome'))
+                  GLOB 'failed*'
+           OR COALESCE(json_extract(o.outcome, '$.outcome'), json_extract(a.record, '$.outcome'))
+                  GLOB 'refused*' THEN 'ERROR' ELSE 'OK' END
         AS status_code,
-    CASE WHEN json_extract(record, '$.foreign_span_id') IS NULL THEN NULL
-         ELSE json_object('trace_id', trace_id, 'span_id', json_extract(record, '$.foreign_span_id'))
+    CASE WHEN json_extract(a.record, '$.foreign_span_id') IS NULL THEN NULL
+         ELSE json_object('trace_id', a.trace_id, 'span_id', json_extract(a.record, '$.foreign_span_id'))
     END AS foreign_operation,
-    json_extract(record, '$.processing_activity') AS processing_activity_id,
-    data_subject_id,
+    json_extract(a.record, '$.processing_activity') AS processing_activity_id,
+    a.data_subject_id AS data_subject_id,
     'BSN' AS data_subject_id_type
-FROM audit_log WHERE data_subject_id IS NOT NULL";
+FROM audit_log a LEFT JOIN audit_outcome o ON o.seq = a.seq
+WHERE a.data_subject_id IS NOT NULL";
 
 /// Brings a store written by an older version to the current schema: the pseudonym column on
 /// `audit_log`, the old `processing_log` table kept as `processing_log_v1` (its rows stay
@@ -270,6 +297,14 @@ fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Application> {
         created_at: r.get(12)?,
         updated_at: r.get(13)?,
     })
+}
+
+/// An outcome's hash: bound to the record it completes, so changing either shows.
+fn outcome_hash(record_hash: &str, outcome_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(record_hash.as_bytes());
+    h.update(outcome_json.as_bytes());
+    hex::encode(h.finalize())
 }
 
 fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
@@ -365,15 +400,26 @@ impl AuditStore {
     ) -> Result<Vec<(i64, AccessRecord)>, StoreError> {
         self.read(move |c| {
             let mut st = c.prepare(
-                "SELECT seq, record FROM audit_log WHERE bsn = ?1 ORDER BY seq DESC LIMIT ?2",
+                "SELECT a.seq, a.record, o.outcome FROM audit_log a
+                 LEFT JOIN audit_outcome o ON o.seq = a.seq
+                 WHERE a.bsn = ?1 ORDER BY a.seq DESC LIMIT ?2",
             )?;
             let rows = st.query_map(params![bsn.as_str(), limit], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (seq, json) = row?;
-                if let Ok(rec) = serde_json::from_str::<AccessRecord>(&json) {
+                let (seq, json, outcome) = row?;
+                if let Ok(mut rec) = serde_json::from_str::<AccessRecord>(&json) {
+                    if let Some(done) =
+                        outcome.and_then(|o| serde_json::from_str::<Completion>(&o).ok())
+                    {
+                        done.apply(&mut rec);
+                    }
                     out.push((seq, rec));
                 }
             }
@@ -576,6 +622,21 @@ impl AuditSink for AuditStore {
     fn record(&self, rec: AccessRecord) -> BoxFuture<'_, Result<(), AuditError>> {
         Box::pin(async move { self.append(rec).await.map(|_| ()) })
     }
+
+    fn begin(&self, rec: AccessRecord) -> BoxFuture<'_, Result<Begun, AuditError>> {
+        Box::pin(async move { self.append(rec).await.map(|seq| Begun(Some(seq))) })
+    }
+
+    fn complete(&self, begun: Begun, outcome: &Completion) {
+        let Begun(Some(seq)) = begun else { return };
+        let job = Job::outcome(seq, outcome);
+        if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(job).await;
+            });
+        }
+    }
 }
 
 fn writer_loop(mut c: Connection, mut rx: mpsc::Receiver<Job>, key: Vec<u8>, path: PathBuf) {
@@ -651,7 +712,22 @@ fn write_batch(
                  prev_hash, hash, data_subject_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
+        let mut outcome_ins = tx.prepare_cached(
+            "INSERT OR REPLACE INTO audit_outcome (seq, outcome, hash) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut record_hash = tx.prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?;
         for job in batch {
+            if let Some(of) = job.completes {
+                // The record is durable before its outcome is sent; an outcome without one
+                // (impossible) is dropped rather than failing the batch's other records.
+                let parent: Option<String> =
+                    record_hash.query_row([of], |r| r.get(0)).optional()?;
+                if let Some(parent) = parent {
+                    outcome_ins.execute(params![of, job.json, outcome_hash(&parent, &job.json)])?;
+                }
+                seqs.push(of);
+                continue;
+            }
             seq += 1;
             let hash = chain_hash(&prev, seq, &job.json);
             ins.execute(params![
@@ -757,6 +833,23 @@ pub fn verify(path: &Path) -> Result<Verdict, StoreError> {
         expected_prev = hash;
         last_seq = seq;
         count += 1;
+    }
+    // Outcomes completing a record (reads whose record was written during the fan-out).
+    let mut st = c
+        .prepare(
+            "SELECT o.seq, o.outcome, o.hash, a.hash FROM audit_outcome o
+             LEFT JOIN audit_log a ON a.seq = o.seq ORDER BY o.seq",
+        )
+        .map_err(err)?;
+    let mut rows = st.query([]).map_err(err)?;
+    while let Some(row) = rows.next().map_err(err)? {
+        let seq: i64 = row.get(0).map_err(err)?;
+        let outcome: String = row.get(1).map_err(err)?;
+        let hash: String = row.get(2).map_err(err)?;
+        let parent: Option<String> = row.get(3).map_err(err)?;
+        if parent.is_none_or(|p| outcome_hash(&p, &outcome) != hash) {
+            return Ok(Verdict::Modified { seq });
+        }
     }
     Ok(Verdict::Intact {
         records: count,
@@ -1014,6 +1107,57 @@ mod tests {
         assert_eq!(activity, "https://register.example/x");
         assert_eq!(kind, "BSN");
         assert!(started.starts_with("2026-11-02T10:05:"), "{started}");
+    }
+
+    #[tokio::test]
+    async fn an_outcome_completes_its_record_and_is_covered_by_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        let mut intent = rec(1, "999993653", 10);
+        intent.outcome = "requested".into();
+        let begun = store.begin(intent).await.unwrap();
+        let end = Utc
+            .with_ymd_and_hms(2026, 11, 2, 10, 6, 0)
+            .single()
+            .unwrap();
+        store.complete(
+            begun,
+            &Completion {
+                time: end,
+                outcome: "partial".into(),
+                sources: vec![(Arc::from("uwv"), "timeout".into())],
+            },
+        );
+        // The outcome is not waited for; a later record's commit comes after it.
+        store.append(rec(2, "999990019", 10)).await.unwrap();
+        let rows = store
+            .by_subject(Bsn::parse("999993653").unwrap(), 10)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].1.outcome, "partial");
+        assert_eq!(rows[0].1.time, end);
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Intact { records: 2, .. }
+        ));
+        let c = Connection::open(&path).unwrap();
+        let (status, end_time): (String, String) = c
+            .query_row(
+                "SELECT status_code, end_time FROM processing_log WHERE seq = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(status, "OK");
+        assert!(end_time.starts_with("2026-11-02T10:06:00"), "{end_time}");
+        c.execute(
+            "UPDATE audit_outcome SET outcome = replace(outcome, 'partial', 'served')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(verify(&path).unwrap(), Verdict::Modified { seq: 1 });
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ function dossier(r) {
     });
     const complete = sources.every((s) => s.status === 'ok');
     r.headersOut['Content-Type'] = 'application/json';
-    r.return(complete ? 200 : 502, JSON.stringify({ complete, sections: { lopende_zaken: zaken }, sources }));
+    r.return(complete ? 200 : 502, JSON.stringify({ complete, sections: { bronzaken: zaken }, sources }));
   });
 }
 
