@@ -2,16 +2,19 @@
 //!
 //! Keyed by adapter + adapter definition + subject, so one entry serves every view and a
 //! changed adapter never serves answers mapped by its old definition. Entries are weighed by an
-//! estimate of the memory their mapped records hold; the total is bounded by `cache.max_bytes`. Concurrent misses
-//! for one key make one upstream call (moka's `try_get_with` coalesces). Errors are never
-//! cached. A second, longer-lived map keeps the last good answer for `stale_if_error`.
+//! estimate of the memory their mapped records hold; the total is bounded by `cache.max_bytes`.
+//! One map holds each answer for `ttl + stale_if_error`: fresh within `ttl`, after that only
+//! served (marked stale) when the source fails. (A second map for the stale window had its own
+//! budget, so memory could reach twice `max_bytes`.) Concurrent misses for one key make one
+//! upstream call: a miss fetches under moka's per-key lock, and the callers waiting on that lock
+//! find the fresh answer. Errors are never cached.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
 
 use crate::adapter::{SourceAnswer, SourceError};
 use crate::bsn::Bsn;
@@ -43,16 +46,26 @@ pub enum Freshness {
     Stale(Duration),
 }
 
-struct FreshExpiry;
-impl Expiry<CacheKey, Arc<Entry>> for FreshExpiry {
-    fn expire_after_create(&self, _: &CacheKey, v: &Arc<Entry>, _: Instant) -> Option<Duration> {
-        Some(v.ttl)
-    }
-}
-struct StaleExpiry;
-impl Expiry<CacheKey, Arc<Entry>> for StaleExpiry {
+/// An entry lives for its whole stale window; a refresh restarts it.
+struct KeepExpiry;
+impl Expiry<CacheKey, Arc<Entry>> for KeepExpiry {
     fn expire_after_create(&self, _: &CacheKey, v: &Arc<Entry>, _: Instant) -> Option<Duration> {
         Some(v.keep)
+    }
+    fn expire_after_update(
+        &self,
+        _: &CacheKey,
+        v: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.keep)
+    }
+}
+
+impl Entry {
+    fn is_fresh(&self) -> bool {
+        self.stored.elapsed() < self.ttl
     }
 }
 
@@ -69,31 +82,19 @@ pub struct Policy {
 
 #[derive(Clone)]
 pub struct SourceCache {
-    fresh: Cache<CacheKey, Arc<Entry>>,
-    stale: Cache<CacheKey, Arc<Entry>>,
+    entries: Cache<CacheKey, Arc<Entry>>,
     enabled: bool,
 }
 
 impl SourceCache {
     pub fn new(max_bytes: u64, enabled: bool) -> Self {
-        let fresh = Cache::builder()
+        let entries = Cache::builder()
             .max_capacity(max_bytes)
             .weigher(weigh)
-            .expire_after(FreshExpiry)
+            .expire_after(KeepExpiry)
             .support_invalidation_closures()
             .build();
-        // The stale map shares the answers (Arc) with the fresh one; it costs its own index.
-        let stale = Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(weigh)
-            .expire_after(StaleExpiry)
-            .support_invalidation_closures()
-            .build();
-        SourceCache {
-            fresh,
-            stale,
-            enabled,
-        }
+        SourceCache { entries, enabled }
     }
 
     /// Gets the answer for `key`, calling `fetch` at most once across concurrent callers.
@@ -110,49 +111,43 @@ impl SourceCache {
         if !self.enabled || policy.ttl.is_zero() {
             return fetch.await.map(|a| (Arc::new(a), Freshness::Fetched));
         }
-        let make = |a: SourceAnswer| {
-            Arc::new(Entry {
-                answer: Arc::new(a),
-                stored: Instant::now(),
-                ttl: policy.ttl,
-                keep: policy.ttl + policy.stale_if_error,
+        if !bypass
+            && let Some(e) = self.entries.get(&key).await
+            && e.is_fresh()
+        {
+            return Ok((e.answer.clone(), Freshness::Cached(e.stored.elapsed())));
+        }
+        // A miss, or only a stale answer: fetch under the key's lock. Callers that wait on the
+        // lock find the answer just fetched and do not call the source again.
+        let result = self
+            .entries
+            .entry(key.clone())
+            .and_try_compute_with(|current| async move {
+                if !bypass && current.as_ref().is_some_and(|c| c.value().is_fresh()) {
+                    return Ok(Op::Nop);
+                }
+                let answer = fetch.await?;
+                Ok::<_, SourceError>(Op::Put(Arc::new(Entry {
+                    answer: Arc::new(answer),
+                    stored: Instant::now(),
+                    ttl: policy.ttl,
+                    keep: policy.ttl + policy.stale_if_error,
+                })))
             })
-        };
-        let result: Result<(Arc<Entry>, bool), Arc<SourceError>> = if bypass {
-            match fetch.await {
-                Ok(a) => {
-                    let e = make(a);
-                    self.fresh.insert(key.clone(), e.clone()).await;
-                    Ok((e, true))
-                }
-                Err(e) => Err(Arc::new(e)),
-            }
-        } else {
-            let ran = AtomicBool::new(false);
-            let r = self
-                .fresh
-                .try_get_with(key.clone(), async {
-                    ran.store(true, Ordering::Relaxed);
-                    fetch.await.map(make)
-                })
-                .await;
-            r.map(|e| (e, ran.load(Ordering::Relaxed)))
-        };
+            .await;
         match result {
-            Ok((e, fetched)) => {
-                if fetched && !policy.stale_if_error.is_zero() {
-                    self.stale.insert(key, e.clone()).await;
-                }
-                let f = if fetched {
-                    Freshness::Fetched
-                } else {
-                    Freshness::Cached(e.stored.elapsed())
-                };
-                Ok((e.answer.clone(), f))
+            Ok(CompResult::Inserted(e) | CompResult::ReplacedWith(e)) => {
+                Ok((e.into_value().answer.clone(), Freshness::Fetched))
             }
+            Ok(CompResult::Unchanged(e)) => {
+                let e = e.into_value();
+                Ok((e.answer.clone(), Freshness::Cached(e.stored.elapsed())))
+            }
+            // Not produced by the closure above (it never removes).
+            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => Err(SourceError::Unavailable),
             Err(err) => match self.stale_answer(&key, policy).await {
                 Some(hit) => Ok(hit),
-                None => Err((*err).clone()),
+                None => Err(err),
             },
         }
     }
@@ -166,7 +161,7 @@ impl SourceCache {
         if !self.enabled || policy.stale_if_error.is_zero() {
             return None;
         }
-        let e = self.stale.get(key).await?;
+        let e = self.entries.get(key).await?;
         let age = e.stored.elapsed();
         (age <= policy.ttl + policy.stale_if_error)
             .then(|| (e.answer.clone(), Freshness::Stale(age)))
@@ -175,18 +170,78 @@ impl SourceCache {
     /// Drops every entry of one subject (after an application, or on an operator's request).
     pub fn invalidate_subject(&self, bsn: Bsn) {
         // Only fails when invalidation closures are not enabled, and they are.
-        let _ = self.fresh.invalidate_entries_if(move |k, _| k.bsn == bsn);
-        let _ = self.stale.invalidate_entries_if(move |k, _| k.bsn == bsn);
+        let _ = self.entries.invalidate_entries_if(move |k, _| k.bsn == bsn);
     }
 
-    /// Entry count and weighted size (bytes) of the fresh map.
+    /// Entry count and weighted size (bytes), fresh and stale answers together.
     pub fn stats(&self) -> (u64, u64) {
-        (self.fresh.entry_count(), self.fresh.weighted_size())
+        (self.entries.entry_count(), self.entries.weighted_size())
     }
 
     /// Runs pending maintenance (tests and stats).
     pub async fn sync(&self) {
-        self.fresh.run_pending_tasks().await;
-        self.stale.run_pending_tasks().await;
+        self.entries.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn key() -> CacheKey {
+        CacheKey {
+            adapter: Arc::from("a"),
+            version: Arc::from("v1"),
+            bsn: Bsn::parse("999993653").unwrap(),
+        }
+    }
+
+    fn answer() -> SourceAnswer {
+        SourceAnswer {
+            adapter: Arc::from("a"),
+            organisation: Arc::from("o"),
+            fetched_at: chrono::Utc::now(),
+            sections: crate::mapping::Sections::new(),
+            bytes: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_make_one_call_and_a_failed_refresh_serves_the_stale_answer() {
+        let cache = SourceCache::new(1 << 20, true);
+        let calls = AtomicUsize::new(0);
+        let policy = Policy {
+            ttl: Duration::from_millis(20),
+            stale_if_error: Duration::from_secs(60),
+        };
+        let fetch = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(answer())
+        };
+        let all = futures::future::join_all(
+            (0..10).map(|_| cache.get_or_fetch(key(), policy, false, fetch())),
+        )
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let fetched = all
+            .iter()
+            .filter(|r| matches!(r, Ok((_, Freshness::Fetched))))
+            .count();
+        assert_eq!(fetched, 1);
+        // After the TTL the source fails: the last good answer comes back, marked stale.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let r = cache
+            .get_or_fetch(key(), policy, false, async {
+                Err(SourceError::Unavailable)
+            })
+            .await;
+        assert!(matches!(r, Ok((_, Freshness::Stale(_)))), "{r:?}");
+        // And a successful refresh replaces it.
+        let r = cache.get_or_fetch(key(), policy, false, fetch()).await;
+        assert!(matches!(r, Ok((_, Freshness::Fetched))), "{r:?}");
+        cache.sync().await;
+        assert_eq!(cache.stats().0, 1);
     }
 }

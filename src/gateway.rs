@@ -583,15 +583,19 @@ impl Gateway {
             ttl: spec.def.cache.ttl.0,
             stale_if_error: spec.def.cache.stale_if_error.0,
         };
-        let call = Call {
-            ctx: CallContext {
-                bsn: req.bsn,
-                traceparent: Some(req.trace.child().header()),
-            },
-            deadline,
-            read: true,
+        // Built only when the source is really called: a cache hit needs no child span, no
+        // `traceparent` and no copy of the stack.
+        let fetch = async {
+            let call = Call {
+                ctx: CallContext {
+                    bsn: req.bsn,
+                    traceparent: Some(req.trace.child().header()),
+                },
+                deadline,
+                read: true,
+            };
+            adapter.stack.clone().oneshot(call).await
         };
-        let fetch = adapter.stack.clone().oneshot(call);
         // The outer bound covers waiting for a permit or for a coalesced fetch started by
         // another request: nothing waits past the deadline.
         let remaining = deadline.saturating_duration_since(start);

@@ -15,21 +15,23 @@ use prometheus_client::registry::Registry;
 
 use crate::adapter::SourceError;
 
+// Label values are shared (`Arc<str>` adapter ids from config) or static: looking a series up
+// on the request path allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdapterLabel {
-    pub adapter: String,
+    pub adapter: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AdapterStatus {
-    pub adapter: String,
-    pub status: String,
+    pub adapter: Arc<str>,
+    pub status: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
-    pub route: String,
-    pub code: String,
+    pub route: &'static str,
+    pub code: &'static str,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -126,9 +128,9 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    pub fn observe_attempt(&self, adapter: &str, took: Duration, err: Option<&SourceError>) {
+    pub fn observe_attempt(&self, adapter: &Arc<str>, took: Duration, err: Option<&SourceError>) {
         let l = AdapterLabel {
-            adapter: adapter.to_string(),
+            adapter: adapter.clone(),
         };
         self.attempt_seconds
             .get_or_create(&l)
@@ -145,38 +147,38 @@ impl Metrics {
             };
             self.attempt_errors
                 .get_or_create(&AdapterStatus {
-                    adapter: adapter.to_string(),
-                    status: kind.to_string(),
+                    adapter: adapter.clone(),
+                    status: kind,
                 })
                 .inc();
         }
     }
 
-    pub fn source_result(&self, adapter: &str, status: &str) {
+    pub fn source_result(&self, adapter: &Arc<str>, status: &'static str) {
         self.source_results
             .get_or_create(&AdapterStatus {
-                adapter: adapter.to_string(),
-                status: status.to_string(),
+                adapter: adapter.clone(),
+                status,
             })
             .inc();
     }
 
-    pub fn cache_lookup(&self, adapter: &str, result: &'static str) {
+    pub fn cache_lookup(&self, adapter: &Arc<str>, result: &'static str) {
         self.cache_lookups
             .get_or_create(&AdapterStatus {
-                adapter: adapter.to_string(),
-                status: result.to_string(),
+                adapter: adapter.clone(),
+                status: result,
             })
             .inc();
     }
 
     /// Cache lookups of one adapter so far: (hits, misses, stale answers served).
-    pub fn cache_counts(&self, adapter: &str) -> (u64, u64, u64) {
-        let get = |result: &str| {
+    pub fn cache_counts(&self, adapter: &Arc<str>) -> (u64, u64, u64) {
+        let get = |result: &'static str| {
             self.cache_lookups
                 .get_or_create(&AdapterStatus {
-                    adapter: adapter.to_string(),
-                    status: result.to_string(),
+                    adapter: adapter.clone(),
+                    status: result,
                 })
                 .get()
         };
@@ -184,10 +186,14 @@ impl Metrics {
     }
 
     pub fn request(&self, route: &'static str, status: u16, took: Duration, upstream: Duration) {
-        let l = RouteLabel {
-            route: route.to_string(),
-            code: format!("{}xx", status / 100),
+        let code = match status / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
         };
+        let l = RouteLabel { route, code };
         self.request_seconds
             .get_or_create(&l)
             .observe(took.as_secs_f64());

@@ -122,7 +122,7 @@ async fn api_version(mut r: Response) -> Response {
 async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let g = &s.gateway;
     let rt = g.runtime();
-    for (id, a) in &rt.adapters {
+    for a in rt.adapters.values() {
         let v = match a.circuit() {
             crate::resilience::CircuitState::Closed => 0,
             crate::resilience::CircuitState::HalfOpen => 1,
@@ -131,7 +131,7 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
         g.metrics
             .circuit_state
             .get_or_create(&crate::metrics::AdapterLabel {
-                adapter: id.clone(),
+                adapter: a.client.id().clone(),
             })
             .set(v);
     }
