@@ -265,6 +265,15 @@ impl TestApp {
         self.token(&demo::employee("medewerker.test", org, roles))
     }
 
+    /// `GET path` (with a bearer token when given), answered as JSON.
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> serde_json::Value {
+        let mut r = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn me_dossier(&self, token: &str) -> reqwest::Response {
         self.http
             .get(format!("{}/v1/me/dossier", self.url))

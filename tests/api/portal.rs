@@ -111,11 +111,7 @@ async fn portals_and_sign_in_are_off_unless_configured() {
 #[tokio::test]
 async fn demo_sign_in_mints_working_tokens_for_the_configured_accounts_only() {
     let app = spawn_app().await;
-    let accounts: Value = get(&app, "/portaal/demo/accounts")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let accounts = app.get_json("/portaal/demo/accounts", None).await;
     let ids: Vec<&str> = accounts["accounts"]
         .as_array()
         .unwrap()
@@ -139,16 +135,7 @@ async fn demo_sign_in_mints_working_tokens_for_the_configured_accounts_only() {
     let s: Value = sign_in(&app, "jansen").await.json().await.unwrap();
     assert_eq!(s["actor"], "employee");
     assert_eq!(s["organisation_name"], "UWV");
-    let views: Value = app
-        .http
-        .get(format!("{}/v1/views", app.url))
-        .bearer_auth(s["token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let views = app.get_json("/v1/views", s["token"].as_str()).await;
     let list = views["views"].as_array().unwrap();
     assert_eq!(list.len(), 1, "only the views the roles open: {views}");
     assert_eq!(list[0]["id"], "werkcoach");
@@ -166,16 +153,7 @@ async fn demo_sign_in_mints_working_tokens_for_the_configured_accounts_only() {
     assert_eq!(r.status(), 400, "unknown fields are refused");
     // A citizen's views: only the citizen view.
     let citizen = app.citizen_token("999993653");
-    let v: Value = app
-        .http
-        .get(format!("{}/v1/views", app.url))
-        .bearer_auth(&citizen)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = app.get_json("/v1/views", Some(&citizen)).await;
     assert_eq!(v["views"].as_array().unwrap().len(), 1);
     assert_eq!(v["views"][0]["id"], "klant");
     let r = app
@@ -191,18 +169,14 @@ async fn demo_sign_in_mints_working_tokens_for_the_configured_accounts_only() {
 #[tokio::test]
 async fn catalogue_gives_names_and_application_schemas_but_not_delivery() {
     let app = spawn_app().await;
-    let orgs: Value = get(&app, "/v1/organisations").await.json().await.unwrap();
+    let orgs = app.get_json("/v1/organisations", None).await;
     assert!(
         orgs["organisations"]
             .as_array()
             .unwrap()
             .contains(&json!({"id": "uwv", "name": "UWV"}))
     );
-    let svc: Value = get(&app, "/v1/services/ww-aanvragen")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let svc = app.get_json("/v1/services/ww-aanvragen", None).await;
     assert_eq!(svc["organisation_name"], "UWV");
     assert_eq!(
         svc["application"]["schema"]["required"][0],
@@ -213,7 +187,7 @@ async fn catalogue_gives_names_and_application_schemas_but_not_delivery() {
         "delivery stays private: {svc}"
     );
     assert_eq!(get(&app, "/v1/services/bestaat-niet").await.status(), 404);
-    let theme: Value = get(&app, "/v1/themes").await.json().await.unwrap();
+    let theme = app.get_json("/v1/themes", None).await;
     assert!(theme.to_string().contains("\"can_apply\":true"));
 
     // A missing field is named after the field (so a form can show it there).
