@@ -9,6 +9,17 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A valid BSN: nine digits that pass the 11-proef and are not all zero.
+/// The fictitious test persons the demo fixtures cover (all pass the 11-proef; none is a
+/// real citizen): the default `partner_test_bsns`, and the BSNs tests walk through.
+pub const TEST_BSNS: [&str; 6] = [
+    "999993653",
+    "999990019",
+    "999991772",
+    "999992958",
+    "999993847",
+    "999990421",
+];
+
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Bsn([u8; 9]);
 
@@ -90,14 +101,7 @@ mod tests {
 
     #[test]
     fn public_test_numbers_pass() {
-        for n in [
-            "999993653",
-            "999990019",
-            "999991772",
-            "999992958",
-            "999993847",
-            "999990421",
-        ] {
+        for n in TEST_BSNS {
             assert!(Bsn::parse(n).is_ok(), "{n}");
         }
     }

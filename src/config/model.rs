@@ -173,16 +173,7 @@ impl Default for GatewayConfig {
             tls: None,
             partners: Vec::new(),
             admin: AdminConfig::default(),
-            partner_test_bsns: [
-                "999993653",
-                "999990019",
-                "999991772",
-                "999992958",
-                "999993847",
-                "999990421",
-            ]
-            .map(String::from)
-            .to_vec(),
+            partner_test_bsns: crate::bsn::TEST_BSNS.map(String::from).to_vec(),
             services: BTreeMap::new(),
             life_events: BTreeMap::new(),
             themes: BTreeMap::new(),

@@ -1465,14 +1465,7 @@ mod tests {
     use super::*;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/agencies");
-    const BSNS: [&str; 6] = [
-        "999993653",
-        "999990019",
-        "999991772",
-        "999992958",
-        "999993847",
-        "999990421",
-    ];
+    const BSNS: [&str; 6] = crate::bsn::TEST_BSNS;
 
     async fn start() -> AgencyServer {
         AgencyServer::start(Path::new(FIXTURES), "127.0.0.1:0".parse().unwrap())

@@ -478,14 +478,7 @@ async fn traceparent_is_propagated_to_every_adapter_call() {
 #[tokio::test]
 async fn cross_bsn_reads_with_citizen_tokens_have_zero_successes() {
     let app = spawn_app().await;
-    let people = [
-        "999993653",
-        "999990019",
-        "999991772",
-        "999992958",
-        "999993847",
-        "999990421",
-    ];
+    let people = ketenportaal::bsn::TEST_BSNS;
     let views = ["klant", "werkcoach", "consulent-inkomen"];
     let mut tried = 0;
     let mut succeeded = 0;
