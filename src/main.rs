@@ -219,18 +219,6 @@ async fn real_main() -> Result<()> {
         } => {
             let env = demo::tool_env();
             let c = load(&config, &env)?;
-            let key = c
-                .gateway
-                .auth
-                .keys
-                .iter()
-                .find(|k| k.secret.is_some())
-                .context("the config has no HS256 key")?;
-            let secret = key
-                .secret
-                .as_ref()
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default();
             let actor = match (citizen, employee) {
                 (Some(bsn), None) => demo::citizen(&bsn).map_err(anyhow::Error::msg)?,
                 (None, Some(id)) => {
@@ -244,7 +232,7 @@ async fn real_main() -> Result<()> {
             };
             println!(
                 "{}",
-                demo::mint(&c, &secret, &actor, ttl).map_err(anyhow::Error::msg)?
+                demo::mint(&c, &actor, ttl).map_err(anyhow::Error::msg)?
             );
             Ok(())
         }
@@ -500,17 +488,15 @@ async fn run(
         config.version
     );
     let demo_tokens = match &demo {
-        Some(Demo { secret, .. }) => Some((
+        Some(_) => Some((
             demo::mint(
                 &config,
-                secret,
                 &demo::citizen(demo::DEMO_CITIZEN).map_err(anyhow::Error::msg)?,
                 8 * 3600,
             )
             .map_err(anyhow::Error::msg)?,
             demo::mint(
                 &config,
-                secret,
                 &demo::employee("werkcoach.jansen", "uwv", &["uwv-werkcoach"]),
                 8 * 3600,
             )

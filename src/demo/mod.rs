@@ -78,15 +78,22 @@ pub fn demo_secret() -> String {
     })
 }
 
-/// Mints a token with the config's first HS256 key.
-pub fn mint(config: &Config, secret: &str, actor: &Actor, ttl_secs: i64) -> Result<String, String> {
+/// Mints a token with the config's first HS256 key and that key's configured secret (the demo,
+/// the `token` tool and the demo sign-in all mint this way).
+pub fn mint(config: &Config, actor: &Actor, ttl_secs: i64) -> Result<String, String> {
     let auth = &config.gateway.auth;
-    let key = auth
+    let (key, secret) = auth
         .keys
         .iter()
-        .find(|k| k.alg == KeyAlg::HS256)
-        .ok_or("the config has no HS256 key to mint tokens with")?;
-    mint_hs256(auth, &key.kid, secret, &claims_for(auth, actor, ttl_secs))
+        .filter(|k| k.alg == KeyAlg::HS256)
+        .find_map(|k| k.secret.as_ref().map(|s| (k, s)))
+        .ok_or("the config has no HS256 key with a secret to mint tokens with")?;
+    mint_hs256(
+        auth,
+        &key.kid,
+        secret.expose(),
+        &claims_for(auth, actor, ttl_secs),
+    )
 }
 
 /// The demo citizen as an actor.

@@ -18,9 +18,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Problem, Shared, json as json_response, parse_body};
-use crate::auth::{Actor, claims_for, mint_hs256};
-use crate::bsn::Bsn;
-use crate::config::model::{DemoAccount, KeyAlg};
+use crate::config::model::DemoAccount;
 
 /// One embedded file.
 struct Asset {
@@ -257,31 +255,15 @@ pub(super) async fn demo_sign_in(
         .find(|a| a.id == req.account)
         .ok_or_else(|| Problem::not_found(format!("no demo account `{}`", req.account)))?;
     let actor = match (&account.bsn, &account.organisation) {
-        (Some(bsn), _) => Actor::Citizen {
-            sub: format!("digid:{bsn}"),
-            bsn: Bsn::parse(bsn).map_err(|e| Problem::bad_request(e.to_string()))?,
-        },
-        (None, Some(org)) => Actor::Employee {
-            sub: account.id.clone(),
-            organisation: org.clone(),
-            roles: account.roles.clone(),
-        },
+        (Some(bsn), _) => crate::demo::citizen(bsn).map_err(Problem::bad_request)?,
+        (None, Some(org)) => {
+            let roles: Vec<&str> = account.roles.iter().map(String::as_str).collect();
+            crate::demo::employee(&account.id, org, &roles)
+        }
         (None, None) => return Err(Problem::bad_request("this demo account is incomplete")),
     };
-    let key = g
-        .auth
-        .keys
-        .iter()
-        .find(|k| k.alg == KeyAlg::HS256 && k.secret.is_some())
-        .ok_or_else(|| Problem::not_found("there is no demo sign-in here"))?;
-    let secret = key.secret.as_ref().map(|s| s.expose()).unwrap_or_default();
-    let token = mint_hs256(
-        &g.auth,
-        &key.kid,
-        secret,
-        &claims_for(&g.auth, &actor, DEMO_TOKEN_SECS),
-    )
-    .map_err(|e| {
+    // `check` refuses a demo sign-in without an HS256 key, so this fails only on a bug.
+    let token = crate::demo::mint(&rt.config, &actor, DEMO_TOKEN_SECS).map_err(|e| {
         tracing::error!(error = %e, "Demo sign-in could not mint a token.");
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,

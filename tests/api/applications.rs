@@ -265,13 +265,9 @@ async fn queued_applications_survive_kill_9_and_arrive_exactly_once() {
     ];
     let mut submitted = Vec::new();
     for (i, bsn) in people.iter().cycle().take(10).enumerate() {
-        let token = ketenportaal::demo::mint(
-            &config,
-            crate::helpers::SECRET,
-            &ketenportaal::demo::citizen(bsn).unwrap(),
-            600,
-        )
-        .unwrap();
+        let token =
+            ketenportaal::demo::mint(&config, &ketenportaal::demo::citizen(bsn).unwrap(), 600)
+                .unwrap();
         let body = if i % 2 == 0 {
             bijstand()
         } else {

@@ -254,7 +254,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
 
 impl TestApp {
     pub fn token(&self, actor: &ketenportaal::auth::Actor) -> String {
-        demo::mint(&self.config, SECRET, actor, 600).unwrap()
+        demo::mint(&self.config, actor, 600).unwrap()
     }
 
     pub fn citizen_token(&self, bsn: &str) -> String {
