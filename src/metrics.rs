@@ -174,13 +174,14 @@ impl Metrics {
 
     /// Cache lookups of one adapter so far: (hits, misses, stale answers served).
     pub fn cache_counts(&self, adapter: &Arc<str>) -> (u64, u64, u64) {
+        // Read only: a status page must not add empty series to `/metrics`.
         let get = |result: &'static str| {
             self.cache_lookups
-                .get_or_create(&AdapterStatus {
+                .get(&AdapterStatus {
                     adapter: adapter.clone(),
                     status: result,
                 })
-                .get()
+                .map_or(0, |c| c.get())
         };
         (get("hit"), get("miss"), get("stale"))
     }

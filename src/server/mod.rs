@@ -455,13 +455,7 @@ pub(crate) async fn citizen_dossier(
     s: &AppState,
     headers: &HeaderMap,
     sections: Option<Vec<String>>,
-) -> Result<
-    (
-        crate::gateway::DossierResponse,
-        Arc<crate::gateway::Runtime>,
-    ),
-    Problem,
-> {
+) -> Result<Dossier, Problem> {
     let actor = authenticate(s, headers)?;
     let Actor::Citizen { bsn, .. } = &actor else {
         return Err(Problem::forbidden(
@@ -486,18 +480,18 @@ pub(crate) async fn citizen_dossier(
     run_dossier(s, rt, req).await
 }
 
+/// A dossier answer with the runtime snapshot it was made with (its views and catalogue).
+pub(crate) type Dossier = (
+    crate::gateway::DossierResponse,
+    Arc<crate::gateway::Runtime>,
+);
+
 /// Runs an authorised dossier request and adds the gateway's own `zaken` section when asked.
 async fn run_dossier(
     s: &AppState,
     rt: Arc<crate::gateway::Runtime>,
     req: DossierRequest,
-) -> Result<
-    (
-        crate::gateway::DossierResponse,
-        Arc<crate::gateway::Runtime>,
-    ),
-    Problem,
-> {
+) -> Result<Dossier, Problem> {
     let wants_zaken = req
         .sections
         .as_ref()
@@ -658,13 +652,7 @@ pub(crate) async fn employee_dossier_for(
     s: &AppState,
     headers: &HeaderMap,
     b: DossierBody,
-) -> Result<
-    (
-        crate::gateway::DossierResponse,
-        Arc<crate::gateway::Runtime>,
-    ),
-    Problem,
-> {
+) -> Result<Dossier, Problem> {
     let actor = authenticate(s, headers)?;
     if matches!(actor, Actor::Citizen { .. }) {
         return Err(Problem::forbidden(

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, SECRET, spawn_app, spawn_app_with};
+use crate::helpers::{Options, spawn_app, spawn_app_with};
 
 async fn get(app: &crate::helpers::TestApp, path: &str) -> reqwest::Response {
     app.http
@@ -163,7 +163,6 @@ async fn demo_sign_in_mints_working_tokens_for_the_configured_accounts_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let _ = SECRET;
 }
 
 #[tokio::test]

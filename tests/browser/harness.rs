@@ -127,8 +127,7 @@ pub async fn start(base: &str) -> Option<Browser> {
             .await
         {
             Ok(c) => break c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("no WebDriver session from {}: {e}", driver.display()),

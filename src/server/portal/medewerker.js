@@ -2,7 +2,7 @@
 // (never in a URL) and sees the client's dossier through that view, conflicts highlighted.
 import {
   api, el, fill, frame, needSignIn, organisations, problemNotice, renderDossier, sourceNotices,
-  notice, formatMoment, serviceList,
+  notice, formatMoment, lifeEventCard,
 } from './portaal.js';
 
 const s = frame('medewerker.html');
@@ -92,8 +92,7 @@ function lifeEventsPanel(bsn, view, headers) {
       const { data } = await api('/v1/dossiers/life-events', { json: { bsn, view }, headers });
       const events = data.life_events || [];
       fill(box, events.length
-        ? events.map((e) => el('section', { class: 'card', 'aria-labelledby': `kle-${e.id}`, dataset: { lifeEvent: e.id } },
-          el('h3', { id: `kle-${e.id}` }, e.title), el('p', {}, e.description), serviceList(e.services, { client: true })))
+        ? events.map((e) => lifeEventCard(e, 'kle', { client: true }))
         : el('p', { class: 'muted' }, 'Uit de gegevens in deze weergave blijkt geen levensgebeurtenis.'));
     } catch (e) {
       fill(box, problemNotice(e, 'De levensgebeurtenissen konden niet worden opgehaald.'));

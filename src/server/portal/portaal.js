@@ -364,6 +364,13 @@ export function serviceList(services, opts = {}) {
   return el('ul', { class: 'plain cards' }, sorted.map((s) => serviceCard(s, opts)));
 }
 
+/** One life event as a card with its services; `prefix` keeps heading ids unique per page. */
+export function lifeEventCard(e, prefix, opts) {
+  const id = `${prefix}-${e.id}`;
+  return el('section', { class: 'card', 'aria-labelledby': id, dataset: { lifeEvent: e.id } },
+    el('h3', { id }, e.title), el('p', {}, e.description), serviceList(e.services, opts));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Page frame
 

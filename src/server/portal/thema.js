@@ -3,7 +3,7 @@
 // and the application's delivery to the owning organisation is followed live.
 import {
   api, el, fill, frame, organisations, problemNotice, sourceNotices, notice, label, newKey,
-  STATUS_TEXT, formatMoment, serviceList,
+  STATUS_TEXT, formatMoment, serviceList, lifeEventCard,
 } from './portaal.js';
 
 const s = frame('thema.html');
@@ -22,8 +22,7 @@ async function lifeEvents() {
       fill(box, el('p', { class: 'muted' }, 'Er is nu geen levensgebeurtenis die uit uw gegevens blijkt.'));
       return;
     }
-    fill(box, events.map((e) => el('section', { class: 'card', 'aria-labelledby': `le-${e.id}`, dataset: { lifeEvent: e.id } },
-      el('h3', { id: `le-${e.id}` }, e.title), el('p', {}, e.description), serviceList(e.services, { apply: citizen ? openApplication : null }))));
+    fill(box, events.map((e) => lifeEventCard(e, 'le', { apply: citizen ? openApplication : null })));
   } catch (e) {
     fill(box, problemNotice(e, 'Uw situatie kon niet worden bekeken.'));
   }
