@@ -208,12 +208,19 @@ fi
 
 if [[ $ONLY == *c* ]]; then
 echo
-echo "== (c) memory: $SUBJECTS subjects into a $CACHE_MIB MiB cache"
+echo "== (c) memory: $SUBJECTS subjects into a 1 MiB cache (what grows whatever the budget), then into a $CACHE_MIB MiB cache"
+start synthetic "$PIN_CLIENT" serve-sources --kind synthetic
+start gateway "$PIN_SERVER" serve-gateway --scenario memory --cache-mib 1 \
+    --sources "http://$(api synthetic)"
+# Not recorded in the summary: only its growth is used, by the next run.
+timeout 1800 $PIN_CLIENT "$BIN" memory --gateway "$T/gateway.addr" --subjects "$SUBJECTS" \
+    --cache-mib 1 --growth-out "$T/fixed.kb"
+stop_all
 start synthetic "$PIN_CLIENT" serve-sources --kind synthetic
 start gateway "$PIN_SERVER" serve-gateway --scenario memory --cache-mib "$CACHE_MIB" \
     --sources "http://$(api synthetic)"
 generator memory --gateway "$T/gateway.addr" --subjects "$SUBJECTS" --cache-mib "$CACHE_MIB" \
-    --soak "$SOAK"
+    --soak "$SOAK" --fixed-kb "$(cat "$T/fixed.kb")"
 stop_all
 fi
 

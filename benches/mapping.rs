@@ -11,6 +11,10 @@
 //! Throughput is in bytes of answer. Run with
 //! `cargo bench --bench mapping -- --warm-up-time 1 --measurement-time 3`.
 
+/// The allocator the `ketenportaal` binary runs on, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::Path;

@@ -13,6 +13,10 @@
 //! Throughput is in dossiers. Run with
 //! `cargo bench --bench merge -- --warm-up-time 1 --measurement-time 3`.
 
+/// The allocator the `ketenportaal` binary runs on, so the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::path::Path;

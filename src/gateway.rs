@@ -70,8 +70,14 @@ pub struct Runtime {
     pub renders: RenderCache,
 }
 
-/// The share of `cache.max_bytes` given to the render cache (one eighth).
+/// The share of `cache.max_bytes` given to the render cache (one eighth); the source cache gets
+/// the rest, so the two together stay within the budget.
 const RENDER_SHARE: u64 = 8;
+
+/// The bytes of `cache.max_bytes` left to the source cache.
+fn source_share(max_bytes: u64) -> u64 {
+    max_bytes - max_bytes / RENDER_SHARE
+}
 
 impl Runtime {
     /// Builds a runtime. Adapters whose definition did not change keep their state (breaker,
@@ -346,7 +352,7 @@ impl Gateway {
     pub fn new(config: Config, audit: Arc<dyn AuditSink>) -> Result<Gateway, String> {
         let http = crate::adapter::http_client().map_err(|e| format!("HTTP client: {e}"))?;
         let cache = SourceCache::new(
-            config.gateway.cache.max_bytes.0,
+            source_share(config.gateway.cache.max_bytes.0),
             config.gateway.cache.enabled,
         );
         let metrics = Arc::new(Metrics::new());

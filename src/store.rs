@@ -111,8 +111,9 @@ pub struct AuditStore {
     application_writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// How many citizens' application lists the store remembers.
-const APPLICATION_LISTS: u64 = 100_000;
+/// How many citizens' application lists the store remembers (most are empty: ~150 bytes each
+/// with moka's bookkeeping, so ~2.5 MiB, outside `cache.max_bytes`).
+const APPLICATION_LISTS: u64 = 16_384;
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let err = |source| StoreError::Sqlite {

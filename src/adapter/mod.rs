@@ -33,7 +33,9 @@ pub struct SourceAnswer {
 impl SourceAnswer {
     /// An estimate of the memory this answer holds (what the cache's byte budget counts): the
     /// mapped records as they sit in memory, with their map and string overheads, plus the
-    /// entry's fixed costs. It errs high rather than low, so the budget bounds real memory.
+    /// entry's fixed costs. It errs high rather than low, so the budget bounds real memory
+    /// (calibrated with mimalloc on a person with three benefits: 3 % above the RSS it
+    /// adds).
     pub fn heap_size(&self) -> usize {
         fn value(v: &serde_json::Value) -> usize {
             match v {
@@ -53,16 +55,16 @@ impl SourceAnswer {
                     + recs
                         .iter()
                         .map(|r| {
-                            48 + r
+                            80 + r
                                 .iter()
-                                .map(|(k, x)| 96 + k.len() + value(x))
+                                .map(|(k, x)| 112 + k.len() + value(x))
                                 .sum::<usize>()
                         })
                         .sum::<usize>()
             })
             .sum();
         // Entry, key, Arcs and moka's own bookkeeping.
-        512 + records
+        704 + records
     }
 }
 
