@@ -23,11 +23,13 @@
 #       whole handler;
 #   (b) uncached fan-out to 3 and to 10 REST sources that answer after 20 ms; open loop at a
 #       fixed rate, latency from the scheduled time (bar: p99 <= slowest source + 1 ms,
-#       issue #3); with
-#       the durable audit store and with log-only audit, and one source called directly as
-#       the reference;
+#       issue #3); with the durable audit store and with log-only audit. References: one
+#       source called directly, and all N called at once by the load generator, timed until
+#       the slowest answers ("the slowest source", what the bar is measured against);
 #   (c) memory: SUBJECTS distinct citizens through the API into a cache of CACHE_MIB; RSS before
-#       and after, the cache's entries and weighted bytes; optionally a soak.
+#       and after, the caches' entries and weighted bytes; the same fill into a 1 MiB cache
+#       first, so the RSS the caches take is told apart from what grows whatever the budget;
+#       optionally a soak.
 # Servers run pinned to core 0, the load generator (and the sources of (b) and (c)) to core 1,
 # when `taskset` exists and there are two cores. Everything listens on 127.0.0.1 only, every
 # wait is bounded, and every process started here is stopped on exit.
