@@ -14,7 +14,6 @@
 //!
 //! The stack is a `Clone` service (no `Buffer` on the hot path).
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -96,8 +95,64 @@ struct BreakerInner {
     consecutive: u32,
     opened_at: Option<Instant>,
     probe_in_flight: bool,
-    /// Outcomes in the window: (when, failed).
-    window: VecDeque<(Instant, bool)>,
+    /// Outcomes in the window, counted per tenth of it.
+    window: Window,
+}
+
+/// Slices of the error-rate window.
+const SLICES: usize = 10;
+
+/// A sliding window of call outcomes kept as counts per slice (a tenth of the window), so
+/// recording is O(1) and the memory is fixed whatever the call rate; the window moves one
+/// slice at a time (as resilience4j's time-based window does per second).
+#[derive(Debug)]
+struct Window {
+    origin: Instant,
+    slice: Duration,
+    /// `(slice number since origin, calls, failures)`; a slot whose number is older than the
+    /// window counts as empty.
+    slots: [(u64, u32, u32); SLICES],
+}
+
+impl Window {
+    fn new(length: Duration) -> Window {
+        Window {
+            origin: Instant::now(),
+            slice: (length / SLICES as u32).max(Duration::from_millis(1)),
+            slots: [(0, 0, 0); SLICES],
+        }
+    }
+
+    fn number(&self, now: Instant) -> u64 {
+        let n = now.duration_since(self.origin).as_nanos() / self.slice.as_nanos().max(1);
+        // Numbers start at 1, so a fresh slot (0) is never taken for a live one.
+        u64::try_from(n).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn record(&mut self, now: Instant, failed: bool) {
+        let n = self.number(now);
+        let slot = &mut self.slots[(n % SLICES as u64) as usize];
+        if slot.0 != n {
+            *slot = (n, 0, 0);
+        }
+        slot.1 = slot.1.saturating_add(1);
+        slot.2 = slot.2.saturating_add(u32::from(failed));
+    }
+
+    /// `(calls, failures)` within the window.
+    fn totals(&self, now: Instant) -> (u32, u32) {
+        let n = self.number(now);
+        self.slots
+            .iter()
+            .filter(|(k, _, _)| *k != 0 && n - k < SLICES as u64)
+            .fold((0u32, 0u32), |(c, f), (_, sc, sf)| {
+                (c.saturating_add(*sc), f.saturating_add(*sf))
+            })
+    }
+
+    fn clear(&mut self) {
+        self.slots = [(0, 0, 0); SLICES];
+    }
 }
 
 /// A circuit breaker for one adapter; shared by every clone of its stack.
@@ -109,6 +164,7 @@ pub struct Breaker {
 
 impl Breaker {
     pub fn new(cfg: CircuitDef) -> Self {
+        let window = Window::new(cfg.window.0);
         Breaker {
             cfg,
             inner: Mutex::new(BreakerInner {
@@ -116,7 +172,7 @@ impl Breaker {
                 consecutive: 0,
                 opened_at: None,
                 probe_in_flight: false,
-                window: VecDeque::new(),
+                window,
             }),
         }
     }
@@ -160,6 +216,15 @@ impl Breaker {
         }
     }
 
+    /// A call that was given up by its caller: not an outcome. Only a half-open probe needs
+    /// settling, so that the next call can probe.
+    fn abandon(&self) {
+        let mut g = self.lock();
+        if g.state == CircuitState::HalfOpen {
+            g.probe_in_flight = false;
+        }
+    }
+
     fn record(&self, failed: bool) {
         if !self.cfg.enabled {
             return;
@@ -183,16 +248,8 @@ impl Breaker {
             CircuitState::Closed => {}
         }
         g.consecutive = if failed { g.consecutive + 1 } else { 0 };
-        g.window.push_back((now, failed));
-        while g
-            .window
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > self.cfg.window.0)
-        {
-            g.window.pop_front();
-        }
-        let calls = g.window.len() as u32;
-        let failures = g.window.iter().filter(|(_, f)| *f).count() as u32;
+        g.window.record(now, failed);
+        let (calls, failures) = g.window.totals(now);
         let rate_trips = calls >= self.cfg.min_calls.max(1)
             && failures * 100 >= self.cfg.error_rate_percent * calls;
         if failed && (g.consecutive >= self.cfg.consecutive_failures.max(1) || rate_trips) {
@@ -203,17 +260,25 @@ impl Breaker {
     }
 }
 
-/// Records a dropped (cancelled) admitted call as a failure, so a half-open probe that was
-/// abandoned does not leave the breaker stuck.
+/// Settles an admitted call that was dropped before it finished. Dropped at or after its
+/// deadline, the source was too slow: a failure. Dropped earlier, the caller went away (the
+/// portal user closed the page, a load balancer gave up): that says nothing about the source,
+/// so nothing is counted, but a half-open probe slot is given back so the breaker is not stuck.
 struct Admitted {
     breaker: Arc<Breaker>,
+    deadline: Instant,
     done: bool,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        if !self.done {
+        if self.done {
+            return;
+        }
+        if Instant::now() >= self.deadline {
             self.breaker.record(true);
+        } else {
+            self.breaker.abandon();
         }
     }
 }
@@ -261,6 +326,7 @@ where
             }
             let mut guard = Admitted {
                 breaker: breaker.clone(),
+                deadline: call.deadline,
                 done: false,
             };
             let r = inner.oneshot(call).await;
@@ -402,6 +468,37 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn callers_that_hang_up_do_not_open_the_circuit_but_a_passed_deadline_does() {
+        let breaker = Arc::new(Breaker::new(cfg()));
+        let hangs = tower::service_fn(|_: Call| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Err::<SourceAnswer, _>(SourceError::Unavailable)
+        });
+        let mut svc = BreakerLayer(breaker.clone()).layer(hangs);
+        let call = |deadline: Instant| Call {
+            ctx: CallContext {
+                bsn: crate::bsn::Bsn::parse("999993653").unwrap(),
+                traceparent: None,
+            },
+            deadline,
+            read: true,
+        };
+        // Ten callers give up long before the deadline: nothing is counted.
+        for _ in 0..10 {
+            let far = Instant::now() + Duration::from_secs(30);
+            let r = tokio::time::timeout(Duration::from_millis(5), svc.call(call(far))).await;
+            assert!(r.is_err(), "the call was given up");
+        }
+        assert_eq!(breaker.state(), CircuitState::Closed);
+        // Given up at their deadline, the source was too slow: three in a row open it.
+        for _ in 0..3 {
+            let near = Instant::now() + Duration::from_millis(5);
+            let _ = tokio::time::timeout(Duration::from_millis(10), svc.call(call(near))).await;
+        }
+        assert_eq!(breaker.state(), CircuitState::Open);
+    }
+
     #[test]
     fn opens_after_consecutive_failures_and_recovers_through_half_open() {
         let b = Breaker::new(cfg());
@@ -424,6 +521,22 @@ mod tests {
         assert!(b.admit());
         b.record(false);
         assert_eq!(b.state(), CircuitState::Closed, "a good probe closes");
+    }
+
+    #[test]
+    fn the_window_forgets_outcomes_older_than_its_length() {
+        let mut w = Window::new(Duration::from_secs(10));
+        let t0 = w.origin;
+        w.record(t0, true);
+        w.record(t0 + Duration::from_secs(4), false);
+        w.record(t0 + Duration::from_secs(9), true);
+        assert_eq!(w.totals(t0 + Duration::from_secs(9)), (3, 2));
+        // 10.5 s on, the first slice (0–1 s) has left the window; the others are still in.
+        assert_eq!(w.totals(t0 + Duration::from_millis(10_500)), (2, 1));
+        // A slot reused a whole window later starts from zero.
+        w.record(t0 + Duration::from_millis(14_200), false);
+        assert_eq!(w.totals(t0 + Duration::from_millis(14_200)), (2, 1));
+        assert_eq!(w.totals(t0 + Duration::from_secs(60)), (0, 0));
     }
 
     #[test]
