@@ -80,7 +80,8 @@ fn wanted(view: &ViewDef) -> BTreeSet<&str> {
     view.sections.keys().map(String::as_str).collect()
 }
 
-/// Merge, view filter and the response document, as the gateway builds it.
+/// Merge, view filter (serialised per section, as the gateway renders) and the response
+/// document.
 fn respond(
     config: &Config,
     view: &ViewDef,
@@ -88,15 +89,14 @@ fn respond(
     answers: &[&SourceAnswer],
     bsn: Bsn,
 ) -> DossierResponse {
-    let merged = dossier::merge(&config.gateway.sections, wanted, answers);
-    let (sections, conflicts) = dossier::render(&merged, view);
+    let rendered = dossier::Rendered::render(&config.gateway.sections, wanted, answers, view);
     DossierResponse {
         subject: Subject { bsn },
         view: VIEW.to_string(),
         purpose: None,
         complete: true,
         generated_at: Utc::now(),
-        rendered: Arc::new(dossier::Rendered::new(sections, conflicts)),
+        rendered: Arc::new(rendered),
         own_sections: serde_json::Map::new(),
         sources: answers
             .iter()
@@ -156,8 +156,7 @@ fn dossier(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("merge_render/5_sources", |b| {
         b.iter(|| {
-            let merged = dossier::merge(&config.gateway.sections, &wanted, black_box(&five));
-            dossier::render(&merged, view)
+            dossier::Rendered::render(&config.gateway.sections, &wanted, black_box(&five), view)
         })
     });
     group.bench_function("merge_render_to_vec/5_sources", |b| {

@@ -21,13 +21,13 @@ use crate::mapping::Record;
 /// `(adapter, value)` pairs.
 type SourcedValues = Vec<(Arc<str>, Value)>;
 
-/// A merged section, before any view.
+/// A merged section, before any view. It borrows the answers: merging copies no values.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MergedSection {
+pub enum MergedSection<'a> {
     /// Field -> (value, adapter it came from).
-    Single(BTreeMap<String, (Value, Arc<str>)>),
+    Single(BTreeMap<&'a str, (&'a Value, &'a Arc<str>)>),
     /// Records with the adapter each came from, de-duplicated and sorted.
-    List(Vec<(Record, Arc<str>)>),
+    List(Vec<(&'a Record, &'a Arc<str>)>),
 }
 
 /// Different non-null values for one field of a `single` section.
@@ -44,75 +44,81 @@ pub struct Conflict {
 
 /// The merged dossier, before any view.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Merged {
-    pub sections: BTreeMap<String, MergedSection>,
+pub struct Merged<'a> {
+    pub sections: BTreeMap<&'a str, MergedSection<'a>>,
     pub conflicts: Vec<Conflict>,
 }
 
-fn rank(def: &SectionDef, adapter: &str) -> (usize, String) {
-    let r = def
-        .authority
+/// The answer's place in the section's authority order (unlisted adapters last).
+fn rank(def: &SectionDef, adapter: &str) -> usize {
+    def.authority
         .iter()
         .position(|a| a == adapter)
-        .unwrap_or(def.authority.len());
-    (r, adapter.to_string())
+        .unwrap_or(def.authority.len())
 }
 
 /// Merges the answers into the `wanted` sections.
-pub fn merge(
-    defs: &BTreeMap<String, SectionDef>,
+pub fn merge<'a>(
+    defs: &'a BTreeMap<String, SectionDef>,
     wanted: &BTreeSet<&str>,
-    answers: &[&SourceAnswer],
-) -> Merged {
+    answers: &[&'a SourceAnswer],
+) -> Merged<'a> {
     let mut out = Merged::default();
     for (name, def) in defs {
         if !wanted.contains(name.as_str()) {
             continue;
         }
-        let mut ranked: Vec<(&SourceAnswer, &Vec<Record>)> = answers
+        let mut ranked: Vec<(&'a SourceAnswer, &'a Vec<Record>)> = answers
             .iter()
             .filter_map(|a| a.sections.get(name).map(|recs| (*a, recs)))
             .collect();
         if ranked.is_empty() {
             continue;
         }
-        ranked.sort_by_cached_key(|(a, _)| rank(def, &a.adapter));
+        ranked.sort_by(|(a, _), (b, _)| {
+            rank(def, &a.adapter)
+                .cmp(&rank(def, &b.adapter))
+                .then_with(|| a.adapter.cmp(&b.adapter))
+        });
         match def.kind {
             SectionKind::Single => {
-                let mut fields: BTreeMap<String, (Value, Arc<str>)> = BTreeMap::new();
-                let mut seen: BTreeMap<String, Vec<(Arc<str>, Value)>> = BTreeMap::new();
+                let mut fields: BTreeMap<&'a str, (&'a Value, &'a Arc<str>)> = BTreeMap::new();
+                // Each field's distinct values, most authoritative first; only fields with
+                // more than one become conflicts (and only those are copied).
+                let mut seen: BTreeMap<&'a str, Vec<(&'a Arc<str>, &'a Value)>> = BTreeMap::new();
                 for (a, recs) in &ranked {
                     let Some(rec) = recs.first() else { continue };
                     for (f, v) in rec {
                         if v.is_null() {
                             continue;
                         }
-                        let vals = seen.entry(f.clone()).or_default();
-                        if !vals.iter().any(|(_, x)| x == v) {
-                            vals.push((a.adapter.clone(), v.clone()));
+                        let vals = seen.entry(f.as_str()).or_default();
+                        if !vals.iter().any(|(_, x)| *x == v) {
+                            vals.push((&a.adapter, v));
                         }
-                        fields
-                            .entry(f.clone())
-                            .or_insert_with(|| (v.clone(), a.adapter.clone()));
+                        fields.entry(f.as_str()).or_insert((v, &a.adapter));
                     }
                 }
                 for (field, values) in seen {
                     if values.len() > 1 {
                         out.conflicts.push(Conflict {
                             section: name.clone(),
-                            field,
+                            field: field.to_string(),
                             key: None,
-                            values,
+                            values: values
+                                .into_iter()
+                                .map(|(a, v)| (a.clone(), v.clone()))
+                                .collect(),
                         });
                     }
                 }
                 out.sections
-                    .insert(name.clone(), MergedSection::Single(fields));
+                    .insert(name.as_str(), MergedSection::Single(fields));
             }
             SectionKind::List => {
                 // key -> (index in `records`, the source that contributed it)
-                let mut seen: BTreeMap<Vec<String>, (usize, Arc<str>)> = BTreeMap::new();
-                let mut records: Vec<(Record, Arc<str>)> = Vec::new();
+                let mut seen: BTreeMap<Vec<String>, (usize, &'a Arc<str>)> = BTreeMap::new();
+                let mut records: Vec<(&'a Record, &'a Arc<str>)> = Vec::new();
                 let mut differ: BTreeMap<(Vec<String>, String), SourcedValues> = BTreeMap::new();
                 for (a, recs) in &ranked {
                     for r in recs.iter() {
@@ -125,13 +131,13 @@ pub fn merge(
                         // key from the same source, is its own record: only the same record
                         // reported by *another* source is a duplicate.
                         let Some(key) = key else {
-                            records.push((r.clone(), a.adapter.clone()));
+                            records.push((r, &a.adapter));
                             continue;
                         };
                         match seen.get(&key) {
-                            Some((i, src)) if *src != a.adapter => {
+                            Some((i, src)) if **src != a.adapter => {
                                 // Keep the more authoritative record; note what it disagrees on.
-                                let (kept, kept_src) = &records[*i];
+                                let (kept, kept_src) = records[*i];
                                 for (f, v) in r {
                                     let k = kept.get(f).unwrap_or(&Value::Null);
                                     if !v.is_null() && !k.is_null() && v != k {
@@ -143,10 +149,10 @@ pub fn merge(
                                     }
                                 }
                             }
-                            Some(_) => records.push((r.clone(), a.adapter.clone())),
+                            Some(_) => records.push((r, &a.adapter)),
                             None => {
-                                seen.insert(key, (records.len(), a.adapter.clone()));
-                                records.push((r.clone(), a.adapter.clone()));
+                                seen.insert(key, (records.len(), &a.adapter));
+                                records.push((r, &a.adapter));
                             }
                         }
                     }
@@ -192,7 +198,7 @@ pub fn merge(
                         .then_with(|| sa.cmp(sb))
                 });
                 out.sections
-                    .insert(name.clone(), MergedSection::List(records));
+                    .insert(name.as_str(), MergedSection::List(records));
             }
         }
     }
@@ -246,12 +252,12 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
                 let mut prov = Map::new();
                 for (f, (v, src)) in fields {
                     if visible(f) {
-                        obj.insert(f.clone(), v.clone());
-                        prov.insert(f.clone(), Value::String(src.to_string()));
+                        obj.insert(f.to_string(), (*v).clone());
+                        prov.insert(f.to_string(), Value::String(src.to_string()));
                     }
                 }
-                obj.insert("_provenance".into(), Value::Object(prov));
-                sections.insert(name.clone(), Value::Object(obj));
+                obj.insert(PROVENANCE.into(), Value::Object(prov));
+                sections.insert(name.to_string(), Value::Object(obj));
             }
             MergedSection::List(records) => {
                 let list = records
@@ -262,15 +268,20 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
                             .filter(|(f, _)| visible(f))
                             .map(|(f, v)| (f.clone(), v.clone()))
                             .collect();
-                        obj.insert("_source".into(), Value::String(src.to_string()));
+                        obj.insert(SOURCE.into(), Value::String(src.to_string()));
                         Value::Object(obj)
                     })
                     .collect();
-                sections.insert(name.clone(), Value::Array(list));
+                sections.insert(name.to_string(), Value::Array(list));
             }
         }
     }
-    let conflicts = merged
+    (sections, visible_conflicts(merged, view))
+}
+
+/// The conflicts on fields the view shows.
+fn visible_conflicts(merged: &Merged, view: &ViewDef) -> Vec<Conflict> {
+    merged
         .conflicts
         .iter()
         .filter(|c| {
@@ -278,8 +289,114 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
                 .is_some_and(|f| f.is_none_or(|s| s.contains(c.field.as_str())))
         })
         .cloned()
-        .collect();
-    (sections, conflicts)
+        .collect()
+}
+
+const PROVENANCE: &str = "_provenance";
+const SOURCE: &str = "_source";
+
+/// Serialises a `single` section as [`render`] builds it (fields and `_provenance` in key
+/// order, as a `Map` serialises), straight from the merged fields: no value is copied.
+struct SingleOut<'a> {
+    fields: Vec<(&'a str, &'a Value, &'a Arc<str>)>,
+}
+
+impl Serialize for SingleOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        struct Provenance<'x, 'a>(&'x [(&'a str, &'a Value, &'a Arc<str>)]);
+        impl Serialize for Provenance<'_, '_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (f, _, src) in self.0 {
+                    m.serialize_entry(f, &**src)?;
+                }
+                m.end()
+            }
+        }
+        let mut m = s.serialize_map(Some(self.fields.len() + 1))?;
+        let mut provenance_done = false;
+        for (f, v, _) in &self.fields {
+            if !provenance_done && *f > PROVENANCE {
+                m.serialize_entry(PROVENANCE, &Provenance(&self.fields))?;
+                provenance_done = true;
+            }
+            // A source field named `_provenance` is replaced by it, as in a `Map`.
+            if *f != PROVENANCE {
+                m.serialize_entry(f, v)?;
+            }
+        }
+        if !provenance_done {
+            m.serialize_entry(PROVENANCE, &Provenance(&self.fields))?;
+        }
+        m.end()
+    }
+}
+
+/// Serialises a `list` section's records with their visible fields and `_source`.
+struct ListOut<'m, 'a, F: Fn(&str) -> bool> {
+    records: &'m [(&'a Record, &'a Arc<str>)],
+    visible: F,
+}
+
+impl<F: Fn(&str) -> bool> Serialize for ListOut<'_, '_, F> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct RecordOut<'x, 'a, F: Fn(&str) -> bool>(&'a Record, &'a Arc<str>, &'x F);
+        impl<F: Fn(&str) -> bool> Serialize for RecordOut<'_, '_, F> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(None)?;
+                let mut source_done = false;
+                for (f, v) in self.0 {
+                    if !source_done && f.as_str() > SOURCE {
+                        m.serialize_entry(SOURCE, &**self.1)?;
+                        source_done = true;
+                    }
+                    if f != SOURCE && (self.2)(f) {
+                        m.serialize_entry(f, v)?;
+                    }
+                }
+                if !source_done {
+                    m.serialize_entry(SOURCE, &**self.1)?;
+                }
+                m.end()
+            }
+        }
+        let mut seq = s.serialize_seq(Some(self.records.len()))?;
+        for (r, src) in self.records {
+            seq.serialize_element(&RecordOut(r, src, &self.visible))?;
+        }
+        seq.end()
+    }
+}
+
+/// [`render`], serialised directly: each visible section's JSON text, in key order.
+fn render_json(merged: &Merged, view: &ViewDef) -> Vec<(String, Box<RawValue>)> {
+    let mut out = Vec::with_capacity(merged.sections.len());
+    for (name, sec) in &merged.sections {
+        let Some(filter) = allowed(view, name) else {
+            continue;
+        };
+        let visible = |f: &str| filter.as_ref().is_none_or(|set| set.contains(f));
+        let json = match sec {
+            MergedSection::Single(fields) => serde_json::value::to_raw_value(&SingleOut {
+                fields: fields
+                    .iter()
+                    .filter(|(f, _)| visible(f))
+                    .map(|(f, (v, src))| (*f, *v, *src))
+                    .collect(),
+            }),
+            MergedSection::List(records) => {
+                serde_json::value::to_raw_value(&ListOut { records, visible })
+            }
+        };
+        // Serialising values that came from JSON cannot fail; a section that did is left out
+        // rather than failing the dossier.
+        if let Ok(json) = json {
+            out.push((name.to_string(), json));
+        }
+    }
+    out
 }
 
 /// A view's rendering of one set of answers: the `sections` object and the visible conflicts,
@@ -289,30 +406,36 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
 /// cached).
 #[derive(Debug)]
 pub struct Rendered {
-    pub sections: Map<String, Value>,
+    /// Each visible section's JSON, in key order.
+    sections: Vec<(String, Box<RawValue>)>,
     pub conflicts: Vec<Conflict>,
-    /// Each section's JSON, in the map's (key) order; `None` when it could not be serialised
-    /// (then the value is serialised again when needed).
-    sections_json: Vec<Option<Box<RawValue>>>,
+    /// The conflicts' JSON; `None` when they could not be serialised (then they are serialised
+    /// again when needed).
     conflicts_json: Option<Box<RawValue>>,
 }
 
 impl Rendered {
+    /// A rendering of sections already built as values (see [`render`]).
     pub fn new(sections: Map<String, Value>, conflicts: Vec<Conflict>) -> Rendered {
-        let sections_json = sections
-            .values()
-            .map(|v| serde_json::value::to_raw_value(v).ok())
+        let sections = sections
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, serde_json::value::to_raw_value(&v).ok()?)))
             .collect();
+        Rendered::with_sections(sections, conflicts)
+    }
+
+    fn with_sections(sections: Vec<(String, Box<RawValue>)>, conflicts: Vec<Conflict>) -> Self {
         let conflicts_json = serde_json::value::to_raw_value(&conflicts).ok();
         Rendered {
             sections,
             conflicts,
-            sections_json,
             conflicts_json,
         }
     }
 
-    /// Merges and renders `answers` for `view`.
+    /// Merges and renders `answers` for `view`, serialising each section straight from the
+    /// answers' values (the same text as [`Rendered::new`] of [`render`], without building
+    /// and dropping a copy of every value).
     pub fn render(
         defs: &BTreeMap<String, SectionDef>,
         wanted: &BTreeSet<&str>,
@@ -320,22 +443,29 @@ impl Rendered {
         view: &ViewDef,
     ) -> Rendered {
         let merged = merge(defs, wanted, answers);
-        let (sections, conflicts) = render(&merged, view);
-        Rendered::new(sections, conflicts)
+        let sections = render_json(&merged, view);
+        Rendered::with_sections(sections, visible_conflicts(&merged, view))
     }
 
-    /// An estimate of the bytes it holds: the JSON twice over, as values and as text, with the
-    /// values' map and string overheads; measured at ~7× the text (weighed at 8×) for a person with three
-    /// benefits (mimalloc, `cache.max_bytes` in `docs/operators.md`).
+    /// The `sections` object as values (parsed from the text: for rules and themes, which
+    /// read fields; the dossier itself is sent as the text).
+    pub fn sections(&self) -> Map<String, Value> {
+        self.sections
+            .iter()
+            .filter_map(|(k, raw)| Some((k.clone(), serde_json::from_str(raw.get()).ok()?)))
+            .collect()
+    }
+
+    /// An estimate of the bytes it holds: the JSON text with its allocations, twice over to
+    /// err high.
     pub fn weight(&self) -> u32 {
         let text: usize = self
-            .sections_json
+            .sections
             .iter()
-            .flatten()
-            .map(|r| r.get().len())
+            .map(|(k, r)| k.len() + r.get().len() + 64)
             .chain(self.conflicts_json.iter().map(|r| r.get().len()))
             .sum();
-        u32::try_from(text.saturating_mul(8).saturating_add(256)).unwrap_or(u32::MAX)
+        u32::try_from(text.saturating_mul(2).saturating_add(256)).unwrap_or(u32::MAX)
     }
 
     /// Serialises the `sections` object with `own` (sections the gateway adds itself) in key
@@ -381,20 +511,10 @@ impl Serialize for SectionsOut<'_> {
             .r
             .sections
             .iter()
-            .zip(&self.r.sections_json)
-            .filter(|((k, _), _)| !self.own.contains_key(*k))
-            .map(|((k, v), raw)| {
-                (
-                    k,
-                    match raw {
-                        Some(raw) => Json::Raw(raw),
-                        None => Json::Value(v),
-                    },
-                )
-            });
+            .filter(|(k, _)| !self.own.contains_key(k))
+            .map(|(k, raw)| (k, Json::Raw(raw)));
         let own = self.own.iter().map(|(k, v)| (k, Json::Value(v)));
-        // Both are in key order (BTreeMap); merge them so the output is too, as a `Map` would
-        // serialise.
+        // Both are in key order; merge them so the output is too, as a `Map` would serialise.
         let mut all: Vec<(&String, Json<'_>)> = rendered.chain(own).collect();
         all.sort_by(|a, b| a.0.cmp(b.0));
         let mut m = s.serialize_map(Some(all.len()))?;
@@ -465,7 +585,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&r.sections_with(&Map::new())).unwrap(),
-            serde_json::to_string(&r.sections).unwrap()
+            serde_json::to_string(&r.sections()).unwrap()
         );
         assert_eq!(serde_json::to_string(&r.conflicts_out()).unwrap(), "[]");
     }
@@ -506,7 +626,8 @@ mod tests {
             ],
         );
         let wanted: BTreeSet<&str> = ["l"].into();
-        let m = merge(&defs(), &wanted, &[&b, &a]);
+        let defs = defs();
+        let m = merge(&defs, &wanted, &[&b, &a]);
         let MergedSection::List(recs) = &m.sections["l"] else {
             panic!()
         };

@@ -220,7 +220,7 @@ pub struct DossierResponse {
 impl DossierResponse {
     /// The `sections` object as the client sees it (a copy: for rules and themes).
     pub fn sections(&self) -> Map<String, Value> {
-        let mut all = self.rendered.sections.clone();
+        let mut all = self.rendered.sections();
         all.extend(self.own_sections.clone());
         all
     }

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use ketenportaal::adapter::SourceAnswer;
 use ketenportaal::config::compile::{Config, Mapping};
 use ketenportaal::demo::demo_env;
-use ketenportaal::dossier;
+use ketenportaal::dossier::{self, Rendered};
 
 /// `case.yaml`.
 #[derive(Debug, Deserialize)]
@@ -176,6 +176,8 @@ fn run_case(config: &Config, dir: &Path, update: bool) -> Result<(), String> {
         }
     }
 
+    served_text_matches_the_values(config, &in_order)?;
+
     let expected_path = dir.join("expected.json");
     if update {
         std::fs::write(&expected_path, &first).map_err(|e| format!("expected.json: {e}"))?;
@@ -202,6 +204,40 @@ fn run_case(config: &Config, dir: &Path, update: bool) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What the gateway sends ([`Rendered::render`], serialised straight from the answers) is the
+/// text of the values [`dossier::render`] builds, byte for byte, in every view of the config.
+fn served_text_matches_the_values(
+    config: &Config,
+    answers: &[&SourceAnswer],
+) -> Result<(), String> {
+    for (name, view) in &config.gateway.views {
+        let wanted: BTreeSet<&str> = view.sections.keys().map(String::as_str).collect();
+        let merged = dossier::merge(&config.gateway.sections, &wanted, answers);
+        let (sections, conflicts) = dossier::render(&merged, view);
+        let served = Rendered::render(&config.gateway.sections, &wanted, answers, view);
+        let (want, got) = (
+            text(&sections),
+            text(&served.sections_with(&serde_json::Map::new())),
+        );
+        if want != got {
+            return Err(format!(
+                "view `{name}`: the served sections differ from the rendered values:\n--- served\n{got}\n--- values\n{want}"
+            ));
+        }
+        if text(&conflicts) != text(&served.conflicts_out()) {
+            return Err(format!("view `{name}`: the served conflicts differ"));
+        }
+        if served.sections() != sections {
+            return Err(format!("view `{name}`: the sections parsed back differ"));
+        }
+    }
+    Ok(())
+}
+
+fn text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| format!("<{e}>"))
 }
 
 fn case_dirs() -> Vec<PathBuf> {
