@@ -228,12 +228,29 @@ fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     }
 }
 
-fn allowed<'a>(view: &'a ViewDef, section: &str) -> Option<Option<BTreeSet<&'a str>>> {
+/// The fields a view shows of a section: `None` when the view does not have the section.
+fn allowed<'a>(view: &'a ViewDef, section: &str) -> Option<Allowed<'a>> {
     let fields = view.sections.get(section)?;
-    if fields.iter().any(|f| f == "*") {
-        Some(None)
+    Some(if fields.iter().any(|f| f == "*") {
+        Allowed::All
     } else {
-        Some(Some(fields.iter().map(String::as_str).collect()))
+        Allowed::Only(fields)
+    })
+}
+
+/// A view's field allow-list for one section (a handful of names: a linear search beats
+/// building a set per section per request).
+enum Allowed<'a> {
+    All,
+    Only(&'a [String]),
+}
+
+impl Allowed<'_> {
+    fn shows(&self, field: &str) -> bool {
+        match self {
+            Allowed::All => true,
+            Allowed::Only(fields) => fields.iter().any(|f| f == field),
+        }
     }
 }
 
@@ -245,7 +262,7 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
         let Some(filter) = allowed(view, name) else {
             continue;
         };
-        let visible = |f: &str| filter.as_ref().is_none_or(|set| set.contains(f));
+        let visible = |f: &str| filter.shows(f);
         match sec {
             MergedSection::Single(fields) => {
                 let mut obj = Map::new();
@@ -284,10 +301,7 @@ fn visible_conflicts(merged: &Merged, view: &ViewDef) -> Vec<Conflict> {
     merged
         .conflicts
         .iter()
-        .filter(|c| {
-            allowed(view, &c.section)
-                .is_some_and(|f| f.is_none_or(|s| s.contains(c.field.as_str())))
-        })
+        .filter(|c| allowed(view, &c.section).is_some_and(|f| f.shows(&c.field)))
         .cloned()
         .collect()
 }
@@ -377,7 +391,7 @@ fn render_json(merged: &Merged, view: &ViewDef) -> Vec<(String, Box<RawValue>)> 
         let Some(filter) = allowed(view, name) else {
             continue;
         };
-        let visible = |f: &str| filter.as_ref().is_none_or(|set| set.contains(f));
+        let visible = |f: &str| filter.shows(f);
         let json = match sec {
             MergedSection::Single(fields) => serde_json::value::to_raw_value(&SingleOut {
                 fields: fields
