@@ -2365,10 +2365,16 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         iters,
         lookup_all().await.len()
     );
-    stage!(out, "    merge + view filter (klant)", iters, {
-        let merged = ketenportaal::dossier::merge(&config.gateway.sections, &wanted, &refs);
-        ketenportaal::dossier::render(&merged, view).0.len()
-    });
+    stage!(
+        out,
+        "    merge + view filter, sections serialised (klant)",
+        iters,
+        {
+            ketenportaal::dossier::Rendered::render(&config.gateway.sections, &wanted, &refs, view)
+                .conflicts
+                .len()
+        }
+    );
     stage!(
         out,
         "  serialise the response (serde_json)",
