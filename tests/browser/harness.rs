@@ -6,6 +6,7 @@
 //! so and pass, unless `KETENPORTAAL_BROWSER_TESTS=required` (as `.ci/run` sets): then a missing
 //! piece fails the test.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,6 +23,13 @@ pub struct Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // chromedriver runs in its own process group with the Chromium it started; the whole
+        // group goes, or every test run would leave its browsers behind (they outlive a killed
+        // chromedriver).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
@@ -96,6 +104,7 @@ pub async fn start(base: &str) -> Option<Browser> {
         .port();
     let child = Command::new(&driver)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
