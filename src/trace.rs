@@ -18,7 +18,11 @@ pub struct TraceContext {
 fn hex_id<const N: usize>() -> String {
     let mut b = [0u8; N];
     rand::rng().fill_bytes(&mut b);
-    hex::encode(b)
+    // Straight into the string's buffer (`hex::encode` pushes char by char).
+    let mut out = vec![0u8; 2 * N];
+    // Twice the input's length is exactly the room hex needs: cannot fail.
+    let _ = hex::encode_to_slice(b, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl TraceContext {
@@ -80,6 +84,16 @@ impl TraceContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_ids_are_lower_case_hex_of_the_right_length_and_differ() {
+        let (a, b) = (TraceContext::new_root(), TraceContext::new_root());
+        let hex = |s: &str| s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        assert_eq!((a.trace_id.len(), a.span_id.len()), (32, 16));
+        assert!(hex(&a.trace_id) && hex(&a.span_id), "{a:?}");
+        assert_ne!(a.trace_id, b.trace_id);
+        assert_ne!(a.span_id, b.span_id);
+    }
 
     #[test]
     fn continues_a_valid_parent_and_rejects_junk() {
