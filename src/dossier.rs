@@ -4,7 +4,8 @@
 //! section's authority order (then adapter id) before anything else happens, so the same
 //! answers give byte-identical output whatever order they arrived in. [`render`] applies a
 //! view's field allow-lists to a merged dossier; the cache sits before it, so one cached
-//! answer serves every view without leaking fields.
+//! answer serves every view without leaking fields. The gateway serves [`Rendered::render`]:
+//! the same rendering serialised straight from the answers, without building values first.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
