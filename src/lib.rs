@@ -39,3 +39,22 @@ pub mod rules;
 pub mod server;
 pub mod store;
 pub mod trace;
+
+/// Lower-case hex of `bytes`, written straight into the string's buffer (`hex::encode` pushes
+/// char by char): for ids and hashes made on every request.
+pub(crate) fn lower_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; 2 * bytes.len()];
+    // Twice the input's length is exactly the room hex needs: cannot fail.
+    let _ = hex::encode_to_slice(bytes, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lower_hex_matches_the_hex_crate() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(super::lower_hex(&bytes), hex::encode(&bytes));
+        assert_eq!(super::lower_hex(&[]), "");
+    }
+}

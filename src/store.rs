@@ -305,15 +305,7 @@ fn outcome_hash(record_hash: &str, outcome_json: &str) -> String {
     let mut h = Sha256::new();
     h.update(record_hash.as_bytes());
     h.update(outcome_json.as_bytes());
-    hex32(&h.finalize().into())
-}
-
-/// Lower-case hex of a digest (a table lookup; `hex::encode` goes through a char iterator).
-fn hex32(digest: &[u8; 32]) -> String {
-    let mut out = [0u8; 64];
-    // 64 bytes of room for 32 bytes of input: cannot fail.
-    let _ = hex::encode_to_slice(digest, &mut out);
-    String::from_utf8(out.to_vec()).unwrap_or_default()
+    crate::lower_hex(&h.finalize())
 }
 
 fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
@@ -321,7 +313,7 @@ fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
     h.update(prev.as_bytes());
     h.update(seq.to_be_bytes());
     h.update(record_json.as_bytes());
-    hex32(&h.finalize().into())
+    crate::lower_hex(&h.finalize())
 }
 
 /// The HMAC keyed once; each pseudonym clones the keyed state.
@@ -335,7 +327,7 @@ fn pseudonym_mac(key: &[u8]) -> Hmac<Sha256> {
 fn pseudonym(keyed: &Hmac<Sha256>, bsn: &Bsn) -> String {
     let mut m = keyed.clone();
     m.update(bsn.as_str().as_bytes());
-    hex32(&m.finalize().into_bytes().into())
+    crate::lower_hex(&m.finalize().into_bytes())
 }
 
 impl AuditStore {
@@ -672,7 +664,12 @@ fn writer_loop(mut c: Connection, mut rx: mpsc::Receiver<Job>, key: Vec<u8>, pat
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        drain(&mut rx, &mut batch);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
         let result = write_batch(&mut c, &batch, seq, &prev, &key);
         match result {
             Ok((new_seq, new_prev, seqs)) => {
@@ -692,16 +689,6 @@ fn writer_loop(mut c: Connection, mut rx: mpsc::Receiver<Job>, key: Vec<u8>, pat
                     (seq, prev) = h;
                 }
             }
-        }
-    }
-}
-
-/// Takes what is waiting, up to [`MAX_BATCH`].
-fn drain(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
-    while batch.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok(j) => batch.push(j),
-            Err(_) => break,
         }
     }
 }

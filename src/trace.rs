@@ -18,11 +18,7 @@ pub struct TraceContext {
 fn hex_id<const N: usize>() -> String {
     let mut b = [0u8; N];
     rand::rng().fill_bytes(&mut b);
-    // Straight into the string's buffer (`hex::encode` pushes char by char).
-    let mut out = vec![0u8; 2 * N];
-    // Twice the input's length is exactly the room hex needs: cannot fail.
-    let _ = hex::encode_to_slice(b, &mut out);
-    String::from_utf8(out).unwrap_or_default()
+    crate::lower_hex(&b)
 }
 
 impl TraceContext {
