@@ -330,22 +330,38 @@ impl Serialize for SingleOut<'_> {
             }
         }
         let mut m = s.serialize_map(Some(self.fields.len() + 1))?;
-        let mut provenance_done = false;
-        for (f, v, _) in &self.fields {
-            if !provenance_done && *f > PROVENANCE {
-                m.serialize_entry(PROVENANCE, &Provenance(&self.fields))?;
-                provenance_done = true;
-            }
-            // A source field named `_provenance` is replaced by it, as in a `Map`.
-            if *f != PROVENANCE {
-                m.serialize_entry(f, v)?;
-            }
-        }
-        if !provenance_done {
-            m.serialize_entry(PROVENANCE, &Provenance(&self.fields))?;
-        }
+        entries_with(
+            &mut m,
+            self.fields.iter().map(|(f, v, _)| (*f, *v)),
+            PROVENANCE,
+            &Provenance(&self.fields),
+        )?;
         m.end()
     }
+}
+
+/// Writes `entries` (in key order) with `(key, extra)` at its sorted place, as a `Map` holding
+/// both would serialise: an entry named `key` is replaced by `extra`.
+fn entries_with<'v, M: serde::ser::SerializeMap>(
+    m: &mut M,
+    entries: impl Iterator<Item = (&'v str, &'v Value)>,
+    key: &str,
+    extra: &(impl Serialize + ?Sized),
+) -> Result<(), M::Error> {
+    let mut extra_done = false;
+    for (f, v) in entries {
+        if !extra_done && f > key {
+            m.serialize_entry(key, extra)?;
+            extra_done = true;
+        }
+        if f != key {
+            m.serialize_entry(f, v)?;
+        }
+    }
+    if !extra_done {
+        m.serialize_entry(key, extra)?;
+    }
+    Ok(())
 }
 
 /// Serialises a `list` section's records with their visible fields and `_source`.
@@ -361,19 +377,13 @@ impl<F: Fn(&str) -> bool> Serialize for ListOut<'_, '_, F> {
         impl<F: Fn(&str) -> bool> Serialize for RecordOut<'_, '_, F> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut m = s.serialize_map(None)?;
-                let mut source_done = false;
-                for (f, v) in self.0 {
-                    if !source_done && f.as_str() > SOURCE {
-                        m.serialize_entry(SOURCE, &**self.1)?;
-                        source_done = true;
-                    }
-                    if f != SOURCE && (self.2)(f) {
-                        m.serialize_entry(f, v)?;
-                    }
-                }
-                if !source_done {
-                    m.serialize_entry(SOURCE, &**self.1)?;
-                }
+                let visible = self.0.iter().filter(|(f, _)| (self.2)(f));
+                entries_with(
+                    &mut m,
+                    visible.map(|(f, v)| (f.as_str(), v)),
+                    SOURCE,
+                    &**self.1,
+                )?;
                 m.end()
             }
         }
@@ -430,7 +440,9 @@ pub struct Rendered {
 }
 
 impl Rendered {
-    /// A rendering of sections already built as values (see [`render`]).
+    /// A rendering of sections already built as values (see [`render`]); the gateway renders
+    /// with [`Rendered::render`], tests build arbitrary sections with this.
+    #[cfg(test)]
     pub fn new(sections: Map<String, Value>, conflicts: Vec<Conflict>) -> Rendered {
         let sections = sections
             .into_iter()
@@ -449,8 +461,8 @@ impl Rendered {
     }
 
     /// Merges and renders `answers` for `view`, serialising each section straight from the
-    /// answers' values (the same text as [`Rendered::new`] of [`render`], without building
-    /// and dropping a copy of every value).
+    /// answers' values (the same text as the values [`render`] builds, serialised, without
+    /// building and dropping a copy of every value).
     pub fn render(
         defs: &BTreeMap<String, SectionDef>,
         wanted: &BTreeSet<&str>,
