@@ -2379,7 +2379,7 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         out,
         "  serialise the response (serde_json)",
         iters,
-        serde_json::to_vec(&response).map_or(0, |v| v.len())
+        response.to_json().len()
     );
     drop(agencies);
 

@@ -144,7 +144,7 @@ fn dossier(c: &mut Criterion) {
     ];
 
     // Sanity: the dossiers are what the fixture case says, and every section is there.
-    let body = serde_json::to_vec(&respond(&config, view, &wanted, &five, bsn)).unwrap();
+    let body = respond(&config, view, &wanted, &five, bsn).to_json();
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         doc["sections"]["uitkeringen"].as_array().map(Vec::len),
@@ -162,7 +162,7 @@ fn dossier(c: &mut Criterion) {
     group.bench_function("merge_render_to_vec/5_sources", |b| {
         b.iter(|| {
             let resp = respond(&config, view, &wanted, black_box(&five), bsn);
-            serde_json::to_vec(&resp).expect("serialises")
+            resp.to_json()
         })
     });
     // The cache-hit path: five lookups in the moka cache (what a cached dossier does), then
@@ -206,7 +206,7 @@ fn dossier(c: &mut Criterion) {
                 }
                 let answers: Vec<&SourceAnswer> = hits.iter().map(|a| a.as_ref()).collect();
                 let resp = respond(&config, view, &wanted, &answers, bsn);
-                serde_json::to_vec(&resp).expect("serialises")
+                resp.to_json()
             })
         })
     });
@@ -218,7 +218,7 @@ fn dossier(c: &mut Criterion) {
                 .collect();
             let answers: Vec<&SourceAnswer> = answers.iter().collect();
             let resp = respond(&config, view, &wanted, &answers, bsn);
-            serde_json::to_vec(&resp).expect("serialises")
+            resp.to_json()
         })
     });
     group.finish();

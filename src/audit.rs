@@ -18,7 +18,9 @@ use crate::bsn::Bsn;
 pub struct AccessRecord {
     /// `dossier.read`, `access-log.read`, `application.submit`, `adapter.change`, ...
     pub kind: String,
+    #[serde(with = "crate::timefmt")]
     pub started_at: DateTime<Utc>,
+    #[serde(with = "crate::timefmt")]
     pub time: DateTime<Utc>,
     pub trace_id: String,
     pub span_id: String,
@@ -93,6 +95,7 @@ impl AccessRecord {
 /// status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Completion {
+    #[serde(with = "crate::timefmt")]
     pub time: DateTime<Utc>,
     pub outcome: String,
     pub sources: Vec<(Arc<str>, String)>,

@@ -82,7 +82,9 @@ pub struct Policy {
 
 #[derive(Clone)]
 pub struct SourceCache {
-    entries: Cache<CacheKey, Arc<Entry>>,
+    /// Keyed by adapter, descriptor version and BSN, hashed with foldhash (seeded per
+    /// process): a dossier looks up one key per source, and SipHash was a visible share of it.
+    entries: Cache<CacheKey, Arc<Entry>, foldhash::fast::RandomState>,
     enabled: bool,
 }
 
@@ -93,7 +95,7 @@ impl SourceCache {
             .weigher(weigh)
             .expire_after(KeepExpiry)
             .support_invalidation_closures()
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         SourceCache { entries, enabled }
     }
 
@@ -111,11 +113,12 @@ impl SourceCache {
         if !self.enabled || policy.ttl.is_zero() {
             return fetch.await.map(|a| (Arc::new(a), Freshness::Fetched));
         }
-        if !bypass
-            && let Some(e) = self.entries.get(&key).await
-            && e.is_fresh()
-        {
-            return Ok((e.answer.clone(), Freshness::Cached(e.stored.elapsed())));
+        if !bypass && let Some(e) = self.entries.get(&key).await {
+            // One clock read decides freshness and gives the age.
+            let age = e.stored.elapsed();
+            if age < e.ttl {
+                return Ok((e.answer.clone(), Freshness::Cached(age)));
+            }
         }
         // A miss, or only a stale answer: fetch under the key's lock. Callers that wait on the
         // lock find the answer just fetched and do not call the source again.

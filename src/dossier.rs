@@ -486,13 +486,17 @@ impl Rendered {
     /// An estimate of the bytes it holds: the JSON text with its allocations, twice over to
     /// err high.
     pub fn weight(&self) -> u32 {
-        let text: usize = self
-            .sections
-            .iter()
-            .map(|(k, r)| k.len() + r.get().len() + 64)
-            .chain(self.conflicts_json.iter().map(|r| r.get().len()))
-            .sum();
+        let text = self.text_len() + 64 * self.sections.len();
         u32::try_from(text.saturating_mul(2).saturating_add(256)).unwrap_or(u32::MAX)
+    }
+
+    /// The length of its JSON text (section names, sections and conflicts).
+    pub fn text_len(&self) -> usize {
+        self.sections
+            .iter()
+            .map(|(k, r)| k.len() + r.get().len())
+            .chain(self.conflicts_json.iter().map(|r| r.get().len()))
+            .sum()
     }
 
     /// Serialises the `sections` object with `own` (sections the gateway adds itself) in key

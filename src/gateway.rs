@@ -34,6 +34,10 @@ pub struct AdapterRuntime {
     pub client: AdapterClient,
     pub stack: Stack,
     pub breaker: Arc<Breaker>,
+    /// Its counters on the dossier path.
+    pub series: crate::metrics::AdapterSeries,
+    /// The part of its cache key that changes when its descriptor does.
+    pub cache_version: Arc<str>,
     /// The outcome of the latest dossier request that needed this source (operators' view).
     pub last: std::sync::Mutex<Option<LastStatus>>,
 }
@@ -103,6 +107,8 @@ impl Runtime {
                     let breaker = Arc::new(Breaker::new(spec.def.resilience.circuit.clone()));
                     let stack = resilience::build(client.clone(), breaker.clone(), metrics.clone());
                     Arc::new(AdapterRuntime {
+                        series: metrics.adapter_series(client.id()),
+                        cache_version: Arc::from(spec.fingerprint.get(..16).unwrap_or_default()),
                         client,
                         stack,
                         breaker,
@@ -185,7 +191,10 @@ pub struct SourceReport {
     pub latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub age_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::timefmt::option::serialize"
+    )]
     pub fetched_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -218,6 +227,15 @@ pub struct DossierResponse {
 }
 
 impl DossierResponse {
+    /// The document as the API sends it, serialised into a buffer sized for it up front.
+    pub fn to_json(&self) -> Vec<u8> {
+        let room = self.rendered.text_len() + 192 * self.sources.len() + 512;
+        let mut out = Vec::with_capacity(room);
+        // Strings, numbers and already-serialised JSON: writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, self);
+        out
+    }
+
     /// The `sections` object as the client sees it (a copy: for rules and themes).
     pub fn sections(&self) -> Map<String, Value> {
         let mut all = self.rendered.sections();
@@ -241,7 +259,10 @@ impl Serialize for DossierResponse {
             None => st.skip_field("purpose")?,
         }
         st.serialize_field("complete", &self.complete)?;
-        st.serialize_field("generated_at", &self.generated_at)?;
+        st.serialize_field(
+            "generated_at",
+            crate::timefmt::rfc3339(&self.generated_at).as_str(),
+        )?;
         st.serialize_field("sections", &self.rendered.sections_with(&self.own_sections))?;
         st.serialize_field("sources", &self.sources)?;
         st.serialize_field("conflicts", &self.rendered.conflicts_out())?;
@@ -257,14 +278,15 @@ impl Serialize for DossierResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RenderKey {
     view: String,
-    sections: Vec<String>,
+    /// The sections asked for, or `None` for all of the view (the usual request).
+    sections: Option<Vec<String>>,
     bsn: Bsn,
     answers: Vec<(Arc<str>, DateTime<Utc>)>,
 }
 
 /// Renderings of recent dossiers, bounded by an estimate of their bytes.
 pub struct RenderCache {
-    cache: Option<moka::future::Cache<RenderKey, Arc<Rendered>>>,
+    cache: Option<moka::future::Cache<RenderKey, Arc<Rendered>, foldhash::fast::RandomState>>,
 }
 
 /// How long a rendering is kept after its last use.
@@ -279,7 +301,7 @@ impl RenderCache {
                     .max_capacity(max_bytes)
                     .weigher(|_: &RenderKey, v: &Arc<Rendered>| v.weight())
                     .time_to_idle(RENDER_IDLE)
-                    .build()
+                    .build_with_hasher(foldhash::fast::RandomState::default())
             }),
         }
     }
@@ -556,7 +578,10 @@ impl Gateway {
         };
         let key = RenderKey {
             view: req.view.clone(),
-            sections: wanted.iter().map(|s| s.to_string()).collect(),
+            sections: req
+                .sections
+                .as_ref()
+                .map(|_| wanted.iter().map(|s| s.to_string()).collect()),
             bsn: req.bsn,
             answers: answers
                 .iter()
@@ -582,7 +607,7 @@ impl Gateway {
         let spec = &client.spec;
         let key = CacheKey {
             adapter: client.id().clone(),
-            version: Arc::from(&spec.fingerprint[..16]),
+            version: adapter.cache_version.clone(),
             bsn: req.bsn,
         };
         let policy = Policy {
@@ -626,7 +651,7 @@ impl Gateway {
                     Freshness::Cached(age) => ("cached", Some(age.as_millis() as u64), "hit"),
                     Freshness::Stale(age) => ("stale", Some(age.as_millis() as u64), "stale"),
                 };
-                self.metrics.cache_lookup(client.id(), lookup);
+                adapter.series.cache_lookup(lookup);
                 Outcome {
                     report: SourceReport {
                         adapter: client.id().clone(),
@@ -658,12 +683,12 @@ impl Gateway {
                 }
             }
         };
-        self.metrics
-            .source_result(client.id(), outcome.report.status);
+        adapter.series.source_result(outcome.report.status);
         *adapter.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(LastStatus {
             status: outcome.report.status,
             latency_ms: outcome.report.latency_ms,
-            at: Utc::now(),
+            // The request's start plus the source's latency: no clock read per source.
+            at: req.started_at + chrono::Duration::milliseconds(latency_ms as i64),
             error: outcome.report.error.clone(),
         });
         outcome

@@ -38,6 +38,7 @@ pub mod resilience;
 pub mod rules;
 pub mod server;
 pub mod store;
+pub mod timefmt;
 pub mod trace;
 
 /// Lower-case hex of `bytes`, written straight into the string's buffer (`hex::encode` pushes

@@ -3,7 +3,7 @@
 //! Label values are bounded: adapter ids come from config, statuses and routes are fixed sets.
 //! A BSN or any other request value never becomes a label.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -154,22 +154,15 @@ impl Metrics {
         }
     }
 
-    pub fn source_result(&self, adapter: &Arc<str>, status: &'static str) {
-        self.source_results
-            .get_or_create(&AdapterStatus {
-                adapter: adapter.clone(),
-                status,
-            })
-            .inc();
-    }
-
-    pub fn cache_lookup(&self, adapter: &Arc<str>, result: &'static str) {
-        self.cache_lookups
-            .get_or_create(&AdapterStatus {
-                adapter: adapter.clone(),
-                status: result,
-            })
-            .inc();
+    /// The request-path counters of one adapter, each looked up on first use and kept.
+    pub fn adapter_series(&self, adapter: &Arc<str>) -> AdapterSeries {
+        AdapterSeries {
+            adapter: adapter.clone(),
+            results: self.source_results.clone(),
+            lookups: self.cache_lookups.clone(),
+            result_slots: Default::default(),
+            lookup_slots: Default::default(),
+        }
     }
 
     /// Cache lookups of one adapter so far: (hits, misses, stale answers served).
@@ -214,3 +207,50 @@ impl Metrics {
 
 /// Shared handle.
 pub type SharedMetrics = Arc<Metrics>;
+
+/// Source outcomes counted per dossier request (`source_results`).
+const RESULTS: [&str; 6] = ["ok", "cached", "stale", "timeout", "error", "unavailable"];
+/// Cache lookup results (`cache_lookups`).
+const LOOKUPS: [&str; 3] = ["hit", "miss", "stale"];
+
+/// One adapter's series on the dossier path. A label lookup hashes the adapter id under the
+/// family's lock, and a dossier counts two per source; these keep the counter (a shared
+/// handle) after the first lookup. A series still appears only once it has been counted.
+pub struct AdapterSeries {
+    adapter: Arc<str>,
+    results: Family<AdapterStatus, Counter>,
+    lookups: Family<AdapterStatus, Counter>,
+    result_slots: [OnceLock<Counter>; RESULTS.len()],
+    lookup_slots: [OnceLock<Counter>; LOOKUPS.len()],
+}
+
+impl AdapterSeries {
+    /// One source outcome of a dossier request: ok, cached, stale, timeout, error, unavailable.
+    pub fn source_result(&self, status: &'static str) {
+        self.count(&self.results, &self.result_slots, &RESULTS, status);
+    }
+
+    /// One cache lookup: hit, miss or stale.
+    pub fn cache_lookup(&self, result: &'static str) {
+        self.count(&self.lookups, &self.lookup_slots, &LOOKUPS, result);
+    }
+
+    fn count(
+        &self,
+        family: &Family<AdapterStatus, Counter>,
+        slots: &[OnceLock<Counter>],
+        names: &[&str],
+        status: &'static str,
+    ) {
+        let label = || AdapterStatus {
+            adapter: self.adapter.clone(),
+            status,
+        };
+        match names.iter().position(|n| *n == status) {
+            Some(i) => slots[i]
+                .get_or_init(|| family.get_or_create(&label()).clone())
+                .inc(),
+            None => family.get_or_create(&label()).inc(),
+        };
+    }
+}

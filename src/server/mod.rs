@@ -440,13 +440,7 @@ async fn me_dossier_inner(
         .sections
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
     let (resp, _) = citizen_dossier(s, headers, sections).await?;
-    Ok((
-        json(
-            StatusCode::OK,
-            serde_json::to_vec(&resp).unwrap_or_default(),
-        ),
-        resp.upstream_wait,
-    ))
+    Ok((json(StatusCode::OK, resp.to_json()), resp.upstream_wait))
 }
 
 /// A citizen's own dossier through the citizen view (shared by the dossier, theme and
@@ -637,13 +631,7 @@ async fn employee_dossier_inner(
 ) -> Result<(Response, std::time::Duration), Problem> {
     let b: DossierBody = parse_body(body)?;
     let (resp, _) = employee_dossier_for(s, headers, b).await?;
-    Ok((
-        json(
-            StatusCode::OK,
-            serde_json::to_vec(&resp).unwrap_or_default(),
-        ),
-        resp.upstream_wait,
-    ))
+    Ok((json(StatusCode::OK, resp.to_json()), resp.upstream_wait))
 }
 
 /// A client's dossier through an employee view, for a stated purpose (shared by the dossier,
