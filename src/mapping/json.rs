@@ -260,26 +260,33 @@ impl JsonMapping {
             };
             let mut mapped = Vec::with_capacity(records.len());
             for rec in records {
-                let mut r = Record::new();
-                for f in &s.fields {
-                    let value = match sel_walk(&f.sel, rec) {
-                        Some(v) => convert_node(f.ty, v).map_err(|excerpt| MapError::BadValue {
-                            section: s.name.clone(),
-                            field: f.name.clone(),
-                            ty: type_name(f.ty),
-                            excerpt,
-                        })?,
-                        None => Value::Null,
-                    };
-                    if f.required && value.is_null() {
-                        return Err(MapError::MissingField {
-                            section: s.name.clone(),
-                            field: f.name.clone(),
-                            path: f.path.clone(),
-                        });
-                    }
-                    r.insert(f.name.clone(), value);
-                }
+                // Fields are sorted by name (they come from a map): the record is built in one
+                // go rather than by one search-and-insert per field.
+                let r = s
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        let value = match sel_walk(&f.sel, rec) {
+                            Some(v) => {
+                                convert_node(f.ty, v).map_err(|excerpt| MapError::BadValue {
+                                    section: s.name.clone(),
+                                    field: f.name.clone(),
+                                    ty: type_name(f.ty),
+                                    excerpt,
+                                })?
+                            }
+                            None => Value::Null,
+                        };
+                        if f.required && value.is_null() {
+                            return Err(MapError::MissingField {
+                                section: s.name.clone(),
+                                field: f.name.clone(),
+                                path: f.path.clone(),
+                            });
+                        }
+                        Ok((f.name.clone(), value))
+                    })
+                    .collect::<Result<Record, MapError>>()?;
                 mapped.push(r);
             }
             out.insert(s.name.clone(), mapped);
@@ -620,8 +627,8 @@ mod fast_path_tests {
             r#"{"personen":[{"naam":"X"}],"b":{"$serde_json::private::RawValue":12}}"#,
         ];
         for body in answers {
-            assert_same(&m, body, &limits);
-            assert_same(&lists, body, &limits);
+            let _ = assert_same(&m, body, &limits);
+            let _ = assert_same(&lists, body, &limits);
         }
         // A few outcomes spelled out, so "the same" is not "the same mistake".
         let out = assert_same(&m, answers[1], &limits).unwrap();

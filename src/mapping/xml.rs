@@ -343,11 +343,11 @@ struct Capture<'i> {
 }
 
 impl<'i> Capture<'i> {
-    fn push(&mut self, t: &Cow<'i, str>) {
+    fn push(&mut self, t: Cow<'i, str>) {
         if self.text.is_empty() {
-            self.text = t.clone();
+            self.text = t;
         } else {
-            self.text.to_mut().push_str(t);
+            self.text.to_mut().push_str(&t);
         }
     }
 }
@@ -561,7 +561,7 @@ impl<'m, 'i> Run<'m, 'i> {
             return;
         }
         for c in &mut self.captures {
-            c.push(&t);
+            c.push(t.clone());
         }
     }
 
@@ -630,19 +630,23 @@ impl<'m, 'i> Run<'m, 'i> {
 
     fn record(&self, si: usize, o: Open) -> Result<Record, MapError> {
         let s = &self.m.sections[si];
-        let mut r = Record::new();
-        for (f, v) in s.fields.iter().zip(o.values) {
-            let v = v.unwrap_or(Value::Null);
-            if f.required && v.is_null() {
-                return Err(MapError::MissingField {
-                    section: s.name.clone(),
-                    field: f.name.clone(),
-                    path: f.path.clone(),
-                });
-            }
-            r.insert(f.name.clone(), v);
-        }
-        Ok(r)
+        // The fields are sorted by name (they come from a map), so the record is built in one
+        // go rather than by one search-and-insert per field.
+        s.fields
+            .iter()
+            .zip(o.values)
+            .map(|(f, v)| {
+                let v = v.unwrap_or(Value::Null);
+                if f.required && v.is_null() {
+                    return Err(MapError::MissingField {
+                        section: s.name.clone(),
+                        field: f.name.clone(),
+                        path: f.path.clone(),
+                    });
+                }
+                Ok((f.name.clone(), v))
+            })
+            .collect()
     }
 
     fn finish(self) -> Result<Sections, MapError> {
