@@ -3,34 +3,38 @@
 //! Paths are RFC 6901 JSON pointers (`/naam/geslachtsnaam`) or RFC 9535 JSONPath queries
 //! (`$.personen[*]`), compiled once. `each` selects the records; field paths are relative to a
 //! record. A pointer is the fast path; JSONPath is there for answers that need filtering.
+//!
+//! A mapping of pointers only is served by [`fast`]: the answer is parsed into a tree pruned to
+//! what the pointers reach. A mapping with any JSONPath parses the whole answer into a
+//! `serde_json::Value` (the reference path, which the tests hold the fast path to).
+
+mod fast;
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
-use super::{CompileError, MapError, MapLimits, Record, Sections, convert_json, type_name};
+use self::fast::{Keep, Node, Token};
+use super::{
+    CompileError, MapError, MapLimits, Record, Sections, convert_json, convert_text, type_name,
+};
 use crate::config::model::{FieldType, SectionMap};
 
 #[derive(Debug, Clone)]
 enum Selector {
     /// An RFC 6901 pointer, split and unescaped once when the mapping compiles.
-    Pointer(Vec<String>),
+    Pointer(Vec<Token>),
     Path(JsonPath),
 }
 
 /// Follows pre-split pointer tokens.
-fn walk<'a>(mut v: &'a Value, tokens: &[String]) -> Option<&'a Value> {
+fn walk<'a>(mut v: &'a Value, tokens: &[Token]) -> Option<&'a Value> {
     for t in tokens {
         v = match v {
-            Value::Object(m) => m.get(t)?,
-            Value::Array(a) => {
-                // RFC 6901: an index is digits without a leading zero.
-                if t.is_empty() || (t.len() > 1 && t.starts_with('0')) {
-                    return None;
-                }
-                a.get(t.parse::<usize>().ok()?)?
-            }
+            Value::Object(m) => m.get(&t.key)?,
+            // RFC 6901: an index is digits without a leading zero (worked out in `Token`).
+            Value::Array(a) => a.get(t.index?)?,
             _ => return None,
         };
     }
@@ -43,7 +47,7 @@ impl Selector {
             let tokens = text
                 .split('/')
                 .skip(1)
-                .map(|t| t.replace("~1", "/").replace("~0", "~"))
+                .map(|t| Token::new(t.replace("~1", "/").replace("~0", "~")))
                 .collect();
             Ok(Selector::Pointer(tokens))
         } else if text.starts_with('$') {
@@ -99,6 +103,29 @@ struct JsonSection {
 #[derive(Debug, Clone)]
 pub struct JsonMapping {
     sections: Vec<JsonSection>,
+    /// What the pointers reach, when every path is a pointer (the fast path); `None` when a
+    /// JSONPath needs the whole answer.
+    keep: Option<Keep>,
+}
+
+/// The parts of an answer the mapping's pointers reach; `None` if any path is a JSONPath.
+fn keep_of(sections: &[JsonSection]) -> Option<Keep> {
+    let tokens = |sel: &Selector| match sel {
+        Selector::Pointer(t) => Some(t.clone()),
+        Selector::Path(_) => None,
+    };
+    let mut keep = Keep::default();
+    for s in sections {
+        let mut fields = Keep::default();
+        for f in &s.fields {
+            fields.field(&tokens(&f.sel)?);
+        }
+        match &s.each {
+            None => keep.merge(&fields),
+            Some((_, sel)) => keep.each(&tokens(sel)?, &fields),
+        }
+    }
+    Some(keep)
 }
 
 impl JsonMapping {
@@ -147,7 +174,8 @@ impl JsonMapping {
             });
         }
         if errors.is_empty() {
-            Ok(JsonMapping { sections })
+            let keep = keep_of(&sections);
+            Ok(JsonMapping { sections, keep })
         } else {
             Err(errors)
         }
@@ -155,6 +183,22 @@ impl JsonMapping {
 
     /// Parses and maps a JSON answer.
     pub fn map_bytes(&self, body: &[u8], limits: &MapLimits) -> Result<Sections, MapError> {
+        if let Some(keep) = &self.keep {
+            let (parsed, state) = fast::parse(body, keep, limits.max_depth);
+            // An answer using serde_json's private raw-value key goes the reference way.
+            if !state.fallback {
+                let root = parsed.map_err(|e| MapError::NotJson(e.to_string()))?;
+                if state.too_deep {
+                    return Err(MapError::TooDeep(limits.max_depth));
+                }
+                return self.map_node(&root);
+            }
+        }
+        self.map_bytes_reference(body, limits)
+    }
+
+    /// The reference path: the whole answer as a `Value`, then the selectors.
+    fn map_bytes_reference(&self, body: &[u8], limits: &MapLimits) -> Result<Sections, MapError> {
         let v: Value =
             serde_json::from_slice(body).map_err(|e| MapError::NotJson(e.to_string()))?;
         if depth_exceeds(&v, limits.max_depth) {
@@ -196,6 +240,60 @@ impl JsonMapping {
         Ok(out)
     }
 
+    /// [`Self::map_value`] over a pruned tree; only called when every selector is a pointer.
+    fn map_node(&self, root: &Node<'_>) -> Result<Sections, MapError> {
+        let mut out = Sections::new();
+        for s in &self.sections {
+            let records: Vec<&Node<'_>> = match &s.each {
+                None => vec![root],
+                Some((path, sel)) => match sel_walk(sel, root) {
+                    None | Some(Node::Null) => Vec::new(),
+                    Some(Node::Array(items)) => items.iter().collect(),
+                    Some(obj @ Node::Object(_)) => vec![obj],
+                    Some(_) => {
+                        return Err(MapError::NotAList {
+                            section: s.name.clone(),
+                            path: path.clone(),
+                        });
+                    }
+                },
+            };
+            let mut mapped = Vec::with_capacity(records.len());
+            for rec in records {
+                // Fields are sorted by name (they come from a map): the record is built in one
+                // go rather than by one search-and-insert per field.
+                let r = s
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        let value = match sel_walk(&f.sel, rec) {
+                            Some(v) => {
+                                convert_node(f.ty, v).map_err(|excerpt| MapError::BadValue {
+                                    section: s.name.clone(),
+                                    field: f.name.clone(),
+                                    ty: type_name(f.ty),
+                                    excerpt,
+                                })?
+                            }
+                            None => Value::Null,
+                        };
+                        if f.required && value.is_null() {
+                            return Err(MapError::MissingField {
+                                section: s.name.clone(),
+                                field: f.name.clone(),
+                                path: f.path.clone(),
+                            });
+                        }
+                        Ok((f.name.clone(), value))
+                    })
+                    .collect::<Result<Record, MapError>>()?;
+                mapped.push(r);
+            }
+            out.insert(s.name.clone(), mapped);
+        }
+        Ok(out)
+    }
+
     fn map_record(&self, s: &JsonSection, rec: &Value) -> Result<Record, MapError> {
         let mut r = Record::new();
         for f in &s.fields {
@@ -218,6 +316,23 @@ impl JsonMapping {
             r.insert(f.name.clone(), value);
         }
         Ok(r)
+    }
+}
+
+/// A pointer on the pruned tree (a JSONPath never gets here: such a mapping has no `keep`).
+fn sel_walk<'n, 'a>(sel: &Selector, node: &'n Node<'a>) -> Option<&'n Node<'a>> {
+    match sel {
+        Selector::Pointer(tokens) => node.walk(tokens),
+        Selector::Path(_) => None,
+    }
+}
+
+/// [`convert_json`] for a node of the pruned tree, without copying text twice.
+fn convert_node(ty: FieldType, v: &Node<'_>) -> Result<Value, String> {
+    match (ty, v) {
+        (FieldType::String, Node::String(s)) => Ok(Value::String(s.trim().to_owned())),
+        (_, Node::String(s)) => convert_text(ty, s),
+        (_, other) => convert_json(ty, &other.to_value()),
     }
 }
 
@@ -341,5 +456,203 @@ mod tests {
         ))
         .unwrap_err();
         assert_eq!(errs.len(), 2);
+    }
+}
+
+/// The fast path (pruned tree) against the reference path (`Value`): same sections, same
+/// errors, on the fixtures and on odd answers.
+#[cfg(test)]
+mod fast_path_tests {
+    use super::*;
+    use crate::config::model::FieldSpec;
+
+    fn field(path: &str, ty: FieldType, required: bool) -> FieldSpec {
+        FieldSpec {
+            path: path.to_string(),
+            r#type: ty,
+            required,
+        }
+    }
+
+    fn section(each: Option<&str>, fields: &[(&str, FieldSpec)]) -> SectionMap {
+        SectionMap {
+            each: each.map(str::to_owned),
+            fields: fields
+                .iter()
+                .map(|(n, f)| (n.to_string(), f.clone()))
+                .collect(),
+        }
+    }
+
+    fn assert_same(m: &JsonMapping, body: &str, limits: &MapLimits) -> Result<Sections, MapError> {
+        assert!(
+            m.keep.is_some(),
+            "a mapping of pointers takes the fast path"
+        );
+        let fast = m.map_bytes(body.as_bytes(), limits);
+        let reference = m.map_bytes_reference(body.as_bytes(), limits);
+        assert_eq!(fast, reference, "answer: {body}");
+        fast
+    }
+
+    #[test]
+    fn fixtures_map_the_same_both_ways() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let env = crate::demo::demo_env(
+            "http://127.0.0.1:9".into(),
+            "a-test-secret-of-at-least-thirty-two-bytes".into(),
+        );
+        let config =
+            crate::config::compile::Config::load_with_env(&root.join("config/demo.yaml"), &env)
+                .unwrap();
+        let mut compared = 0;
+        for case in std::fs::read_dir(root.join("fixtures/cases")).unwrap() {
+            let case = case.unwrap().path();
+            for (id, spec) in &config.adapters {
+                let crate::config::compile::Mapping::Json(m) = &spec.mapping else {
+                    continue;
+                };
+                let Ok(body) = std::fs::read_to_string(case.join(format!("{id}.json"))) else {
+                    continue;
+                };
+                let out = assert_same(m, &body, &spec.limits);
+                assert!(out.is_ok(), "{}: {out:?}", case.display());
+                compared += 1;
+            }
+        }
+        assert!(compared >= 10, "only {compared} fixture answers compared");
+    }
+
+    #[test]
+    fn odd_answers_map_the_same_both_ways() {
+        let mut map = BTreeMap::new();
+        map.insert(
+            "persoon".to_string(),
+            section(
+                None,
+                &[
+                    ("naam", field("/personen/0/naam", FieldType::String, false)),
+                    (
+                        "leeftijd",
+                        field("/personen/0/leeftijd", FieldType::Integer, false),
+                    ),
+                    (
+                        "bedrag",
+                        field("/personen/0/bedrag", FieldType::Decimal, false),
+                    ),
+                    ("datum", field("/personen/0/datum", FieldType::Date, false)),
+                    (
+                        "actief",
+                        field("/personen/0/actief", FieldType::Boolean, false),
+                    ),
+                    ("plus", field("/personen/+1/naam", FieldType::String, false)),
+                    ("tilde", field("/a~1b/m~0n", FieldType::String, false)),
+                    ("leeg", field("/", FieldType::String, false)),
+                ],
+            ),
+        );
+        map.insert(
+            "rijen".to_string(),
+            section(
+                Some("/rijen"),
+                &[("x", field("/1/x", FieldType::Decimal, false))],
+            ),
+        );
+        let m = JsonMapping::compile(&map).unwrap();
+        // Records of a list with a required field, an index into a nested list and the whole
+        // record as a field.
+        let mut lists = BTreeMap::new();
+        lists.insert(
+            "lijst".to_string(),
+            section(
+                Some("/personen"),
+                &[
+                    ("naam", field("/naam", FieldType::String, true)),
+                    ("eerste", field("/0", FieldType::Integer, false)),
+                ],
+            ),
+        );
+        lists.insert(
+            "geheel".to_string(),
+            section(
+                Some("/personen"),
+                &[("waarde", field("", FieldType::String, false))],
+            ),
+        );
+        let lists = JsonMapping::compile(&lists).unwrap();
+        let limits = MapLimits { max_depth: 16 };
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let answers = [
+            // Plain, with escapes in values and keys, numbers as text, nulls and absences.
+            r#"{"personen":[{"naam":" Vries ","leeftijd":"45","bedrag":"131.00","datum":"19810614","actief":"J"}]}"#,
+            r#"{"personen":[{"n\u0061am":"d\u00e9 Vri\"es\n","leeftijd":45,"bedrag":131,"datum":null}],"a/b":{"m~n":"x"},"":"leeg"}"#,
+            r#"{"personen":[{"naam":"A"},{"naam":"B","leeftijd":-3}],"rijen":[[{"x":1},{"x":"2.50"}],[{"x":3}],[],null,7]}"#,
+            r#"{"personen":[{"naam":12,"bedrag":1.5e3,"actief":true}]}"#,
+            r#"{"personen":[{"naam":true,"leeftijd":18446744073709551615}]}"#,
+            r#"{"personen":[[5,6]]}"#,
+            r#"{"personen":{"naam":"alleen"}}"#,
+            r#"{"personen":null}"#,
+            r#"{"personen":[]}"#,
+            r#"{}"#,
+            r#"[]"#,
+            r#""tekst""#,
+            // Repeated keys: the last wins, also for a whole subtree.
+            r#"{"personen":[{"naam":"eerst","naam":"laatst"}],"personen":[{"naam":"tweede lijst"}]}"#,
+            r#"{"personen":[{"naam":"X","leeftijd":1}],"personen":[{"naam":"Y"}]}"#,
+            // Values that are not what the field wants.
+            r#"{"personen":[{"naam":"X","leeftijd":"vijf"}]}"#,
+            r#"{"personen":[{"naam":"X","leeftijd":1.5}]}"#,
+            r#"{"personen":[{"naam":{"b":1,"a":[1,{"c":null}]}}]}"#,
+            r#"{"personen":[{"naam":"X","datum":"2026-02-30"}]}"#,
+            r#"{"personen":[{"naam":"X","actief":"misschien"}]}"#,
+            r#"{"personen":[{"leeftijd":1}]}"#,
+            r#"{"personen":[{"naam":null}]}"#,
+            r#"{"personen":"geen lijst"}"#,
+            r#"{"personen":[{"naam":"X"}],"rijen":5}"#,
+            // Depth: in a part no pointer reaches, in a kept part, past serde_json's limit.
+            &format!(r#"{{"personen":[{{"naam":"X"}}],"overig":{}}}"#, deep(20)),
+            &format!(r#"{{"personen":[{{"naam":{}}}]}}"#, deep(20)),
+            &format!(r#"{{"overig":{}}}"#, deep(200)),
+            &format!(r#"{{"overig":{},"kapot"}}"#, deep(20)),
+            r#"{"personen":[{"naam":"X"}],"overig":[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]}"#,
+            r#"{"personen":[{"naam":"X"}],"overig":[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]}"#,
+            // Not JSON.
+            "<html>",
+            r#"{"personen":[{"naam":"X"}]} extra"#,
+            r#"{"personen":[{"naam":"X"}"#,
+            r#"{"personen":[{"naam":"X\q"}]}"#,
+            "",
+            // serde_json's private raw-value key (the fast path hands over to the reference).
+            r#"{"$serde_json::private::RawValue":"{\"personen\":[{\"naam\":\"R\"}]}"}"#,
+            r#"{"personen":[{"naam":"X"}],"b":{"$serde_json::private::RawValue":12}}"#,
+        ];
+        for body in answers {
+            let _ = assert_same(&m, body, &limits);
+            let _ = assert_same(&lists, body, &limits);
+        }
+        // A few outcomes spelled out, so "the same" is not "the same mistake".
+        let out = assert_same(&m, answers[1], &limits).unwrap();
+        assert_eq!(out["persoon"][0]["naam"], "dé Vri\"es");
+        assert_eq!(out["persoon"][0]["tilde"], "x");
+        assert_eq!(out["persoon"][0]["leeg"], "leeg");
+        let out = assert_same(&m, answers[2], &limits).unwrap();
+        assert_eq!(out["persoon"][0]["plus"], "B");
+        assert_eq!(out["rijen"].len(), 5);
+        assert_eq!(out["rijen"][0]["x"], serde_json::json!(2.5));
+        let out = assert_same(&m, answers[12], &limits).unwrap();
+        assert_eq!(out["persoon"][0]["naam"], "tweede lijst");
+        assert_eq!(
+            assert_same(&lists, answers[12], &limits),
+            Err(MapError::BadValue {
+                section: "geheel".into(),
+                field: "waarde".into(),
+                ty: "string",
+                excerpt: r#"{"naam":"tweede lijst"}"#.into(),
+            })
+        );
+        assert_eq!(
+            assert_same(&m, answers[23], &limits),
+            Err(MapError::TooDeep(16))
+        );
     }
 }

@@ -158,12 +158,22 @@ fn parse_date(s: &str) -> Option<String> {
         8 => (digits(0..4)?, digits(4..6)?, digits(6..8)?),
         _ => return None,
     };
+    // The digits were checked above, so the output is cut from the input (no formatting).
+    let (year, month, day) = if b.len() == 10 {
+        (&s[0..4], &s[5..7], &s[8..10])
+    } else {
+        (&s[0..4], &s[4..6], &s[6..8])
+    };
     match (m, d) {
-        (0, 0) if b.len() == 8 => Some(format!("{y:04}")),
-        (1..=12, 0) if b.len() == 8 => Some(format!("{y:04}-{m:02}")),
-        _ => {
-            chrono::NaiveDate::from_ymd_opt(y as i32, m, d).map(|_| format!("{y:04}-{m:02}-{d:02}"))
-        }
+        (0, 0) if b.len() == 8 => Some(year.to_owned()),
+        (1..=12, 0) if b.len() == 8 => Some([year, month].join("-")),
+        _ => chrono::NaiveDate::from_ymd_opt(y as i32, m, d).map(|_| {
+            if b.len() == 10 {
+                s.to_owned()
+            } else {
+                [year, month, day].join("-")
+            }
+        }),
     }
 }
 

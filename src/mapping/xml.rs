@@ -10,6 +10,7 @@
 //! `xsi:nil="true"` and StUF's `StUF:noValue` make a field `null`. A SOAP Fault (1.1
 //! faultcode/faultstring or 1.2 Code/Reason) becomes [`MapError::Fault`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use quick_xml::events::{BytesStart, Event};
@@ -44,7 +45,6 @@ struct XName {
 struct XField {
     name: String,
     path: String,
-    steps: Vec<XName>,
     attr: Option<XName>,
     ty: FieldType,
     required: bool,
@@ -53,9 +53,61 @@ struct XField {
 #[derive(Debug, Clone)]
 struct XSection {
     name: String,
-    /// Path below the Body; `None`: the Body itself is the one record.
-    each: Option<Vec<XName>>,
+    /// `true` when the section has an `each` path; `false`: the Body itself is the one record.
+    each: bool,
+    /// For a section with `each`: the trie node its field paths hang from, active below each
+    /// record element.
+    record_root: Option<usize>,
     fields: Vec<XField>,
+}
+
+/// What a matched element does, in the order the sections and fields are declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Action {
+    section: u32,
+    /// A field index, or [`OPEN`]: the element starts a record of the section.
+    field: u32,
+}
+
+const OPEN: u32 = u32::MAX;
+
+/// One step of the compiled paths. Every path (an `each` below the Body, a field below the
+/// Body or below a record) is a walk from a root down this trie, so an element is matched by
+/// comparing its name with the children of the nodes its parent matched, once, instead of
+/// comparing the whole element stack with every path of every section.
+#[derive(Debug, Clone, Default)]
+struct TrieNode {
+    /// `None` for a root.
+    name: Option<XName>,
+    children: Vec<usize>,
+    actions: Vec<Action>,
+}
+
+/// The trie node of the paths that start below the Body.
+const BODY_ROOT: usize = 0;
+
+fn trie_insert(trie: &mut Vec<TrieNode>, root: usize, steps: &[XName], action: Action) {
+    let mut node = root;
+    for step in steps {
+        let found = trie[node]
+            .children
+            .iter()
+            .copied()
+            .find(|&c| trie[c].name.as_ref() == Some(step));
+        node = match found {
+            Some(c) => c,
+            None => {
+                trie.push(TrieNode {
+                    name: Some(step.clone()),
+                    ..TrieNode::default()
+                });
+                let c = trie.len() - 1;
+                trie[node].children.push(c);
+                c
+            }
+        };
+    }
+    trie[node].actions.push(action);
 }
 
 /// A compiled SOAP mapping.
@@ -63,6 +115,7 @@ struct XSection {
 pub struct XmlMapping {
     namespaces: Vec<String>,
     sections: Vec<XSection>,
+    trie: Vec<TrieNode>,
 }
 
 impl XmlMapping {
@@ -114,7 +167,9 @@ impl XmlMapping {
         };
         let mut errors = Vec::new();
         let mut sections = Vec::new();
-        for (name, sm) in map {
+        let mut trie = vec![TrieNode::default()];
+        for (si, (name, sm)) in map.iter().enumerate() {
+            let si = si as u32;
             let each = match &sm.each {
                 None => None,
                 Some(text) => match text.split('/').map(&step).collect::<Result<Vec<_>, _>>() {
@@ -131,6 +186,19 @@ impl XmlMapping {
                     }
                 },
             };
+            let record_root = each.as_ref().map(|steps: &Vec<XName>| {
+                trie_insert(
+                    &mut trie,
+                    BODY_ROOT,
+                    steps,
+                    Action {
+                        section: si,
+                        field: OPEN,
+                    },
+                );
+                trie.push(TrieNode::default());
+                trie.len() - 1
+            });
             let mut fields = Vec::new();
             for (fname, spec) in &sm.fields {
                 let mut parts: Vec<&str> = spec.path.split('/').collect();
@@ -149,14 +217,28 @@ impl XmlMapping {
                     .map(|p| step(p))
                     .collect();
                 match (steps, attr.transpose()) {
-                    (Ok(steps), Ok(attr)) => fields.push(XField {
-                        name: fname.clone(),
-                        path: spec.path.clone(),
-                        steps,
-                        attr,
-                        ty: spec.r#type,
-                        required: spec.required,
-                    }),
+                    (Ok(steps), Ok(attr)) => {
+                        // A field without element steps never matches (it stays null).
+                        if !steps.is_empty() {
+                            let action = Action {
+                                section: si,
+                                field: fields.len() as u32,
+                            };
+                            trie_insert(
+                                &mut trie,
+                                record_root.unwrap_or(BODY_ROOT),
+                                &steps,
+                                action,
+                            );
+                        }
+                        fields.push(XField {
+                            name: fname.clone(),
+                            path: spec.path.clone(),
+                            attr,
+                            ty: spec.r#type,
+                            required: spec.required,
+                        });
+                    }
                     (Err(message), _) | (_, Err(message)) => errors.push(CompileError {
                         section: name.clone(),
                         field: Some(fname.clone()),
@@ -167,7 +249,8 @@ impl XmlMapping {
             }
             sections.push(XSection {
                 name: name.clone(),
-                each,
+                each: each.is_some(),
+                record_root,
                 fields,
             });
         }
@@ -175,6 +258,7 @@ impl XmlMapping {
             Ok(XmlMapping {
                 namespaces,
                 sections,
+                trie,
             })
         } else {
             Err(errors)
@@ -217,8 +301,8 @@ impl XmlMapping {
                 }
                 Event::End(_) => run.end()?,
                 // Text is only decoded when a field (or a fault) is being read.
-                Event::Text(t) if run.wants_text() => run.text(&t.xml10_content()),
-                Event::CData(t) if run.wants_text() => run.text(&t.xml10_content()),
+                Event::Text(t) if run.wants_text() => run.text(t.xml10_content()),
+                Event::CData(t) if run.wants_text() => run.text(t.xml10_content()),
                 Event::Text(_) | Event::CData(_) => {}
                 Event::GeneralRef(r) => {
                     let c = match r.resolve_char_ref() {
@@ -237,8 +321,7 @@ impl XmlMapping {
                         },
                         Err(e) => return Err(MapError::NotXml(e.to_string())),
                     };
-                    let mut b = [0u8; 4];
-                    run.text(c.encode_utf8(&mut b));
+                    run.text(Cow::Owned(String::from(c)));
                 }
                 Event::DocType(_) => return Err(MapError::Doctype),
                 Event::Eof => break,
@@ -250,12 +333,23 @@ impl XmlMapping {
 }
 
 /// A value being captured for one field of one open record.
-struct Capture {
+struct Capture<'i> {
     section: usize,
     field: usize,
     depth: usize,
-    text: String,
+    /// Borrowed from the answer while the element has one text node (the usual case).
+    text: Cow<'i, str>,
     nil: bool,
+}
+
+impl<'i> Capture<'i> {
+    fn push(&mut self, t: Cow<'i, str>) {
+        if self.text.is_empty() {
+            self.text = t;
+        } else {
+            self.text.to_mut().push_str(&t);
+        }
+    }
 }
 
 struct Open {
@@ -273,52 +367,37 @@ struct FaultState {
     buf: String,
 }
 
-struct Run<'m> {
+struct Run<'m, 'i> {
     m: &'m XmlMapping,
-    /// Element stack: namespace id and the local name's range in `names`.
-    stack: Vec<(u32, usize, usize)>,
-    names: String,
+    /// Element stack: for each open element, where its matched trie nodes start in `active`.
+    stack: Vec<usize>,
+    /// The trie nodes matched by the open elements, level after level (a record element adds
+    /// its section's record root to its own level).
+    active: Vec<usize>,
+    /// The actions of the element being started (scratch, reused).
+    actions: Vec<Action>,
     body_depth: Option<usize>,
     saw_body: bool,
     open: Vec<Option<Open>>,
-    captures: Vec<Capture>,
+    captures: Vec<Capture<'i>>,
     fault: Option<FaultState>,
-    out: Sections,
+    out: Vec<Vec<Record>>,
 }
 
-impl<'m> Run<'m> {
+impl<'m, 'i> Run<'m, 'i> {
     fn new(m: &'m XmlMapping) -> Self {
-        let mut out = Sections::new();
-        for s in &m.sections {
-            out.insert(s.name.clone(), Vec::new());
-        }
         Run {
             m,
             stack: Vec::with_capacity(16),
-            names: String::with_capacity(256),
+            active: Vec::with_capacity(16),
+            actions: Vec::new(),
             body_depth: None,
             saw_body: false,
             open: (0..m.sections.len()).map(|_| None).collect(),
             captures: Vec::new(),
             fault: None,
-            out,
+            out: (0..m.sections.len()).map(|_| Vec::new()).collect(),
         }
-    }
-
-    fn local(&self, depth: usize) -> &str {
-        let (_, start, len) = self.stack[depth];
-        &self.names[start..start + len]
-    }
-
-    /// Does the stack from `from` (inclusive) to the top equal `path`?
-    fn matches(&self, from: usize, path: &[XName]) -> bool {
-        if self.stack.len() - from != path.len() {
-            return false;
-        }
-        path.iter().enumerate().all(|(i, step)| {
-            let d = from + i;
-            self.stack[d].0 == step.ns && self.local(d) == &*step.local
-        })
     }
 
     fn start(
@@ -332,19 +411,22 @@ impl<'m> Run<'m> {
             return Err(MapError::TooDeep(limits.max_depth));
         }
         let local = e.local_name();
-        let start = self.names.len();
-        self.names.push_str(local.as_ref());
-        self.stack.push((ns, start, local.as_ref().len()));
+        let local: &str = local.as_ref();
+        // The parent's matched nodes are the last entries of `active`.
+        let parent_from = self.stack.last().copied().unwrap_or(0);
+        let parent_to = self.active.len();
+        self.stack.push(parent_to);
         let depth = self.stack.len() - 1;
         let is_env = ns == NS_SOAP11 || ns == NS_SOAP12;
 
         match depth {
-            0 if !(is_env && local.as_ref() == "Envelope") => return Err(MapError::NoSoapBody),
-            1 if is_env && local.as_ref() == "Body" => {
+            0 if !(is_env && local == "Envelope") => return Err(MapError::NoSoapBody),
+            1 if is_env && local == "Body" => {
                 self.body_depth = Some(1);
                 self.saw_body = true;
+                self.active.push(BODY_ROOT);
                 for (i, s) in self.m.sections.iter().enumerate() {
-                    if s.each.is_none() {
+                    if !s.each {
                         self.open[i] = Some(Open {
                             depth: 1,
                             values: vec![None; s.fields.len()],
@@ -363,8 +445,7 @@ impl<'m> Run<'m> {
             // Inside a Fault: 1.1 has unqualified faultcode/faultstring; 1.2 has
             // Code/Value and Reason/Text.
             let rel = depth - f.depth;
-            let l = local.as_ref();
-            let part = match (rel, l) {
+            let part = match (rel, local) {
                 (1, "faultcode") => Some(true),
                 (1, "faultstring") => Some(false),
                 (2, "Value") => Some(true),
@@ -377,7 +458,7 @@ impl<'m> Run<'m> {
             }
             return Ok(());
         }
-        if depth == body + 1 && is_env && local.as_ref() == "Fault" {
+        if depth == body + 1 && is_env && local == "Fault" {
             self.fault = Some(FaultState {
                 depth,
                 ..FaultState::default()
@@ -385,75 +466,73 @@ impl<'m> Run<'m> {
             return Ok(());
         }
 
-        for (si, s) in self.m.sections.iter().enumerate() {
-            if self.open[si].is_none() {
-                if let Some(each) = &s.each
-                    && self.matches(body + 1, each)
+        // Match the element against the children of its parent's nodes.
+        let m = self.m;
+        let trie = &m.trie;
+        self.actions.clear();
+        let mut sources = 0;
+        for i in parent_from..parent_to {
+            for &c in &trie[self.active[i]].children {
+                if let Some(n) = &trie[c].name
+                    && n.ns == ns
+                    && &*n.local == local
                 {
+                    self.active.push(c);
+                    self.actions.extend_from_slice(&trie[c].actions);
+                    sources += 1;
+                }
+            }
+        }
+        if self.actions.is_empty() {
+            return Ok(());
+        }
+        if sources > 1 {
+            // Sections, then fields, in declaration order, whichever path matched them.
+            self.actions.sort_unstable();
+        }
+        for ai in 0..self.actions.len() {
+            let Action { section, field } = self.actions[ai];
+            let (si, s) = (section as usize, &m.sections[section as usize]);
+            if field == OPEN {
+                if self.open[si].is_none() {
                     self.open[si] = Some(Open {
                         depth,
                         values: vec![None; s.fields.len()],
                     });
-                }
-                continue;
-            }
-            let Some(rec_depth) = self.open[si].as_ref().map(|o| o.depth) else {
-                continue;
-            };
-            if depth <= rec_depth {
-                continue;
-            }
-            for (fi, f) in s.fields.iter().enumerate() {
-                let taken = self.open[si]
-                    .as_ref()
-                    .is_some_and(|o| o.values[fi].is_some());
-                if taken || f.steps.len() != depth - rec_depth {
-                    continue;
-                }
-                if !self.matches(rec_depth + 1, &f.steps) {
-                    continue;
-                }
-                if let Some(attr) = &f.attr {
-                    let v = self.attr_value(e, reader, attr)?;
-                    let v = match v {
-                        None => Value::Null,
-                        Some(text) => self.typed(si, fi, &text)?,
-                    };
-                    if let Some(o) = &mut self.open[si] {
-                        o.values[fi] = Some(v);
+                    if let Some(root) = s.record_root {
+                        self.active.push(root);
                     }
-                } else {
-                    let nil = is_nil(e, reader, self.m)?;
-                    self.captures.push(Capture {
-                        section: si,
-                        field: fi,
-                        depth,
-                        text: String::new(),
-                        nil,
-                    });
                 }
+                continue;
+            }
+            let fi = field as usize;
+            let taken = match &self.open[si] {
+                Some(o) => o.depth >= depth || o.values[fi].is_some(),
+                None => true,
+            };
+            if taken {
+                continue;
+            }
+            if let Some(attr) = &s.fields[fi].attr {
+                let v = match attr_value(m, e, reader, attr)? {
+                    None => Value::Null,
+                    Some(text) => self.typed(si, fi, &text)?,
+                };
+                if let Some(o) = &mut self.open[si] {
+                    o.values[fi] = Some(v);
+                }
+            } else {
+                let nil = is_nil(e, reader, m)?;
+                self.captures.push(Capture {
+                    section: si,
+                    field: fi,
+                    depth,
+                    text: Cow::Borrowed(""),
+                    nil,
+                });
             }
         }
         Ok(())
-    }
-
-    fn attr_value(
-        &self,
-        e: &BytesStart<'_>,
-        reader: &NsReader<&[u8]>,
-        want: &XName,
-    ) -> Result<Option<String>, MapError> {
-        for a in e.attributes() {
-            let a = a.map_err(|e| MapError::NotXml(e.to_string()))?;
-            let (r, local) = reader.resolver().resolve_attribute(a.key);
-            if self.m.ns_id(&r) == want.ns && local.as_ref() == &*want.local {
-                let v = a
-                    .normalized_value(quick_xml::XmlVersion::Implicit1_0)
-                    .map_err(|e| MapError::NotXml(e.to_string()))?;
-                return Ok(Some(v.into_owned()));
-            }
-        }
-        Ok(None)
     }
 
     fn typed(&self, si: usize, fi: usize, text: &str) -> Result<Value, MapError> {
@@ -474,15 +553,15 @@ impl<'m> Run<'m> {
         !self.captures.is_empty() || self.fault.as_ref().is_some_and(|f| f.reading.is_some())
     }
 
-    fn text(&mut self, t: &str) {
+    fn text(&mut self, t: Cow<'i, str>) {
         if let Some(f) = &mut self.fault {
             if f.reading.is_some() {
-                f.buf.push_str(t);
+                f.buf.push_str(&t);
             }
             return;
         }
         for c in &mut self.captures {
-            c.text.push_str(t);
+            c.push(t.clone());
         }
     }
 
@@ -536,36 +615,38 @@ impl<'m> Run<'m> {
                 && let Some(o) = self.open[si].take()
             {
                 let rec = self.record(si, o)?;
-                if let Some(list) = self.out.get_mut(&self.m.sections[si].name) {
-                    list.push(rec);
-                }
+                self.out[si].push(rec);
             }
         }
 
         if Some(depth) == self.body_depth {
             self.body_depth = None;
         }
-        if let Some((_, start, _)) = self.stack.pop() {
-            self.names.truncate(start);
+        if let Some(from) = self.stack.pop() {
+            self.active.truncate(from);
         }
         Ok(())
     }
 
     fn record(&self, si: usize, o: Open) -> Result<Record, MapError> {
         let s = &self.m.sections[si];
-        let mut r = Record::new();
-        for (f, v) in s.fields.iter().zip(o.values) {
-            let v = v.unwrap_or(Value::Null);
-            if f.required && v.is_null() {
-                return Err(MapError::MissingField {
-                    section: s.name.clone(),
-                    field: f.name.clone(),
-                    path: f.path.clone(),
-                });
-            }
-            r.insert(f.name.clone(), v);
-        }
-        Ok(r)
+        // The fields are sorted by name (they come from a map), so the record is built in one
+        // go rather than by one search-and-insert per field.
+        s.fields
+            .iter()
+            .zip(o.values)
+            .map(|(f, v)| {
+                let v = v.unwrap_or(Value::Null);
+                if f.required && v.is_null() {
+                    return Err(MapError::MissingField {
+                        section: s.name.clone(),
+                        field: f.name.clone(),
+                        path: f.path.clone(),
+                    });
+                }
+                Ok((f.name.clone(), v))
+            })
+            .collect()
     }
 
     fn finish(self) -> Result<Sections, MapError> {
@@ -577,8 +658,34 @@ impl<'m> Run<'m> {
                 "the document ends inside an element".into(),
             ));
         }
-        Ok(self.out)
+        Ok(self
+            .m
+            .sections
+            .iter()
+            .zip(self.out)
+            .map(|(s, records)| (s.name.clone(), records))
+            .collect())
     }
+}
+
+/// The value of the attribute `want` on `e`, if it has one.
+fn attr_value(
+    m: &XmlMapping,
+    e: &BytesStart<'_>,
+    reader: &NsReader<&[u8]>,
+    want: &XName,
+) -> Result<Option<String>, MapError> {
+    for a in e.attributes() {
+        let a = a.map_err(|e| MapError::NotXml(e.to_string()))?;
+        let (r, local) = reader.resolver().resolve_attribute(a.key);
+        if m.ns_id(&r) == want.ns && local.as_ref() == &*want.local {
+            let v = a
+                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .map_err(|e| MapError::NotXml(e.to_string()))?;
+            return Ok(Some(v.into_owned()));
+        }
+    }
+    Ok(None)
 }
 
 /// `xsi:nil="true"` or any `StUF:noValue` makes the element's value null.
