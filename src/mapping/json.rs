@@ -17,7 +17,8 @@ use serde_json_path::JsonPath;
 
 use self::fast::{Keep, Node, Token};
 use super::{
-    CompileError, MapError, MapLimits, Record, Sections, convert_json, convert_text, type_name,
+    CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_json, convert_text,
+    field_entry,
 };
 use crate::config::model::{FieldType, SectionMap};
 
@@ -262,31 +263,18 @@ impl JsonMapping {
             for rec in records {
                 // Fields are sorted by name (they come from a map): the record is built in one
                 // go rather than by one search-and-insert per field.
-                let r = s
-                    .fields
-                    .iter()
-                    .map(|f| {
-                        let value = match sel_walk(&f.sel, rec) {
-                            Some(v) => {
-                                convert_node(f.ty, v).map_err(|excerpt| MapError::BadValue {
-                                    section: s.name.clone(),
-                                    field: f.name.clone(),
-                                    ty: type_name(f.ty),
-                                    excerpt,
-                                })?
-                            }
-                            None => Value::Null,
-                        };
-                        if f.required && value.is_null() {
-                            return Err(MapError::MissingField {
-                                section: s.name.clone(),
-                                field: f.name.clone(),
-                                path: f.path.clone(),
-                            });
-                        }
-                        Ok((f.name.clone(), value))
-                    })
-                    .collect::<Result<Record, MapError>>()?;
+                let r =
+                    s.fields
+                        .iter()
+                        .map(|f| {
+                            let value = match sel_walk(&f.sel, rec) {
+                                Some(v) => convert_node(f.ty, v)
+                                    .map_err(bad_value(&s.name, &f.name, f.ty))?,
+                                None => Value::Null,
+                            };
+                            field_entry(&s.name, &f.name, &f.path, f.required, value)
+                        })
+                        .collect::<Result<Record, MapError>>()?;
                 mapped.push(r);
             }
             out.insert(s.name.clone(), mapped);
@@ -298,22 +286,11 @@ impl JsonMapping {
         let mut r = Record::new();
         for f in &s.fields {
             let value = match f.sel.first(rec) {
-                Some(v) => convert_json(f.ty, v).map_err(|excerpt| MapError::BadValue {
-                    section: s.name.clone(),
-                    field: f.name.clone(),
-                    ty: type_name(f.ty),
-                    excerpt,
-                })?,
+                Some(v) => convert_json(f.ty, v).map_err(bad_value(&s.name, &f.name, f.ty))?,
                 None => Value::Null,
             };
-            if f.required && value.is_null() {
-                return Err(MapError::MissingField {
-                    section: s.name.clone(),
-                    field: f.name.clone(),
-                    path: f.path.clone(),
-                });
-            }
-            r.insert(f.name.clone(), value);
+            let (name, value) = field_entry(&s.name, &f.name, &f.path, f.required, value)?;
+            r.insert(name, value);
         }
         Ok(r)
     }

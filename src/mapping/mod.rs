@@ -77,6 +77,39 @@ pub(crate) fn type_name(ty: FieldType) -> &'static str {
     }
 }
 
+/// The error for a value that does not convert to its field's type (`excerpt` from the
+/// conversion), shared by both mappers.
+pub(crate) fn bad_value(
+    section: &str,
+    field: &str,
+    ty: FieldType,
+) -> impl FnOnce(String) -> MapError {
+    move |excerpt| MapError::BadValue {
+        section: section.to_owned(),
+        field: field.to_owned(),
+        ty: type_name(ty),
+        excerpt,
+    }
+}
+
+/// A mapped field as a record entry; a required field without a value is an error.
+pub(crate) fn field_entry(
+    section: &str,
+    field: &str,
+    path: &str,
+    required: bool,
+    value: Value,
+) -> Result<(String, Value), MapError> {
+    if required && value.is_null() {
+        return Err(MapError::MissingField {
+            section: section.to_owned(),
+            field: field.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Ok((field.to_owned(), value))
+}
+
 fn excerpt(s: &str) -> String {
     let mut e: String = s.chars().take(24).collect();
     if s.chars().count() > 24 {

@@ -18,7 +18,9 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 use serde_json::Value;
 
-use super::{CompileError, MapError, MapLimits, Record, Sections, convert_text, type_name};
+use super::{
+    CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_text, field_entry,
+};
 use crate::config::model::{FieldType, SectionMap};
 
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -541,12 +543,7 @@ impl<'m, 'i> Run<'m, 'i> {
         if text.trim().is_empty() {
             return Ok(Value::Null);
         }
-        convert_text(f.ty, text).map_err(|excerpt| MapError::BadValue {
-            section: s.name.clone(),
-            field: f.name.clone(),
-            ty: type_name(f.ty),
-            excerpt,
-        })
+        convert_text(f.ty, text).map_err(bad_value(&s.name, &f.name, f.ty))
     }
 
     fn wants_text(&self) -> bool {
@@ -636,15 +633,13 @@ impl<'m, 'i> Run<'m, 'i> {
             .iter()
             .zip(o.values)
             .map(|(f, v)| {
-                let v = v.unwrap_or(Value::Null);
-                if f.required && v.is_null() {
-                    return Err(MapError::MissingField {
-                        section: s.name.clone(),
-                        field: f.name.clone(),
-                        path: f.path.clone(),
-                    });
-                }
-                Ok((f.name.clone(), v))
+                field_entry(
+                    &s.name,
+                    &f.name,
+                    &f.path,
+                    f.required,
+                    v.unwrap_or(Value::Null),
+                )
             })
             .collect()
     }
