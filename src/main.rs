@@ -443,10 +443,8 @@ async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
         Box::new(|k: &str| std::env::var(k).ok())
     };
     let c = load(config, &*env)?;
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let spec = c
-        .parse_adapter_text(&file.display().to_string(), &text)
+        .parse_adapter_file(file, &*env)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let client = ketenportaal::adapter::AdapterClient::new(
         Arc::new(spec),

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::load::{ConfigError, ConfigErrors, closest, parse_tree, read_tree, typed};
+use super::load::{
+    ConfigError, ConfigErrors, closest, parse_untrusted_tree, read_tree, typed,
+};
 use super::model::{AdapterDef, Audience, GatewayConfig, KeyAlg, Protocol, SectionKind};
 use super::yaml::{Node, Pos, Step};
 use crate::mapping::json::JsonMapping;
@@ -43,6 +45,18 @@ pub struct AdapterSpec {
     pub http: Option<reqwest::Client>,
     /// SHA-256 of the canonical descriptor: unchanged adapters keep their state on reload.
     pub fingerprint: String,
+    /// The descriptor as it may be shown to its partner: the text as sent for a registration;
+    /// for a file, its values with every `${ENV}` value replaced by its reference.
+    pub public: PublicDescriptor,
+}
+
+/// What may be shown of a descriptor outside the operator's own files.
+#[derive(Debug, Clone)]
+pub enum PublicDescriptor {
+    /// An operator's file, as a tree with no value from the environment in it.
+    File(serde_json::Value),
+    /// A registration: the text exactly as the partner sent it.
+    Registration(Arc<str>),
 }
 
 impl AdapterSpec {
@@ -212,7 +226,9 @@ impl Config {
                 errors.extend(errs);
                 continue;
             };
-            if let Some(spec) = compile_adapter(path, &atree, gateway, &base_dir, &mut errs) {
+            if let Some(spec) =
+                compile_adapter(path, &atree, gateway, &base_dir, Trust::Operator, &mut errs)
+            {
                 let stem = path
                     .file_stem()
                     .and_then(|s| s.to_str())
@@ -320,13 +336,66 @@ impl Config {
     }
 
     /// Validates a descriptor sent over the API (YAML or JSON text) against this config, with
-    /// the same messages as files get.
+    /// the same messages as files get, under the rules for untrusted text: no `${ENV}`
+    /// expansion, no files, an endpoint only under the organisation's declared URLs, and the
+    /// bounds of `registrations:` (see [`Trust::Partner`]).
     pub fn parse_adapter_text(&self, label: &str, text: &str) -> Result<AdapterSpec, ConfigErrors> {
         let mut errors = Vec::new();
         let origin = PathBuf::from(label);
-        let tree = parse_tree(&origin, text, &|k| std::env::var(k).ok(), &mut errors);
-        let spec = tree
-            .and_then(|t| compile_adapter(&origin, &t, &self.gateway, &self.base_dir, &mut errors));
+        let max = self.gateway.registrations.max_descriptor_bytes.0;
+        if text.len() as u64 > max {
+            errors.push(
+                ConfigError::new(
+                    &origin,
+                    Pos::default(),
+                    format!(
+                        "the descriptor is {} bytes; at most {max} are accepted",
+                        text.len()
+                    ),
+                )
+                .hint("remove comments and unused fields, or ask the operator to raise `registrations.max_descriptor_bytes`"),
+            );
+            return Err(ConfigErrors(errors));
+        }
+        let tree = parse_untrusted_tree(&origin, text, &mut errors);
+        let spec = tree.and_then(|t| {
+            compile_adapter(
+                &origin,
+                &t,
+                &self.gateway,
+                &self.base_dir,
+                Trust::Partner,
+                &mut errors,
+            )
+        });
+        match spec {
+            Some(mut s) if errors.is_empty() => {
+                s.public = PublicDescriptor::Registration(Arc::from(text));
+                Ok(s)
+            }
+            _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// Validates an adapter file written by the operator (`ketenportaal adapter test`), with
+    /// `${ENV}` expansion from `env`, exactly as [`Config::load`] treats the files it reads.
+    pub fn parse_adapter_file(
+        &self,
+        file: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<AdapterSpec, ConfigErrors> {
+        let mut errors = Vec::new();
+        let tree = read_tree(file, env, &mut errors);
+        let spec = tree.and_then(|t| {
+            compile_adapter(
+                file,
+                &t,
+                &self.gateway,
+                &self.base_dir,
+                Trust::Operator,
+                &mut errors,
+            )
+        });
         match spec {
             Some(s) if errors.is_empty() => Ok(s),
             _ => Err(ConfigErrors(errors)),
@@ -344,12 +413,49 @@ impl Config {
     }
 }
 
+/// Who wrote a descriptor, which decides what it may do (see `DESIGN.md`, trust boundaries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// The operator's own files: `${ENV}` expanded, files and any endpoint allowed.
+    Operator,
+    /// A partner's descriptor sent over the API: no expansion, no files, an endpoint under the
+    /// organisation's declared URLs, headers and bounds limited by `registrations:`.
+    Partner,
+}
+
+/// Request headers a registered adapter may not set: they frame the message, route it, or
+/// carry what the gateway itself sets (trace context, content type).
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "expect",
+    "proxy-authorization",
+    "proxy-connection",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "traceparent",
+    "tracestate",
+    "content-type",
+    "soapaction",
+    "cookie",
+];
+
 /// Validates and compiles one adapter tree.
 fn compile_adapter(
     file: &Path,
     tree: &Node,
     gw: &GatewayConfig,
     base_dir: &Path,
+    trust: Trust,
     errors: &mut Vec<ConfigError>,
 ) -> Option<AdapterSpec> {
     let def: AdapterDef = typed(file, tree, errors)?;
@@ -400,7 +506,27 @@ fn compile_adapter(
             }),
         );
     }
-    let url = if def.endpoint.starts_with("http://") || def.endpoint.starts_with("https://") {
+    let url = if trust == Trust::Partner {
+        org.map_or_else(String::new, |o| {
+            let mut prefixes: Vec<&str> = o.allowed_endpoints.iter().map(String::as_str).collect();
+            if prefixes.is_empty() {
+                prefixes.extend(o.base_url.as_deref());
+            }
+            match super::endpoint::check_registered(&def.endpoint, o.base_url.as_deref(), &prefixes)
+            {
+                Ok(u) => u.to_string(),
+                Err(e) => {
+                    errors.push(
+                        ConfigError::new(file, at(&["endpoint"]), e.to_string()).hint(format!(
+                            "a registered adapter's endpoint must lie under the URLs the operator declared for `{}` (`organisations.{}.allowed_endpoints`, else its `base_url`); give a path under them, or ask the operator",
+                            def.organisation, def.organisation
+                        )),
+                    );
+                    String::new()
+                }
+            }
+        })
+    } else if def.endpoint.starts_with("http://") || def.endpoint.starts_with("https://") {
         def.endpoint.clone()
     } else if def.endpoint.starts_with('/') {
         match org.and_then(|o| o.base_url.as_deref()) {
@@ -567,19 +693,43 @@ fn compile_adapter(
             None
         }
     };
-    // TLS towards the source: build the client now, so bad certificates are config errors.
-    let (http, tls_material) = match &def.tls {
-        None => (None, Vec::new()),
-        Some(t) => match crate::adapter::tls_client(t, base_dir) {
+    check_request_parts(file, tree, &def, trust, errors);
+    if trust == Trust::Partner {
+        check_registration_bounds(file, tree, &def, gw, errors);
+    }
+    // TLS towards the source: build the client now, so bad certificates are config errors. A
+    // file adapter's own `tls:` wins over its organisation's; a registration only gets its
+    // organisation's, and a resolver that keeps DNS names on public addresses.
+    let own_tls = match trust {
+        Trust::Operator => def.tls.as_ref(),
+        Trust::Partner => None,
+    };
+    let tls = own_tls.or(org.and_then(|o| o.tls.as_ref()));
+    let guard = match (trust, org) {
+        (Trust::Partner, Some(o)) if !is_localhost(&url) => {
+            Some(crate::adapter::PublicAddresses {
+                allow_private: o.allow_private_addresses,
+            })
+        }
+        _ => None,
+    };
+    let (http, tls_material) = if tls.is_none() && guard.is_none() {
+        (None, Vec::new())
+    } else {
+        match crate::adapter::source_client(tls, base_dir, guard) {
             Ok((client, material)) => (Some(client), material),
             Err(msg) => {
-                errors.push(
-                    ConfigError::new(file, at(&["tls"]), msg)
-                        .hint("paths are relative to the gateway config file; PEM files expected"),
-                );
+                let pos = if own_tls.is_some() {
+                    at(&["tls"])
+                } else {
+                    at(&["organisation"])
+                };
+                errors.push(ConfigError::new(file, pos, msg).hint(
+                    "paths are relative to the gateway config file; PEM files expected (the organisation's `tls:` in the gateway config applies here)",
+                ));
                 (None, Vec::new())
             }
-        },
+        }
     };
     if errors.len() > before {
         return None;
@@ -603,8 +753,187 @@ fn compile_adapter(
             .map_or(gw.limits.max_response_body.0, |b| b.0),
         fingerprint: hex::encode(Sha256::digest(&canonical)),
         http,
+        public: PublicDescriptor::File(tree.to_json_redacted()),
         def,
     })
+}
+
+/// Whether `url`'s host is `localhost` (or below it): a name the partner does not control, so
+/// the operator who declared it meant the local machine.
+fn is_localhost(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        .is_some_and(|h| h == "localhost" || h.ends_with(".localhost"))
+}
+
+/// HTTP method and headers: valid for every adapter (a bad one would only fail at the first
+/// call); for a registration, only GET or POST, and none of [`RESERVED_HEADERS`].
+fn check_request_parts(
+    file: &Path,
+    tree: &Node,
+    def: &AdapterDef,
+    trust: Trust,
+    errors: &mut Vec<ConfigError>,
+) {
+    let Some(rest) = &def.rest else { return };
+    let at = |path: &[&str]| -> Pos {
+        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
+        tree.pos_at(&steps)
+    };
+    let method = rest.method.to_ascii_uppercase();
+    let allowed: &[&str] = match trust {
+        Trust::Operator => &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        Trust::Partner => &["GET", "POST"],
+    };
+    if !allowed.contains(&method.as_str()) {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["rest", "method"]),
+                format!("method `{}` is not allowed here", rest.method),
+            )
+            .hint(format!("use one of {}", allowed.join(", "))),
+        );
+    }
+    for (name, value) in &rest.headers {
+        let pos = at(&["rest", "headers", name]);
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            errors.push(
+                ConfigError::new(file, pos, format!("`{name}` is not a valid header name"))
+                    .hint("letters, digits and `-`, e.g. `X-Api-Version`"),
+            );
+            continue;
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            errors.push(
+                ConfigError::new(file, pos, format!("the value of header `{name}` is not valid"))
+                    .hint("visible ASCII only; no line breaks"),
+            );
+        }
+        if trust == Trust::Partner
+            && (RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str())
+                || name.to_ascii_lowercase().starts_with("proxy-"))
+        {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    pos,
+                    format!("a registered adapter may not set header `{name}`"),
+                )
+                .hint("the gateway sets framing, routing, content type and trace context itself"),
+            );
+        }
+    }
+    if trust == Trust::Partner && rest.headers.len() > 16 {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["rest", "headers"]),
+                format!("{} headers; at most 16", rest.headers.len()),
+            )
+            .hint("send only what your service needs"),
+        );
+    }
+}
+
+/// The bounds of `registrations:`: no files, and nothing that makes the gateway hold more or
+/// wait longer for a partner than the operator allows.
+fn check_registration_bounds(
+    file: &Path,
+    tree: &Node,
+    def: &AdapterDef,
+    gw: &GatewayConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    let at = |path: &[&str]| -> Pos {
+        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
+        tree.pos_at(&steps)
+    };
+    let policy = &gw.registrations;
+    if def.tls.is_some() {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["tls"]),
+                "a registered adapter cannot name files on the gateway (`tls:`)",
+            )
+            .hint(format!(
+                "remove `tls:`; TLS towards your organisation (CA, client certificate) is the operator's `organisations.{}.tls`",
+                def.organisation
+            )),
+        );
+    }
+    let mut over = |path: &[&str], what: String, key: &str| {
+        errors.push(
+            ConfigError::new(file, at(path), what)
+                .hint(format!("lower it, or ask the operator to raise `registrations.{key}`")),
+        );
+    };
+    if def.timeout.0 > policy.max_timeout.0 {
+        over(
+            &["timeout"],
+            format!("timeout {} is above the {} allowed", def.timeout, policy.max_timeout),
+            "max_timeout",
+        );
+    }
+    if let Some(cap) = def.max_response_body
+        && cap.0 > gw.limits.max_response_body.0
+    {
+        over(
+            &["max_response_body"],
+            format!(
+                "max_response_body {} is above the gateway's {}",
+                cap.0, gw.limits.max_response_body.0
+            ),
+            "(limits.max_response_body)",
+        );
+    }
+    let r = &def.resilience;
+    if r.retries > policy.max_retries {
+        over(
+            &["resilience", "retries"],
+            format!("{} retries; at most {}", r.retries, policy.max_retries),
+            "max_retries",
+        );
+    }
+    if r.max_concurrency > policy.max_concurrency {
+        over(
+            &["resilience", "max_concurrency"],
+            format!(
+                "max_concurrency {} is above the {} allowed",
+                r.max_concurrency, policy.max_concurrency
+            ),
+            "max_concurrency",
+        );
+    }
+    if def.cache.ttl.0 > policy.max_cache_ttl.0 {
+        over(
+            &["cache", "ttl"],
+            format!("cache ttl {} is above the {} allowed", def.cache.ttl, policy.max_cache_ttl),
+            "max_cache_ttl",
+        );
+    }
+    if def.cache.stale_if_error.0 > policy.max_stale_if_error.0 {
+        over(
+            &["cache", "stale_if_error"],
+            format!(
+                "stale_if_error {} is above the {} allowed",
+                def.cache.stale_if_error, policy.max_stale_if_error
+            ),
+            "max_stale_if_error",
+        );
+    }
+    if !r.circuit.enabled {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["resilience", "circuit", "enabled"]),
+                "a registered adapter cannot turn its circuit breaker off",
+            )
+            .hint("the breaker protects the gateway and the other sources; tune its thresholds instead"),
+        );
+    }
 }
 
 /// The section the gateway fills itself, from its store: the citizen's applications.
@@ -894,6 +1223,50 @@ fn validate_gateway(
                     at(&["themes", id, "life_events"]),
                     format!("theme `{id}`: unknown life event `{le}`"),
                 ));
+            }
+        }
+    }
+    for (id, o) in &gw.organisations {
+        let org_at = |key: &str| {
+            tree.pos_at(&[
+                Step::Key("organisations".into()),
+                Step::Key(id.clone()),
+                Step::Key(key.into()),
+            ])
+        };
+        for (i, prefix) in o.allowed_endpoints.iter().enumerate() {
+            let ok = reqwest::Url::parse(prefix).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+            });
+            if !ok {
+                let pos = tree.pos_at(&[
+                    Step::Key("organisations".into()),
+                    Step::Key(id.clone()),
+                    Step::Key("allowed_endpoints".into()),
+                    Step::Index(i),
+                ]);
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        pos,
+                        "an allowed endpoint must be an http(s) URL prefix without user info, query or fragment",
+                    )
+                    .hint("e.g. `https://services.uwv.example.nl/koppelvlak/`"),
+                );
+            }
+        }
+        if let Some(t) = &o.tls {
+            let base = file.parent().unwrap_or(Path::new("."));
+            if let Err(e) = crate::adapter::source_client(Some(t), base, None) {
+                errors.push(
+                    ConfigError::new(file, org_at("tls"), e)
+                        .hint("paths are relative to this file; PEM files expected"),
+                );
             }
         }
     }

@@ -100,15 +100,46 @@ pub fn read_tree(
     parse_tree(file, &text, env, errors)
 }
 
-/// Parses YAML text (a file's, or a body sent to the API) into an expanded tree.
+/// Parses YAML text written by the operator (a file's) into an expanded tree.
 pub fn parse_tree(
     file: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Node> {
-    let mut tree = match yaml::parse(text) {
-        Ok(t) => t,
+    let mut tree = parse_yaml(file, text, errors)?;
+    for (pos, msg) in tree.interpolate(env) {
+        errors.push(ConfigError::new(file, pos, msg));
+    }
+    Some(tree)
+}
+
+/// Parses text that arrives over the API (a partner's descriptor) into a tree *without* any
+/// `${ENV}` expansion: the gateway's environment holds its secrets, and a partner's text must
+/// never reach it. A value holding `${` is refused with its position, so nobody takes it for
+/// a working reference.
+pub fn parse_untrusted_tree(
+    file: &Path,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Node> {
+    let tree = parse_yaml(file, text, errors)?;
+    for pos in tree.env_references() {
+        errors.push(
+            ConfigError::new(
+                file,
+                pos,
+                "`${` in a descriptor sent over the API: registered descriptors get no environment expansion",
+            )
+            .hint("write the value itself; what differs per environment, and every secret, belongs in the operator's configuration of your organisation"),
+        );
+    }
+    Some(tree)
+}
+
+fn parse_yaml(file: &Path, text: &str, errors: &mut Vec<ConfigError>) -> Option<Node> {
+    match yaml::parse(text) {
+        Ok(t) => Some(t),
         Err(e) => {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
             let msg = e.to_string();
@@ -117,13 +148,9 @@ pub fn parse_tree(
                 ConfigError::new(file, Pos { line, column }, format!("invalid YAML: {first}"))
                     .hint("check indentation and quoting around this position"),
             );
-            return None;
+            None
         }
-    };
-    for (pos, msg) in tree.interpolate(env) {
-        errors.push(ConfigError::new(file, pos, msg));
     }
-    Some(tree)
 }
 
 /// Deserialises `T` from `tree`, pushing every problem found. `None` when there was any.

@@ -1,6 +1,7 @@
 //! Configuration: loading, validating and compiling `config/*.yaml` and `adapters/*.yaml`.
 
 pub mod compile;
+pub mod endpoint;
 pub mod load;
 pub mod model;
 pub mod yaml;

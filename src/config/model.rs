@@ -16,6 +16,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Dur(#[serde(serialize_with = "ser_dur")] pub Duration);
 
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
 fn ser_dur<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
@@ -146,6 +152,8 @@ pub struct GatewayConfig {
     /// BSNs a partner may use with `POST /v1/adapters/{id}/test` (fictitious test persons
     /// only, never real citizens).
     pub partner_test_bsns: Vec<String>,
+    /// What partners may register over the API, and how much.
+    pub registrations: RegistrationPolicy,
     /// Services that can be taken up, by id.
     pub services: BTreeMap<String, ServiceDef>,
     /// Life events detected in a dossier (proactive service), by id.
@@ -174,6 +182,7 @@ impl Default for GatewayConfig {
             partners: Vec::new(),
             admin: AdminConfig::default(),
             partner_test_bsns: crate::bsn::TEST_BSNS.map(String::from).to_vec(),
+            registrations: RegistrationPolicy::default(),
             services: BTreeMap::new(),
             life_events: BTreeMap::new(),
             themes: BTreeMap::new(),
@@ -226,6 +235,61 @@ pub struct Organisation {
     /// Base URL that relative adapter endpoints are appended to.
     #[serde(default)]
     pub base_url: Option<String>,
+    /// URL prefixes under which this organisation's *registered* adapters (sent over the API
+    /// by the partner) may have their endpoint; empty: only under `base_url`. Scheme, host and
+    /// port must match exactly, and the path must lie under the prefix's path. Without either,
+    /// the partner cannot register adapters.
+    #[serde(default)]
+    pub allowed_endpoints: Vec<String>,
+    /// TLS towards this organisation (CA bundle, the gateway's client certificate) for its
+    /// registered adapters, and for its file adapters that have no `tls:` of their own. A
+    /// registered descriptor cannot name files on the gateway's disk, so this is the only way
+    /// a registered adapter gets mTLS.
+    #[serde(default)]
+    pub tls: Option<AdapterTls>,
+    /// Registered adapters whose endpoint host is a DNS name may only connect to public
+    /// addresses (the partner controls its own DNS, and could point a name at the gateway's
+    /// loopback, a cloud metadata address or the internal network). Set this when the
+    /// organisation is reached over a private network (e.g. Diginetwerk). Loopback,
+    /// link-local and unspecified addresses stay refused either way.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+}
+
+/// What a partner may register over the API (`PUT /v1/adapters/{id}`): counted and sized, and
+/// bounded where a descriptor could make the gateway work for it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationPolicy {
+    /// Most registered adapters per organisation.
+    pub max_per_organisation: u32,
+    /// Largest descriptor accepted (the request body cap applies too).
+    pub max_descriptor_bytes: ByteSize,
+    /// Longest `timeout` a registered adapter may ask for (the request deadline cuts every
+    /// call shorter anyway).
+    pub max_timeout: Dur,
+    /// Most `resilience.retries`.
+    pub max_retries: u32,
+    /// Highest `resilience.max_concurrency`.
+    pub max_concurrency: u32,
+    /// Longest `cache.ttl` (how long personal data from the partner stays cached).
+    pub max_cache_ttl: Dur,
+    /// Longest `cache.stale_if_error`.
+    pub max_stale_if_error: Dur,
+}
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        RegistrationPolicy {
+            max_per_organisation: 20,
+            max_descriptor_bytes: ByteSize(32 * 1024),
+            max_timeout: Dur(Duration::from_secs(5)),
+            max_retries: 2,
+            max_concurrency: 64,
+            max_cache_ttl: Dur(Duration::from_secs(3600)),
+            max_stale_if_error: Dur(Duration::from_secs(24 * 3600)),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]

@@ -169,6 +169,51 @@ impl Node {
         }
     }
 
+    /// Positions of the string scalars that hold `${`: in text that gets no expansion (a
+    /// partner's descriptor) such a value is refused rather than taken literally, so nobody
+    /// mistakes it for a working reference and no value ever depends on the environment.
+    pub fn env_references(&self) -> Vec<Pos> {
+        let mut out = Vec::new();
+        self.env_references_into(&mut out);
+        out
+    }
+
+    fn env_references_into(&self, out: &mut Vec<Pos>) {
+        match &self.kind {
+            NodeKind::Str(s) if s.contains("${") => out.push(self.pos),
+            NodeKind::Seq(items) => items.iter().for_each(|n| n.env_references_into(out)),
+            NodeKind::Map(entries) => entries.iter().for_each(|(kpos, k, n)| {
+                if k.contains("${") {
+                    out.push(*kpos);
+                }
+                n.env_references_into(out);
+            }),
+            _ => {}
+        }
+    }
+
+    /// Like [`Node::to_json`], but every scalar that came from the environment shows the
+    /// reference it came from (`${VAR}`) instead of its value: what may be shown to anyone
+    /// who is not the operator.
+    pub fn to_json_redacted(&self) -> serde_json::Value {
+        use serde_json::Value;
+        if let Some(vars) = &self.from_env {
+            return Value::String(vars.clone());
+        }
+        match &self.kind {
+            NodeKind::Seq(items) => {
+                Value::Array(items.iter().map(Node::to_json_redacted).collect())
+            }
+            NodeKind::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(_, k, v)| (k.clone(), v.to_json_redacted()))
+                    .collect(),
+            ),
+            _ => self.to_json(),
+        }
+    }
+
     /// Expands `${VAR}` and `${VAR:-default}` in every string scalar; `$${` is a literal `${`.
     /// Problems (unset variables, unclosed references) are returned with their positions.
     pub fn interpolate(&mut self, lookup: &dyn Fn(&str) -> Option<String>) -> Vec<(Pos, String)> {

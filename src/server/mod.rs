@@ -699,14 +699,27 @@ fn credential_problem(e: crate::credentials::CredentialError) -> Problem {
     }
 }
 
+/// One adapter as its partner (and the operator) may see it. Nothing in it comes from the
+/// gateway's environment: `endpoint` and `description` are as written in the descriptor, with
+/// an operator file's `${ENV}` values shown as their references.
 fn adapter_summary(a: &crate::gateway::AdapterRuntime) -> serde_json::Value {
+    use crate::config::compile::PublicDescriptor;
     let spec = &a.client.spec;
+    let (origin, endpoint, description) = match &spec.public {
+        PublicDescriptor::File(v) => ("file", v["endpoint"].clone(), v["description"].clone()),
+        PublicDescriptor::Registration(_) => (
+            "registration",
+            serde_json::json!(spec.def.endpoint),
+            serde_json::json!(spec.def.description),
+        ),
+    };
     serde_json::json!({
         "id": spec.def.id,
         "organisation": spec.def.organisation,
-        "description": spec.def.description,
+        "origin": origin,
+        "description": if description.is_null() { serde_json::json!("") } else { description },
         "protocol": spec.def.protocol,
-        "endpoint": spec.url,
+        "endpoint": endpoint,
         "sections": spec.def.map.keys().collect::<Vec<_>>(),
         "fingerprint": spec.fingerprint,
         "circuit": a.circuit().as_str(),
@@ -758,7 +771,14 @@ async fn get_adapter(
         )));
     }
     let mut body = adapter_summary(a);
-    body["descriptor"] = serde_json::to_value(&a.client.spec.def).unwrap_or_default();
+    // A registration comes back exactly as the partner sent it; a file adapter as its tree,
+    // with the operator's `${ENV}` values shown as references.
+    body["descriptor"] = match &a.client.spec.public {
+        crate::config::compile::PublicDescriptor::Registration(text) => {
+            serde_json::json!(text.as_ref())
+        }
+        crate::config::compile::PublicDescriptor::File(tree) => tree.clone(),
+    };
     Ok(json(StatusCode::OK, body.to_string().into_bytes()))
 }
 
@@ -854,6 +874,21 @@ async fn audit_change(
         .map_err(|e| dossier_problem(DossierError::Audit(e)))
 }
 
+/// 403 before any validation when a descriptor names another organisation than the one the
+/// partner acts for: whether another organisation's descriptor would be valid is not the
+/// caller's business (its endpoints, sections and bounds are that organisation's).
+fn refuse_foreign(text: &str, org: &str) -> Result<(), Problem> {
+    let declared = serde_saphyr::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("organisation")?.as_str().map(str::to_owned));
+    match declared {
+        Some(d) if d != org => Err(Problem::forbidden(format!(
+            "you act for `{org}`; an adapter of `{d}` is not yours to register"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// `PUT /v1/adapters/{id}`: register or replace one of the partner's own adapters (YAML or
 /// JSON). Validated exactly like files; takes effect atomically; persisted; audited.
 #[utoipa::path(put, path = "/v1/adapters/{id}", tag = "partners", security(("partner_key" = [])),
@@ -886,6 +921,7 @@ async fn put_adapter(
             "adapter `{id}` belongs to another organisation"
         )));
     }
+    refuse_foreign(&text, &org)?;
     let base = reloader.base();
     let spec = base
         .parse_adapter_text(&format!("registration:{id}"), &text)
@@ -924,6 +960,17 @@ async fn put_adapter(
     let mut regs = store.registrations().await.map_err(store_problem)?;
     let existed = rt.adapters.contains_key(&id);
     regs.retain(|r| r.id != id);
+    let max = rt.config.gateway.registrations.max_per_organisation;
+    if regs.iter().filter(|r| r.organisation == org).count() >= max as usize {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "registration-quota",
+            "Your organisation has registered as many adapters as it may",
+        )
+        .detail(format!(
+            "`{org}` has {max} registered adapters, the most allowed (`registrations.max_per_organisation`); remove one first, or ask the operator"
+        )));
+    }
     regs.push(reg.clone());
     // Validate the whole result before anything is written or swapped.
     base.with_registrations(&regs)
@@ -1069,6 +1116,7 @@ async fn test_adapter(
     }
     let spec = match &b.descriptor {
         Some(text) => {
+            refuse_foreign(text, &org)?;
             let spec = rt
                 .config
                 .parse_adapter_text(&format!("registration:{id}"), text)

@@ -106,7 +106,9 @@ async fn partner_a_gets_403_on_partner_bs_adapters() {
     let uwv = demo_key(SECRET, "uwv");
     let svb = demo_key(SECRET, "svb");
     // Registering for another organisation.
-    let foreign = uwv_variant("svb-extra").replace("organisation: uwv", "organisation: svb");
+    let foreign = uwv_variant("svb-extra")
+        .replace("organisation: uwv", "organisation: svb")
+        .replace("endpoint: /uwv/", "endpoint: /svb/");
     assert_eq!(
         put(&app, "svb-extra", &uwv, foreign.clone(), "application/yaml")
             .await
