@@ -486,7 +486,23 @@ pub fn address_allowed(ip: std::net::IpAddr, allow_private: bool) -> bool {
 
 #[cfg(test)]
 mod address_tests {
-    use super::address_allowed;
+    use super::{PublicAddresses, address_allowed};
+    use reqwest::dns::Resolve;
+
+    #[tokio::test]
+    async fn the_resolver_of_registered_adapters_refuses_a_name_that_points_at_loopback() {
+        // `localhost` stands in for a partner's own name pointed at 127.0.0.1 (the endpoint
+        // policy exempts the literal `localhost` itself; the resolver does not).
+        for allow_private in [false, true] {
+            let guard = PublicAddresses { allow_private };
+            let name = "localhost".parse().unwrap();
+            let err = match guard.resolve(name).await {
+                Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains("resolves to no address"), "{err}");
+        }
+    }
 
     #[test]
     fn registered_adapters_reach_public_addresses_only() {

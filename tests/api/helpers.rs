@@ -34,6 +34,8 @@ pub enum Behaviour {
     /// Stream this many bytes of `<a>` elements (no Content-Length), as fast as read.
     Stream(u64),
     Status(u16, &'static str, String),
+    /// `302 Found` with this `Location`.
+    Redirect(String),
 }
 
 #[derive(Clone, Default)]
@@ -94,6 +96,9 @@ async fn chaos_handler(
                 axum::body::Body::from_stream(stream),
             )
                 .into_response()
+        }
+        Some(Behaviour::Redirect(to)) => {
+            (StatusCode::FOUND, [("location", to)], "").into_response()
         }
         Some(Behaviour::Status(code, ctype, body)) => (
             StatusCode::from_u16(code).unwrap(),
@@ -318,6 +323,8 @@ pub struct DemoProcess {
     pub url: String,
     /// The printed curl line for the demo citizen (with its token).
     pub citizen_curl: String,
+    /// Everything the process printed so far, stdout and stderr (logs).
+    pub output: Arc<Mutex<String>>,
 }
 
 impl DemoProcess {
@@ -362,14 +369,30 @@ pub fn start_demo(
         .envs(env.iter().copied())
         .current_dir(root())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let output = Arc::new(Mutex::new(String::new()));
+    let out = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut o = out.lock().unwrap();
+            o.push_str(&line);
+            o.push('\n');
+        }
+    });
     let (tx, rx) = std::sync::mpsc::channel();
+    let out = output.clone();
     std::thread::spawn(move || {
         let mut url = None;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            {
+                let mut o = out.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
             if line.trim_start().starts_with("gateway") {
                 url = line.split_whitespace().nth(1).map(str::to_string);
             }
@@ -385,5 +408,6 @@ pub fn start_demo(
         child,
         url,
         citizen_curl,
+        output,
     }
 }
