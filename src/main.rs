@@ -521,13 +521,10 @@ async fn run(
         .await
         .context("reading adapter registrations")?;
     let reloader = Arc::new(Reloader::new(config.file.clone(), env, config.clone()));
-    let config = match config.with_registrations(&regs) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "Stored adapter registrations do not fit the configuration; starting with the files only.");
-            config
-        }
-    };
+    let (config, left_out) = config.with_fitting_registrations(&regs);
+    for (id, e) in &left_out {
+        tracing::error!(adapter = %id, error = %e, "A stored adapter registration does not fit the configuration; starting without it.");
+    }
     let gateway = Gateway::new(config, Arc::new(store.clone())).map_err(anyhow::Error::msg)?;
     let state = Arc::new(AppState {
         gateway,

@@ -29,6 +29,9 @@ pub struct ReloadStatus {
     pub last_trigger: Option<String>,
     /// The problems of the last refused change, until a later one succeeds.
     pub last_error: Option<String>,
+    /// Stored registrations left out of the running config because they no longer fit it
+    /// (id and problems); their partners must fix and re-send them.
+    pub registrations_left_out: Vec<String>,
 }
 
 pub struct Reloader {
@@ -84,9 +87,21 @@ impl Reloader {
         }
     }
 
-    /// Builds base + `regs`, validates, swaps. Call with the lock held.
+    /// Builds base + `regs`, validates, swaps. Call with the lock held. A stored registration
+    /// that no longer fits the files is left out (logged, and shown in the status) rather than
+    /// blocking the operator's change.
     pub fn apply(&self, gateway: &Gateway, regs: &[Registration]) -> Result<String, ConfigErrors> {
-        let cfg = self.base.load().with_registrations(regs)?;
+        let (cfg, left_out) = self.base.load().with_fitting_registrations(regs);
+        for (id, e) in &left_out {
+            tracing::error!(adapter = %id, error = %e, "A stored adapter registration no longer fits the configuration; it is left out until its partner sends a valid one.");
+        }
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .registrations_left_out = left_out
+            .iter()
+            .map(|(id, e)| format!("{id}: {e}"))
+            .collect();
         let version = cfg.version.clone();
         gateway
             .swap(cfg)

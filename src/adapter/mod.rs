@@ -532,7 +532,11 @@ mod address_tests {
         ] {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(address_allowed(ip, false), public, "{ip}");
-            assert_eq!(address_allowed(ip, true), private_ok, "{ip} with private allowed");
+            assert_eq!(
+                address_allowed(ip, true),
+                private_ok,
+                "{ip} with private allowed"
+            );
         }
     }
 }

@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::load::{
-    ConfigError, ConfigErrors, closest, parse_untrusted_tree, read_tree, typed,
-};
+use super::load::{ConfigError, ConfigErrors, closest, parse_untrusted_tree, read_tree, typed};
 use super::model::{AdapterDef, Audience, GatewayConfig, KeyAlg, Protocol, SectionKind};
 use super::yaml::{Node, Pos, Step};
 use crate::mapping::json::JsonMapping;
@@ -333,6 +331,64 @@ impl Config {
             out.version = hex::encode(&hasher.finalize()[..6]);
         }
         Ok(out)
+    }
+
+    /// Like [`Config::with_registrations`], but a registration that does not fit (the operator
+    /// tightened `allowed_endpoints` or `registrations:`, a section it maps into was removed)
+    /// is left out instead of refusing everything: the operator's files win, and the other
+    /// partners' adapters keep serving. Returns the config and each left-out registration's
+    /// id with its problems. For start-up and reloads; a partner's own `PUT` is checked with
+    /// `with_registrations` and refused whole.
+    pub fn with_fitting_registrations(
+        &self,
+        regs: &[Registration],
+    ) -> (Config, Vec<(String, ConfigErrors)>) {
+        if let Ok(c) = self.with_registrations(regs) {
+            return (c, Vec::new());
+        }
+        let mut kept: Vec<Registration> = Vec::new();
+        let mut left_out = Vec::new();
+        for r in regs {
+            kept.push(r.clone());
+            if let Err(e) = self.with_registrations(&kept) {
+                kept.pop();
+                left_out.push((r.id.clone(), e));
+            }
+        }
+        let config = self
+            .with_registrations(&kept)
+            .unwrap_or_else(|_| self.clone());
+        (config, left_out)
+    }
+
+    /// Checks a partner's change of the registrations (`before` → `after`, touching
+    /// `changed`): the changed registration must fit (when it is still in `after`), and the
+    /// change may not push any other registration out. Registrations that already did not
+    /// fit before the change do not block it.
+    pub fn check_registration_change(
+        &self,
+        before: &[Registration],
+        after: &[Registration],
+        changed: &str,
+    ) -> Result<(), ConfigErrors> {
+        let (_, now_out) = self.with_fitting_registrations(after);
+        if now_out.is_empty() {
+            return Ok(());
+        }
+        if let Some((_, e)) = now_out.iter().find(|(id, _)| id == changed) {
+            return Err(e.clone());
+        }
+        let (_, was_out) = self.with_fitting_registrations(before);
+        let pushed: Vec<ConfigError> = now_out
+            .into_iter()
+            .filter(|(id, _)| !was_out.iter().any(|(w, _)| w == id))
+            .flat_map(|(_, e)| e.0)
+            .collect();
+        if pushed.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(pushed))
+        }
     }
 
     /// Validates a descriptor sent over the API (YAML or JSON text) against this config, with
@@ -706,11 +762,9 @@ fn compile_adapter(
     };
     let tls = own_tls.or(org.and_then(|o| o.tls.as_ref()));
     let guard = match (trust, org) {
-        (Trust::Partner, Some(o)) if !is_localhost(&url) => {
-            Some(crate::adapter::PublicAddresses {
-                allow_private: o.allow_private_addresses,
-            })
-        }
+        (Trust::Partner, Some(o)) if !is_localhost(&url) => Some(crate::adapter::PublicAddresses {
+            allow_private: o.allow_private_addresses,
+        }),
         _ => None,
     };
     let (http, tls_material) = if tls.is_none() && guard.is_none() {
@@ -776,11 +830,33 @@ fn check_request_parts(
     trust: Trust,
     errors: &mut Vec<ConfigError>,
 ) {
-    let Some(rest) = &def.rest else { return };
     let at = |path: &[&str]| -> Pos {
         let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
         tree.pos_at(&steps)
     };
+    if let Some(action) = def.soap.as_ref().and_then(|s| s.action.as_deref())
+        && http::HeaderValue::from_str(action).is_err()
+    {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["soap", "action"]),
+                "the SOAP action is not a valid header value",
+            )
+            .hint("visible ASCII only; no line breaks or quotes"),
+        );
+    }
+    if trust == Trust::Partner && def.id.len() > 64 {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["id"]),
+                format!("adapter id of {} characters; at most 64", def.id.len()),
+            )
+            .hint("use a short id such as `uwv-wia`"),
+        );
+    }
+    let Some(rest) = &def.rest else { return };
     let method = rest.method.to_ascii_uppercase();
     let allowed: &[&str] = match trust {
         Trust::Operator => &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
@@ -807,8 +883,12 @@ fn check_request_parts(
         }
         if http::HeaderValue::from_str(value).is_err() {
             errors.push(
-                ConfigError::new(file, pos, format!("the value of header `{name}` is not valid"))
-                    .hint("visible ASCII only; no line breaks"),
+                ConfigError::new(
+                    file,
+                    pos,
+                    format!("the value of header `{name}` is not valid"),
+                )
+                .hint("visible ASCII only; no line breaks"),
             );
         }
         if trust == Trust::Partner
@@ -865,15 +945,17 @@ fn check_registration_bounds(
         );
     }
     let mut over = |path: &[&str], what: String, key: &str| {
-        errors.push(
-            ConfigError::new(file, at(path), what)
-                .hint(format!("lower it, or ask the operator to raise `registrations.{key}`")),
-        );
+        errors.push(ConfigError::new(file, at(path), what).hint(format!(
+            "lower it, or ask the operator to raise `registrations.{key}`"
+        )));
     };
     if def.timeout.0 > policy.max_timeout.0 {
         over(
             &["timeout"],
-            format!("timeout {} is above the {} allowed", def.timeout, policy.max_timeout),
+            format!(
+                "timeout {} is above the {} allowed",
+                def.timeout, policy.max_timeout
+            ),
             "max_timeout",
         );
     }
@@ -910,7 +992,10 @@ fn check_registration_bounds(
     if def.cache.ttl.0 > policy.max_cache_ttl.0 {
         over(
             &["cache", "ttl"],
-            format!("cache ttl {} is above the {} allowed", def.cache.ttl, policy.max_cache_ttl),
+            format!(
+                "cache ttl {} is above the {} allowed",
+                def.cache.ttl, policy.max_cache_ttl
+            ),
             "max_cache_ttl",
         );
     }

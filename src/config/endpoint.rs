@@ -82,7 +82,10 @@ pub fn under(url: &Url, prefix: &Url) -> bool {
 
 /// Refuses what normalisers disagree on. Checked on the text as sent, before parsing.
 fn refuse_ambiguous(endpoint: &str) -> Result<(), EndpointRefusal> {
-    if endpoint.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if endpoint
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace())
+    {
         return Err(EndpointRefusal::Ambiguous("a control or space character"));
     }
     if endpoint.contains('\\') {

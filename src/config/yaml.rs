@@ -298,14 +298,22 @@ fn expand(
     Ok((out, vars))
 }
 
+/// Deepest nesting of mappings and sequences accepted in a config file or descriptor.
+pub const MAX_DEPTH: usize = 32;
+
 /// Parses YAML text into a positioned tree. The error is serde-saphyr's, which carries a
 /// location and a source excerpt.
 pub fn parse(text: &str) -> Result<Node, serde_saphyr::Error> {
     // YAML 1.2 booleans only (`no` stays the string "no"), and numbers with a leading zero
     // (an OIN such as 00000001003214345000) stay strings.
+    // Nesting is capped well below what the parser's recursion can take on a 2 MiB thread
+    // stack (a debug build overflows near 65 levels; the config schema needs about 12, JSON
+    // Schemas in `services:` a few more): a descriptor of `[[[[...` from a partner must be an
+    // error, never a crashed gateway.
     let opts = serde_saphyr::options! {
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
+        budget: serde_saphyr::budget! { max_depth: MAX_DEPTH },
     };
     let root: Spanned<Raw> = serde_saphyr::from_str_with_options(text, opts)?;
     Ok(convert(root))
@@ -456,5 +464,23 @@ mod tests {
     #[test]
     fn duplicate_keys_are_refused() {
         assert!(parse("a: 1\na: 2\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for n in [33usize, 100, 1000, 16_000] {
+            let flow = format!("id: x\nmap: {}{}\n", "[".repeat(n), "]".repeat(n));
+            let e = super::parse(&flow).expect_err("too deep").to_string();
+            assert!(e.contains("Depth") || e.contains("recursion"), "{e}");
+            let block: String = (0..n.min(200))
+                .map(|i| format!("{}k{i}:\n", " ".repeat(2 * i)))
+                .collect();
+            assert!(super::parse(&block).is_err(), "block nesting {n}");
+        }
+        let ok = format!("a: {}{}\n", "[".repeat(20), "]".repeat(20));
+        assert!(super::parse(&ok).is_ok());
     }
 }

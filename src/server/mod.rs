@@ -878,9 +878,9 @@ async fn audit_change(
 /// partner acts for: whether another organisation's descriptor would be valid is not the
 /// caller's business (its endpoints, sections and bounds are that organisation's).
 fn refuse_foreign(text: &str, org: &str) -> Result<(), Problem> {
-    let declared = serde_saphyr::from_str::<serde_json::Value>(text)
+    let declared = crate::config::yaml::parse(text)
         .ok()
-        .and_then(|v| v.get("organisation")?.as_str().map(str::to_owned));
+        .and_then(|t| t.get("organisation")?.as_str().map(str::to_owned));
     match declared {
         Some(d) if d != org => Err(Problem::forbidden(format!(
             "you act for `{org}`; an adapter of `{d}` is not yours to register"
@@ -958,6 +958,7 @@ async fn put_adapter(
         updated_by: format!("partner:{org}"),
     };
     let mut regs = store.registrations().await.map_err(store_problem)?;
+    let before = regs.clone();
     let existed = rt.adapters.contains_key(&id);
     regs.retain(|r| r.id != id);
     let max = rt.config.gateway.registrations.max_per_organisation;
@@ -973,7 +974,7 @@ async fn put_adapter(
     }
     regs.push(reg.clone());
     // Validate the whole result before anything is written or swapped.
-    base.with_registrations(&regs)
+    base.check_registration_change(&before, &regs, &id)
         .map_err(|e| config_problem("The adapter does not fit the configuration", &e))?;
     audit_change(
         &s,
@@ -1050,10 +1051,11 @@ async fn delete_adapter(
             "adapter `{id}` belongs to another organisation"
         )));
     }
+    let before = regs.clone();
     regs.retain(|r| r.id != id);
     reloader
         .base()
-        .with_registrations(&regs)
+        .check_registration_change(&before, &regs, &id)
         .map_err(|e| config_problem("Removing the adapter would break the configuration", &e))?;
     audit_change(
         &s,

@@ -68,10 +68,8 @@ async fn a_descriptor_sent_over_the_api_gets_no_environment_expansion() {
     let app = spawn_app().await;
     let path_value = std::env::var("PATH").unwrap();
     for reference in ["${PATH}", "${PATH:-x}", "${env.PATH}", "$${PATH}"] {
-        let text = uwv_variant("uwv-env").replace(
-            "description: \"",
-            &format!("description: \"{reference} "),
-        );
+        let text = uwv_variant("uwv-env")
+            .replace("description: \"", &format!("description: \"{reference} "));
         let line = line_of(&text, "description:");
         for (status, p) in [
             put(&app, "uwv-env", "uwv", &text).await,
@@ -153,7 +151,11 @@ async fn a_registered_endpoint_stays_under_the_organisations_declared_urls() {
         let (status, p) = put(&app, "uwv-ok", "uwv", &text).await;
         assert!(status == 201 || status == 200, "{ok}: {p}");
         let (status, r) = dry_run(&app, "uwv-ok", "uwv", &text).await;
-        assert_eq!((status, r["status"].as_str()), (200, Some("ok")), "{ok}: {r}");
+        assert_eq!(
+            (status, r["status"].as_str()),
+            (200, Some("ok")),
+            "{ok}: {r}"
+        );
     }
 }
 
@@ -188,7 +190,8 @@ async fn a_registration_cannot_name_files_on_the_gateway() {
         "tls: {client_cert: /etc/ssl/private/gw.pem, client_key: /etc/ssl/private/gw.key}"
             .to_string(),
     ] {
-        let text = uwv_variant("uwv-files").replace("timeout: 800ms", &format!("timeout: 800ms\n{tls}"));
+        let text =
+            uwv_variant("uwv-files").replace("timeout: 800ms", &format!("timeout: 800ms\n{tls}"));
         let line = line_of(&text, "tls:");
         for (status, p) in [
             put(&app, "uwv-files", "uwv", &text).await,
@@ -220,7 +223,10 @@ async fn headers_methods_and_bounds_of_a_registration_are_held_to_the_policy() {
             "may not set header",
         ),
         (
-            base.replace("rest:\n", "rest:\n  headers: {Transfer-Encoding: chunked}\n"),
+            base.replace(
+                "rest:\n",
+                "rest:\n  headers: {Transfer-Encoding: chunked}\n",
+            ),
             "Transfer-Encoding",
             "may not set header",
         ),
@@ -235,7 +241,10 @@ async fn headers_methods_and_bounds_of_a_registration_are_held_to_the_policy() {
             "may not set header",
         ),
         (
-            base.replace("rest:\n", "rest:\n  headers: {\"X-A\": \"a\\r\\nHost: b\"}\n"),
+            base.replace(
+                "rest:\n",
+                "rest:\n  headers: {\"X-A\": \"a\\r\\nHost: b\"}\n",
+            ),
             "X-A",
             "not valid",
         ),
@@ -276,14 +285,20 @@ async fn headers_methods_and_bounds_of_a_registration_are_held_to_the_policy() {
         let m = messages(&p);
         assert!(m.contains(what), "{needle}: {m}");
         let line = line_of(text, needle);
-        assert!(m.contains(&format!(":{line}:")), "{needle} (line {line}): {m}");
+        assert!(
+            m.contains(&format!(":{line}:")),
+            "{needle} (line {line}): {m}"
+        );
     }
     // Cache lifetimes: personal data stays no longer than the operator allows.
     let long = format!("{base}cache: {{ttl: 30d, stale_if_error: 365d}}\n");
     let (status, p) = put(&app, "toeslagen-extra", "belastingdienst", &long).await;
     assert_eq!(status, 422, "{p}");
     let m = messages(&p);
-    assert!(m.contains("cache ttl") && m.contains("stale_if_error"), "{m}");
+    assert!(
+        m.contains("cache ttl") && m.contains("stale_if_error"),
+        "{m}"
+    );
     // Size: a descriptor above `registrations.max_descriptor_bytes` is refused whole.
     let big = format!("{base}\n# {}\n", "x".repeat(40 * 1024));
     let (status, p) = put(&app, "toeslagen-extra", "belastingdienst", &big).await;
@@ -302,7 +317,11 @@ async fn headers_methods_and_bounds_of_a_registration_are_held_to_the_policy() {
     )
     .await;
     assert_eq!(status, 409, "{p}");
-    assert_eq!(p["type"].as_str().unwrap().rsplit('/').next(), Some("registration-quota"), "{p}");
+    assert_eq!(
+        p["type"].as_str().unwrap().rsplit('/').next(),
+        Some("registration-quota"),
+        "{p}"
+    );
     let (status, p) = put(
         &app,
         "toeslagen-a",
@@ -442,8 +461,14 @@ async fn no_partner_route_shows_a_value_from_the_gateways_environment() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     demo.kill();
     let output = demo.output.lock().unwrap().clone();
-    assert!(!seen.contains(&canary), "an answer holds the canary:\n{seen}");
-    assert!(!output.contains(&canary), "the log holds the canary:\n{output}");
+    assert!(
+        !seen.contains(&canary),
+        "an answer holds the canary:\n{seen}"
+    );
+    assert!(
+        !output.contains(&canary),
+        "the log holds the canary:\n{output}"
+    );
     let mut stored = Vec::new();
     for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
         if e.file_name().to_string_lossy().starts_with("store.sqlite") {
@@ -455,4 +480,88 @@ async fn no_partner_route_shows_a_value_from_the_gateways_environment() {
         !String::from_utf8_lossy(&stored).contains(&canary),
         "the store holds the canary"
     );
+}
+
+#[tokio::test]
+async fn a_hostile_yaml_descriptor_is_an_error_and_the_gateway_stays_up() {
+    let app = spawn_app().await;
+    let deep = format!(
+        "id: uwv-diep\norganisation: uwv\nmap: {}{}\n",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let bomb = "a: &a [x,x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n";
+    let long_id = uwv_variant(&"x".repeat(200));
+    for (what, text, id) in [
+        ("deep", deep.as_str(), "uwv-diep"),
+        ("alias bomb", bomb, "uwv-bom"),
+        ("long id", long_id.as_str(), &"x".repeat(200)[..]),
+    ] {
+        let (status, p) = put(&app, id, "uwv", text).await;
+        assert_eq!(status, 422, "{what}: {p}");
+        let (status, _) = dry_run(&app, id, "uwv", text).await;
+        assert_eq!(status, 422, "{what}");
+    }
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_registration_the_operator_no_longer_allows_is_left_out_and_the_rest_keep_serving() {
+    let app = spawn_app_with(Options {
+        copy_config: true,
+        ..Options::default()
+    })
+    .await;
+    let (status, p) = put(&app, "uwv-extra", "uwv", &uwv_variant("uwv-extra")).await;
+    assert_eq!(status, 201, "{p}");
+    let svb = uwv_variant("svb-extra")
+        .replace("organisation: uwv", "organisation: svb")
+        .replace("endpoint: /uwv/", "endpoint: /svb/");
+    let (status, p) = put(&app, "svb-extra", "svb", &svb).await;
+    assert_eq!(status, 201, "{p}");
+    // The operator narrows UWV's endpoints; the stored uwv-extra now lies outside them.
+    let file = app.dir.path().join("config/demo.yaml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "allowed_endpoints: [\"${KETENPORTAAL_AGENCIES}/uwv/\"]",
+        "allowed_endpoints: [\"${KETENPORTAAL_AGENCIES}/uwv/nieuw/\"]",
+    );
+    std::fs::write(&file, text).unwrap();
+    let admin = demo_key(SECRET, "admin");
+    let r = app
+        .http
+        .post(format!("{}/admin/reload", app.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let rt = app.state.gateway.runtime();
+    assert!(!rt.adapters.contains_key("uwv-extra"));
+    assert!(rt.adapters.contains_key("svb-extra"));
+    let status: Value = app
+        .http
+        .get(format!("{}/admin/status", app.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let left_out = status["reload"]["registrations_left_out"].to_string();
+    assert!(
+        left_out.contains("uwv-extra") && left_out.contains("allowed_endpoints"),
+        "{left_out}"
+    );
+    // SVB can still change its own; UWV can send a fitting one again.
+    let (status, p) = put(&app, "svb-extra", "svb", &svb).await;
+    assert_eq!(status, 200, "{p}");
+    let (status, _) = put(&app, "uwv-extra", "uwv", &uwv_variant("uwv-extra")).await;
+    assert_eq!(status, 422);
 }
