@@ -62,7 +62,8 @@ pub fn check_registered(
     if inside {
         Ok(url)
     } else {
-        Err(EndpointRefusal::Outside(url.to_string()))
+        // The endpoint as sent: the resolved URL would show the operator's base URL.
+        Err(EndpointRefusal::Outside(endpoint.to_string()))
     }
 }
 

@@ -1075,6 +1075,10 @@ async fn delete_adapter(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Adapter test calls (`POST /v1/adapters/{id}/test`) in flight at once, per process.
+const MAX_TEST_CALLS: usize = 16;
+static TEST_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TEST_CALLS);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestBody {
@@ -1136,6 +1140,19 @@ async fn test_adapter(
             "adapter `{id}` is not one of `{org}`'s"
         )));
     }
+    // Test calls bypass the breaker and the adapter's concurrency limit (they must work while
+    // a circuit is open), so they are capped here: a partner cannot make the gateway hold
+    // dozens of large answers at once.
+    let Ok(_slot) = TEST_CALLS.try_acquire() else {
+        return Err(Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "Too many adapter tests at once",
+        )
+        .detail(format!(
+            "at most {MAX_TEST_CALLS} adapter tests run at a time; try again in a moment"
+        )));
+    };
     let http = crate::adapter::http_client().map_err(|e| {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
