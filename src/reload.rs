@@ -165,6 +165,16 @@ impl Reloader {
         result
     }
 
+    /// Where the config file and the adapter paths lead after every symlink is followed: when
+    /// this changes, the configuration was swapped underneath.
+    pub fn resolved_targets(&self) -> Vec<PathBuf> {
+        let base = self.base.load();
+        std::iter::once(self.file.clone())
+            .chain(base.gateway.adapters.iter().map(|a| base.base_dir.join(a)))
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
+            .collect()
+    }
+
     /// Files and folders whose changes trigger a reload.
     pub fn watched(&self) -> Vec<PathBuf> {
         let base = self.base.load();
@@ -193,10 +203,15 @@ pub fn spawn_triggers(reloader: Arc<Reloader>, gateway_state: Arc<crate::server:
     let file_tx = tx.clone();
     let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev {
+            // A Kubernetes ConfigMap or Secret volume swaps its `..data` symlink (and creates
+            // `..2026_...` folders): nothing with a YAML name changes there.
             let relevant = !matches!(ev.kind, notify::EventKind::Access(_))
                 && ev.paths.iter().any(|p| {
                     p.extension()
                         .is_some_and(|e| e == "yaml" || e == "yml" || e == "pem")
+                        || p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(".."))
                 });
             if relevant {
                 let _ = file_tx.try_send("file change");
@@ -216,6 +231,29 @@ pub fn spawn_triggers(reloader: Arc<Reloader>, gateway_state: Arc<crate::server:
         Err(e) => {
             tracing::warn!(error = %e, "File watching unavailable; reload with SIGHUP or POST /admin/reload.")
         }
+    }
+    // Any other symlink swap (`ln -sfn config-v2 config`, a link anywhere on the path) sends
+    // no event to the folders watched above, which inotify resolved when they were added. So
+    // the resolved targets are compared every second as well: a few `realpath` calls.
+    {
+        let tx = tx.clone();
+        let reloader = reloader.clone();
+        // Taken now, not when the task first runs: a swap in between must count.
+        let mut last = reloader.resolved_targets();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = reloader.resolved_targets();
+                if now != last {
+                    last = now;
+                    if tx.send("symlink swap").await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
     }
     #[cfg(unix)]
     {

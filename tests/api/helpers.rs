@@ -162,6 +162,15 @@ pub struct Options {
     pub tweak: Option<Tweak>,
 }
 
+/// How the app is started, beyond [`Options`].
+#[derive(Default)]
+pub struct Launch {
+    /// Load this config file instead of the demo's (it must use the same `${ENV}` names).
+    pub config_file: Option<PathBuf>,
+    /// Arm the reload triggers (file watch, symlink poll, SIGHUP) as `serve` does.
+    pub triggers: bool,
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
@@ -179,6 +188,10 @@ pub fn tweak_adapter(
 }
 
 pub async fn spawn_app_with(opts: Options) -> TestApp {
+    spawn_app_launched(opts, Launch::default()).await
+}
+
+pub async fn spawn_app_launched(opts: Options, launch: Launch) -> TestApp {
     let agencies = AgencyServer::start(
         &root().join("fixtures/agencies"),
         "127.0.0.1:0".parse().unwrap(),
@@ -199,7 +212,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let env: Arc<ketenportaal::reload::EnvFn> =
         Arc::new(demo::demo_env(chaos_url.clone(), SECRET.to_string()));
     let dir = tempfile::tempdir().unwrap();
-    let config_file = if opts.copy_config {
+    let config_file = if let Some(f) = &launch.config_file {
+        f.clone()
+    } else if opts.copy_config {
         for sub in ["config", "adapters"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
             for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
@@ -229,8 +244,11 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let state = Arc::new(AppState {
         gateway,
         store: Some(store.clone()),
-        reloader: Some(reloader),
+        reloader: Some(reloader.clone()),
     });
+    if launch.triggers {
+        ketenportaal::reload::spawn_triggers(reloader, state.clone());
+    }
     ketenportaal::delivery::spawn(state.clone());
     let server_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

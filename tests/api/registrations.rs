@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{CITIZEN, Options, SECRET, root, source, spawn_app, spawn_app_with};
+use crate::helpers::{
+    CITIZEN, Launch, Options, SECRET, root, source, spawn_app, spawn_app_launched, spawn_app_with,
+};
 use ketenportaal::demo::demo_key;
 
 fn uwv_variant(id: &str) -> String {
@@ -474,5 +476,125 @@ async fn a_registration_survives_a_restart_and_sighup_reloads() {
     assert!(
         reloaded,
         "the config version changed after the file change + SIGHUP"
+    );
+}
+
+/// Copies `config/` and `adapters/` of the repository into `dir/<name>/`.
+fn copy_tree(dir: &std::path::Path, name: &str) {
+    for sub in ["config", "adapters"] {
+        let to = dir.join(name).join(sub);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+}
+
+async fn wait_for_version_change(app: &crate::helpers::TestApp, from: &str) -> bool {
+    for _ in 0..100 {
+        if app.state.gateway.runtime().config.version != from {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_kubernetes_configmap_update_reloads() {
+    // The layout kubelet writes: `demo.yaml -> ..data/demo.yaml`, `..data -> ..<timestamp>`,
+    // updated by writing a new timestamped folder and renaming `..data_tmp` over `..data`.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), "src");
+    let cm = dir.path().join("config");
+    std::fs::create_dir_all(&cm).unwrap();
+    std::fs::rename(dir.path().join("src/adapters"), dir.path().join("adapters")).unwrap();
+    std::fs::rename(dir.path().join("src/config"), cm.join("..2026_12_01_v1")).unwrap();
+    std::os::unix::fs::symlink("..2026_12_01_v1", cm.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/demo.yaml", cm.join("demo.yaml")).unwrap();
+    std::fs::create_dir_all(cm.join("..data/keys")).unwrap();
+    let app = spawn_app_launched(
+        Options::default(),
+        Launch {
+            config_file: Some(cm.join("demo.yaml")),
+            triggers: true,
+        },
+    )
+    .await;
+    let v0 = app.state.gateway.runtime().config.version.clone();
+    assert_eq!(
+        app.state.gateway.runtime().config.gateway.deadline.0,
+        Duration::from_millis(1500)
+    );
+    // kubelet's update.
+    let v2 = cm.join("..2026_12_01_v2");
+    std::fs::create_dir_all(&v2).unwrap();
+    for e in std::fs::read_dir(cm.join("..2026_12_01_v1"))
+        .unwrap()
+        .flatten()
+    {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), v2.join(e.file_name())).unwrap();
+        }
+    }
+    let text = std::fs::read_to_string(v2.join("demo.yaml")).unwrap();
+    std::fs::write(
+        v2.join("demo.yaml"),
+        text.replace("deadline: 1500ms", "deadline: 1400ms"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..2026_12_01_v2", cm.join("..data_tmp")).unwrap();
+    std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).unwrap();
+    std::fs::remove_dir_all(cm.join("..2026_12_01_v1")).unwrap();
+    assert!(
+        wait_for_version_change(&app, &v0).await,
+        "the ConfigMap update was not seen"
+    );
+    assert_eq!(
+        app.state.gateway.runtime().config.gateway.deadline.0,
+        Duration::from_millis(1400)
+    );
+}
+
+#[tokio::test]
+async fn a_swapped_symlink_anywhere_on_the_config_path_reloads() {
+    // `current -> v1` holds config/ and adapters/; an operator switches it to v2 with
+    // `ln -sfn` (a new link renamed over the old one). No watched folder sees an event.
+    let dir = tempfile::tempdir().unwrap();
+    copy_tree(dir.path(), "v1");
+    copy_tree(dir.path(), "v2");
+    for v in ["v1", "v2"] {
+        std::fs::create_dir_all(dir.path().join(v).join("config/keys")).unwrap();
+    }
+    let a = dir.path().join("v2/adapters/uwv-uitkeringen.yaml");
+    let text = std::fs::read_to_string(&a).unwrap();
+    std::fs::write(&a, text.replace("timeout: 800ms", "timeout: 650ms")).unwrap();
+    std::os::unix::fs::symlink("v1", dir.path().join("current")).unwrap();
+    let app = spawn_app_launched(
+        Options::default(),
+        Launch {
+            config_file: Some(dir.path().join("current/config/demo.yaml")),
+            triggers: true,
+        },
+    )
+    .await;
+    let v0 = app.state.gateway.runtime().config.version.clone();
+    std::os::unix::fs::symlink("v2", dir.path().join("current.tmp")).unwrap();
+    std::fs::rename(dir.path().join("current.tmp"), dir.path().join("current")).unwrap();
+    assert!(
+        wait_for_version_change(&app, &v0).await,
+        "the symlink swap was not seen: {:?}",
+        app.state.reloader.as_ref().unwrap().status()
+    );
+    assert_eq!(
+        app.state.gateway.runtime().adapters["uwv-uitkeringen"]
+            .client
+            .spec
+            .def
+            .timeout
+            .0,
+        Duration::from_millis(650)
     );
 }
