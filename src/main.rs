@@ -193,6 +193,9 @@ async fn real_main() -> Result<()> {
     match cli.cmd {
         Cmd::Check { config } => match Config::load_with_env(&config, &demo::tool_env()) {
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: ok ({} adapters, {} views, {} sections, {} services, {} themes; config version {})",
                     config.display(),
@@ -428,9 +431,13 @@ type EnvLookup = dyn Fn(&str) -> Option<String>;
 
 async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
     let bsn = ketenportaal::bsn::Bsn::parse(bsn).map_err(|e| anyhow::anyhow!("--bsn: {e}"))?;
-    // Without an agencies URL, the demo config points at fixture agencies started here.
+    // A config that points at `${KETENPORTAAL_AGENCIES}` (the demo's) without that variable
+    // set gets the fixture agencies started here; any other config is used as it is.
     let mut _agencies = None;
-    let env: Box<EnvLookup> = if std::env::var("KETENPORTAAL_AGENCIES").is_err() {
+    let wants_fixtures = std::env::var("KETENPORTAAL_AGENCIES").is_err()
+        && std::fs::read_to_string(config).is_ok_and(|t| t.contains("${KETENPORTAAL_AGENCIES}"))
+        && demo::fixtures_dir(config).is_dir();
+    let env: Box<EnvLookup> = if wants_fixtures {
         let a = AgencyServer::start(&demo::fixtures_dir(config), "127.0.0.1:0".parse()?).await?;
         eprintln!(
             "(KETENPORTAAL_AGENCIES not set: using the built-in fixture agencies at {})",
@@ -507,6 +514,9 @@ async fn run(
         )),
         None => None,
     };
+    for w in &config.warnings {
+        tracing::warn!(warning = %w, "Configuration warning.");
+    }
     if demo.is_none() && config.gateway.portal.demo_sign_in {
         tracing::warn!(
             "portal.demo_sign_in is on: anyone who reaches this gateway can sign in as the demo accounts. Never in production."

@@ -356,36 +356,41 @@ pub fn source_client(
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         return Ok((client, Vec::new()));
     };
-    let read = |p: &str| {
-        let path = base.join(p);
-        std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
-    };
     let mut material = Vec::new();
     if let Some(ca) = &t.ca {
-        let pem = read(ca)?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("`tls.ca` {ca} is not a PEM certificate bundle: {e}"))?;
-        if certs.is_empty() {
-            return Err(format!("`tls.ca` {ca} holds no certificate"));
+        let path = base.join(ca);
+        let certs = crate::config::certs::ca_bundle(&path).map_err(|e| format!("`tls.ca`: {e}"))?;
+        let mut trusted = Vec::with_capacity(certs.len());
+        for c in certs {
+            material.extend_from_slice(c.as_ref());
+            trusted.push(
+                reqwest::Certificate::from_der(c.as_ref())
+                    .map_err(|e| format!("`tls.ca`: {}: {e}", path.display()))?,
+            );
         }
-        material.extend_from_slice(&pem);
-        b = b.tls_certs_only(certs);
+        b = b.tls_certs_only(trusted);
     }
     match (&t.client_cert, &t.client_key) {
-        (Some(cert), Some(key)) => {
-            let mut pem = read(cert)?;
-            pem.push(b'\n');
-            pem.extend_from_slice(&read(key)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+        (Some(cert), key) => {
+            let cert = base.join(cert);
+            let key = key.as_ref().map(|k| base.join(k));
+            let id = crate::config::certs::client_identity(&cert, key.as_deref())
+                .map_err(|e| format!("`tls.client_cert`: {e}"))?;
+            let identity = reqwest::Identity::from_pem(&id.pem).map_err(|e| {
                 format!(
-                    "`tls.client_cert`/`client_key` are not a valid PEM certificate and key: {e}"
+                    "`tls.client_cert`: {} and its key do not form a client identity ({e})",
+                    cert.display()
                 )
             })?;
-            material.extend_from_slice(&pem);
-            b = b.identity(id);
+            material.extend_from_slice(&id.pem);
+            b = b.identity(identity);
+        }
+        (None, Some(_)) => {
+            return Err(
+                "`tls.client_key` without `tls.client_cert`: name the certificate too".into(),
+            );
         }
         (None, None) => {}
-        _ => return Err("`tls.client_cert` and `tls.client_key` go together".into()),
     }
     let client = b
         .build()

@@ -82,6 +82,9 @@ pub struct Config {
     tree: Arc<Node>,
     /// Ids of the adapters that came from files (the rest are registrations).
     pub file_adapters: BTreeMap<String, PathBuf>,
+    /// What is valid but needs the operator's attention soon (client certificates that expire
+    /// within 30 days or have expired); `check` prints them, `serve` logs them.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// A partner's adapter registration, as stored.
@@ -278,6 +281,7 @@ impl Config {
             .iter()
             .map(|(id, a)| (id.clone(), a.origin.clone()))
             .collect();
+        let warnings = certificate_warnings(file, &tree, &gateway, &adapters, &adapter_trees);
         Ok(Config {
             file: file.to_path_buf(),
             base_dir,
@@ -287,6 +291,7 @@ impl Config {
             version: hex::encode(&hasher.finalize()[..6]),
             tree: Arc::new(tree),
             file_adapters,
+            warnings,
         })
     }
 
@@ -812,6 +817,45 @@ fn compile_adapter(
     })
 }
 
+/// Client certificates (each organisation's, each file adapter's own) that expired or expire
+/// within [`super::certs::EXPIRY_WARNING_DAYS`], pointing at their `tls` key.
+fn certificate_warnings(
+    file: &Path,
+    tree: &Node,
+    gw: &GatewayConfig,
+    adapters: &BTreeMap<String, Arc<AdapterSpec>>,
+    adapter_trees: &BTreeMap<String, (PathBuf, Node)>,
+) -> Vec<ConfigError> {
+    let base = file.parent().unwrap_or(Path::new("."));
+    let now = chrono::Utc::now();
+    let check = |tls: &super::model::AdapterTls| {
+        let cert = tls.client_cert.as_ref()?;
+        let key = tls.client_key.as_ref().map(|k| base.join(k));
+        let id = super::certs::client_identity(&base.join(cert), key.as_deref()).ok()?;
+        super::certs::expiry_warning(id.not_after?, now).map(|w| format!("{w} ({cert})"))
+    };
+    let mut out = Vec::new();
+    for (id, o) in &gw.organisations {
+        if let Some(w) = o.tls.as_ref().and_then(check) {
+            let pos = tree.pos_at(&[
+                Step::Key("organisations".into()),
+                Step::Key(id.clone()),
+                Step::Key("tls".into()),
+            ]);
+            out.push(ConfigError::new(file, pos, w).hint("renew it and reload"));
+        }
+    }
+    for (id, a) in adapters {
+        if let (Some(w), Some((path, t))) =
+            (a.def.tls.as_ref().and_then(check), adapter_trees.get(id))
+        {
+            let pos = t.pos_at(&[Step::Key("tls".into())]);
+            out.push(ConfigError::new(path, pos, w).hint("renew it and reload"));
+        }
+    }
+    out
+}
+
 /// Whether `url`'s host is `localhost` (or below it): a name the partner does not control, so
 /// the operator who declared it meant the local machine.
 fn is_localhost(url: &str) -> bool {
@@ -1181,6 +1225,55 @@ fn validate_gateway(
                 ConfigError::new(file, at(&["tls"]), e)
                     .hint("`tls: {cert: PEM chain, key: PEM private key}`, relative to this file"),
             );
+        }
+    }
+    // A list section's key must be a field its sources fill: a key nobody fills makes every
+    // record look alike (all `null`), and de-duplication would merge records that differ.
+    if all_loaded {
+        for (name, def) in &gw.sections {
+            if def.kind != SectionKind::List || name == ZAKEN {
+                continue;
+            }
+            let sources: Vec<&Arc<AdapterSpec>> = adapters
+                .values()
+                .filter(|a| a.def.map.contains_key(name))
+                .collect();
+            if sources.is_empty() {
+                continue;
+            }
+            for (i, k) in def.key.iter().enumerate() {
+                if !sources
+                    .iter()
+                    .any(|a| a.def.map[name].fields.contains_key(k))
+                {
+                    let filled: BTreeSet<&str> = sources
+                        .iter()
+                        .flat_map(|a| a.def.map[name].fields.keys().map(String::as_str))
+                        .collect();
+                    let filled: Vec<&str> = filled.into_iter().collect();
+                    errors.push(
+                        ConfigError::new(
+                            file,
+                            tree.pos_at(&[
+                                Step::Key("sections".into()),
+                                Step::Key(name.clone()),
+                                Step::Key("key".into()),
+                                Step::Index(i),
+                            ]),
+                            format!("key field `{k}` of section `{name}` is filled by no adapter"),
+                        )
+                        .hint(
+                            match closest(
+                                k,
+                                &filled.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+                            ) {
+                                Some(c) => format!("did you mean `{c}`?"),
+                                None => format!("its adapters fill: {}", filled.join(", ")),
+                            },
+                        ),
+                    );
+                }
+            }
         }
     }
     // Rules: compiled against what the adapters actually map.

@@ -230,3 +230,137 @@ fn check_refuses_an_adapter_mapping_into_the_gateways_own_zaken_section() {
     );
     assert!(text.contains("uwv.yaml:"), "with its position: {text}");
 }
+
+#[tokio::test]
+async fn adapter_test_with_an_operators_config_calls_its_sources_and_starts_no_fixtures() {
+    // An operator's own config, its agencies somewhere else (here: a loopback agency server),
+    // no KETENPORTAAL_AGENCIES and no fixtures/ folder beside it.
+    let agencies = ketenportaal::demo::agencies::AgencyServer::start(
+        &crate::helpers::root().join("fixtures/agencies"),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let gateway = format!(
+        r#"listen: 127.0.0.1:8080
+adapters: [adapters]
+organisations:
+  uwv: {{name: UWV, oin: "00000001003214345000", base_url: "{}"}}
+sections:
+  persoon: {{kind: single}}
+  uitkeringen: {{kind: list, key: [soort, ingangsdatum]}}
+views:
+  klant:
+    audience: citizen
+    sections: {{persoon: ["*"], uitkeringen: ["*"]}}
+audit:
+  pseudonym_key: "test-only-pseudonym-key-0123456789abcdef"
+"#,
+        agencies.base_url()
+    );
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    std::fs::copy(
+        crate::helpers::root().join("adapters/uwv-uitkeringen.yaml"),
+        dir.path().join("adapters/uwv-uitkeringen.yaml"),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
+        .args(["adapter", "test"])
+        .arg(dir.path().join("adapters/uwv-uitkeringen.yaml"))
+        .args(["--bsn", "999993653", "--config"])
+        .arg(dir.path().join("gateway.yaml"))
+        .env_remove("KETENPORTAAL_AGENCIES")
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(!stderr.contains("fixture"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert!(
+        !v["sections"]["uitkeringen"].as_array().unwrap().is_empty(),
+        "{v}"
+    );
+}
+
+#[test]
+fn check_warns_about_a_client_certificate_that_expires_soon_and_still_passes() {
+    use chrono::Datelike;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let ymd = |d: chrono::DateTime<chrono::Utc>| {
+        rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+    };
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["gw.example".into()]).unwrap();
+    p.not_before = ymd(chrono::Utc::now() - chrono::Duration::days(300));
+    p.not_after = ymd(chrono::Utc::now() + chrono::Duration::days(12));
+    let soon = p.self_signed(&key).unwrap();
+    p.not_after = ymd(chrono::Utc::now() - chrono::Duration::days(3));
+    let expired = p.self_signed(&key).unwrap();
+    std::fs::write(
+        dir.path().join("soon.pem"),
+        format!("{}{}", soon.pem(), key.serialize_pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("expired.pem"), expired.pem()).unwrap();
+    std::fs::write(dir.path().join("gw.key"), key.serialize_pem()).unwrap();
+    let gateway = GATEWAY
+        .replace("  - adapters/ontbreekt.yaml\n", "")
+        .replace("  max_depth: diep\n", "  max_depth: 64\n")
+        .replace("  max_bytez: 10MiB\n", "")
+        .replace(
+            "base_url: \"http://127.0.0.1:9\"}",
+            "base_url: \"http://127.0.0.1:9\", tls: {client_cert: soon.pem}}",
+        );
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    std::fs::write(
+        dir.path().join("adapters/uwv.yaml"),
+        ADAPTER.replace(
+            "endpoint: /uwv\n",
+            "endpoint: /uwv\ntls: {client_cert: expired.pem, client_key: gw.key}\n",
+        ),
+    )
+    .unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: [dir]/gateway.yaml:")
+            && text.contains("expires on")
+            && text.contains("soon.pem"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: [dir]/adapters/uwv.yaml:")
+            && text.contains("expired on")
+            && text.contains("expired.pem"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_refuses_a_list_key_that_no_adapter_fills() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let gateway = GATEWAY
+        .replace("  - adapters/ontbreekt.yaml\n", "")
+        .replace("  max_depth: diep\n", "  max_depth: 64\n")
+        .replace("  max_bytez: 10MiB\n", "")
+        .replace("key: [soort]", "key: [sort, ingangsdatum]");
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    std::fs::write(dir.path().join("adapters/uwv.yaml"), ADAPTER).unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("key field `sort` of section `uitkeringen` is filled by no adapter")
+            && text.contains("did you mean `soort`?")
+            && text.contains("key field `ingangsdatum`"),
+        "{text}"
+    );
+    assert!(text.contains("[dir]/gateway.yaml:12:35:"), "{text}");
+}

@@ -228,8 +228,28 @@ async fn mtls_to_a_source_works_with_the_right_certificate_and_fails_clearly_oth
         e.contains("cannot read") && e.contains("ontbreekt.pem"),
         "{e}"
     );
+    // A certificate without its key names the file and says how to give the key.
     let e = config(d, &url, "tls: {ca: ca.pem, client_cert: gw.pem}").unwrap_err();
-    assert!(e.contains("go together"), "{e}");
+    assert!(e.contains("gw.pem") && e.contains("no private key"), "{e}");
+    let e = config(d, &url, "tls: {ca: ca.pem, client_key: gw.key}").unwrap_err();
+    assert!(e.contains("without `tls.client_cert`"), "{e}");
+    // Certificate and key in one file work as well as two files.
+    let both = format!(
+        "{}{}",
+        std::fs::read_to_string(d.join("gw.pem")).unwrap(),
+        std::fs::read_to_string(d.join("gw.key")).unwrap()
+    );
+    write(d, "gw-both.pem", &both);
+    let c = config(d, &url, "tls: {ca: ca.pem, client_cert: gw-both.pem}").unwrap();
+    assert!(run(&c).await.is_ok());
+    // A key that is not the certificate's.
+    let e = config(
+        d,
+        &url,
+        "tls: {ca: ca.pem, client_cert: gw.pem, client_key: stranger.key}",
+    )
+    .unwrap_err();
+    assert!(e.contains("does not belong"), "{e}");
     write(d, "junk.pem", "not a certificate");
     let e = config(d, &url, "tls: {ca: junk.pem}").unwrap_err();
     assert!(e.contains("junk.pem"), "{e}");
