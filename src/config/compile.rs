@@ -281,7 +281,17 @@ impl Config {
             .iter()
             .map(|(id, a)| (id.clone(), a.origin.clone()))
             .collect();
-        let warnings = certificate_warnings(file, &tree, &gateway, &adapters, &adapter_trees);
+        let mut warnings = certificate_warnings(file, &tree, &gateway, &adapters, &adapter_trees);
+        if gateway.tls.is_none() && !listen.ip().is_loopback() {
+            warnings.push(
+                ConfigError::new(
+                    file,
+                    tree.pos_at(&[Step::Key("listen".into())]),
+                    format!("plain HTTP on {listen}, reachable from the network: tokens and personal data travel unencrypted"),
+                )
+                .hint("add `tls: {cert, key}`, or listen on 127.0.0.1 behind a TLS-terminating proxy"),
+            );
+        }
         Ok(Config {
             file: file.to_path_buf(),
             base_dir,

@@ -364,3 +364,37 @@ fn check_refuses_a_list_key_that_no_adapter_fills() {
     );
     assert!(text.contains("[dir]/gateway.yaml:12:35:"), "{text}");
 }
+
+#[test]
+fn the_production_example_serves_no_plain_http_to_the_network() {
+    let env = |k: &str| match k {
+        k if k.ends_with("_SHA256") => Some(ketenportaal::credentials::sha256_hex(k)),
+        _ => Some(format!("test-value-for-{k}-0123456789abcdef")),
+    };
+    let root = crate::helpers::root();
+    let c = ketenportaal::config::Config::load_with_env(&root.join("config/gateway.yaml"), &env)
+        .unwrap();
+    assert!(c.gateway.tls.is_some() || c.listen.ip().is_loopback(), "{}", c.listen);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // The same file on 0.0.0.0 without TLS is valid, with a warning that says so.
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["config", "config/keys", "adapters"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(root.join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    let f = dir.path().join("config/gateway.yaml");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("listen: 127.0.0.1:8080", "listen: 0.0.0.0:8080");
+    std::fs::write(&f, text).unwrap();
+    let c = ketenportaal::config::Config::load_with_env(&f, &env).unwrap();
+    let w: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(
+        w.iter().any(|w| w.contains("plain HTTP on 0.0.0.0:8080")),
+        "{w:?}"
+    );
+}
