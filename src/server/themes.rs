@@ -74,7 +74,10 @@ pub(super) async fn get_theme(
     Ok(json_response(StatusCode::OK, t.to_string().into_bytes()))
 }
 
-/// Each service of `ids` with `relevant` and a reason, evaluated on `sections`.
+/// What a service whose rule cannot be decided says (gegevens ontbreken).
+const UNDECIDED: &str = "Dit kunnen we nu niet beoordelen: niet alle gegevens die hiervoor nodig zijn, zijn beschikbaar.";
+
+/// Each service of `ids` with `relevant`, `decided` and a reason, evaluated on `sections`.
 fn evaluate_services(
     rt: &Runtime,
     ids: &[String],
@@ -85,25 +88,30 @@ fn evaluate_services(
         .map(|id| {
             let mut v = service_summary(rt, id);
             let def = rt.config.gateway.services.get(id);
-            let (relevant, reason) = match rt.catalogue.services.get(id).map(|r| r.evaluate(facts))
-            {
-                Some(Ok(true)) => (
-                    true,
-                    def.map(|d| crate::rules::fill(&d.reason, sections))
-                        .unwrap_or_default(),
-                ),
-                Some(Ok(false)) => (
-                    false,
-                    def.map(|d| crate::rules::fill(&d.reason_not, sections))
-                        .unwrap_or_default(),
-                ),
-                Some(Err(e)) => (
-                    false,
-                    format!("Kon niet worden beoordeeld: gegevens ontbreken ({e})"),
-                ),
-                None => (false, String::new()),
-            };
+            let (relevant, decided, reason) =
+                match rt.catalogue.services.get(id).map(|r| r.evaluate(facts)) {
+                    Some(Ok(true)) => (
+                        true,
+                        true,
+                        def.map(|d| crate::rules::fill(&d.reason, sections))
+                            .unwrap_or_default(),
+                    ),
+                    Some(Ok(false)) => (
+                        false,
+                        true,
+                        def.map(|d| crate::rules::fill(&d.reason_not, sections))
+                            .unwrap_or_default(),
+                    ),
+                    // The rule's own error (a CEL overload on a missing value) is for the
+                    // operator's log; the person reading the portal gets a sentence.
+                    Some(Err(e)) => {
+                        tracing::debug!(service = %id, error = %e, "A service rule could not be decided on this dossier.");
+                        (false, false, UNDECIDED.to_string())
+                    }
+                    None => (false, false, String::new()),
+                };
             v["relevant"] = json!(relevant);
+            v["decided"] = json!(decided);
             v["reason"] = json!(reason);
             v["rule"] = json!(def.map(|d| d.relevant_when.clone()));
             v

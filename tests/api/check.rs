@@ -374,7 +374,11 @@ fn the_production_example_serves_no_plain_http_to_the_network() {
     let root = crate::helpers::root();
     let c = ketenportaal::config::Config::load_with_env(&root.join("config/gateway.yaml"), &env)
         .unwrap();
-    assert!(c.gateway.tls.is_some() || c.listen.ip().is_loopback(), "{}", c.listen);
+    assert!(
+        c.gateway.tls.is_some() || c.listen.ip().is_loopback(),
+        "{}",
+        c.listen
+    );
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     // The same file on 0.0.0.0 without TLS is valid, with a warning that says so.
     let dir = tempfile::tempdir().unwrap();

@@ -181,3 +181,41 @@ async fn employees_evaluate_themes_for_a_client_with_a_purpose() {
         .unwrap();
     assert!(v["life_events"].as_array().unwrap().is_empty(), "{v}");
 }
+
+#[tokio::test]
+async fn a_rule_that_cannot_be_decided_says_so_in_dutch_and_keeps_the_rule_error_out() {
+    let app = crate::helpers::spawn_app().await;
+    // No source of `persoon` answers, so `persoon.leeftijd >= 66` has nothing to compare.
+    for path in [
+        "/brp/haalcentraal/api/brp/personen",
+        "/gemeente/stuf-bg/BGService",
+        "/uwv/UitkeringenService",
+        "/svb/RegelingenService",
+    ] {
+        app.chaos.set(
+            path,
+            crate::helpers::Behaviour::Status(500, "text/plain", "kapot".into()),
+        );
+    }
+    let v: Value = app
+        .http
+        .get(format!("{}/v1/me/themes/aow-leeftijd-bereiken", app.url))
+        .bearer_auth(app.citizen_token("999990019"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let aow = service(&v, "aow-aanvragen");
+    assert_eq!(aow["relevant"], false, "{v}");
+    assert_eq!(aow["decided"], false, "{v}");
+    let reason = aow["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("Dit kunnen we nu niet beoordelen"),
+        "{reason}"
+    );
+    for cel in ["overload", "null_type", "_>=_"] {
+        assert!(!v.to_string().contains(cel), "{cel} in {v}");
+    }
+}

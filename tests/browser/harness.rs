@@ -256,7 +256,8 @@ impl Browser {
     }
 
     /// A full-page screenshot at desktop width and one at phone width (390 px); checks that the
-    /// phone layout needs no sideways scrolling.
+    /// phone layout needs no sideways scrolling and that no label (`dt`, `th`, `label`,
+    /// headings) is broken in the middle of a word ("Ingangsda / tum").
     pub async fn screenshots(&self, name: &str) -> PathBuf {
         let dir = artifacts();
         let mut first = PathBuf::new();
@@ -283,6 +284,12 @@ impl Browser {
                     "{name}: the page scrolls sideways on a phone ({overflow} px too wide)"
                 );
             }
+            let broken = self.js(BROKEN_WORDS, vec![]).await;
+            assert_eq!(
+                broken,
+                json!([]),
+                "{name} at {width} px: labels broken in the middle of a word"
+            );
             let png = self.client.screenshot().await.expect("screenshot");
             let path = dir.join(format!("{name}{suffix}.png"));
             std::fs::write(&path, png).expect("write screenshot");
@@ -331,3 +338,25 @@ impl Browser {
         );
     }
 }
+
+/// Words of labels that the layout splits over two lines: a word whose range has more than one
+/// line box. Returns `["word (element text)", ...]`.
+const BROKEN_WORDS: &str = r#"
+const out = [];
+for (const el of document.querySelectorAll('dl dt, th, label, legend, h1, h2, h3, .card .label')) {
+  if (!el.offsetParent) continue;
+  const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+    const re = /[^\s\-\/]+/g;
+    let m;
+    while ((m = re.exec(n.data)) !== null) {
+      const r = document.createRange();
+      r.setStart(n, m.index);
+      r.setEnd(n, m.index + m[0].length);
+      const tops = new Set(Array.from(r.getClientRects()).map(b => Math.round(b.top)));
+      if (tops.size > 1) out.push(m[0] + ' (' + el.textContent.trim().slice(0, 40) + ')');
+    }
+  }
+}
+return out;
+"#;
