@@ -11,6 +11,7 @@
 //! - [`resilience`]: the per-adapter tower stack: breaker, concurrency limit, read retries.
 //! - [`metrics`]: Prometheus metrics (per gateway instance, bounded labels).
 //! - [`gateway`]: fan-out, deadline, authorisation, audit hook; the swappable runtime.
+//! - [`lograte`]: repeated per-request log lines let through once per interval, with a count.
 //! - [`auth`]: JWT verification and the caller's identity.
 //! - [`credentials`]: partner credentials (hashed API key, client-certificate OIN), admin token.
 //! - [`store`]: the durable store: hash-chained audit log (SQLite, group commit), reports.
@@ -31,6 +32,7 @@ pub mod delivery;
 pub mod demo;
 pub mod dossier;
 pub mod gateway;
+pub mod lograte;
 pub mod mapping;
 pub mod metrics;
 pub mod reload;
