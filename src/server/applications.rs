@@ -13,7 +13,7 @@ use super::{
 };
 use crate::auth::Actor;
 use crate::bsn::Bsn;
-use crate::store::Application;
+use crate::store::{Application, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +43,20 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
     Ok(k.to_string())
 }
 
-/// Validates and stores an application, audits it, and answers 202.
+/// The answer when an application could not be stored with its record: nothing of it was
+/// stored (the two are one transaction), so sending it again is safe.
+fn not_stored(e: StoreError) -> Problem {
+    tracing::error!(error = %e, "Application not stored (nor its audit record); answered 503.");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "application-not-stored",
+        "The application could not be stored",
+    )
+    .detail("Nothing was stored. Send it again later with the same Idempotency-Key.")
+}
+
+/// Validates and stores an application with its audit record, and answers 202: stored *and*
+/// audited (one transaction), or 503 with neither.
 async fn submit(
     s: &Shared,
     headers: &HeaderMap,
@@ -134,28 +147,23 @@ async fn submit(
         created_at: now.clone(),
         updated_at: now,
     };
-    let (stored, created) = store
-        .insert_application(app)
+    // Its details (the application's id and service) are filled in by the store, from the
+    // application it stored or found under this key.
+    let mut submit = crate::audit::AccessRecord::new(
+        "application.submit",
+        Some(actor),
+        &trace_of(headers),
+        Some(bsn),
+    );
+    submit.purpose = headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    submit.outcome = "accepted".into();
+    let (stored, _) = store
+        .insert_application(app, submit)
         .await
-        .map_err(super::store_problem)?;
-    if created {
-        let mut rec = crate::audit::AccessRecord::new(
-            "application.submit",
-            Some(actor),
-            &trace_of(headers),
-            Some(bsn),
-        );
-        rec.purpose = headers
-            .get("x-purpose")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        rec.outcome = "accepted".into();
-        rec.details = Some(json!({"application": stored.id, "service": service}));
-        store
-            .append(rec)
-            .await
-            .map_err(|e| super::dossier_problem(crate::gateway::DossierError::Audit(e)))?;
-    }
+        .map_err(not_stored)?;
     let location = format!("/v1/applications/{}", stored.id);
     let mut r = json_response(
         StatusCode::ACCEPTED,

@@ -778,6 +778,7 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
         Some(st) => Some(serde_json::json!({
             "path": st.path(),
             "writable": st.writable().await,
+            "writer": st.stats(),
         })),
         None => None,
     };

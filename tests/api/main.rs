@@ -15,6 +15,7 @@ mod portal;
 mod registrations;
 mod reload_load;
 mod resilience;
+mod store;
 mod themes;
 mod tls;
 mod yaml_files;
