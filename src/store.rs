@@ -170,11 +170,12 @@ pub struct AuditStore {
     tx: mpsc::Sender<Work>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
-    /// Each citizen's applications as last read: the dossier's `zaken` section asks on every
-    /// read, and this process is the only writer of the table (SQLite is single-instance), so
-    /// every change passes through [`AuditStore::insert_application`] or
+    /// Each citizen's applications as last read for the `zaken` section (bounded, see
+    /// [`AuditStore::applications_of`]), with the bound they were read with: the section asks
+    /// on every dossier read, and this process is the only writer of the table (SQLite is
+    /// single-instance), so every change passes through [`AuditStore::insert_application`] or
     /// [`AuditStore::update_application`], which drop the subject's entry.
-    applications: moka::future::Cache<Bsn, Arc<Vec<Application>>>,
+    applications: moka::future::Cache<Bsn, (u32, Arc<[Application]>)>,
     /// Bumped by the writer after every commit that changed applications (before its callers
     /// hear of it), so a read that raced a write is not remembered.
     application_writes: Arc<AtomicU64>,
@@ -264,7 +265,10 @@ CREATE TABLE IF NOT EXISTS applications (
     UNIQUE (actor, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS applications_due ON applications (status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS applications_bsn ON applications (bsn);
+DROP INDEX IF EXISTS applications_bsn;
+CREATE INDEX IF NOT EXISTS applications_subject ON applications (bsn, created_at);
+CREATE INDEX IF NOT EXISTS applications_subject_open ON applications (bsn, created_at)
+    WHERE status = 'received';
 CREATE TABLE IF NOT EXISTS registrations (
     id            TEXT PRIMARY KEY,
     organisation  TEXT NOT NULL,
@@ -391,9 +395,27 @@ pub struct Application {
     pub updated_at: String,
 }
 
-const APP_SELECT: &str =
-    "SELECT id, service, organisation, bsn, actor, idempotency_key, data, status, reference,
-    reason, attempts, next_attempt_at, created_at, updated_at FROM applications";
+/// The columns [`app_row`] reads, as a literal (so queries can be `concat!`ed from it).
+macro_rules! app_select {
+    () => {
+        "SELECT id, service, organisation, bsn, actor, idempotency_key, data, status, reference,
+        reason, attempts, next_attempt_at, created_at, updated_at FROM applications"
+    };
+}
+const APP_SELECT: &str = app_select!();
+
+/// A citizen's open applications, newest first: a range of the partial index
+/// `applications_subject_open`, read no further than the limit.
+const ZAKEN_OPEN: &str = concat!(
+    app_select!(),
+    " WHERE bsn = ?1 AND status = 'received' ORDER BY created_at DESC LIMIT ?2"
+);
+/// A citizen's latest applications, whatever their status: a range of `applications_subject`,
+/// read no further than the limit.
+const ZAKEN_LATEST: &str = concat!(
+    app_select!(),
+    " WHERE bsn = ?1 ORDER BY created_at DESC LIMIT ?2"
+);
 
 fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Application> {
     Ok(Application {
@@ -689,26 +711,42 @@ impl AuditStore {
         .await
     }
 
-    /// Applications of one citizen, newest first.
-    pub async fn applications_of(&self, bsn: Bsn) -> Result<Vec<Application>, StoreError> {
-        if let Some(known) = self.applications.get(&bsn).await {
-            return Ok(known.as_ref().clone());
+    /// A citizen's applications for the dossier's `zaken` section: the open ones (`received`)
+    /// first, newest first, then the latest others; at most `limit` in all. Two index ranges,
+    /// each read no further than `limit` rows, however many applications the citizen has.
+    pub async fn applications_of(
+        &self,
+        bsn: Bsn,
+        limit: u32,
+    ) -> Result<Arc<[Application]>, StoreError> {
+        if let Some((bound, known)) = self.applications.get(&bsn).await
+            && bound == limit
+        {
+            return Ok(known);
         }
         let writes = self.application_writes.load(Ordering::SeqCst);
-        let list: Vec<Application> = self
+        let list: Arc<[Application]> = self
             .read(move |c| {
-                let mut st = c.prepare_cached(&format!(
-                    "{APP_SELECT} WHERE bsn = ?1 ORDER BY created_at DESC"
-                ))?;
-                let rows = st.query_map([bsn.as_str()], app_row)?;
-                rows.collect()
+                let mut list: Vec<Application> = c
+                    .prepare_cached(ZAKEN_OPEN)?
+                    .query_map(params![bsn.as_str(), limit], app_row)?
+                    .collect::<Result<_, _>>()?;
+                let latest = c
+                    .prepare_cached(ZAKEN_LATEST)?
+                    .query_map(params![bsn.as_str(), limit], app_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                // The open ones among the latest are already listed (they are among the newest
+                // open ones).
+                list.extend(latest.into_iter().filter(|a| a.status != "received"));
+                list.truncate(limit as usize);
+                Ok(list.into())
             })
             .await?;
         // Remember it only when no write happened meanwhile; a write that lands between the
         // check and the insert bumps the counter first, which the second check sees, and drops
         // the entry after it anyway.
         if self.application_writes.load(Ordering::SeqCst) == writes {
-            self.applications.insert(bsn, Arc::new(list.clone())).await;
+            self.applications.insert(bsn, (limit, list.clone())).await;
             if self.application_writes.load(Ordering::SeqCst) != writes {
                 self.applications.invalidate(&bsn).await;
             }
@@ -1596,6 +1634,75 @@ mod tests {
         r.kind = "application.submit".into();
         r.outcome = "accepted".into();
         r
+    }
+
+    #[test]
+    fn the_zaken_queries_read_an_index_range_no_further_than_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        drop(AuditStore::open(&path, b"key".to_vec()).unwrap());
+        let c = Connection::open(&path).unwrap();
+        for (sql, index) in [
+            (ZAKEN_OPEN, "applications_subject_open"),
+            (ZAKEN_LATEST, "applications_subject"),
+        ] {
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params!["999993653", 20], |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains(&format!("USING INDEX {index} (bsn=?)")),
+                "{sql}: {plan}"
+            );
+            // Read in index order: no sort of all the citizen's rows before the limit.
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+            assert!(sql.ends_with("LIMIT ?2"));
+        }
+    }
+
+    #[tokio::test]
+    async fn zaken_are_the_open_ones_first_then_the_latest_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.sqlite"), b"key".to_vec()).unwrap();
+        // 30 applications; 3, 10 and 25 still open.
+        for n in 0..30 {
+            let open = [3, 10, 25].contains(&n);
+            let a = application(n, if open { "received" } else { "delivered" });
+            store.insert_application(a, submit_record()).await.unwrap();
+            if !open {
+                store
+                    .update_application(application(n, "delivered"))
+                    .await
+                    .unwrap();
+            }
+        }
+        let bsn = Bsn::parse("999993653").unwrap();
+        let ids = |l: &[Application]| l.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+        let listed = store.applications_of(bsn, 5).await.unwrap();
+        assert_eq!(
+            ids(&listed),
+            ["app-0025", "app-0010", "app-0003", "app-0029", "app-0028"]
+        );
+        // Fewer than the open ones: the newest open ones.
+        let listed = store.applications_of(bsn, 2).await.unwrap();
+        assert_eq!(ids(&listed), ["app-0025", "app-0010"]);
+        // More than there are: all of them, none twice.
+        let listed = store.applications_of(bsn, 100).await.unwrap();
+        assert_eq!(listed.len(), 30);
+        // A delivery drops the remembered list.
+        store
+            .update_application(application(25, "delivered"))
+            .await
+            .unwrap();
+        let listed = store.applications_of(bsn, 5).await.unwrap();
+        assert_eq!(
+            ids(&listed),
+            ["app-0010", "app-0003", "app-0029", "app-0028", "app-0027"]
+        );
     }
 
     #[tokio::test]
