@@ -184,7 +184,8 @@ async fn submit(
     responses((status = 202, description = "Stored; delivered to the organisation in the background"),
                (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
                (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, description = "The data does not match the service's schema; every violation listed", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 422, description = "The data does not match the service's schema; every violation listed", body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 503, description = "Not stored (nor audited): send it again with the same key", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn me_apply(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -208,7 +209,8 @@ pub(super) async fn me_apply(
     responses((status = 202, description = "Stored; delivered in the background"),
                (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
                (status = 403, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 422, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 503, description = "Not stored (nor audited): send it again with the same key", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn employee_apply(
     State(s): State<Shared>,
     headers: HeaderMap,
