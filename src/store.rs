@@ -96,7 +96,7 @@ impl Record {
 type Reply<T> = oneshot::Sender<Result<T, String>>;
 
 /// One change for the writer, with where its result goes once its transaction commits. A change
-/// only reads what it is given: the writer may run it again (see [`commit`]).
+/// only reads what it is given: the writer may run it again (see `Writer::commit`).
 enum Work {
     /// An access record; answered with its sequence number.
     Record(Record, Reply<i64>),
