@@ -178,6 +178,10 @@ enum Cmd {
         cache_mib: u64,
         #[arg(long, value_enum, default_value_t = AuditKind::Store)]
         audit: AuditKind,
+        /// Applications of the demo citizen written into the fresh store before serving (one in
+        /// fifty still open): what the dossier's `zaken` section is made from.
+        #[arg(long, default_value_t = 0)]
+        applications: u32,
         #[command(flatten)]
         out: ServeOut,
     },
@@ -208,6 +212,12 @@ enum Cmd {
         /// Optionally a second gateway with log-only audit, measured in the same rounds.
         #[arg(long)]
         gateway_log: Option<PathBuf>,
+        /// Optionally a gateway whose citizen has `--zaken` applications in its store,
+        /// measured in the same rounds (part d).
+        #[arg(long)]
+        gateway_zaken: Option<PathBuf>,
+        #[arg(long, default_value_t = 1000)]
+        zaken: u32,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         #[arg(long, default_value_t = 10)]
@@ -344,14 +354,17 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             n,
             cache_mib,
             audit,
+            applications,
             out,
-        } => serve_gateway(scenario, &sources, n, cache_mib, audit, &out).await,
+        } => serve_gateway(scenario, &sources, n, cache_mib, audit, applications, &out).await,
         Cmd::ServeBare { from_gateway, out } => serve_bare(&from_gateway, &out).await,
         Cmd::ServeNginx { sources, n, out } => serve_nginx(&sources, n, &out).await,
         Cmd::Cached {
             gateway,
             bare,
             gateway_log,
+            gateway_zaken,
+            zaken,
             rounds,
             secs,
             conns,
@@ -362,10 +375,12 @@ async fn run(cmd: Cmd) -> Result<(), String> {
                 measure: Duration::from_secs(secs),
                 conns: conns.max(1),
             };
+            let zaken = gateway_zaken.as_deref().map(|f| (f, zaken));
             cmd_cached(
                 &gateway,
                 &bare,
                 gateway_log.as_deref(),
+                zaken,
                 &o,
                 results.as_deref(),
             )
@@ -905,6 +920,7 @@ async fn serve_gateway(
     n: usize,
     cache_mib: u64,
     audit: AuditKind,
+    applications: u32,
     out: &ServeOut,
 ) -> Result<(), String> {
     let env = demo::demo_env(sources.to_string(), SECRET.to_string());
@@ -926,6 +942,7 @@ async fn serve_gateway(
             let path = dir.path().join("audit.sqlite");
             let store = AuditStore::open(&path, config.pseudonym_key())
                 .map_err(|e| format!("store {}: {e}", path.display()))?;
+            seed_applications(&path, applications)?;
             let gateway = Gateway::new(config, Arc::new(store.clone()))?;
             app_state(gateway, Some(store))
         }
@@ -940,6 +957,37 @@ async fn serve_gateway(
         }
     });
     announce_and_wait(api, Some(state), out).await
+}
+
+/// Writes `n` applications of the demo citizen into the store at `path`, in one transaction,
+/// the way the gateway stores them (one in fifty still `received`, the others delivered).
+fn seed_applications(path: &Path, n: u32) -> Result<(), String> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut c = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+    let tx = c.transaction().map_err(|e| e.to_string())?;
+    let start = chrono::Utc::now() - chrono::Duration::days(i64::from(n));
+    for i in 0..n {
+        let at = (start + chrono::Duration::days(i64::from(i))).to_rfc3339();
+        let status = if i % 50 == 0 { "received" } else { "delivered" };
+        tx.execute(
+            "INSERT INTO applications (id, service, organisation, bsn, actor, idempotency_key,
+                 data, status, reference, attempts, next_attempt_at, created_at, updated_at)
+             VALUES (?1, 'bijstand-aanvragen', 'gemeente-utrecht', ?2, ?3, ?1,
+                 '{\"woonsituatie\":\"alleenstaand\"}', ?4, ?5, 1, ?6, ?6, ?6)",
+            rusqlite::params![
+                format!("seed-{i:05}"),
+                demo::DEMO_CITIZEN,
+                format!("digid:{}", demo::DEMO_CITIZEN),
+                status,
+                format!("ZAAK-2026-{i:06}"),
+                at
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 /// nginx with njs, configured from `benches/nginx/nginx.conf.in` to fan out to `n` slow sources
@@ -1488,6 +1536,7 @@ async fn cmd_cached(
     gw_file: &Path,
     bare_file: &Path,
     gw_log_file: Option<&Path>,
+    gw_zaken: Option<(&Path, u32)>,
     o: &CachedOpts,
     results: Option<&Path>,
 ) -> Result<(), String> {
@@ -1498,6 +1547,10 @@ async fn cmd_cached(
     ];
     if let Some(f) = gw_log_file {
         targets.push(("gateway, log audit", Endpoint::read(f)?));
+    }
+    let zaken_name = gw_zaken.map(|(_, n)| format!("gateway, {n} zaken"));
+    if let (Some((f, _)), Some(name)) = (gw_zaken, &zaken_name) {
+        targets.push((name.as_str(), Endpoint::read(f)?));
     }
     let token = citizen_token(&token_auth(), demo::DEMO_CITIZEN)?;
 
@@ -1540,6 +1593,8 @@ async fn cmd_cached(
                 })
                 .unwrap_or_default();
             line.push_str(&format!(", sources {}", statuses.join("/")));
+            let zaken = v["sections"]["zaken"].as_array().map_or(0, Vec::len);
+            line.push_str(&format!(", {zaken} zaken shown"));
             if statuses.iter().any(|s| *s != "cached") {
                 return Err(format!("{name}: the cache is not warm"));
             }
@@ -1682,7 +1737,11 @@ async fn cmd_cached(
         );
     }
 
-    let s = "(a) cached dossier";
+    let s = if gw_zaken.is_some() {
+        "(d) cached dossier, many zaken"
+    } else {
+        "(a) cached dossier"
+    };
     let mut rows = Rows::new(results);
     rows.add(
         s,
@@ -1731,6 +1790,17 @@ async fn cmd_cached(
         "",
     );
     for (w, (name, _)) in targets.iter().enumerate().skip(1) {
+        if zaken_name.as_deref() == Some(*name) {
+            // Part (d) compares the citizen with many applications to the one with none.
+            rows.add(
+                s,
+                &format!("{name}/gateway, throughput (median)"),
+                format!("{:.2}", rps[w] / rps[1].max(1e-9)),
+                "",
+                "",
+            );
+            continue;
+        }
         let ratio = rps[w] / rps[0].max(1e-9);
         let cpu_ratio = cpu[0] / cpu[w].max(1e-9);
         rows.add(

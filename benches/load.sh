@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # End-to-end load benchmark of ketenportaal (issue "critical-path speed", DESIGN.md §6).
 #
-#   bash benches/load.sh                 # the full run, about 7 minutes after the build
+#   bash benches/load.sh                 # the full run, about 9 minutes after the build
 #   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test
 #   bash benches/load.sh --soak 600      # also soak the memory scenario for 600 s
-#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ONLY=c, ONLY=ab, ...
+#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ONLY=c, ONLY=d, ONLY=ab, ...
 #
 # Settings (environment): SECS (10) seconds per measured run, ROUNDS (3) rounds for (a) and
 # B_ROUNDS (= ROUNDS) for (b), CONNS (64) connections for (a), RATE (200) requests/s and
-# DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64) for (c); LOAD_BIN=path skips the build and uses
-# that binary (for repeated runs).
+# DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64) for (c), APPLICATIONS
+# (1000) for (d); LOAD_BIN=path skips the build and uses that binary (for repeated runs).
 #
 # It builds the `load` bench in release, then measures side by side:
 #   (a) cached GET /v1/me/dossier: the real gateway (demo config, fixture agencies, cache warm,
@@ -29,7 +29,10 @@
 #   (c) memory: SUBJECTS distinct citizens through the API into a cache of CACHE_MIB; RSS before
 #       and after, the caches' entries and weighted bytes; the same fill into a 1 MiB cache
 #       first, so the RSS the caches take is told apart from what grows whatever the budget;
-#       optionally a soak.
+#       optionally a soak;
+#   (d) the cached dossier of (a) for a citizen with APPLICATIONS applications in the store (the
+#       `zaken` section the gateway adds from it) beside the same citizen with none, and bare
+#       hyper; as (a), without the wrk cross-check.
 # Servers run pinned to core 0, the load generator (and the sources of (b) and (c)) to core 1,
 # when `taskset` exists and there are two cores. Everything listens on 127.0.0.1 only, every
 # wait is bounded, and every process started here is stopped on exit.
@@ -45,12 +48,13 @@ DELAY_MS=${DELAY_MS:-20}
 SUBJECTS=${SUBJECTS:-100000}
 CACHE_MIB=${CACHE_MIB:-64}
 SOAK=0
-ONLY=${ONLY:-abc}
+APPLICATIONS=${APPLICATIONS:-1000}
+ONLY=${ONLY:-abcd}
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; shift ;;
         --soak) SOAK=${2:?--soak needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -223,6 +227,19 @@ start gateway "$PIN_SERVER" serve-gateway --scenario memory --cache-mib "$CACHE_
     --sources "http://$(api synthetic)"
 generator memory --gateway "$T/gateway.addr" --subjects "$SUBJECTS" --cache-mib "$CACHE_MIB" \
     --soak "$SOAK" --fixed-kb "$(cat "$T/fixed.kb")"
+stop_all
+fi
+
+if [[ $ONLY == *d* ]]; then
+echo
+echo "== (d) cached dossier of a citizen with $APPLICATIONS applications beside one with none"
+start agencies "$PIN_CLIENT" serve-sources --kind fixtures
+start gateway "$PIN_SERVER" serve-gateway --scenario cached --sources "http://$(api agencies)"
+start gateway-zaken "$PIN_SERVER" serve-gateway --scenario cached \
+    --applications "$APPLICATIONS" --sources "http://$(api agencies)"
+start bare "$PIN_SERVER" serve-bare --from-gateway "$T/gateway.addr"
+generator cached --gateway "$T/gateway.addr" --gateway-zaken "$T/gateway-zaken.addr" \
+    --zaken "$APPLICATIONS" --bare "$T/bare.addr" --rounds "$ROUNDS" --secs "$SECS" --conns "$CONNS"
 stop_all
 fi
 

@@ -14,7 +14,8 @@
 //! - [`lograte`]: repeated per-request log lines let through once per interval, with a count.
 //! - [`auth`]: JWT verification and the caller's identity.
 //! - [`credentials`]: partner credentials (hashed API key, client-certificate OIN), admin token.
-//! - [`store`]: the durable store: hash-chained audit log (SQLite, group commit), reports.
+//! - [`store`]: the durable store (SQLite, one writer, group commit): the hash-chained audit
+//!   log, applications with their submit records, registrations; reports.
 //! - [`audit`]: the access record and the sink it must reach before an answer leaves.
 //! - [`server`]: the HTTP API (axum), problem+json errors; the reference portals under
 //!   `/portaal/` and the operator page under `/admin/` (static files in `src/server/portal/`).

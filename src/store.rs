@@ -1,9 +1,17 @@
-//! The durable store: an append-only, hash-chained audit log in SQLite (WAL, `synchronous=FULL`).
+//! The durable store: an append-only, hash-chained audit log in SQLite (WAL, `synchronous=FULL`),
+//! with the applications outbox and the partner adapter registrations beside it.
 //!
-//! Writes go through one writer thread that commits in groups: every record waiting when a
-//! transaction starts is written in it, and all of their requests are released by one fsync.
-//! Durability costs one fsync per *batch*, not per request, and is never skipped. A request
-//! whose record cannot be committed gets an error and its answer is withheld (fail closed).
+//! Every write goes through one writer thread, the only connection that writes: audit records
+//! and their outcomes, applications (each with its `application.submit` record, in the same
+//! transaction), delivery outcomes and registrations. It commits in groups: every change
+//! waiting when a transaction starts is written in it, and all of their requests are released
+//! by one fsync. Durability costs one fsync per *batch*, not per request, and is never skipped.
+//! Transactions take the write lock when they begin (`BEGIN IMMEDIATE`), so none can fail
+//! half-way for want of it; one that finds the file locked by another process is tried again,
+//! and a batch that fails for any other reason is tried again change by change, so one change
+//! that cannot be written does not take the others with it. A request whose change cannot be
+//! committed gets an error and nothing of it is stored: its answer is withheld (fail closed).
+//! Reads use a second connection that cannot write (`query_only`).
 //!
 //! Each row carries `hash = SHA-256(prev_hash || seq || canonical JSON)`; `verify` walks the
 //! chain and reports a changed, removed or reordered row. Every record about a data subject is
@@ -15,23 +23,31 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Duration as ChronoDuration, TimeZone, Timelike, Utc, Weekday};
 use futures::future::BoxFuture;
 use hmac::{Hmac, Mac};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AccessRecord, AuditError, AuditSink, Begun, Completion};
 use crate::bsn::Bsn;
+use crate::config::compile::Registration;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 /// Largest group committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// How long the writer keeps trying a transaction that finds the file locked (by another
+/// process: this one has no other writer) before its callers get an error.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+/// How long one attempt waits for the write lock (SQLite's busy handler) before the writer
+/// logs it and tries again.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,13 +58,15 @@ pub enum StoreError {
     },
     #[error("store {0}: cannot create its folder: {1}")]
     Folder(PathBuf, std::io::Error),
+    #[error("store {path}: not written: {reason}")]
+    NotWritten { path: PathBuf, reason: String },
     #[error("the store's writer has stopped")]
     WriterGone,
 }
 
-/// One record on its way to the writer, already serialised on the caller's thread: the writer
-/// thread (the store's bottleneck) only hashes, pseudonymises and inserts.
-struct Job {
+/// An audit record on its way to the writer, already serialised on the caller's thread: the
+/// writer thread (the store's bottleneck) only hashes, pseudonymises and inserts.
+struct Record {
     /// The canonical JSON of the record (what the chain hashes).
     json: String,
     /// `record.time` as RFC 3339 (the column reports filter on).
@@ -58,15 +76,11 @@ struct Job {
     actor: String,
     actor_type: String,
     bsn: Option<Bsn>,
-    /// For an outcome (see [`AuditSink::complete`]): the access record it completes; `json`
-    /// is then the outcome and goes to `audit_outcome`.
-    completes: Option<i64>,
-    done: oneshot::Sender<Result<i64, String>>,
 }
 
-impl Job {
-    fn new(record: AccessRecord, done: oneshot::Sender<Result<i64, String>>) -> Job {
-        Job {
+impl Record {
+    fn new(record: AccessRecord) -> Record {
+        Record {
             // Serialising a struct of strings, numbers and a JSON value cannot fail.
             json: serde_json::to_string(&record).unwrap_or_default(),
             time: record.time.to_rfc3339(),
@@ -75,23 +89,77 @@ impl Job {
             actor: record.actor,
             actor_type: record.actor_type,
             bsn: record.bsn,
-            completes: None,
-            done,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// One change for the writer, with where its result goes once its transaction commits. A change
+/// only reads what it is given: the writer may run it again (see `Writer::commit`).
+enum Work {
+    /// An access record; answered with its sequence number.
+    Record(Record, Reply<i64>),
+    /// The outcome (JSON) completing the record `of` (see [`AuditSink::complete`]); nobody
+    /// waits for it.
+    Outcome {
+        of: i64,
+        json: String,
+    },
+    /// A new application and its `application.submit` record, committed together; or the
+    /// application already stored under the same actor and key, whose record is written now if
+    /// it has none (a store written before the two were one transaction). The record is
+    /// completed by the writer (subject and details are the stored application's).
+    Apply(
+        Box<Application>,
+        Box<AccessRecord>,
+        Reply<(Application, bool)>,
+    ),
+    /// A delivery outcome: status, reference or reason, next attempt.
+    Update(Box<Application>, Reply<()>),
+    PutRegistration(Box<Registration>, Reply<()>),
+    DeleteRegistration(String, Reply<bool>),
+}
+
+/// What a change gave, sent to its caller once its transaction has committed.
+enum Done {
+    Seq(i64),
+    Applied(Box<Application>, bool),
+    Unit,
+    Removed(bool),
+}
+
+impl Work {
+    /// Does this change touch the applications table (so cached lists must be dropped)?
+    fn touches_applications(&self) -> bool {
+        matches!(self, Work::Apply(..) | Work::Update(..))
+    }
+
+    fn reply(self, result: Result<Done, String>) {
+        // A caller that went away no longer waits: nothing to do.
+        match (self, result) {
+            (Work::Outcome { .. }, _) => {}
+            (Work::Record(_, r), Ok(Done::Seq(seq))) => drop(r.send(Ok(seq))),
+            (Work::Apply(.., r), Ok(Done::Applied(a, new))) => drop(r.send(Ok((*a, new)))),
+            (Work::Update(_, r) | Work::PutRegistration(_, r), Ok(Done::Unit)) => {
+                drop(r.send(Ok(())))
+            }
+            (Work::DeleteRegistration(_, r), Ok(Done::Removed(b))) => drop(r.send(Ok(b))),
+            (w, Err(e)) => w.fail(e),
+            // Each change gives its own kind of result (see `write_one`).
+            (w, Ok(_)) => w.fail("the store gave an unexpected result".into()),
         }
     }
 
-    fn outcome(seq: i64, outcome: &Completion) -> Job {
-        Job {
-            json: serde_json::to_string(outcome).unwrap_or_default(),
-            time: String::new(),
-            kind: String::new(),
-            trace_id: String::new(),
-            actor: String::new(),
-            actor_type: String::new(),
-            bsn: None,
-            completes: Some(seq),
-            // Nobody waits for an outcome.
-            done: oneshot::channel().0,
+    fn fail(self, e: String) {
+        match self {
+            Work::Outcome { of, .. } => {
+                tracing::error!(seq = of, error = %e, "Audit outcome not written; the record stays `requested`.");
+            }
+            Work::Record(_, r) => drop(r.send(Err(e))),
+            Work::Apply(.., r) => drop(r.send(Err(e))),
+            Work::Update(_, r) | Work::PutRegistration(_, r) => drop(r.send(Err(e))),
+            Work::DeleteRegistration(_, r) => drop(r.send(Err(e))),
         }
     }
 }
@@ -99,16 +167,41 @@ impl Job {
 /// The audit store. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditStore {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Work>,
     reader: Arc<Mutex<Connection>>,
     path: PathBuf,
-    /// Each citizen's applications as last read: the dossier's `zaken` section asks on every
-    /// read, and this process is the only writer of the table (SQLite is single-instance), so
-    /// every change passes through [`AuditStore::insert_application`] or
+    /// Each citizen's applications as last read for the `zaken` section (bounded, see
+    /// [`AuditStore::applications_of`]), with the bound they were read with: the section asks
+    /// on every dossier read, and this process is the only writer of the table (SQLite is
+    /// single-instance), so every change passes through [`AuditStore::insert_application`] or
     /// [`AuditStore::update_application`], which drop the subject's entry.
-    applications: moka::future::Cache<Bsn, Arc<Vec<Application>>>,
-    /// Bumped by every application write, so a read that raced a write is not remembered.
-    application_writes: Arc<std::sync::atomic::AtomicU64>,
+    applications: moka::future::Cache<Bsn, (u32, Arc<[Application]>)>,
+    /// Bumped by the writer after every commit that changed applications (before its callers
+    /// hear of it), so a read that raced a write is not remembered.
+    application_writes: Arc<AtomicU64>,
+    stats: Arc<Counters>,
+}
+
+/// What the writer has done since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Transactions committed.
+    pub committed: u64,
+    /// Changes given up on (a record, an outcome, an application write): their callers got an
+    /// error, and nothing of them was stored.
+    pub failed: u64,
+    /// Attempts that found the file locked by another process, rolled back and tried again.
+    pub retried: u64,
+    /// Batches that failed as a whole and were tried again change by change.
+    pub split: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    committed: AtomicU64,
+    failed: AtomicU64,
+    retried: AtomicU64,
+    split: AtomicU64,
 }
 
 /// How many citizens' application lists the store remembers (most are empty: ~150 bytes each
@@ -168,10 +261,14 @@ CREATE TABLE IF NOT EXISTS applications (
     next_attempt_at TEXT NOT NULL,
     created_at      TEXT NOT NULL,
     updated_at      TEXT NOT NULL,
+    submit_seq      INTEGER,
     UNIQUE (actor, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS applications_due ON applications (status, next_attempt_at);
-CREATE INDEX IF NOT EXISTS applications_bsn ON applications (bsn);
+DROP INDEX IF EXISTS applications_bsn;
+CREATE INDEX IF NOT EXISTS applications_subject ON applications (bsn, created_at);
+CREATE INDEX IF NOT EXISTS applications_subject_open ON applications (bsn, created_at)
+    WHERE status = 'received';
 CREATE TABLE IF NOT EXISTS registrations (
     id            TEXT PRIMARY KEY,
     organisation  TEXT NOT NULL,
@@ -209,8 +306,29 @@ WHERE a.data_subject_id IS NOT NULL";
 
 /// Brings a store written by an older version to the current schema: the pseudonym column on
 /// `audit_log`, the old `processing_log` table kept as `processing_log_v1` (its rows stay
-/// visible through the view), and the `processing_log` view.
+/// visible through the view), the `processing_log` view, and each application's link to its
+/// submit record (`submit_seq`, found once in the log for the applications already there).
 fn migrate(c: &Connection) -> rusqlite::Result<()> {
+    let has_submit_seq: bool = c
+        .query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('applications') WHERE name = 'submit_seq'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)?;
+    if !has_submit_seq {
+        // One transaction: a store left with the column but not its values would have its
+        // older applications' records written a second time.
+        c.execute_batch(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE applications ADD COLUMN submit_seq INTEGER;
+             UPDATE applications SET submit_seq = (
+                 SELECT MIN(a.seq) FROM audit_log a
+                 WHERE a.bsn = applications.bsn AND a.kind = 'application.submit'
+                   AND json_extract(a.record, '$.details.application') = applications.id);
+             COMMIT;",
+        )?;
+    }
     let has_column: bool = c
         .query_row(
             "SELECT COUNT(*) FROM pragma_table_info('audit_log') WHERE name = 'data_subject_id'",
@@ -277,9 +395,27 @@ pub struct Application {
     pub updated_at: String,
 }
 
-const APP_SELECT: &str =
-    "SELECT id, service, organisation, bsn, actor, idempotency_key, data, status, reference,
-    reason, attempts, next_attempt_at, created_at, updated_at FROM applications";
+/// The columns [`app_row`] reads, as a literal (so queries can be `concat!`ed from it).
+macro_rules! app_select {
+    () => {
+        "SELECT id, service, organisation, bsn, actor, idempotency_key, data, status, reference,
+        reason, attempts, next_attempt_at, created_at, updated_at FROM applications"
+    };
+}
+const APP_SELECT: &str = app_select!();
+
+/// A citizen's open applications, newest first: a range of the partial index
+/// `applications_subject_open`, read no further than the limit.
+const ZAKEN_OPEN: &str = concat!(
+    app_select!(),
+    " WHERE bsn = ?1 AND status = 'received' ORDER BY created_at DESC LIMIT ?2"
+);
+/// A citizen's latest applications, whatever their status: a range of `applications_subject`,
+/// read no further than the limit.
+const ZAKEN_LATEST: &str = concat!(
+    app_select!(),
+    " WHERE bsn = ?1 ORDER BY created_at DESC LIMIT ?2"
+);
 
 fn app_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Application> {
     Ok(Application {
@@ -336,27 +472,41 @@ impl AuditStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Folder(dir.to_path_buf(), e))?;
         }
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
         let writer = open_conn(path)?;
         writer
             .execute_batch(SCHEMA)
             .and_then(|()| migrate(&writer))
-            .map_err(|source| StoreError::Sqlite {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            .and_then(|()| writer.busy_timeout(LOCK_WAIT))
+            .map_err(sqlite)?;
         let reader = open_conn(path)?;
-        let (tx, rx) = mpsc::channel::<Job>(8192);
-        let p = path.to_path_buf();
+        // The writer thread is the only one that writes; this connection cannot.
+        reader
+            .execute_batch("PRAGMA query_only=ON;")
+            .map_err(sqlite)?;
+        let (tx, rx) = mpsc::channel::<Work>(8192);
+        let stats = Arc::new(Counters::default());
+        let application_writes: Arc<AtomicU64> = Arc::default();
+        let w = Writer {
+            key: pseudonym_mac(&pseudonym_key),
+            path: path.to_path_buf(),
+            stats: stats.clone(),
+            application_writes: application_writes.clone(),
+        };
         std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || writer_loop(writer, rx, pseudonym_key, p))
+            .spawn(move || w.run(writer, rx))
             .map_err(|e| StoreError::Folder(path.to_path_buf(), e))?;
         Ok(AuditStore {
             tx,
             reader: Arc::new(Mutex::new(reader)),
             path: path.to_path_buf(),
             applications: moka::future::Cache::new(APPLICATION_LISTS),
-            application_writes: Arc::default(),
+            application_writes,
+            stats,
         })
     }
 
@@ -364,11 +514,41 @@ impl AuditStore {
         &self.path
     }
 
+    /// The writer's counters.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            committed: self.stats.committed.load(Ordering::Relaxed),
+            failed: self.stats.failed.load(Ordering::Relaxed),
+            retried: self.stats.retried.load(Ordering::Relaxed),
+            split: self.stats.split.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Hands `work` to the writer and waits until its transaction has committed (or failed).
+    async fn write<T>(
+        &self,
+        work: Work,
+        done: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, StoreError> {
+        self.tx
+            .send(work)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        match done.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(reason)) => Err(StoreError::NotWritten {
+                path: self.path.clone(),
+                reason,
+            }),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
     /// Appends a record; returns its sequence number once it is durable.
     pub async fn append(&self, record: AccessRecord) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Job::new(record, done))
+            .send(Work::Record(Record::new(record), done))
             .await
             .map_err(|_| AuditError("the store's writer has stopped".into()))?;
         match wait.await {
@@ -454,15 +634,13 @@ impl AuditStore {
     }
 
     /// Partner adapter registrations, by id.
-    pub async fn registrations(
-        &self,
-    ) -> Result<Vec<crate::config::compile::Registration>, StoreError> {
+    pub async fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
         self.read(|c| {
             let mut st = c.prepare(
                 "SELECT id, organisation, descriptor, sha256, updated_at, updated_by FROM registrations ORDER BY id",
             )?;
             let rows = st.query_map([], |r| {
-                Ok(crate::config::compile::Registration {
+                Ok(Registration {
                     id: r.get(0)?,
                     organisation: r.get(1)?,
                     descriptor: r.get(2)?,
@@ -477,65 +655,52 @@ impl AuditStore {
     }
 
     /// Stores (or replaces) a registration; durable on return.
-    pub async fn put_registration(
-        &self,
-        r: crate::config::compile::Registration,
-    ) -> Result<(), StoreError> {
-        self.read(move |c| {
-            c.execute(
-                "INSERT INTO registrations (id, organisation, descriptor, sha256, updated_at, updated_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO UPDATE SET organisation = ?2, descriptor = ?3, sha256 = ?4,
-                     updated_at = ?5, updated_by = ?6",
-                params![r.id, r.organisation, r.descriptor, r.sha256, r.updated_at, r.updated_by],
-            )
-            .map(|_| ())
-        })
-        .await
+    pub async fn put_registration(&self, r: Registration) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.write(Work::PutRegistration(Box::new(r), done), wait)
+            .await
     }
 
     /// Removes a registration; true when there was one.
     pub async fn delete_registration(&self, id: String) -> Result<bool, StoreError> {
-        self.read(move |c| {
-            c.execute("DELETE FROM registrations WHERE id = ?1", [id])
-                .map(|n| n > 0)
+        let (done, wait) = oneshot::channel();
+        self.write(Work::DeleteRegistration(id, done), wait).await
+    }
+
+    /// Runs an application write to its end, and drops `bsn`'s remembered list after it, in a
+    /// task of its own: a caller that goes away (a client hanging up) cannot leave the write
+    /// committed and the old list remembered.
+    async fn write_application<T: Send + 'static>(
+        &self,
+        bsn: String,
+        work: Work,
+        done: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let r = this.write(work, done).await;
+            if let Ok(bsn) = Bsn::parse(&bsn) {
+                this.applications.invalidate(&bsn).await;
+            }
+            r
         })
         .await
+        .map_err(|_| StoreError::WriterGone)?
     }
 
-    /// After a write to `bsn`'s applications: later reads must see it.
-    async fn applications_changed(&self, bsn: &str) {
-        self.application_writes.fetch_add(1, Ordering::SeqCst);
-        if let Ok(bsn) = Bsn::parse(bsn) {
-            self.applications.invalidate(&bsn).await;
-        }
-    }
-
-    /// Stores a new application, or returns the one already stored under the same actor and
-    /// idempotency key (`false`). Durable on return.
+    /// Stores a new application together with its `application.submit` record `submit` (one
+    /// transaction: both or neither), or returns the one already stored under the same actor and
+    /// idempotency key (`false`), writing its record now when it has none. The writer fills in
+    /// the record's subject and details from the stored application. Durable on return.
     pub async fn insert_application(
         &self,
         a: Application,
+        submit: AccessRecord,
     ) -> Result<(Application, bool), StoreError> {
+        let (done, wait) = oneshot::channel();
         let bsn = a.bsn.clone();
-        let r = self.read(move |c| {
-            let n = c.execute(
-                "INSERT INTO applications (id, service, organisation, bsn, actor, idempotency_key, data, status,
-                     reference, reason, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, 0, ?9, ?9, ?9)
-                 ON CONFLICT (actor, idempotency_key) DO NOTHING",
-                params![a.id, a.service, a.organisation, a.bsn, a.actor, a.idempotency_key, a.data.to_string(), a.status, a.created_at],
-            )?;
-            let stored = c.query_row(
-                &format!("{APP_SELECT} WHERE actor = ?1 AND idempotency_key = ?2"),
-                params![a.actor, a.idempotency_key],
-                app_row,
-            )?;
-            Ok((stored, n == 1))
-        })
-        .await;
-        self.applications_changed(&bsn).await;
-        r
+        let work = Work::Apply(Box::new(a), Box::new(submit), done);
+        self.write_application(bsn, work, wait).await
     }
 
     pub async fn application(&self, id: String) -> Result<Option<Application>, StoreError> {
@@ -546,25 +711,42 @@ impl AuditStore {
         .await
     }
 
-    /// Applications of one citizen, newest first.
-    pub async fn applications_of(&self, bsn: Bsn) -> Result<Vec<Application>, StoreError> {
-        if let Some(known) = self.applications.get(&bsn).await {
-            return Ok(known.as_ref().clone());
+    /// A citizen's applications for the dossier's `zaken` section: the open ones (`received`)
+    /// first, newest first, then the latest others; at most `limit` in all. Two index ranges,
+    /// each read no further than `limit` rows, however many applications the citizen has.
+    pub async fn applications_of(
+        &self,
+        bsn: Bsn,
+        limit: u32,
+    ) -> Result<Arc<[Application]>, StoreError> {
+        if let Some((bound, known)) = self.applications.get(&bsn).await
+            && bound == limit
+        {
+            return Ok(known);
         }
         let writes = self.application_writes.load(Ordering::SeqCst);
-        let list: Vec<Application> = self
+        let list: Arc<[Application]> = self
             .read(move |c| {
-                let mut st = c.prepare_cached(&format!(
-                    "{APP_SELECT} WHERE bsn = ?1 ORDER BY created_at DESC"
-                ))?;
-                let rows = st.query_map([bsn.as_str()], app_row)?;
-                rows.collect()
+                let mut list: Vec<Application> = c
+                    .prepare_cached(ZAKEN_OPEN)?
+                    .query_map(params![bsn.as_str(), limit], app_row)?
+                    .collect::<Result<_, _>>()?;
+                let latest = c
+                    .prepare_cached(ZAKEN_LATEST)?
+                    .query_map(params![bsn.as_str(), limit], app_row)?
+                    .collect::<Result<Vec<_>, _>>()?;
+                // The open ones among the latest are already listed (they are among the newest
+                // open ones).
+                list.extend(latest.into_iter().filter(|a| a.status != "received"));
+                list.truncate(limit as usize);
+                Ok(list.into())
             })
             .await?;
         // Remember it only when no write happened meanwhile; a write that lands between the
-        // check and the insert bumps the counter first, which the second check sees.
+        // check and the insert bumps the counter first, which the second check sees, and drops
+        // the entry after it anyway.
         if self.application_writes.load(Ordering::SeqCst) == writes {
-            self.applications.insert(bsn, Arc::new(list.clone())).await;
+            self.applications.insert(bsn, (limit, list.clone())).await;
             if self.application_writes.load(Ordering::SeqCst) != writes {
                 self.applications.invalidate(&bsn).await;
             }
@@ -587,27 +769,10 @@ impl AuditStore {
 
     /// Records a delivery outcome (status, reference or reason, next attempt).
     pub async fn update_application(&self, a: Application) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
         let bsn = a.bsn.clone();
-        let r = self
-            .read(move |c| {
-                c.execute(
-                "UPDATE applications SET status = ?2, reference = ?3, reason = ?4, attempts = ?5,
-                     next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
-                params![
-                    a.id,
-                    a.status,
-                    a.reference,
-                    a.reason,
-                    a.attempts,
-                    a.next_attempt_at,
-                    Utc::now().to_rfc3339()
-                ],
-            )
-            .map(|_| ())
-            })
-            .await;
-        self.applications_changed(&bsn).await;
-        r
+        self.write_application(bsn, Work::Update(Box::new(a), done), wait)
+            .await
     }
 
     /// Can the store take writes? (readiness)
@@ -630,7 +795,10 @@ impl AuditSink for AuditStore {
 
     fn complete(&self, begun: Begun, outcome: &Completion) {
         let Begun(Some(seq)) = begun else { return };
-        let job = Job::outcome(seq, outcome);
+        let job = Work::Outcome {
+            of: seq,
+            json: serde_json::to_string(outcome).unwrap_or_default(),
+        };
         if let Err(mpsc::error::TrySendError::Full(job)) = self.tx.try_send(job) {
             let tx = self.tx.clone();
             tokio::spawn(async move {
@@ -640,116 +808,319 @@ impl AuditSink for AuditStore {
     }
 }
 
-fn writer_loop(mut c: Connection, mut rx: mpsc::Receiver<Job>, key: Vec<u8>, path: PathBuf) {
-    let key = pseudonym_mac(&key);
-    let head = |c: &Connection| -> rusqlite::Result<(i64, String)> {
-        c.query_row(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .map(|o| o.unwrap_or((0, GENESIS.to_string())))
-    };
-    let (mut seq, mut prev) = match head(&c) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(store = %path.display(), error = %e, "Audit store unreadable; refusing all writes.");
-            while let Some(job) = rx.blocking_recv() {
-                let _ = job.done.send(Err(format!("store unreadable: {e}")));
-            }
-            return;
-        }
-    };
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(j) => batch.push(j),
-                Err(_) => break,
-            }
-        }
-        let result = write_batch(&mut c, &batch, seq, &prev, &key);
-        match result {
-            Ok((new_seq, new_prev, seqs)) => {
-                seq = new_seq;
-                prev = new_prev;
-                for (job, s) in batch.drain(..).zip(seqs) {
-                    let _ = job.done.send(Ok(s));
-                }
-            }
+/// The head of the hash chain: the last record's sequence number and hash.
+#[derive(Clone)]
+struct Chain {
+    seq: i64,
+    prev: String,
+}
+
+fn chain_head(c: &Connection) -> rusqlite::Result<Chain> {
+    c.query_row(
+        "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| {
+            Ok(Chain {
+                seq: r.get(0)?,
+                prev: r.get(1)?,
+            })
+        },
+    )
+    .optional()
+    .map(|o| {
+        o.unwrap_or(Chain {
+            seq: 0,
+            prev: GENESIS.to_string(),
+        })
+    })
+}
+
+/// A failure that passes: the file locked by another process (or, within one, a table).
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The writer thread's state beside its connection.
+struct Writer {
+    key: Hmac<Sha256>,
+    path: PathBuf,
+    stats: Arc<Counters>,
+    application_writes: Arc<AtomicU64>,
+}
+
+impl Writer {
+    fn run(&self, mut c: Connection, mut rx: mpsc::Receiver<Work>) {
+        let mut chain = match chain_head(&c) {
+            Ok(h) => h,
             Err(e) => {
-                tracing::error!(store = %path.display(), error = %e, "Audit batch not committed.");
-                for job in batch.drain(..) {
-                    let _ = job.done.send(Err(e.to_string()));
+                tracing::error!(store = %self.path.display(), error = %e, "Audit store unreadable; refusing all writes.");
+                while let Some(work) = rx.blocking_recv() {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    work.fail(format!("store unreadable: {e}"));
                 }
-                // Re-read the head: the failed transaction was rolled back.
-                if let Ok(h) = head(&c) {
-                    (seq, prev) = h;
+                return;
+            }
+        };
+        let mut batch: Vec<Work> = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(j) => batch.push(j),
+                    Err(_) => break,
+                }
+            }
+            let deadline = Instant::now() + RETRY_FOR;
+            match self.commit(&mut c, &batch, &chain, deadline) {
+                Ok((next, done)) => {
+                    chain = next;
+                    self.committed(&batch);
+                    for (work, d) in batch.drain(..).zip(done) {
+                        work.reply(Ok(d));
+                    }
+                }
+                Err(e) if is_busy(&e) => {
+                    tracing::error!(store = %self.path.display(), error = %e, changes = batch.len(), "Store locked by another process for too long; changes not written.");
+                    self.stats
+                        .failed
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    for work in batch.drain(..) {
+                        work.fail(e.to_string());
+                    }
+                }
+                Err(e) => {
+                    // Tried again change by change, so that one change that cannot be written
+                    // (a full disk fails them all) does not take the others with it.
+                    tracing::warn!(store = %self.path.display(), error = %e, changes = batch.len(), "Batch not committed; writing its changes one by one.");
+                    self.stats.split.fetch_add(1, Ordering::Relaxed);
+                    for work in batch.drain(..) {
+                        match self.commit(&mut c, std::slice::from_ref(&work), &chain, deadline) {
+                            Ok((next, mut done)) => {
+                                chain = next;
+                                self.committed(std::slice::from_ref(&work));
+                                match done.pop() {
+                                    Some(d) => work.reply(Ok(d)),
+                                    None => work.fail("the store gave no result".into()),
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(store = %self.path.display(), error = %e, "Change not committed.");
+                                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                                work.fail(e.to_string());
+                            }
+                        }
+                    }
                 }
             }
         }
     }
-}
 
-type BatchResult = (i64, String, Vec<i64>);
+    /// After a commit, before any caller hears of it.
+    fn committed(&self, batch: &[Work]) {
+        if batch.iter().any(Work::touches_applications) {
+            self.application_writes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 
-fn write_batch(
-    c: &mut Connection,
-    batch: &[Job],
-    mut seq: i64,
-    prev: &str,
-    key: &Hmac<Sha256>,
-) -> rusqlite::Result<BatchResult> {
-    let tx = c.transaction()?;
-    let mut prev = prev.to_string();
-    let mut seqs = Vec::with_capacity(batch.len());
-    {
+    /// Commits `batch` in one transaction after `chain`, trying again while the file is locked
+    /// by another process, until `deadline`. Returns the new head and each change's result.
+    fn commit(
+        &self,
+        c: &mut Connection,
+        batch: &[Work],
+        chain: &Chain,
+        deadline: Instant,
+    ) -> rusqlite::Result<(Chain, Vec<Done>)> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.write_batch(c, batch, chain) {
+                Ok(r) => {
+                    self.stats.committed.fetch_add(1, Ordering::Relaxed);
+                    return Ok(r);
+                }
+                Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(store = %self.path.display(), error = %e, "Store locked by another process; trying again.");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn write_batch(
+        &self,
+        c: &mut Connection,
+        batch: &[Work],
+        chain: &Chain,
+    ) -> rusqlite::Result<(Chain, Vec<Done>)> {
+        // The write lock is taken at BEGIN: a transaction that started by reading could not
+        // take it later once another connection had written (SQLite refuses that upgrade at
+        // once, whatever the busy timeout).
+        let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut chain = chain.clone();
+        let mut done = Vec::with_capacity(batch.len());
+        for work in batch {
+            done.push(self.write_one(&tx, &mut chain, work)?);
+        }
+        // Dropped without commit (an error above, or here), the transaction rolls back.
+        tx.commit()?;
+        Ok((chain, done))
+    }
+
+    fn write_one(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        chain: &mut Chain,
+        work: &Work,
+    ) -> rusqlite::Result<Done> {
+        match work {
+            Work::Record(r, _) => self.append(tx, chain, r).map(Done::Seq),
+            Work::Outcome { of, json } => {
+                // The record is durable before its outcome is sent; an outcome without one
+                // (impossible) is dropped rather than failing the batch's other changes.
+                let parent: Option<String> = tx
+                    .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
+                    .query_row([of], |r| r.get(0))
+                    .optional()?;
+                if let Some(parent) = parent {
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO audit_outcome (seq, outcome, hash) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![of, json, outcome_hash(&parent, json)])?;
+                }
+                Ok(Done::Unit)
+            }
+            Work::Apply(a, submit, _) => self.apply(tx, chain, a, submit),
+            Work::Update(a, _) => {
+                tx.prepare_cached(
+                    "UPDATE applications SET status = ?2, reference = ?3, reason = ?4, attempts = ?5,
+                         next_attempt_at = ?6, updated_at = ?7 WHERE id = ?1",
+                )?
+                .execute(params![
+                    a.id,
+                    a.status,
+                    a.reference,
+                    a.reason,
+                    a.attempts,
+                    a.next_attempt_at,
+                    Utc::now().to_rfc3339()
+                ])?;
+                Ok(Done::Unit)
+            }
+            Work::PutRegistration(r, _) => {
+                tx.execute(
+                    "INSERT INTO registrations (id, organisation, descriptor, sha256, updated_at, updated_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET organisation = ?2, descriptor = ?3, sha256 = ?4,
+                         updated_at = ?5, updated_by = ?6",
+                    params![r.id, r.organisation, r.descriptor, r.sha256, r.updated_at, r.updated_by],
+                )?;
+                Ok(Done::Unit)
+            }
+            Work::DeleteRegistration(id, _) => tx
+                .execute("DELETE FROM registrations WHERE id = ?1", [id])
+                .map(|n| Done::Removed(n > 0)),
+        }
+    }
+
+    /// Appends one record to the chain; its sequence number.
+    fn append(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        chain: &mut Chain,
+        r: &Record,
+    ) -> rusqlite::Result<i64> {
         // One row per record: the processing log is a view over these rows (see
         // `PROCESSING_VIEW`), so a dossier read costs one insert, not two.
-        let mut ins = tx.prepare_cached(
+        let seq = chain.seq + 1;
+        let hash = chain_hash(&chain.prev, seq, &r.json);
+        tx.prepare_cached(
             "INSERT INTO audit_log (seq, time, kind, trace_id, actor, actor_type, bsn, record,
                  prev_hash, hash, data_subject_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-        )?;
-        let mut outcome_ins = tx.prepare_cached(
-            "INSERT OR REPLACE INTO audit_outcome (seq, outcome, hash) VALUES (?1, ?2, ?3)",
-        )?;
-        let mut record_hash = tx.prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?;
-        for job in batch {
-            if let Some(of) = job.completes {
-                // The record is durable before its outcome is sent; an outcome without one
-                // (impossible) is dropped rather than failing the batch's other records.
-                let parent: Option<String> =
-                    record_hash.query_row([of], |r| r.get(0)).optional()?;
-                if let Some(parent) = parent {
-                    outcome_ins.execute(params![of, job.json, outcome_hash(&parent, &job.json)])?;
-                }
-                seqs.push(of);
-                continue;
-            }
-            seq += 1;
-            let hash = chain_hash(&prev, seq, &job.json);
-            ins.execute(params![
-                seq,
-                job.time,
-                job.kind,
-                job.trace_id,
-                job.actor,
-                job.actor_type,
-                job.bsn.as_ref().map(Bsn::as_str),
-                job.json,
-                prev,
-                hash,
-                job.bsn.as_ref().map(|b| pseudonym(key, b)),
-            ])?;
-            seqs.push(seq);
-            prev = hash;
-        }
+        )?
+        .execute(params![
+            seq,
+            r.time,
+            r.kind,
+            r.trace_id,
+            r.actor,
+            r.actor_type,
+            r.bsn.as_ref().map(Bsn::as_str),
+            r.json,
+            chain.prev,
+            hash,
+            r.bsn.as_ref().map(|b| pseudonym(&self.key, b)),
+        ])?;
+        *chain = Chain { seq, prev: hash };
+        Ok(seq)
     }
-    tx.commit()?;
-    Ok((seq, prev, seqs))
+
+    /// A new application with its submit record, or the stored one for the same actor and key
+    /// (with its record written now if it has none).
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        chain: &mut Chain,
+        a: &Application,
+        submit: &AccessRecord,
+    ) -> rusqlite::Result<Done> {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO applications (id, service, organisation, bsn, actor, idempotency_key, data, status,
+                     reference, reason, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, 0, ?9, ?9, ?9)
+                 ON CONFLICT (actor, idempotency_key) DO NOTHING",
+            )?
+            .execute(params![
+                a.id,
+                a.service,
+                a.organisation,
+                a.bsn,
+                a.actor,
+                a.idempotency_key,
+                a.data.to_string(),
+                a.status,
+                a.created_at
+            ])?
+            == 1;
+        let (stored, submit_seq) = if inserted {
+            (Box::new(a.clone()), None)
+        } else {
+            let stored = tx.query_row(
+                &format!("{APP_SELECT} WHERE actor = ?1 AND idempotency_key = ?2"),
+                params![a.actor, a.idempotency_key],
+                app_row,
+            )?;
+            let seq: Option<i64> = tx.query_row(
+                "SELECT submit_seq FROM applications WHERE id = ?1",
+                [&stored.id],
+                |r| r.get(0),
+            )?;
+            (Box::new(stored), seq)
+        };
+        if submit_seq.is_none() {
+            let mut rec = submit.clone();
+            rec.bsn = Bsn::parse(&stored.bsn).ok();
+            let mut details =
+                serde_json::json!({"application": stored.id, "service": stored.service});
+            if !inserted {
+                // The first submission left no record (a store from before the two were one
+                // transaction): this one is written when the citizen sent it again.
+                details["resent"] = serde_json::Value::Bool(true);
+            }
+            rec.details = Some(details);
+            let seq = self.append(tx, chain, &Record::new(rec))?;
+            tx.prepare_cached("UPDATE applications SET submit_seq = ?2 WHERE id = ?1")?
+                .execute(params![stored.id, seq])?;
+        }
+        Ok(Done::Applied(stored, inserted))
+    }
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -1235,5 +1606,299 @@ mod tests {
         assert_eq!(dutch_time(before).hour(), 1);
         let after = Utc.with_ymd_and_hms(2026, 3, 29, 1, 0, 0).single().unwrap();
         assert_eq!(dutch_time(after).hour(), 3);
+    }
+
+    fn application(n: u32, status: &str) -> Application {
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap()
+            + ChronoDuration::hours(i64::from(n));
+        Application {
+            id: format!("app-{n:04}"),
+            service: "bijstand-aanvragen".into(),
+            organisation: "gemeente-utrecht".into(),
+            bsn: "999993653".into(),
+            actor: "digid:999993653".into(),
+            idempotency_key: format!("key-{n}"),
+            data: serde_json::json!({}),
+            status: status.into(),
+            reference: None,
+            reason: None,
+            attempts: 0,
+            next_attempt_at: t.to_rfc3339(),
+            created_at: t.to_rfc3339(),
+            updated_at: t.to_rfc3339(),
+        }
+    }
+
+    fn submit_record() -> AccessRecord {
+        let mut r = rec(0, "999993653", 10);
+        r.kind = "application.submit".into();
+        r.outcome = "accepted".into();
+        r
+    }
+
+    #[test]
+    fn the_zaken_queries_read_an_index_range_no_further_than_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        drop(AuditStore::open(&path, b"key".to_vec()).unwrap());
+        let c = Connection::open(&path).unwrap();
+        for (sql, index) in [
+            (ZAKEN_OPEN, "applications_subject_open"),
+            (ZAKEN_LATEST, "applications_subject"),
+        ] {
+            let plan: Vec<String> = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(params!["999993653", 20], |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains(&format!("USING INDEX {index} (bsn=?)")),
+                "{sql}: {plan}"
+            );
+            // Read in index order: no sort of all the citizen's rows before the limit.
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+            assert!(sql.ends_with("LIMIT ?2"));
+        }
+    }
+
+    #[tokio::test]
+    async fn zaken_are_the_open_ones_first_then_the_latest_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(&dir.path().join("audit.sqlite"), b"key".to_vec()).unwrap();
+        // 30 applications; 3, 10 and 25 still open.
+        for n in 0..30 {
+            let open = [3, 10, 25].contains(&n);
+            let a = application(n, if open { "received" } else { "delivered" });
+            store.insert_application(a, submit_record()).await.unwrap();
+            if !open {
+                store
+                    .update_application(application(n, "delivered"))
+                    .await
+                    .unwrap();
+            }
+        }
+        let bsn = Bsn::parse("999993653").unwrap();
+        let ids = |l: &[Application]| l.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+        let listed = store.applications_of(bsn, 5).await.unwrap();
+        assert_eq!(
+            ids(&listed),
+            ["app-0025", "app-0010", "app-0003", "app-0029", "app-0028"]
+        );
+        // Fewer than the open ones: the newest open ones.
+        let listed = store.applications_of(bsn, 2).await.unwrap();
+        assert_eq!(ids(&listed), ["app-0025", "app-0010"]);
+        // More than there are: all of them, none twice.
+        let listed = store.applications_of(bsn, 100).await.unwrap();
+        assert_eq!(listed.len(), 30);
+        // A delivery drops the remembered list.
+        store
+            .update_application(application(25, "delivered"))
+            .await
+            .unwrap();
+        let listed = store.applications_of(bsn, 5).await.unwrap();
+        assert_eq!(
+            ids(&listed),
+            ["app-0010", "app-0003", "app-0029", "app-0028", "app-0027"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_application_and_its_submit_record_are_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_log
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+        // The record cannot be written: neither is the application.
+        assert!(
+            store
+                .insert_application(application(1, "received"), submit_record())
+                .await
+                .is_err()
+        );
+        let n: i64 = c
+            .query_row("SELECT COUNT(*) FROM applications", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+        c.execute_batch("DROP TRIGGER refuse;").unwrap();
+        let (stored, new) = store
+            .insert_application(application(1, "received"), submit_record())
+            .await
+            .unwrap();
+        assert!(new);
+        let (seq, details): (i64, String) = c
+            .query_row(
+                "SELECT a.seq, json_extract(a.record, '$.details') FROM applications p
+                 JOIN audit_log a ON a.seq = p.submit_seq WHERE p.id = ?1",
+                [&stored.id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(seq, 1);
+        assert_eq!(
+            details,
+            r#"{"application":"app-0001","service":"bijstand-aanvragen"}"#
+        );
+        // Another key is another application; the same key again finds the first one, and
+        // writes no second record.
+        let (other, new) = store
+            .insert_application(application(2, "received"), submit_record())
+            .await
+            .unwrap();
+        assert!(new);
+        assert_ne!(other.id, stored.id);
+        let mut same_key = application(3, "received");
+        same_key.idempotency_key = stored.idempotency_key.clone();
+        let (found, new) = store
+            .insert_application(same_key, submit_record())
+            .await
+            .unwrap();
+        assert!(!new);
+        assert_eq!(found.id, stored.id);
+        assert_eq!(store.counts().await.unwrap().0, 2);
+        assert_eq!(store.stats().failed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_submit_seq_links_its_applications_to_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        for n in 1..=2 {
+            store
+                .insert_application(application(n, "delivered"), submit_record())
+                .await
+                .unwrap();
+        }
+        drop(store);
+        // As an older version left it: no link, and the second application without a record
+        // (it died in between).
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "ALTER TABLE applications DROP COLUMN submit_seq;
+             DELETE FROM audit_log WHERE seq = 2;",
+        )
+        .unwrap();
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        let links: Vec<(String, Option<i64>)> = c
+            .prepare("SELECT id, submit_seq FROM applications ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            links,
+            [
+                ("app-0001".to_string(), Some(1)),
+                ("app-0002".to_string(), None)
+            ]
+        );
+        // Sent again: the first keeps its record; the second gets its record now.
+        for n in 1..=2 {
+            let (_, new) = store
+                .insert_application(application(n, "received"), submit_record())
+                .await
+                .unwrap();
+            assert!(!new);
+        }
+        let resent: Vec<(i64, String)> = c
+            .prepare(
+                "SELECT seq, json_extract(record, '$.details') FROM audit_log
+                 WHERE kind = 'application.submit' ORDER BY seq",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            resent,
+            [
+                (
+                    1,
+                    r#"{"application":"app-0001","service":"bijstand-aanvragen"}"#.to_string()
+                ),
+                (
+                    2,
+                    r#"{"application":"app-0002","resent":true,"service":"bijstand-aanvragen"}"#
+                        .to_string()
+                )
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_finds_the_file_locked_waits_and_is_tried_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        // Another process holds the write lock longer than one attempt waits for it.
+        let holder = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let c = Connection::open(&path).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE;").unwrap();
+                std::thread::sleep(LOCK_WAIT + Duration::from_millis(800));
+                c.execute_batch("COMMIT;").unwrap();
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let writes = (0..20).map(|i| store.append(rec(i, "999993653", 10)));
+        for r in futures::future::join_all(writes).await {
+            r.unwrap();
+        }
+        holder.join().unwrap();
+        let stats = store.stats();
+        assert!(stats.retried >= 1, "{stats:?}");
+        assert_eq!(stats.failed, 0);
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Intact { records: 20, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_change_that_cannot_be_written_does_not_take_its_batch_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.actor = 'poison'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .unwrap();
+        // Held briefly, so that all the records queue up and go in one batch.
+        c.execute_batch("BEGIN IMMEDIATE;").unwrap();
+        let writes = (0..41).map(|i| {
+            let mut r = rec(i, "999993653", 10);
+            if i == 20 {
+                r.actor = "poison".into();
+            }
+            store.append(r)
+        });
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.execute_batch("COMMIT;").unwrap();
+        };
+        let (results, ()) = futures::join!(futures::future::join_all(writes), release);
+        for (i, r) in results.iter().enumerate() {
+            assert_eq!(r.is_ok(), i != 20, "record {i}: {r:?}");
+        }
+        let stats = store.stats();
+        assert_eq!(stats.failed, 1, "{stats:?}");
+        assert!(stats.split >= 1, "{stats:?}");
+        assert!(matches!(
+            verify(&path).unwrap(),
+            Verdict::Intact { records: 40, .. }
+        ));
     }
 }

@@ -1719,6 +1719,12 @@ fn validate_gateway(
         ),
         _ => {}
     }
+    if gw.store.zaken_limit == 0 {
+        errors.push(
+            ConfigError::new(file, at(&["store", "zaken_limit"]), "`store.zaken_limit` must be at least 1")
+                .hint("it bounds the applications the `zaken` section lists; to show none, leave `zaken` out of the view"),
+        );
+    }
     for (i, k) in gw.auth.keys.iter().enumerate() {
         let pos = tree
             .walk(&[

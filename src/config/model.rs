@@ -607,12 +607,20 @@ pub struct AdapterTls {
 pub struct StoreConfig {
     /// SQLite file, relative to the config file; created when absent.
     pub path: String,
+    /// Most applications the dossier's `zaken` section lists (open ones first, then the
+    /// latest), so that a citizen with hundreds of applications costs a read no more than one
+    /// with a few.
+    pub zaken_limit: u32,
 }
+
+/// The default of `store.zaken_limit`.
+pub const ZAKEN_LIMIT: u32 = 20;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: "ketenportaal.sqlite".into(),
+            zaken_limit: ZAKEN_LIMIT,
         }
     }
 }

@@ -36,6 +36,11 @@ impl Intake {
         self.lock().values().filter(|(p, _)| p == path).count()
     }
 
+    /// The idempotency keys (application ids) of every distinct application received.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
     /// Delivery requests received in all (repeats included).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

@@ -1,5 +1,6 @@
 //! Taking up services: applications accepted durably (`202` + `Location`), validated against
-//! the service's JSON Schema, idempotent per caller and `Idempotency-Key`.
+//! the service's JSON Schema, idempotent per caller and `Idempotency-Key`; and the dossier's
+//! `zaken` section, the citizen's applications from the store.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -9,11 +10,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
+    AppState, Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
 };
 use crate::auth::Actor;
 use crate::bsn::Bsn;
-use crate::store::Application;
+use crate::config::compile::ZAKEN;
+use crate::gateway::{DossierResponse, Runtime, SourceReport};
+use crate::store::{Application, StoreError};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,7 +46,20 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
     Ok(k.to_string())
 }
 
-/// Validates and stores an application, audits it, and answers 202.
+/// The answer when an application could not be stored with its record: nothing of it was
+/// stored (the two are one transaction), so sending it again is safe.
+fn not_stored(e: StoreError) -> Problem {
+    tracing::error!(error = %e, "Application not stored (nor its audit record); answered 503.");
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "application-not-stored",
+        "The application could not be stored",
+    )
+    .detail("Nothing was stored. Send it again later with the same Idempotency-Key.")
+}
+
+/// Validates and stores an application with its audit record, and answers 202: stored *and*
+/// audited (one transaction), or 503 with neither.
 async fn submit(
     s: &Shared,
     headers: &HeaderMap,
@@ -134,28 +150,23 @@ async fn submit(
         created_at: now.clone(),
         updated_at: now,
     };
-    let (stored, created) = store
-        .insert_application(app)
+    // Its details (the application's id and service) are filled in by the store, from the
+    // application it stored or found under this key.
+    let mut submit = crate::audit::AccessRecord::new(
+        "application.submit",
+        Some(actor),
+        &trace_of(headers),
+        Some(bsn),
+    );
+    submit.purpose = headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    submit.outcome = "accepted".into();
+    let (stored, _) = store
+        .insert_application(app, submit)
         .await
-        .map_err(super::store_problem)?;
-    if created {
-        let mut rec = crate::audit::AccessRecord::new(
-            "application.submit",
-            Some(actor),
-            &trace_of(headers),
-            Some(bsn),
-        );
-        rec.purpose = headers
-            .get("x-purpose")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        rec.outcome = "accepted".into();
-        rec.details = Some(json!({"application": stored.id, "service": service}));
-        store
-            .append(rec)
-            .await
-            .map_err(|e| super::dossier_problem(crate::gateway::DossierError::Audit(e)))?;
-    }
+        .map_err(not_stored)?;
     let location = format!("/v1/applications/{}", stored.id);
     let mut r = json_response(
         StatusCode::ACCEPTED,
@@ -173,7 +184,8 @@ async fn submit(
     responses((status = 202, description = "Stored; delivered to the organisation in the background"),
                (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
                (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, description = "The data does not match the service's schema; every violation listed", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 422, description = "The data does not match the service's schema; every violation listed", body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 503, description = "Not stored (nor audited): send it again with the same key", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn me_apply(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -197,7 +209,8 @@ pub(super) async fn me_apply(
     responses((status = 202, description = "Stored; delivered in the background"),
                (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
                (status = 403, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 422, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
+               (status = 503, description = "Not stored (nor audited): send it again with the same key", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn employee_apply(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -258,4 +271,66 @@ pub(super) async fn get_application(
             .map(|s| s.title.clone())
     );
     Ok(json_response(StatusCode::OK, v.to_string().into_bytes()))
+}
+
+/// The `zaken` section: the citizen's applications from the store, open ones first, then the
+/// latest, at most `store.zaken_limit`, when the view shows that section. The store is the
+/// source, named `ketenportaal`.
+pub(super) async fn add_zaken(s: &AppState, rt: &Runtime, resp: &mut DossierResponse) {
+    let Some(view) = rt.config.gateway.views.get(&resp.view) else {
+        return;
+    };
+    let Some(allowed) = view.sections.get(ZAKEN) else {
+        return;
+    };
+    let Some(store) = &s.store else { return };
+    let started = std::time::Instant::now();
+    let apps = store
+        .applications_of(resp.subject.bsn, rt.config.gateway.store.zaken_limit)
+        .await;
+    let (status, error) = match &apps {
+        Ok(_) => ("ok", None),
+        Err(e) => ("error", Some(e.to_string())),
+    };
+    let all = allowed.iter().any(|f| f == "*");
+    let shown = |field: &str| all || allowed.iter().any(|f| f == field);
+    let list: Vec<Value> = apps
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|a| zaak(rt, a, &shown))
+        .collect();
+    resp.own_sections.insert(ZAKEN.into(), Value::Array(list));
+    resp.sources.push(SourceReport {
+        adapter: std::sync::Arc::from("ketenportaal"),
+        organisation: "ketenportaal".into(),
+        status,
+        latency_ms: started.elapsed().as_millis() as u64,
+        age_ms: None,
+        fetched_at: Some(chrono::Utc::now()),
+        error,
+    });
+}
+
+/// One application as a `zaken` record, with the fields the view shows (built only for them).
+fn zaak(rt: &Runtime, a: &Application, shown: &dyn Fn(&str) -> bool) -> Value {
+    let mut obj = serde_json::Map::new();
+    let mut put = |field: &str, value: &dyn Fn() -> Value| {
+        if shown(field) {
+            obj.insert(field.to_string(), value());
+        }
+    };
+    put("id", &|| json!(a.id));
+    put("service", &|| json!(a.service));
+    put("title", &|| {
+        json!(rt.config.gateway.services.get(&a.service).map(|x| &x.title))
+    });
+    put("organisation", &|| json!(a.organisation));
+    put("status", &|| json!(a.status));
+    put("open", &|| json!(a.status == "received"));
+    put("reference", &|| json!(a.reference));
+    put("submitted", &|| json!(a.created_at));
+    put("updated", &|| json!(a.updated_at));
+    obj.insert("_source".into(), json!("ketenportaal"));
+    Value::Object(obj)
 }

@@ -492,70 +492,9 @@ async fn run_dossier(
         .is_none_or(|o| o.iter().any(|x| x == "zaken"));
     let mut resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
     if wants_zaken {
-        add_zaken(s, &rt, &mut resp).await;
+        applications::add_zaken(s, &rt, &mut resp).await;
     }
     Ok((resp, rt))
-}
-
-/// The `zaken` section: the citizen's applications from the store (open ones first), when the
-/// view shows that section. The store is the source, named `ketenportaal`.
-async fn add_zaken(
-    s: &AppState,
-    rt: &crate::gateway::Runtime,
-    resp: &mut crate::gateway::DossierResponse,
-) {
-    let Some(view) = rt.config.gateway.views.get(&resp.view) else {
-        return;
-    };
-    let Some(allowed) = view.sections.get("zaken") else {
-        return;
-    };
-    let Some(store) = &s.store else { return };
-    let started = std::time::Instant::now();
-    let apps = store.applications_of(resp.subject.bsn).await;
-    let (status, error) = match &apps {
-        Ok(_) => ("ok", None),
-        Err(e) => ("error", Some(e.to_string())),
-    };
-    let all = allowed.iter().any(|f| f == "*");
-    let mut list: Vec<serde_json::Value> = apps
-        .unwrap_or_default()
-        .into_iter()
-        .map(|a| {
-            let full = serde_json::json!({
-                "id": a.id,
-                "service": a.service,
-                "title": rt.config.gateway.services.get(&a.service).map(|x| x.title.clone()),
-                "organisation": a.organisation,
-                "status": a.status,
-                "open": a.status == "received",
-                "reference": a.reference,
-                "submitted": a.created_at,
-                "updated": a.updated_at,
-            });
-            let mut obj: serde_json::Map<String, serde_json::Value> = full
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(k, _)| all || allowed.contains(k))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            obj.insert("_source".into(), serde_json::json!("ketenportaal"));
-            serde_json::Value::Object(obj)
-        })
-        .collect();
-    list.sort_by_key(|z| z.get("open") != Some(&serde_json::Value::Bool(true)));
-    resp.own_sections
-        .insert("zaken".into(), serde_json::Value::Array(list));
-    resp.sources.push(crate::gateway::SourceReport {
-        adapter: std::sync::Arc::from("ketenportaal"),
-        organisation: "ketenportaal".into(),
-        status,
-        latency_ms: started.elapsed().as_millis() as u64,
-        age_ms: None,
-        fetched_at: Some(chrono::Utc::now()),
-        error,
-    });
 }
 
 /// The citizen view: `klant` when it exists, otherwise the first citizen view.
@@ -798,6 +737,7 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
         Some(st) => Some(serde_json::json!({
             "path": st.path(),
             "writable": st.writable().await,
+            "writer": st.stats(),
         })),
         None => None,
     };

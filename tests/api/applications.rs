@@ -112,7 +112,7 @@ async fn a_schema_violation_gets_a_422_naming_each_field() {
     assert!(reasons.contains("reden"), "{p}");
     assert_eq!(
         app.store
-            .applications_of(ketenportaal::bsn::Bsn::parse(CITIZEN).unwrap())
+            .applications_of(ketenportaal::bsn::Bsn::parse(CITIZEN).unwrap(), 20)
             .await
             .unwrap()
             .len(),
@@ -323,4 +323,69 @@ async fn queued_applications_survive_kill_9_and_arrive_exactly_once() {
         intake.requests()
     );
     assert_eq!(arrived, 10, "every application exactly once");
+}
+
+#[tokio::test]
+async fn the_zaken_section_lists_open_cases_first_then_the_latest_within_its_limit() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|c| c.gateway.store.zaken_limit = 5)),
+        ..Options::default()
+    })
+    .await;
+    let start = chrono::Utc::now() - chrono::Duration::days(100);
+    // 40 applications, three of them still open (and not due, so delivery leaves them).
+    for n in 0..40 {
+        let at = (start + chrono::Duration::days(n)).to_rfc3339();
+        let open = [2, 17, 30].contains(&n);
+        let a = ketenportaal::store::Application {
+            id: format!("zaak-{n:02}"),
+            service: "bijstand-aanvragen".into(),
+            organisation: "gemeente-utrecht".into(),
+            bsn: CITIZEN.into(),
+            actor: format!("digid:{CITIZEN}"),
+            idempotency_key: format!("k-{n}"),
+            data: json!({}),
+            status: "received".into(),
+            reference: None,
+            reason: None,
+            attempts: 0,
+            next_attempt_at: (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339(),
+            created_at: at.clone(),
+            updated_at: at,
+        };
+        let mut submit = ketenportaal::audit::AccessRecord::new(
+            "application.submit",
+            None,
+            &ketenportaal::trace::TraceContext::new_root(),
+            None,
+        );
+        submit.outcome = "accepted".into();
+        let (mut stored, _) = app.store.insert_application(a, submit).await.unwrap();
+        if !open {
+            stored.status = "delivered".into();
+            app.store.update_application(stored).await.unwrap();
+        }
+    }
+    let d: Value = app
+        .me_dossier(&app.citizen_token(CITIZEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<(&str, bool)> = d["sections"]["zaken"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|z| (z["id"].as_str().unwrap(), z["open"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("zaak-30", true),
+            ("zaak-17", true),
+            ("zaak-02", true),
+            ("zaak-39", false),
+            ("zaak-38", false)
+        ]
+    );
 }

@@ -16,6 +16,7 @@ mod registrations;
 mod reload_load;
 mod resilience;
 mod sealed;
+mod store;
 mod themes;
 mod tls;
 mod yaml_files;
