@@ -2299,11 +2299,13 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         })
         .collect();
     let cache = &state.gateway.cache;
+    // Only a miss would wait for it.
+    let far = Instant::now() + Duration::from_secs(3600);
     let lookup_all = || async {
         let mut answers = Vec::with_capacity(keys.len());
         for (key, policy) in &keys {
             let hit = cache
-                .get_or_fetch(key.clone(), *policy, false, async {
+                .get_or_fetch(key.clone(), *policy, false, far, |_| async {
                     Err(ketenportaal::adapter::SourceError::Unavailable)
                 })
                 .await;

@@ -614,9 +614,9 @@ impl Gateway {
             ttl: spec.def.cache.ttl.0,
             stale_if_error: spec.def.cache.stale_if_error.0,
         };
-        // Built only when the source is really called: a cache hit needs no child span, no
-        // `traceparent` and no copy of the stack.
-        let fetch = async {
+        // Built only when the source is really called: a cache hit (or a request joining a
+        // call in flight) needs no child span, no `traceparent` and no copy of the stack.
+        let call = |deadline| {
             let call = Call {
                 ctx: CallContext {
                     bsn: req.bsn,
@@ -625,15 +625,16 @@ impl Gateway {
                 deadline,
                 read: true,
             };
-            adapter.stack.clone().oneshot(call).await
+            adapter.stack.clone().oneshot(call)
         };
-        // The outer bound covers waiting for a permit or for a coalesced fetch started by
-        // another request: nothing waits past the deadline.
+        // The outer bound covers waiting for a permit or for a call shared with other
+        // requests: nothing waits past its own deadline (and giving up never cancels a shared
+        // call).
         let remaining = deadline.saturating_duration_since(start);
         let result = match tokio::time::timeout(
             remaining,
             self.cache
-                .get_or_fetch(key.clone(), policy, req.no_cache, fetch),
+                .get_or_fetch(key.clone(), policy, req.no_cache, deadline, call),
         )
         .await
         {
@@ -648,6 +649,7 @@ impl Gateway {
             Ok((answer, fresh)) => {
                 let (status, age, lookup) = match fresh {
                     Freshness::Fetched => ("ok", None, "miss"),
+                    Freshness::Joined => ("ok", None, "joined"),
                     Freshness::Cached(age) => ("cached", Some(age.as_millis() as u64), "hit"),
                     Freshness::Stale(age) => ("stale", Some(age.as_millis() as u64), "stale"),
                 };

@@ -3,6 +3,7 @@
 mod applications;
 mod audit;
 mod check;
+mod coalescing;
 mod demo;
 mod docs;
 mod dossier;
