@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use tower::ServiceExt;
 
+use crate::adapter::budget::InflightBudget;
 use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
 use crate::audit::{AccessRecord, AuditError, AuditSink, Begun, Completion};
 use crate::auth::{Actor, Verifier};
@@ -85,11 +86,13 @@ fn source_share(max_bytes: u64) -> u64 {
 
 impl Runtime {
     /// Builds a runtime. Adapters whose definition did not change keep their state (breaker,
-    /// concurrency limit, retry budget) from `previous`.
+    /// concurrency limit, retry budget) from `previous`. Every adapter reads its answers within
+    /// the gateway's `budget` for answers in flight.
     pub fn build(
         config: Config,
         http: &reqwest::Client,
         metrics: &Arc<Metrics>,
+        budget: &Arc<InflightBudget>,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, String> {
         let verifier = Verifier::new(&config.gateway.auth, &config.base_dir)?;
@@ -103,7 +106,8 @@ impl Runtime {
                     .filter(|a| a.client.spec.fingerprint == spec.fingerprint)
                     .cloned();
                 let rt = kept.unwrap_or_else(|| {
-                    let client = AdapterClient::new(spec.clone(), http.clone());
+                    let client =
+                        AdapterClient::new(spec.clone(), http.clone()).with_budget(budget.clone());
                     let breaker = Arc::new(Breaker::new(spec.def.resilience.circuit.clone()));
                     let stack = resilience::build(client.clone(), breaker.clone(), metrics.clone());
                     Arc::new(AdapterRuntime {
@@ -362,6 +366,9 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     audit: Arc<dyn AuditSink>,
     http: reqwest::Client,
+    /// Bytes of source answers being read and mapped, across all adapters (outside the
+    /// snapshot: calls in flight over a reload still hold theirs).
+    pub inflight: Arc<InflightBudget>,
 }
 
 struct Outcome {
@@ -378,13 +385,15 @@ impl Gateway {
             config.gateway.cache.enabled,
         );
         let metrics = Arc::new(Metrics::new());
-        let runtime = Runtime::build(config, &http, &metrics, None)?;
+        let inflight = InflightBudget::new(config.gateway.limits.max_inflight_response_bytes.0);
+        let runtime = Runtime::build(config, &http, &metrics, &inflight, None)?;
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             cache,
             metrics,
             audit,
             http,
+            inflight,
         })
     }
 
@@ -396,7 +405,15 @@ impl Gateway {
     /// Swaps in a new, already validated config.
     pub fn swap(&self, config: Config) -> Result<(), String> {
         let previous = self.runtime.load_full();
-        let rt = Runtime::build(config, &self.http, &self.metrics, Some(&previous))?;
+        let limit = config.gateway.limits.max_inflight_response_bytes.0;
+        let rt = Runtime::build(
+            config,
+            &self.http,
+            &self.metrics,
+            &self.inflight,
+            Some(&previous),
+        )?;
+        self.inflight.set_limit(limit);
         self.runtime.store(Arc::new(rt));
         Ok(())
     }

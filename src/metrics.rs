@@ -57,6 +57,7 @@ pub struct Metrics {
     overhead_seconds: HistogramFamily<RouteLabel>,
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
+    pub inflight_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +79,7 @@ impl Metrics {
             overhead_seconds: Family::new_with_constructor(overhead_histogram),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
+            inflight_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -125,6 +127,11 @@ impl Metrics {
             "Entries in the source cache",
             m.cache_entries.clone(),
         );
+        registry.register(
+            "inflight_response_bytes",
+            "Bytes of source answers being read and mapped now (bounded by limits.max_inflight_response_bytes)",
+            m.inflight_bytes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -142,6 +149,7 @@ impl Metrics {
                 SourceError::Fault { .. } => "fault",
                 SourceError::Map(_) => "mapping",
                 SourceError::TooLarge(_) => "too_large",
+                SourceError::OverBudget(_) => "over_budget",
                 SourceError::Transport(_) => "transport",
                 SourceError::Unavailable => "unavailable",
             };

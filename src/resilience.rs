@@ -111,7 +111,7 @@ fn is_source_failure(e: &SourceError) -> bool {
             let local = code.rsplit(':').next().unwrap_or(code);
             !(local.eq_ignore_ascii_case("Client") || local.eq_ignore_ascii_case("Sender"))
         }
-        SourceError::Unavailable => false,
+        SourceError::Unavailable | SourceError::OverBudget(_) => false,
     }
 }
 
@@ -389,7 +389,11 @@ where
             };
             let r = inner.oneshot(call).await;
             guard.done = true;
-            breaker.record(r.as_ref().err().is_some_and(is_source_failure));
+            match &r {
+                // Refused by our own budget: says nothing about the source, either way.
+                Err(SourceError::OverBudget(_)) => breaker.abandon(),
+                _ => breaker.record(r.as_ref().err().is_some_and(is_source_failure)),
+            }
             r
         })
     }

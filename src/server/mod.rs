@@ -138,6 +138,7 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let (entries, bytes) = g.cache.stats();
     g.metrics.cache_entries.set(entries as i64);
     g.metrics.cache_bytes.set(bytes as i64);
+    g.metrics.inflight_bytes.set(g.inflight.used() as i64);
     (
         [(
             header::CONTENT_TYPE,

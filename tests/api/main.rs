@@ -10,6 +10,7 @@ mod dossier;
 mod durability;
 mod helpers;
 mod hostile;
+mod inflight;
 mod openapi;
 mod partners;
 mod portal;
