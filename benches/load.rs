@@ -1,16 +1,17 @@
 //! End-to-end load benchmark (issue "critical-path speed", DESIGN.md §6): the real gateway over
-//! HTTP against a bare hyper baseline, uncached fan-out to slow sources, and memory under the
-//! cache's byte budget.
+//! HTTP against a bare hyper baseline, uncached fan-out to slow sources, memory under the
+//! cache's byte budget, and memory through bursts of huge answers.
 //!
 //! One binary plays every role, chosen by subcommand, so that the servers and the load generator
 //! run in separate processes pinned to different cores. `benches/load.sh` drives it; run that
 //! rather than this directly.
-//! - `serve-sources --kind fixtures|slow|synthetic`: the organisations upstream (the demo's
-//!   fixture agencies; REST sources answering after a delay; a source answering any BSN);
-//! - `serve-gateway --scenario cached|fanout|memory`: the library's `Gateway` behind
+//! - `serve-sources --kind fixtures|slow|synthetic|huge`: the organisations upstream (the demo's
+//!   fixture agencies; REST sources answering after a delay; a source answering any BSN, with a
+//!   ~2 KB or a ~4 MiB answer);
+//! - `serve-gateway --scenario cached|fanout|memory|burst`: the library's `Gateway` behind
 //!   `server::serve`, on the demo config or on a config written for the scenario;
 //! - `serve-bare --from-gateway FILE`: bare hyper answering the gateway's own dossier bytes;
-//! - `cached`, `fanout`, `memory`: the load generator for parts (a), (b) and (c);
+//! - `cached`, `fanout`, `memory`, `burst`: the load generator for parts (a), (b), (c), (d);
 //! - `token`, `report`: helpers for the script.
 //!
 //! Every server writes `api address`, `control address` and its pid to `--addr-file`. The
@@ -135,6 +136,9 @@ enum SourceKind {
     Slow,
     /// One REST source answering any BSN at once with a ~2 KB person-and-benefits document.
     Synthetic,
+    /// The synthetic answer with a scanned attachment that makes it just under 4 MiB (the
+    /// default `max_response_body`); the adapter maps only the person and benefits.
+    Huge,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,6 +149,8 @@ enum Scenario {
     Fanout,
     /// One adapter on the synthetic source; cache on with `--cache-mib`.
     Memory,
+    /// The memory scenario's adapter on the huge source, deadline and timeout 10 s.
+    Burst,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,6 +182,9 @@ enum Cmd {
         n: usize,
         #[arg(long, default_value_t = 64)]
         cache_mib: u64,
+        /// `limits.max_inflight_response_bytes` in MiB (burst; default: the gateway's).
+        #[arg(long)]
+        inflight_mib: Option<u64>,
         #[arg(long, value_enum, default_value_t = AuditKind::Store)]
         audit: AuditKind,
         #[command(flatten)]
@@ -266,6 +275,23 @@ enum Cmd {
         #[arg(long)]
         results: Option<PathBuf>,
     },
+    /// (d) rounds of `--at-once` distinct citizens read at once against huge answers; peak RSS
+    /// per round and RSS after an idle spell.
+    Burst {
+        #[arg(long)]
+        gateway: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        at_once: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
+        /// A label for the gateway's settings, shown in the summary.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
     /// Where a cached dossier's CPU goes, stage by stage, measured in this one process (no
     /// sockets): time and allocations per call of each library step.
     Attribute {
@@ -343,9 +369,10 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             sources,
             n,
             cache_mib,
+            inflight_mib,
             audit,
             out,
-        } => serve_gateway(scenario, &sources, n, cache_mib, audit, &out).await,
+        } => serve_gateway(scenario, &sources, n, cache_mib, inflight_mib, audit, &out).await,
         Cmd::ServeBare { from_gateway, out } => serve_bare(&from_gateway, &out).await,
         Cmd::ServeNginx { sources, n, out } => serve_nginx(&sources, n, &out).await,
         Cmd::Cached {
@@ -420,6 +447,22 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             };
             cmd_memory(&gateway, &o, results.as_deref()).await
         }
+        Cmd::Burst {
+            gateway,
+            at_once,
+            rounds,
+            idle_secs,
+            label,
+            results,
+        } => {
+            let o = BurstOpts {
+                at_once: at_once.max(1),
+                rounds: rounds.max(1),
+                idle: Duration::from_secs(idle_secs),
+                label,
+            };
+            cmd_burst(&gateway, &o, results.as_deref()).await
+        }
         Cmd::Attribute { iters, results } => cmd_attribute(iters.max(10), results.as_deref()).await,
         Cmd::Token { bsn } => {
             println!("{}", citizen_token(&token_auth(), &bsn)?);
@@ -481,16 +524,20 @@ fn json_response(body: Bytes) -> Response<Body> {
 
 /// `(VmRSS in KiB, utime + stime in clock ticks)` of this process.
 fn proc_self() -> (u64, u64) {
-    let rss = std::fs::read_to_string("/proc/self/status")
+    (status_kb("VmRSS:"), cpu_ticks("/proc/self/stat"))
+}
+
+/// One KiB figure of `/proc/self/status` (`VmRSS:`, `VmHWM:`).
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or(0);
-    (rss, cpu_ticks("/proc/self/stat"))
+        .unwrap_or(0)
 }
 
 fn cpu_ticks(stat_file: &str) -> u64 {
@@ -511,6 +558,10 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
     match req.uri().path() {
         "/count/on" => COUNT_ON.store(true, Relaxed),
         "/count/off" => COUNT_ON.store(false, Relaxed),
+        // Resets VmHWM (the peak RSS) to the current RSS (Linux 4.0+).
+        "/peak/reset" => {
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+        }
         _ => {}
     }
     let (rss_kb, mut cpu) = proc_self();
@@ -530,6 +581,7 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
         "pid": std::process::id(),
         "cpus": cpus,
         "rss_kb": rss_kb,
+        "peak_rss_kb": status_kb("VmHWM:"),
         "cpu_ticks": cpu,
         "allocs": ALLOCS.load(Relaxed),
         "alloc_bytes": ALLOC_BYTES.load(Relaxed),
@@ -613,9 +665,10 @@ async fn serve_sources(kind: SourceKind, delay: Duration, out: &ServeOut) -> Res
             });
             announce_and_wait(api, None, out).await
         }
-        SourceKind::Synthetic => {
+        SourceKind::Synthetic | SourceKind::Huge => {
+            let huge = matches!(kind, SourceKind::Huge);
             let (l, api) = bind_loopback().await?;
-            serve_http1(l, |req: Request<Incoming>| async move {
+            serve_http1(l, move |req: Request<Incoming>| async move {
                 let body = req
                     .into_body()
                     .collect()
@@ -626,7 +679,11 @@ async fn serve_sources(kind: SourceKind, delay: Duration, out: &ServeOut) -> Res
                     .ok()
                     .and_then(|v| v["bsn"].as_str().map(str::to_string))
                     .unwrap_or_else(|| "000000000".into());
-                json_response(person_body(&bsn))
+                if huge {
+                    json_response(huge_body(&bsn))
+                } else {
+                    json_response(person_body(&bsn))
+                }
             });
             announce_and_wait(api, None, out).await
         }
@@ -736,6 +793,21 @@ fn person_body(bsn: &str) -> Bytes {
         "_meta": {"bron": "synthetisch", "versie": "2.3.1", "gegenereerd": "2026-03-01T10:00:00Z", "kenmerk": format!("{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))},
     });
     Bytes::from(doc.to_string())
+}
+
+/// The huge source's answer: the synthetic one with a base64 "scan" attachment that makes it
+/// 4 MiB less 16 KiB, so it passes the default 4 MiB cap. Only the person and benefits are
+/// mapped.
+fn huge_body(bsn: &str) -> Bytes {
+    const SIZE: usize = 4 * 1024 * 1024 - 16 * 1024;
+    let person = person_body(bsn);
+    let head = br#","bijlagen":[{"naam":"scan.pdf","inhoud":""#;
+    let mut out = Vec::with_capacity(SIZE);
+    out.extend_from_slice(&person[..person.len() - 1]);
+    out.extend_from_slice(head);
+    out.resize(SIZE - 3, b'A');
+    out.extend_from_slice(br#""}]}"#);
+    Bytes::from(out)
 }
 
 /// The `auth:` and `audit:` blocks every scenario config shares with `config/demo.yaml`, so one
@@ -880,6 +952,29 @@ views:
     Ok(file)
 }
 
+/// Writes the burst scenario: the memory scenario's adapter and views, with a deadline and
+/// timeout that let 60 answers of 4 MiB through one core, and the in-flight budget.
+fn write_burst_config(
+    dir: &Path,
+    cache_mib: u64,
+    inflight_mib: Option<u64>,
+) -> Result<PathBuf, String> {
+    let file = write_memory_config(dir, cache_mib)?;
+    if let Some(n) = inflight_mib {
+        let mut text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        text.push_str(&format!("limits:\n  max_inflight_response_bytes: {n}MiB\n"));
+        std::fs::write(&file, text).map_err(|e| e.to_string())?;
+    }
+    for f in [file.clone(), dir.join("adapters/synthetisch.yaml")] {
+        let text = std::fs::read_to_string(&f).map_err(|e| e.to_string())?;
+        let text = text
+            .replace("deadline: 1s", "deadline: 10s")
+            .replace("timeout: 1s", "timeout: 10s");
+        std::fs::write(&f, text).map_err(|e| e.to_string())?;
+    }
+    Ok(file)
+}
+
 /// The server state the bench runs with: no config reloader (the config is fixed for a run).
 fn app_state(gateway: Gateway, store: Option<AuditStore>) -> AppState {
     AppState {
@@ -904,6 +999,7 @@ async fn serve_gateway(
     sources: &str,
     n: usize,
     cache_mib: u64,
+    inflight_mib: Option<u64>,
     audit: AuditKind,
     out: &ServeOut,
 ) -> Result<(), String> {
@@ -914,6 +1010,7 @@ async fn serve_gateway(
         Scenario::Cached => root().join("config/demo.yaml"),
         Scenario::Fanout => write_fanout_config(dir.path(), n)?,
         Scenario::Memory => write_memory_config(dir.path(), cache_mib)?,
+        Scenario::Burst => write_burst_config(dir.path(), cache_mib, inflight_mib)?,
     };
     let mut config = Config::load_with_env(&file, &env)
         .map_err(|e| format!("{} does not load:\n{e}", file.display()))?;
@@ -2203,6 +2300,123 @@ async fn cmd_memory(gw_file: &Path, o: &MemoryOpts, results: Option<&Path>) -> R
             verdict(last.1 as f64 <= first.1 as f64 * 1.05),
         );
     }
+    rows.save()
+}
+
+struct BurstOpts {
+    at_once: usize,
+    rounds: usize,
+    idle: Duration,
+    label: String,
+}
+
+/// (d) Rounds of `at_once` citizens read at once, each on its own connection, against the huge
+/// source (a miss each: no citizen comes twice); the gateway's peak RSS per round (VmHWM, reset
+/// before each), then its RSS after an idle spell.
+async fn cmd_burst(gw_file: &Path, o: &BurstOpts, results: Option<&Path>) -> Result<(), String> {
+    let gw = Endpoint::read(gw_file)?;
+    let auth = token_auth();
+    let bsns = subjects(o.at_once * o.rounds);
+    let rss = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let before = gw.stats("/stats").await?;
+    println!(
+        "(d) burst{}: {} rounds of {} distinct citizens at once, each source answer {:.1} MiB; RSS before {:.1} MiB",
+        o.label,
+        o.rounds,
+        o.at_once,
+        huge_body(&bsns[0]).len() as f64 / 1048576.0,
+        mib(rss(&before, "rss_kb"))
+    );
+    let mut peak = 0;
+    let (mut ok, mut refused, mut failed) = (0u64, 0u64, 0u64);
+    let mut example = String::new();
+    for round in bsns.chunks(o.at_once) {
+        gw.stats("/peak/reset").await?;
+        let started = Instant::now();
+        let reads = round.iter().map(|bsn| {
+            let token = citizen_token(&auth, bsn);
+            async move {
+                let req = dossier_request(gw.api, &token?)?;
+                let (status, _, body) = once(gw.api, req).await?;
+                let d: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let s = d["sources"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|s| s["adapter"] == "synthetisch"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                Ok::<_, String>((status, s))
+            }
+        });
+        let all = futures::future::join_all(reads).await;
+        let took = started.elapsed();
+        for r in all {
+            match r {
+                Ok((StatusCode::OK, s)) if s["status"] == "ok" => ok += 1,
+                Ok((_, s)) if s["error"].as_str().is_some_and(|e| e.contains("budget")) => {
+                    refused += 1;
+                    if example.is_empty() {
+                        example = s["error"].as_str().unwrap_or_default().to_string();
+                    }
+                }
+                other => {
+                    failed += 1;
+                    if failed == 1 {
+                        println!("    a read failed: {other:?}");
+                    }
+                }
+            }
+        }
+        let after = gw.stats("/stats").await?;
+        peak = peak.max(rss(&after, "peak_rss_kb"));
+        println!(
+            "    round: {:.2} s, peak RSS {:.1} MiB, RSS after {:.1} MiB",
+            took.as_secs_f64(),
+            mib(rss(&after, "peak_rss_kb")),
+            mib(rss(&after, "rss_kb"))
+        );
+    }
+    let settled = gw.stats("/stats").await?;
+    tokio::time::sleep(o.idle).await;
+    let idle = gw.stats("/stats").await?;
+    println!(
+        "    answered {ok}, refused by the in-flight budget {refused}, other failures {failed}{}",
+        if example.is_empty() {
+            String::new()
+        } else {
+            format!(" (\"{example}\")")
+        }
+    );
+    println!(
+        "    RSS at the end {:.1} MiB, after {} s idle {:.1} MiB; source cache {:.1} MiB weighted",
+        mib(rss(&settled, "rss_kb")),
+        o.idle.as_secs(),
+        mib(rss(&idle, "rss_kb")),
+        rss(&idle, "cache_bytes") as f64 / 1048576.0
+    );
+    let s = format!(
+        "(d) burst, {} x {} huge answers{}",
+        o.rounds, o.at_once, o.label
+    );
+    let mut rows = Rows::new(results);
+    rows.add(
+        &s,
+        "RSS before / peak / idle MiB",
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            mib(rss(&before, "rss_kb")),
+            mib(peak),
+            mib(rss(&idle, "rss_kb"))
+        ),
+        "",
+        "",
+    );
+    rows.add(
+        &s,
+        "answered / refused (budget) / failed",
+        format!("{ok} / {refused} / {failed}"),
+        "",
+        "",
+    );
     rows.save()
 }
 

@@ -4,12 +4,13 @@
 #   bash benches/load.sh                 # the full run, about 7 minutes after the build
 #   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test
 #   bash benches/load.sh --soak 600      # also soak the memory scenario for 600 s
-#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ONLY=c, ONLY=ab, ...
+#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ONLY=c, ONLY=d, ONLY=ab, ...
 #
 # Settings (environment): SECS (10) seconds per measured run, ROUNDS (3) rounds for (a) and
 # B_ROUNDS (= ROUNDS) for (b), CONNS (64) connections for (a), RATE (200) requests/s and
-# DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64) for (c); LOAD_BIN=path skips the build and uses
-# that binary (for repeated runs).
+# DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64) for (c), BURST (60)
+# citizens at once and BURST_ROUNDS (5) for (d); LOAD_BIN=path skips the build and uses that
+# binary (for repeated runs).
 #
 # It builds the `load` bench in release, then measures side by side:
 #   (a) cached GET /v1/me/dossier: the real gateway (demo config, fixture agencies, cache warm,
@@ -29,7 +30,11 @@
 #   (c) memory: SUBJECTS distinct citizens through the API into a cache of CACHE_MIB; RSS before
 #       and after, the caches' entries and weighted bytes; the same fill into a 1 MiB cache
 #       first, so the RSS the caches take is told apart from what grows whatever the budget;
-#       optionally a soak.
+#       optionally a soak;
+#   (d) bursts: BURST distinct citizens read at once, BURST_ROUNDS times, against a source whose
+#       answers are just under 4 MiB (mostly an unmapped attachment); the gateway's peak RSS per
+#       round and its RSS after IDLE_SECS (5) idle; with the default in-flight budget (64 MiB)
+#       and with one the burst never reaches (1 GiB), side by side.
 # Servers run pinned to core 0, the load generator (and the sources of (b) and (c)) to core 1,
 # when `taskset` exists and there are two cores. Everything listens on 127.0.0.1 only, every
 # wait is bounded, and every process started here is stopped on exit.
@@ -44,13 +49,16 @@ RATE=${RATE:-200}
 DELAY_MS=${DELAY_MS:-20}
 SUBJECTS=${SUBJECTS:-100000}
 CACHE_MIB=${CACHE_MIB:-64}
+BURST=${BURST:-60}
+BURST_ROUNDS=${BURST_ROUNDS:-5}
+IDLE_SECS=${IDLE_SECS:-5}
 SOAK=0
-ONLY=${ONLY:-abc}
+ONLY=${ONLY:-abcd}
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; shift ;;
+        --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; BURST_ROUNDS=2; shift ;;
         --soak) SOAK=${2:?--soak needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,39p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -224,6 +232,19 @@ start gateway "$PIN_SERVER" serve-gateway --scenario memory --cache-mib "$CACHE_
 generator memory --gateway "$T/gateway.addr" --subjects "$SUBJECTS" --cache-mib "$CACHE_MIB" \
     --soak "$SOAK" --fixed-kb "$(cat "$T/fixed.kb")"
 stop_all
+fi
+
+if [[ $ONLY == *d* ]]; then
+echo
+echo "== (d) bursts of $BURST huge answers at once"
+for MIB in 64 1024; do
+    start huge "$PIN_CLIENT" serve-sources --kind huge
+    start gateway "$PIN_SERVER" serve-gateway --scenario burst --inflight-mib "$MIB" \
+        --sources "http://$(api huge)"
+    generator burst --gateway "$T/gateway.addr" --at-once "$BURST" --rounds "$BURST_ROUNDS" \
+        --idle-secs "$IDLE_SECS" --label ", in-flight budget $MIB MiB"
+    stop_all
+done
 fi
 
 echo
