@@ -2,10 +2,11 @@
 //!
 //! Each answer is capped on its own (`max_response_body`), but many calls at once could still
 //! hold any number of such answers. Every call reserves what its answer takes while it is read
-//! and mapped: the Content-Length up front, or the buffer as it grows, plus an allowance for
-//! the records mapped from it. A call that would take the total past the budget fails at once
-//! with [`SourceError::OverBudget`]; nothing waits for room. A [`Reservation`] gives its bytes
-//! back when it is dropped, on every path (answer, error, cancelled call).
+//! and mapped: twice its size (its bytes, and an allowance for the records mapped from them),
+//! for the Content-Length up front, or as the buffer grows. A call that would take the total
+//! past the budget fails at once with [`SourceError::OverBudget`], before it reads more;
+//! nothing waits for room. A [`Reservation`] gives its bytes back when it is dropped, on every
+//! path (answer, error, cancelled call).
 //!
 //! This module owns the count only; what happens to a refused call (not a source failure, no
 //! retry) is the resilience stack's.

@@ -173,9 +173,6 @@ impl AdapterClient {
         };
         let body = read_capped(resp, self.spec.max_response_body, &mut held).await?;
         let bytes = body.len();
-        // Mapping builds records from the answer: while it runs, the answer counts twice (its
-        // text, and an allowance for what is made of it).
-        held.hold(held.held() + bytes as u64)?;
         let sections = match (&self.spec.mapping, self.spec.def.protocol) {
             (Mapping::Xml(m), _) => {
                 // A Fault is a Fault whatever the HTTP status (SOAP 1.1 sends them with 500).
@@ -327,9 +324,10 @@ fn transport_error(e: reqwest::Error) -> SourceError {
     SourceError::Transport(msg)
 }
 
-/// Reads the body up to `cap` bytes; a larger answer is cut off, not buffered. The buffer's
-/// capacity is held in `held` before it is allocated: all of a declared Content-Length up front
-/// (so a refused answer is not read), else each growth.
+/// Reads the body up to `cap` bytes; a larger answer is cut off, not buffered. Twice the
+/// buffer's capacity is held in `held` before it is allocated (the bytes, and an allowance for
+/// the records mapped from them): for a declared Content-Length all of it up front, so a
+/// refused answer is not read at all; else at each growth.
 async fn read_capped(
     mut resp: reqwest::Response,
     cap: u64,
@@ -339,7 +337,7 @@ async fn read_capped(
         return Err(SourceError::TooLarge(cap));
     }
     let first = resp.content_length().unwrap_or(8192).min(cap);
-    held.hold(first)?;
+    held.hold(2 * first)?;
     let mut buf = Vec::with_capacity(first as usize);
     while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
         let needed = buf.len() + chunk.len();
@@ -349,7 +347,7 @@ async fn read_capped(
         if needed > buf.capacity() {
             // Doubling, as `Vec` would, but never past the cap.
             let grown = needed.max(2 * buf.capacity()).min(cap as usize);
-            held.hold(grown as u64)?;
+            held.hold(2 * grown as u64)?;
             buf.reserve_exact(grown - buf.len());
         }
         buf.extend_from_slice(&chunk);

@@ -191,9 +191,9 @@ pub struct Limits {
     /// cap while streaming, never buffered whole.
     pub max_response_body: ByteSize,
     /// The bound on all source answers in flight at once, gateway-wide: what calls hold while
-    /// they read and map their answers. A call that would pass it fails at once (our limit,
-    /// not the source's failure), so many large answers at the same moment cannot take the
-    /// process's memory with them.
+    /// they read and map their answers (twice an answer's size: its bytes and its records). A
+    /// call that would pass it fails at once (our limit, not the source's failure), so many
+    /// large answers at the same moment cannot take the process's memory with them.
     pub max_inflight_response_bytes: ByteSize,
     /// Deepest element or JSON nesting accepted in a source answer.
     pub max_depth: u32,
