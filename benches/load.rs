@@ -106,6 +106,49 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+/// The server runtime `src/main.rs` builds: a worker about to park collects its mimalloc heap,
+/// with force at most once a second (see `runtime` there).
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(collect_on_park)
+        .build()
+}
+
+thread_local! {
+    static FORCED: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+fn collect_on_park() {
+    let now = Instant::now();
+    let force = FORCED.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    // SAFETY: `mi_collect` takes no pointers and works on the calling thread's heap (and the
+    // shared arenas); mimalloc serves every allocation (through `CountingAlloc`).
+    unsafe { libmimalloc_sys::mi_collect(force) };
+}
+
+/// What `src/main.rs` does for a serving gateway: the arenas' freed memory that is due is
+/// purged once a second, whatever the workers do.
+fn purge_every_second() {
+    let _ = std::thread::Builder::new()
+        .name("ketenportaal-purge".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                // SAFETY: as in `collect_on_park`.
+                unsafe { libmimalloc_sys::mi_collect(false) };
+            }
+        });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------------------------
@@ -335,7 +378,7 @@ fn main() -> std::process::ExitCode {
     // Servers get the multi-threaded runtime the real binary uses (one worker per core it may
     // run on); the generator is one thread on its own core.
     let rt = if server {
-        tokio::runtime::Runtime::new()
+        server_runtime()
     } else {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1028,6 +1071,7 @@ async fn serve_gateway(
         }
         AuditKind::Log => app_state(Gateway::new(config, Arc::new(LogAudit))?, None),
     });
+    purge_every_second();
     let (listener, api) = bind_loopback().await?;
     let serving = state.clone();
     tokio::spawn(async move {
@@ -2339,11 +2383,12 @@ async fn cmd_burst(gw_file: &Path, o: &BurstOpts, results: Option<&Path>) -> Res
                 let req = dossier_request(gw.api, &token?)?;
                 let (status, _, body) = once(gw.api, req).await?;
                 let d: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                // The one source's status in a dossier; its error in a 502 problem.
                 let s = d["sources"]
                     .as_array()
                     .and_then(|a| a.iter().find(|s| s["adapter"] == "synthetisch"))
                     .cloned()
-                    .unwrap_or(Value::Null);
+                    .unwrap_or_else(|| json!({"error": d["detail"]}));
                 Ok::<_, String>((status, s))
             }
         });

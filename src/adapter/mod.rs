@@ -412,7 +412,10 @@ fn client_builder() -> reqwest::ClientBuilder {
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(2))
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(64)
+        // An idle connection keeps the read buffer its largest answer grew (up to ~800 KiB):
+        // after a burst of 60 answers of 4 MiB, 60 kept connections held 45 MiB. Sixteen idle
+        // per host is plenty for steady load (busy connections do not count) and bounds that.
+        .pool_max_idle_per_host(16)
         .tcp_nodelay(true)
         .user_agent(concat!("ketenportaal/", env!("CARGO_PKG_VERSION")))
 }
