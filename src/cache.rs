@@ -235,6 +235,23 @@ impl SourceCache {
         if !bypass && let Some(hit) = self.fresh(&key).await {
             return Ok(hit);
         }
+        // Boxed: the hit path's future stays small (it was a few percent of a cached dossier).
+        Box::pin(self.miss(key, policy, bypass, deadline, call)).await
+    }
+
+    /// A miss, a stale answer or `no-cache`: join the call in flight for `key`, or start one.
+    async fn miss<C, F>(
+        &self,
+        key: CacheKey,
+        policy: Policy,
+        bypass: bool,
+        deadline: Instant,
+        call: C,
+    ) -> Result<(Arc<SourceAnswer>, Freshness), SourceError>
+    where
+        C: FnOnce(Deadline) -> F,
+        F: Future<Output = Result<SourceAnswer, SourceError>> + Send + 'static,
+    {
         let started = Instant::now();
         let shard = self.flights.shard(&key);
         let mut looks = 0;
