@@ -1,16 +1,17 @@
 //! End-to-end load benchmark (issue "critical-path speed", DESIGN.md §6): the real gateway over
-//! HTTP against a bare hyper baseline, uncached fan-out to slow sources, and memory under the
-//! cache's byte budget.
+//! HTTP against a bare hyper baseline, uncached fan-out to slow sources, memory under the
+//! cache's byte budget, and memory through bursts of huge answers.
 //!
 //! One binary plays every role, chosen by subcommand, so that the servers and the load generator
 //! run in separate processes pinned to different cores. `benches/load.sh` drives it; run that
 //! rather than this directly.
-//! - `serve-sources --kind fixtures|slow|synthetic`: the organisations upstream (the demo's
-//!   fixture agencies; REST sources answering after a delay; a source answering any BSN);
-//! - `serve-gateway --scenario cached|fanout|memory`: the library's `Gateway` behind
+//! - `serve-sources --kind fixtures|slow|synthetic|huge`: the organisations upstream (the demo's
+//!   fixture agencies; REST sources answering after a delay; a source answering any BSN, with a
+//!   ~2 KB or a ~4 MiB answer);
+//! - `serve-gateway --scenario cached|fanout|memory|burst`: the library's `Gateway` behind
 //!   `server::serve`, on the demo config or on a config written for the scenario;
 //! - `serve-bare --from-gateway FILE`: bare hyper answering the gateway's own dossier bytes;
-//! - `cached`, `fanout`, `memory`: the load generator for parts (a), (b) and (c);
+//! - `cached`, `fanout`, `memory`, `burst`: the load generator for parts (a), (b), (c), (d);
 //! - `token`, `report`: helpers for the script.
 //!
 //! Every server writes `api address`, `control address` and its pid to `--addr-file`. The
@@ -105,6 +106,49 @@ unsafe impl GlobalAlloc for CountingAlloc {
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+/// The server runtime `src/main.rs` builds: a worker about to park collects its mimalloc heap,
+/// with force at most once a second (see `runtime` there).
+fn server_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(collect_on_park)
+        .build()
+}
+
+thread_local! {
+    static FORCED: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+fn collect_on_park() {
+    let now = Instant::now();
+    let force = FORCED.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    // SAFETY: `mi_collect` takes no pointers and works on the calling thread's heap (and the
+    // shared arenas); mimalloc serves every allocation (through `CountingAlloc`).
+    unsafe { libmimalloc_sys::mi_collect(force) };
+}
+
+/// What `src/main.rs` does for a serving gateway: the arenas' freed memory that is due is
+/// purged once a second, whatever the workers do.
+fn purge_every_second() {
+    let _ = std::thread::Builder::new()
+        .name("ketenportaal-purge".into())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                // SAFETY: as in `collect_on_park`.
+                unsafe { libmimalloc_sys::mi_collect(false) };
+            }
+        });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Command line
 // ---------------------------------------------------------------------------------------------
@@ -135,6 +179,9 @@ enum SourceKind {
     Slow,
     /// One REST source answering any BSN at once with a ~2 KB person-and-benefits document.
     Synthetic,
+    /// The synthetic answer with a scanned attachment that makes it just under 4 MiB (the
+    /// default `max_response_body`); the adapter maps only the person and benefits.
+    Huge,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,6 +192,8 @@ enum Scenario {
     Fanout,
     /// One adapter on the synthetic source; cache on with `--cache-mib`.
     Memory,
+    /// The memory scenario's adapter on the huge source, deadline and timeout 10 s.
+    Burst,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,6 +225,9 @@ enum Cmd {
         n: usize,
         #[arg(long, default_value_t = 64)]
         cache_mib: u64,
+        /// `limits.max_inflight_response_bytes` in MiB (burst; default: the gateway's).
+        #[arg(long)]
+        inflight_mib: Option<u64>,
         #[arg(long, value_enum, default_value_t = AuditKind::Store)]
         audit: AuditKind,
         /// Applications of the demo citizen written into the fresh store before serving (one in
@@ -276,6 +328,23 @@ enum Cmd {
         #[arg(long)]
         results: Option<PathBuf>,
     },
+    /// (d) rounds of `--at-once` distinct citizens read at once against huge answers; peak RSS
+    /// per round and RSS after an idle spell.
+    Burst {
+        #[arg(long)]
+        gateway: PathBuf,
+        #[arg(long, default_value_t = 60)]
+        at_once: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
+        /// A label for the gateway's settings, shown in the summary.
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
     /// Where a cached dossier's CPU goes, stage by stage, measured in this one process (no
     /// sockets): time and allocations per call of each library step.
     Attribute {
@@ -319,7 +388,7 @@ fn main() -> std::process::ExitCode {
     // Servers get the multi-threaded runtime the real binary uses (one worker per core it may
     // run on); the generator is one thread on its own core.
     let rt = if server {
-        tokio::runtime::Runtime::new()
+        server_runtime()
     } else {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -353,10 +422,18 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             sources,
             n,
             cache_mib,
+            inflight_mib,
             audit,
             applications,
             out,
-        } => serve_gateway(scenario, &sources, n, cache_mib, audit, applications, &out).await,
+        } => {
+            let knobs = Knobs {
+                cache_mib,
+                inflight_mib,
+                applications,
+            };
+            serve_gateway(scenario, &sources, n, knobs, audit, &out).await
+        }
         Cmd::ServeBare { from_gateway, out } => serve_bare(&from_gateway, &out).await,
         Cmd::ServeNginx { sources, n, out } => serve_nginx(&sources, n, &out).await,
         Cmd::Cached {
@@ -435,6 +512,22 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             };
             cmd_memory(&gateway, &o, results.as_deref()).await
         }
+        Cmd::Burst {
+            gateway,
+            at_once,
+            rounds,
+            idle_secs,
+            label,
+            results,
+        } => {
+            let o = BurstOpts {
+                at_once: at_once.max(1),
+                rounds: rounds.max(1),
+                idle: Duration::from_secs(idle_secs),
+                label,
+            };
+            cmd_burst(&gateway, &o, results.as_deref()).await
+        }
         Cmd::Attribute { iters, results } => cmd_attribute(iters.max(10), results.as_deref()).await,
         Cmd::Token { bsn } => {
             println!("{}", citizen_token(&token_auth(), &bsn)?);
@@ -496,16 +589,20 @@ fn json_response(body: Bytes) -> Response<Body> {
 
 /// `(VmRSS in KiB, utime + stime in clock ticks)` of this process.
 fn proc_self() -> (u64, u64) {
-    let rss = std::fs::read_to_string("/proc/self/status")
+    (status_kb("VmRSS:"), cpu_ticks("/proc/self/stat"))
+}
+
+/// One KiB figure of `/proc/self/status` (`VmRSS:`, `VmHWM:`).
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
-        .unwrap_or(0);
-    (rss, cpu_ticks("/proc/self/stat"))
+        .unwrap_or(0)
 }
 
 fn cpu_ticks(stat_file: &str) -> u64 {
@@ -526,6 +623,10 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
     match req.uri().path() {
         "/count/on" => COUNT_ON.store(true, Relaxed),
         "/count/off" => COUNT_ON.store(false, Relaxed),
+        // Resets VmHWM (the peak RSS) to the current RSS (Linux 4.0+).
+        "/peak/reset" => {
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+        }
         _ => {}
     }
     let (rss_kb, mut cpu) = proc_self();
@@ -545,6 +646,7 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
         "pid": std::process::id(),
         "cpus": cpus,
         "rss_kb": rss_kb,
+        "peak_rss_kb": status_kb("VmHWM:"),
         "cpu_ticks": cpu,
         "allocs": ALLOCS.load(Relaxed),
         "alloc_bytes": ALLOC_BYTES.load(Relaxed),
@@ -628,9 +730,10 @@ async fn serve_sources(kind: SourceKind, delay: Duration, out: &ServeOut) -> Res
             });
             announce_and_wait(api, None, out).await
         }
-        SourceKind::Synthetic => {
+        SourceKind::Synthetic | SourceKind::Huge => {
+            let huge = matches!(kind, SourceKind::Huge);
             let (l, api) = bind_loopback().await?;
-            serve_http1(l, |req: Request<Incoming>| async move {
+            serve_http1(l, move |req: Request<Incoming>| async move {
                 let body = req
                     .into_body()
                     .collect()
@@ -641,7 +744,11 @@ async fn serve_sources(kind: SourceKind, delay: Duration, out: &ServeOut) -> Res
                     .ok()
                     .and_then(|v| v["bsn"].as_str().map(str::to_string))
                     .unwrap_or_else(|| "000000000".into());
-                json_response(person_body(&bsn))
+                if huge {
+                    json_response(huge_body(&bsn))
+                } else {
+                    json_response(person_body(&bsn))
+                }
             });
             announce_and_wait(api, None, out).await
         }
@@ -751,6 +858,21 @@ fn person_body(bsn: &str) -> Bytes {
         "_meta": {"bron": "synthetisch", "versie": "2.3.1", "gegenereerd": "2026-03-01T10:00:00Z", "kenmerk": format!("{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))},
     });
     Bytes::from(doc.to_string())
+}
+
+/// The huge source's answer: the synthetic one with a base64 "scan" attachment that makes it
+/// 4 MiB less 16 KiB, so it passes the default 4 MiB cap. Only the person and benefits are
+/// mapped.
+fn huge_body(bsn: &str) -> Bytes {
+    const SIZE: usize = 4 * 1024 * 1024 - 16 * 1024;
+    let person = person_body(bsn);
+    let head = br#","bijlagen":[{"naam":"scan.pdf","inhoud":""#;
+    let mut out = Vec::with_capacity(SIZE);
+    out.extend_from_slice(&person[..person.len() - 1]);
+    out.extend_from_slice(head);
+    out.resize(SIZE - 3, b'A');
+    out.extend_from_slice(br#""}]}"#);
+    Bytes::from(out)
 }
 
 /// The `auth:` and `audit:` blocks every scenario config shares with `config/demo.yaml`, so one
@@ -895,6 +1017,29 @@ views:
     Ok(file)
 }
 
+/// Writes the burst scenario: the memory scenario's adapter and views, with a deadline and
+/// timeout that let 60 answers of 4 MiB through one core, and the in-flight budget.
+fn write_burst_config(
+    dir: &Path,
+    cache_mib: u64,
+    inflight_mib: Option<u64>,
+) -> Result<PathBuf, String> {
+    let file = write_memory_config(dir, cache_mib)?;
+    if let Some(n) = inflight_mib {
+        let mut text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        text.push_str(&format!("limits:\n  max_inflight_response_bytes: {n}MiB\n"));
+        std::fs::write(&file, text).map_err(|e| e.to_string())?;
+    }
+    for f in [file.clone(), dir.join("adapters/synthetisch.yaml")] {
+        let text = std::fs::read_to_string(&f).map_err(|e| e.to_string())?;
+        let text = text
+            .replace("deadline: 1s", "deadline: 10s")
+            .replace("timeout: 1s", "timeout: 10s");
+        std::fs::write(&f, text).map_err(|e| e.to_string())?;
+    }
+    Ok(file)
+}
+
 /// The server state the bench runs with: no config reloader (the config is fixed for a run).
 fn app_state(gateway: Gateway, store: Option<AuditStore>) -> AppState {
     AppState {
@@ -914,15 +1059,27 @@ fn keep_cache_warm(config: &mut Config) {
     }
 }
 
+/// The gateway's sizes for one scenario.
+struct Knobs {
+    cache_mib: u64,
+    inflight_mib: Option<u64>,
+    /// Applications seeded into the store for the demo citizen.
+    applications: u32,
+}
+
 async fn serve_gateway(
     scenario: Scenario,
     sources: &str,
     n: usize,
-    cache_mib: u64,
+    knobs: Knobs,
     audit: AuditKind,
-    applications: u32,
     out: &ServeOut,
 ) -> Result<(), String> {
+    let Knobs {
+        cache_mib,
+        inflight_mib,
+        applications,
+    } = knobs;
     let env = demo::demo_env(sources.to_string(), SECRET.to_string());
     // Under `$TMPDIR`, which load.sh points into its own folder, so nothing outlives the run.
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -930,6 +1087,7 @@ async fn serve_gateway(
         Scenario::Cached => root().join("config/demo.yaml"),
         Scenario::Fanout => write_fanout_config(dir.path(), n)?,
         Scenario::Memory => write_memory_config(dir.path(), cache_mib)?,
+        Scenario::Burst => write_burst_config(dir.path(), cache_mib, inflight_mib)?,
     };
     let mut config = Config::load_with_env(&file, &env)
         .map_err(|e| format!("{} does not load:\n{e}", file.display()))?;
@@ -948,6 +1106,7 @@ async fn serve_gateway(
         }
         AuditKind::Log => app_state(Gateway::new(config, Arc::new(LogAudit))?, None),
     });
+    purge_every_second();
     let (listener, api) = bind_loopback().await?;
     let serving = state.clone();
     tokio::spawn(async move {
@@ -2276,6 +2435,124 @@ async fn cmd_memory(gw_file: &Path, o: &MemoryOpts, results: Option<&Path>) -> R
     rows.save()
 }
 
+struct BurstOpts {
+    at_once: usize,
+    rounds: usize,
+    idle: Duration,
+    label: String,
+}
+
+/// (d) Rounds of `at_once` citizens read at once, each on its own connection, against the huge
+/// source (a miss each: no citizen comes twice); the gateway's peak RSS per round (VmHWM, reset
+/// before each), then its RSS after an idle spell.
+async fn cmd_burst(gw_file: &Path, o: &BurstOpts, results: Option<&Path>) -> Result<(), String> {
+    let gw = Endpoint::read(gw_file)?;
+    let auth = token_auth();
+    let bsns = subjects(o.at_once * o.rounds);
+    let rss = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let before = gw.stats("/stats").await?;
+    println!(
+        "(d) burst{}: {} rounds of {} distinct citizens at once, each source answer {:.1} MiB; RSS before {:.1} MiB",
+        o.label,
+        o.rounds,
+        o.at_once,
+        huge_body(&bsns[0]).len() as f64 / 1048576.0,
+        mib(rss(&before, "rss_kb"))
+    );
+    let mut peak = 0;
+    let (mut ok, mut refused, mut failed) = (0u64, 0u64, 0u64);
+    let mut example = String::new();
+    for round in bsns.chunks(o.at_once) {
+        gw.stats("/peak/reset").await?;
+        let started = Instant::now();
+        let reads = round.iter().map(|bsn| {
+            let token = citizen_token(&auth, bsn);
+            async move {
+                let req = dossier_request(gw.api, &token?)?;
+                let (status, _, body) = once(gw.api, req).await?;
+                let d: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                // The one source's status in a dossier; its error in a 502 problem.
+                let s = d["sources"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|s| s["adapter"] == "synthetisch"))
+                    .cloned()
+                    .unwrap_or_else(|| json!({"error": d["detail"]}));
+                Ok::<_, String>((status, s))
+            }
+        });
+        let all = futures::future::join_all(reads).await;
+        let took = started.elapsed();
+        for r in all {
+            match r {
+                Ok((StatusCode::OK, s)) if s["status"] == "ok" => ok += 1,
+                Ok((_, s)) if s["error"].as_str().is_some_and(|e| e.contains("budget")) => {
+                    refused += 1;
+                    if example.is_empty() {
+                        example = s["error"].as_str().unwrap_or_default().to_string();
+                    }
+                }
+                other => {
+                    failed += 1;
+                    if failed == 1 {
+                        println!("    a read failed: {other:?}");
+                    }
+                }
+            }
+        }
+        let after = gw.stats("/stats").await?;
+        peak = peak.max(rss(&after, "peak_rss_kb"));
+        println!(
+            "    round: {:.2} s, peak RSS {:.1} MiB, RSS after {:.1} MiB",
+            took.as_secs_f64(),
+            mib(rss(&after, "peak_rss_kb")),
+            mib(rss(&after, "rss_kb"))
+        );
+    }
+    let settled = gw.stats("/stats").await?;
+    tokio::time::sleep(o.idle).await;
+    let idle = gw.stats("/stats").await?;
+    println!(
+        "    answered {ok}, refused by the in-flight budget {refused}, other failures {failed}{}",
+        if example.is_empty() {
+            String::new()
+        } else {
+            format!(" (\"{example}\")")
+        }
+    );
+    println!(
+        "    RSS at the end {:.1} MiB, after {} s idle {:.1} MiB; source cache {:.1} MiB weighted",
+        mib(rss(&settled, "rss_kb")),
+        o.idle.as_secs(),
+        mib(rss(&idle, "rss_kb")),
+        rss(&idle, "cache_bytes") as f64 / 1048576.0
+    );
+    let s = format!(
+        "(d) burst, {} x {} huge answers{}",
+        o.rounds, o.at_once, o.label
+    );
+    let mut rows = Rows::new(results);
+    rows.add(
+        &s,
+        "RSS before / peak / idle MiB",
+        format!(
+            "{:.1} / {:.1} / {:.1}",
+            mib(rss(&before, "rss_kb")),
+            mib(peak),
+            mib(rss(&idle, "rss_kb"))
+        ),
+        "",
+        "",
+    );
+    rows.add(
+        &s,
+        "answered / refused (budget) / failed",
+        format!("{ok} / {refused} / {failed}"),
+        "",
+        "",
+    );
+    rows.save()
+}
+
 /// Runs `$body` (which may `.await`) `$iters` times after a tenth as warm-up; pushes
 /// `(name, ns per call, allocations per call, bytes allocated per call)`.
 macro_rules! stage {
@@ -2369,11 +2646,13 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         })
         .collect();
     let cache = &state.gateway.cache;
+    // Only a miss would wait for it.
+    let far = Instant::now() + Duration::from_secs(3600);
     let lookup_all = || async {
         let mut answers = Vec::with_capacity(keys.len());
         for (key, policy) in &keys {
             let hit = cache
-                .get_or_fetch(key.clone(), *policy, false, async {
+                .get_or_fetch(key.clone(), *policy, false, far, |_| async {
                     Err(ketenportaal::adapter::SourceError::Unavailable)
                 })
                 .await;

@@ -4,12 +4,13 @@
 #   bash benches/load.sh                 # the full run, about 9 minutes after the build
 #   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test
 #   bash benches/load.sh --soak 600      # also soak the memory scenario for 600 s
-#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ONLY=c, ONLY=d, ONLY=ab, ...
+#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ONLY=c, ONLY=d, ONLY=e, ONLY=ab, ...
 #
 # Settings (environment): SECS (10) seconds per measured run, ROUNDS (3) rounds for (a) and
 # B_ROUNDS (= ROUNDS) for (b), CONNS (64) connections for (a), RATE (200) requests/s and
 # DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64) for (c), APPLICATIONS
-# (1000) for (d); LOAD_BIN=path skips the build and uses that binary (for repeated runs).
+# (1000) for (d), BURST (60) citizens at once and BURST_ROUNDS (5) for (e); LOAD_BIN=path skips
+# the build and uses that binary (for repeated runs).
 #
 # It builds the `load` bench in release, then measures side by side:
 #   (a) cached GET /v1/me/dossier: the real gateway (demo config, fixture agencies, cache warm,
@@ -33,6 +34,10 @@
 #   (d) the cached dossier of (a) for a citizen with APPLICATIONS applications in the store (the
 #       `zaken` section the gateway adds from it) beside the same citizen with none, and bare
 #       hyper; as (a), without the wrk cross-check.
+#   (e) bursts: BURST distinct citizens read at once, BURST_ROUNDS times, against a source whose
+#       answers are just under 4 MiB (mostly an unmapped attachment); the gateway's peak RSS per
+#       round and its RSS after IDLE_SECS (5) idle; with the default in-flight budget (64 MiB)
+#       and with one the burst never reaches (1 GiB), side by side.
 # Servers run pinned to core 0, the load generator (and the sources of (b) and (c)) to core 1,
 # when `taskset` exists and there are two cores. Everything listens on 127.0.0.1 only, every
 # wait is bounded, and every process started here is stopped on exit.
@@ -47,14 +52,17 @@ RATE=${RATE:-200}
 DELAY_MS=${DELAY_MS:-20}
 SUBJECTS=${SUBJECTS:-100000}
 CACHE_MIB=${CACHE_MIB:-64}
+BURST=${BURST:-60}
+BURST_ROUNDS=${BURST_ROUNDS:-5}
+IDLE_SECS=${IDLE_SECS:-5}
 SOAK=0
 APPLICATIONS=${APPLICATIONS:-1000}
-ONLY=${ONLY:-abcd}
+ONLY=${ONLY:-abcde}
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; shift ;;
+        --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; BURST_ROUNDS=2; shift ;;
         --soak) SOAK=${2:?--soak needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -241,6 +249,19 @@ start bare "$PIN_SERVER" serve-bare --from-gateway "$T/gateway.addr"
 generator cached --gateway "$T/gateway.addr" --gateway-zaken "$T/gateway-zaken.addr" \
     --zaken "$APPLICATIONS" --bare "$T/bare.addr" --rounds "$ROUNDS" --secs "$SECS" --conns "$CONNS"
 stop_all
+fi
+
+if [[ $ONLY == *e* ]]; then
+echo
+echo "== (e) bursts of $BURST huge answers at once"
+for MIB in 64 1024; do
+    start huge "$PIN_CLIENT" serve-sources --kind huge
+    start gateway "$PIN_SERVER" serve-gateway --scenario burst --inflight-mib "$MIB" \
+        --sources "http://$(api huge)"
+    generator burst --gateway "$T/gateway.addr" --at-once "$BURST" --rounds "$BURST_ROUNDS" \
+        --idle-secs "$IDLE_SECS" --label ", in-flight budget $MIB MiB"
+    stop_all
+done
 fi
 
 echo

@@ -183,11 +183,13 @@ fn dossier(c: &mut Criterion) {
             bsn,
         })
         .collect();
+    // Only a miss would wait for it.
+    let far = std::time::Instant::now() + std::time::Duration::from_secs(3600);
     rt.block_on(async {
         for (k, a) in keys.iter().zip(&five) {
             let a = (*a).clone();
             let _ = cache
-                .get_or_fetch(k.clone(), policy, false, async move { Ok(a) })
+                .get_or_fetch(k.clone(), policy, false, far, |_| async move { Ok(a) })
                 .await;
         }
     });
@@ -197,7 +199,7 @@ fn dossier(c: &mut Criterion) {
                 let mut hits = Vec::with_capacity(keys.len());
                 for k in &keys {
                     let (a, _) = cache
-                        .get_or_fetch(k.clone(), policy, false, async {
+                        .get_or_fetch(k.clone(), policy, false, far, |_| async {
                             Err(ketenportaal::adapter::SourceError::Unavailable)
                         })
                         .await

@@ -5,19 +5,36 @@
 //! estimate of the memory their mapped records hold; the total is bounded by `cache.max_bytes`.
 //! One map holds each answer for `ttl + stale_if_error`: fresh within `ttl`, after that only
 //! served (marked stale) when the source fails. (A second map for the stale window had its own
-//! budget, so memory could reach twice `max_bytes`.) Concurrent misses for one key make one
-//! upstream call: a miss fetches under moka's per-key lock, and the callers waiting on that lock
-//! find the fresh answer. Errors are never cached.
+//! budget, so memory could reach twice `max_bytes`.) Errors are never cached.
+//!
+//! Concurrent misses for one key share one call, its answer and its failure alike: the first
+//! miss starts the call as a task of its own, and the others (a `no-cache` read too) join it
+//! and move its deadline out to theirs. No caller can cancel it by going away or reaching its
+//! deadline, and each waits at most until its own deadline (the caller bounds the wait). Only
+//! the call counts as one in the breaker and the metrics; waiting for it is no call. (The call
+//! used to run under moka's per-key lock: a failure let each waiter make its own call in turn,
+//! so ten reads of a failing source counted ten failures and opened its circuit.) The cache hit
+//! path is untouched: one moka lookup, no lock, no allocation.
+//!
+//! An invalidation ([`SourceCache::invalidate_subject`]) also detaches the subject's calls in
+//! flight: later reads start a new call, and an answer asked for before the invalidation is
+//! never stored as fresh after it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use moka::Expiry;
 use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
+use moka::ops::compute::Op;
 
 use crate::adapter::{SourceAnswer, SourceError};
 use crate::bsn::Bsn;
+use crate::resilience::Deadline;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -38,9 +55,12 @@ pub struct Entry {
 /// How an answer was obtained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freshness {
-    /// Fetched from the source for this request.
+    /// Fetched from the source: by a call this request started.
     Fetched,
-    /// Served from cache (or from a concurrent request's fetch), with its age.
+    /// Fetched from the source by a call already in flight for another request, which this
+    /// request waited for.
+    Joined,
+    /// Served from cache, with its age.
     Cached(Duration),
     /// The source failed; the last good answer is served, with its age.
     Stale(Duration),
@@ -63,12 +83,6 @@ impl Expiry<CacheKey, Arc<Entry>> for KeepExpiry {
     }
 }
 
-impl Entry {
-    fn is_fresh(&self) -> bool {
-        self.stored.elapsed() < self.ttl
-    }
-}
-
 fn weigh(_: &CacheKey, v: &Arc<Entry>) -> u32 {
     u32::try_from(v.answer.heap_size()).unwrap_or(u32::MAX)
 }
@@ -80,13 +94,102 @@ pub struct Policy {
     pub stale_if_error: Duration,
 }
 
+type Hasher = foldhash::fast::RandomState;
+
+/// The outcome of a shared call, as every waiter sees it.
+type SharedOutcome = Shared<BoxFuture<'static, Result<Arc<SourceAnswer>, SourceError>>>;
+
+/// A call in flight for one key.
+#[derive(Clone)]
+struct Flight {
+    outcome: SharedOutcome,
+    state: Arc<FlightState>,
+}
+
+struct FlightState {
+    /// The latest deadline of the requests waiting for the call.
+    deadline: Deadline,
+    /// The subject was invalidated while the call was out: its answer is not cached.
+    invalidated: AtomicBool,
+}
+
+/// Shards of the finished-call counters.
+const SHARDS: usize = 64;
+
+/// The calls in flight, by key. Touched on misses only.
+struct Flights {
+    running: Mutex<HashMap<CacheKey, Flight, Hasher>>,
+    /// Calls finished per shard of keys, counted once their answer is in the cache. A miss that
+    /// finds no call in flight looks in the cache again when a call of its shard finished since
+    /// it last looked: that call may have been its key's, stored just after its lookup.
+    finished: [AtomicU64; SHARDS],
+    hasher: Hasher,
+}
+
+/// Where a miss stands, decided under the lock of the calls in flight.
+enum Slot<'a> {
+    /// A call is in flight for the key: wait for it.
+    Join(Flight),
+    /// A call for a key of the same shard finished meanwhile: look in the cache again.
+    LookAgain,
+    /// No call in flight: start one (the lock is still held).
+    Vacant(MutexGuard<'a, HashMap<CacheKey, Flight, Hasher>>),
+}
+
+impl Flights {
+    fn lock(&self) -> MutexGuard<'_, HashMap<CacheKey, Flight, Hasher>> {
+        // A poisoned lock only means a panic elsewhere mid-update; the map is still usable.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shard(&self, key: &CacheKey) -> usize {
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    }
+
+    /// Joins the call in flight for `key` (moving its deadline out to `deadline`), or says why
+    /// not. `seen`: the shard's finished count when the caller looked in the cache (`None`
+    /// when it did not look: a `no-cache` read).
+    fn slot(&self, key: &CacheKey, deadline: Instant, seen: Option<(usize, u64)>) -> Slot<'_> {
+        let running = self.lock();
+        if let Some(f) = running.get(key) {
+            f.state.deadline.extend(deadline);
+            return Slot::Join(f.clone());
+        }
+        match seen {
+            Some((shard, n)) if self.finished[shard].load(Ordering::Acquire) != n => {
+                Slot::LookAgain
+            }
+            _ => Slot::Vacant(running),
+        }
+    }
+
+    /// The call for `key` is over: it leaves the map (unless an invalidation took it out
+    /// already). Returns whether the subject was invalidated while it was out.
+    fn finish(&self, key: &CacheKey, state: &Arc<FlightState>) -> bool {
+        let mut running = self.lock();
+        if running
+            .get(key)
+            .is_some_and(|f| Arc::ptr_eq(&f.state, state))
+        {
+            running.remove(key);
+        }
+        self.finished[self.shard(key)].fetch_add(1, Ordering::Release);
+        // Read under the lock, which the invalidation takes to set it.
+        state.invalidated.load(Ordering::Acquire)
+    }
+}
+
 #[derive(Clone)]
 pub struct SourceCache {
     /// Keyed by adapter, descriptor version and BSN, hashed with foldhash (seeded per
     /// process): a dossier looks up one key per source, and SipHash was a visible share of it.
-    entries: Cache<CacheKey, Arc<Entry>, foldhash::fast::RandomState>,
+    entries: Cache<CacheKey, Arc<Entry>, Hasher>,
+    flights: Arc<Flights>,
     enabled: bool,
 }
+
+/// Looks at most this often for a stored answer before a miss starts its own call.
+const LOOKS: u32 = 4;
 
 impl SourceCache {
     pub fn new(max_bytes: u64, enabled: bool) -> Self {
@@ -95,64 +198,184 @@ impl SourceCache {
             .weigher(weigh)
             .expire_after(KeepExpiry)
             .support_invalidation_closures()
-            .build_with_hasher(foldhash::fast::RandomState::default());
-        SourceCache { entries, enabled }
+            .build_with_hasher(Hasher::default());
+        let flights = Arc::new(Flights {
+            running: Mutex::new(HashMap::with_hasher(Hasher::default())),
+            finished: std::array::from_fn(|_| AtomicU64::new(0)),
+            hasher: Hasher::default(),
+        });
+        SourceCache {
+            entries,
+            flights,
+            enabled,
+        }
     }
 
-    /// Gets the answer for `key`, calling `fetch` at most once across concurrent callers.
-    pub async fn get_or_fetch<F>(
+    /// Gets the answer for `key`. A miss joins the call in flight for `key`, or starts one with
+    /// `call` (given the call's deadline, which joiners move out); `bypass` (`no-cache`) skips
+    /// the cached answer but still joins a call in flight. `deadline` is the caller's own: the
+    /// caller bounds its wait by it (dropping this future never cancels a shared call).
+    pub async fn get_or_fetch<C, F>(
         &self,
         key: CacheKey,
         policy: Policy,
         bypass: bool,
-        fetch: F,
+        deadline: Instant,
+        call: C,
     ) -> Result<(Arc<SourceAnswer>, Freshness), SourceError>
     where
-        F: Future<Output = Result<SourceAnswer, SourceError>>,
+        C: FnOnce(Deadline) -> F,
+        F: Future<Output = Result<SourceAnswer, SourceError>> + Send + 'static,
     {
         if !self.enabled || policy.ttl.is_zero() {
-            return fetch.await.map(|a| (Arc::new(a), Freshness::Fetched));
+            return call(Deadline::at(deadline))
+                .await
+                .map(|a| (Arc::new(a), Freshness::Fetched));
         }
-        if !bypass && let Some(e) = self.entries.get(&key).await {
-            // One clock read decides freshness and gives the age.
-            let age = e.stored.elapsed();
-            if age < e.ttl {
-                return Ok((e.answer.clone(), Freshness::Cached(age)));
-            }
+        if !bypass && let Some(hit) = self.fresh(&key).await {
+            return Ok(hit);
         }
-        // A miss, or only a stale answer: fetch under the key's lock. Callers that wait on the
-        // lock find the answer just fetched and do not call the source again.
-        let result = self
-            .entries
-            .entry(key.clone())
-            .and_try_compute_with(|current| async move {
-                if !bypass && current.as_ref().is_some_and(|c| c.value().is_fresh()) {
-                    return Ok(Op::Nop);
+        // Boxed: the hit path's future stays small (it was a few percent of a cached dossier).
+        Box::pin(self.miss(key, policy, bypass, deadline, call)).await
+    }
+
+    /// A miss, a stale answer or `no-cache`: join the call in flight for `key`, or start one.
+    async fn miss<C, F>(
+        &self,
+        key: CacheKey,
+        policy: Policy,
+        bypass: bool,
+        deadline: Instant,
+        call: C,
+    ) -> Result<(Arc<SourceAnswer>, Freshness), SourceError>
+    where
+        C: FnOnce(Deadline) -> F,
+        F: Future<Output = Result<SourceAnswer, SourceError>> + Send + 'static,
+    {
+        let started = Instant::now();
+        let shard = self.flights.shard(&key);
+        let mut looks = 0;
+        let (flight, joined) = loop {
+            // Count, then look: a call that stores the answer after this look is still in the
+            // map below, or has moved the count.
+            let seen = if !bypass && looks < LOOKS {
+                let n = self.flights.finished[shard].load(Ordering::Acquire);
+                if let Some(hit) = self.fresh(&key).await {
+                    return Ok(hit);
                 }
-                let answer = fetch.await?;
-                Ok::<_, SourceError>(Op::Put(Arc::new(Entry {
-                    answer: Arc::new(answer),
-                    stored: Instant::now(),
-                    ttl: policy.ttl,
-                    keep: policy.ttl + policy.stale_if_error,
-                })))
-            })
-            .await;
-        match result {
-            Ok(CompResult::Inserted(e) | CompResult::ReplacedWith(e)) => {
-                Ok((e.into_value().answer.clone(), Freshness::Fetched))
+                Some((shard, n))
+            } else {
+                None
+            };
+            looks += 1;
+            match self.flights.slot(&key, deadline, seen) {
+                Slot::Join(f) => break (f, true),
+                Slot::LookAgain => continue,
+                Slot::Vacant(mut running) => {
+                    let deadline = Deadline::at(deadline);
+                    let f = self.start(key.clone(), policy, deadline.clone(), call(deadline));
+                    running.insert(key.clone(), f.clone());
+                    break (f, false);
+                }
             }
-            Ok(CompResult::Unchanged(e)) => {
-                let e = e.into_value();
-                Ok((e.answer.clone(), Freshness::Cached(e.stored.elapsed())))
-            }
-            // Not produced by the closure above (it never removes).
-            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => Err(SourceError::Unavailable),
+        };
+        match flight.outcome.await {
+            Ok(answer) => Ok((
+                answer,
+                if joined {
+                    Freshness::Joined
+                } else {
+                    Freshness::Fetched
+                },
+            )),
             Err(err) => match self.stale_answer(&key, policy).await {
                 Some(hit) => Ok(hit),
-                None => Err(err),
+                // The shared call's timeout, told as this caller's own wait.
+                None => Err(match err {
+                    SourceError::Timeout(_) => {
+                        SourceError::Timeout(started.elapsed().as_millis() as u64)
+                    }
+                    e => e,
+                }),
             },
         }
+    }
+
+    /// The fresh answer for `key`, if any.
+    async fn fresh(&self, key: &CacheKey) -> Option<(Arc<SourceAnswer>, Freshness)> {
+        let e = self.entries.get(key).await?;
+        // One clock read decides freshness and gives the age.
+        let age = e.stored.elapsed();
+        (age < e.ttl).then(|| (e.answer.clone(), Freshness::Cached(age)))
+    }
+
+    /// Starts the call for `key` as a task of its own: it runs to its end whoever waits.
+    fn start<F>(&self, key: CacheKey, policy: Policy, deadline: Deadline, call: F) -> Flight
+    where
+        F: Future<Output = Result<SourceAnswer, SourceError>> + Send + 'static,
+    {
+        let state = Arc::new(FlightState {
+            deadline,
+            invalidated: AtomicBool::new(false),
+        });
+        let cache = self.clone();
+        let own = state.clone();
+        let task = tokio::spawn(async move {
+            let result = call.await;
+            cache.settle(key, &own, policy, result).await
+        });
+        let outcome = async move {
+            task.await.unwrap_or_else(|e| {
+                Err(SourceError::Transport(format!(
+                    "the call to the source ended unexpectedly: {e}"
+                )))
+            })
+        }
+        .boxed()
+        .shared();
+        Flight { outcome, state }
+    }
+
+    /// Stores a call's answer (unless its subject was invalidated meanwhile) and takes the call
+    /// out of the map, in that order.
+    async fn settle(
+        &self,
+        key: CacheKey,
+        state: &Arc<FlightState>,
+        policy: Policy,
+        result: Result<SourceAnswer, SourceError>,
+    ) -> Result<Arc<SourceAnswer>, SourceError> {
+        let answer = match result {
+            Ok(a) => Arc::new(a),
+            Err(e) => {
+                self.flights.finish(&key, state);
+                return Err(e);
+            }
+        };
+        let entry = Arc::new(Entry {
+            answer: answer.clone(),
+            stored: Instant::now(),
+            ttl: policy.ttl,
+            keep: policy.ttl + policy.stale_if_error,
+        });
+        let store = !state.invalidated.load(Ordering::Acquire);
+        if store {
+            self.entries.insert(key.clone(), entry.clone()).await;
+        }
+        if self.flights.finish(&key, state) && store {
+            // Invalidated while the answer was being stored, maybe before moka registered the
+            // invalidation (which spares entries stored after it): take it out again, but not
+            // a newer answer stored meanwhile.
+            let _ = self
+                .entries
+                .entry(key)
+                .and_compute_with(|current| {
+                    let ours = current.is_some_and(|c| Arc::ptr_eq(c.value(), &entry));
+                    std::future::ready(if ours { Op::Remove } else { Op::Nop })
+                })
+                .await;
+        }
+        Ok(answer)
     }
 
     /// The last good answer within the stale window, if any.
@@ -170,8 +393,19 @@ impl SourceCache {
             .then(|| (e.answer.clone(), Freshness::Stale(age)))
     }
 
-    /// Drops every entry of one subject (after an application, or on an operator's request).
+    /// Drops every entry of one subject (after an application, or on an operator's request),
+    /// and detaches its calls in flight: their answers are not cached, and later reads start
+    /// new calls.
     pub fn invalidate_subject(&self, bsn: Bsn) {
+        self.flights.lock().retain(|k, f| {
+            if k.bsn != bsn {
+                return true;
+            }
+            f.state.invalidated.store(true, Ordering::Release);
+            false
+        });
+        // Registered after the flags are set: a call that found its flag unset stored its
+        // answer before this, and this removes it.
         // Only fails when invalidation closures are not enabled, and they are.
         let _ = self.entries.invalidate_entries_if(move |k, _| k.bsn == bsn);
     }
@@ -190,7 +424,8 @@ impl SourceCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
+    use tokio::sync::Semaphore;
 
     fn key() -> CacheKey {
         CacheKey {
@@ -210,41 +445,166 @@ mod tests {
         }
     }
 
+    const POLICY: Policy = Policy {
+        ttl: Duration::from_secs(60),
+        stale_if_error: Duration::from_secs(60),
+    };
+
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(30)
+    }
+
+    /// A source whose calls are counted and answer `result` once the gate lets them.
+    #[derive(Clone)]
+    struct Source {
+        calls: Arc<AtomicUsize>,
+        gate: Arc<Semaphore>,
+        result: Result<(), SourceError>,
+    }
+
+    impl Source {
+        fn new(result: Result<(), SourceError>) -> Source {
+            Source {
+                calls: Arc::new(AtomicUsize::new(0)),
+                gate: Arc::new(Semaphore::new(0)),
+                result,
+            }
+        }
+
+        fn call(
+            &self,
+        ) -> impl FnOnce(Deadline) -> BoxFuture<'static, Result<SourceAnswer, SourceError>>
+        {
+            let me = self.clone();
+            move |_| {
+                // Counted when the call is made, not when its task first runs.
+                me.calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let _ = me.gate.acquire().await.map(|p| p.forget());
+                    me.result.clone().map(|()| answer())
+                }
+                .boxed()
+            }
+        }
+
+        fn open(&self) {
+            self.gate.add_permits(1000);
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    async fn read(
+        cache: &SourceCache,
+        src: &Source,
+        bypass: bool,
+    ) -> Result<(Arc<SourceAnswer>, Freshness), SourceError> {
+        cache
+            .get_or_fetch(key(), POLICY, bypass, later(), src.call())
+            .await
+    }
+
     #[tokio::test]
-    async fn concurrent_misses_make_one_call_and_a_failed_refresh_serves_the_stale_answer() {
+    async fn concurrent_misses_share_one_call_and_its_answer_is_cached() {
         let cache = SourceCache::new(1 << 20, true);
-        let calls = AtomicUsize::new(0);
-        let policy = Policy {
-            ttl: Duration::from_millis(20),
-            stale_if_error: Duration::from_secs(60),
-        };
-        let fetch = || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            Ok(answer())
-        };
-        let all = futures::future::join_all(
-            (0..10).map(|_| cache.get_or_fetch(key(), policy, false, fetch())),
-        )
-        .await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let fetched = all
-            .iter()
-            .filter(|r| matches!(r, Ok((_, Freshness::Fetched))))
-            .count();
-        assert_eq!(fetched, 1);
-        // After the TTL the source fails: the last good answer comes back, marked stale.
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        let r = cache
-            .get_or_fetch(key(), policy, false, async {
-                Err(SourceError::Unavailable)
-            })
-            .await;
-        assert!(matches!(r, Ok((_, Freshness::Stale(_)))), "{r:?}");
-        // And a successful refresh replaces it.
-        let r = cache.get_or_fetch(key(), policy, false, fetch()).await;
-        assert!(matches!(r, Ok((_, Freshness::Fetched))), "{r:?}");
+        let src = Source::new(Ok(()));
+        let reads = futures::future::join_all((0..10).map(|i| read(&cache, &src, i % 2 == 1)));
+        let (all, ()) = tokio::join!(reads, async { src.open() });
+        assert_eq!(src.calls(), 1);
+        let kinds: Vec<Freshness> = all.into_iter().map(|r| r.unwrap().1).collect();
+        assert_eq!(kinds[0], Freshness::Fetched);
+        assert!(
+            kinds[1..].iter().all(|k| *k == Freshness::Joined),
+            "{kinds:?}"
+        );
+        let r = read(&cache, &src, false).await.unwrap();
+        assert!(matches!(r.1, Freshness::Cached(_)), "{r:?}");
+        assert_eq!(src.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_shared_too_and_each_waiter_falls_back_to_the_stale_answer() {
+        let cache = SourceCache::new(1 << 20, true);
+        let failing = Source::new(Err(SourceError::Http {
+            status: 500,
+            detail: None,
+        }));
+        let reads = futures::future::join_all((0..10).map(|_| read(&cache, &failing, false)));
+        let (all, ()) = tokio::join!(reads, async { failing.open() });
+        assert_eq!(failing.calls(), 1);
+        assert!(
+            all.iter()
+                .all(|r| matches!(r, Err(SourceError::Http { status: 500, .. })))
+        );
+        // With a good answer stored, a failed refresh (no-cache) serves it to every waiter,
+        // marked stale.
+        let good = Source::new(Ok(()));
+        good.open();
+        read(&cache, &good, false).await.unwrap();
+        let failing = Source::new(Err(SourceError::Unavailable));
+        let reads = futures::future::join_all((0..3).map(|_| read(&cache, &failing, true)));
+        let (all, ()) = tokio::join!(reads, async { failing.open() });
+        assert_eq!(failing.calls(), 1);
+        assert!(
+            all.iter()
+                .all(|r| matches!(r, Ok((_, Freshness::Stale(_))))),
+            "{all:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_call_goes_on_when_the_request_that_started_it_goes_away() {
+        let cache = SourceCache::new(1 << 20, true);
+        let src = Source::new(Ok(()));
+        {
+            let mut first = std::pin::pin!(read(&cache, &src, false));
+            assert!(futures::poll!(first.as_mut()).is_pending());
+            // Dropped here: the caller hung up.
+        }
+        let second = read(&cache, &src, false);
+        let (r, ()) = tokio::join!(second, async { src.open() });
+        assert_eq!(r.unwrap().1, Freshness::Joined);
+        assert_eq!(src.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_subject_invalidated_during_a_call_does_not_get_its_answer_cached() {
+        let cache = SourceCache::new(1 << 20, true);
+        let old = Source::new(Ok(()));
+        let mut first = std::pin::pin!(read(&cache, &old, false));
+        assert!(futures::poll!(first.as_mut()).is_pending());
+        cache.invalidate_subject(key().bsn);
+        // A read after the invalidation does not join the call made before it.
+        let new = Source::new(Ok(()));
+        let mut second = std::pin::pin!(read(&cache, &new, false));
+        assert!(futures::poll!(second.as_mut()).is_pending());
+        assert_eq!(new.calls(), 1);
+        old.open();
+        assert_eq!(first.await.unwrap().1, Freshness::Fetched);
         cache.sync().await;
-        assert_eq!(cache.stats().0, 1);
+        assert_eq!(cache.stats().0, 0, "the old answer was not stored");
+        new.open();
+        assert_eq!(second.await.unwrap().1, Freshness::Fetched);
+        let r = read(&cache, &new, false).await.unwrap();
+        assert!(
+            matches!(r.1, Freshness::Cached(_)),
+            "the new answer is cached: {r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_disabled_cache_calls_every_time() {
+        let cache = SourceCache::new(1 << 20, false);
+        let src = Source::new(Ok(()));
+        src.open();
+        for _ in 0..3 {
+            assert_eq!(
+                read(&cache, &src, false).await.unwrap().1,
+                Freshness::Fetched
+            );
+        }
+        assert_eq!(src.calls(), 3);
     }
 }

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 
 use tower::ServiceExt;
 
+use crate::adapter::budget::InflightBudget;
 use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
 use crate::audit::{AccessRecord, AuditError, AuditSink, Begun, Completion};
 use crate::auth::{Actor, Verifier};
@@ -85,11 +86,13 @@ fn source_share(max_bytes: u64) -> u64 {
 
 impl Runtime {
     /// Builds a runtime. Adapters whose definition did not change keep their state (breaker,
-    /// concurrency limit, retry budget) from `previous`.
+    /// concurrency limit, retry budget) from `previous`. Every adapter reads its answers within
+    /// the gateway's `budget` for answers in flight.
     pub fn build(
         config: Config,
         http: &reqwest::Client,
         metrics: &Arc<Metrics>,
+        budget: &Arc<InflightBudget>,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, String> {
         let verifier = Verifier::new(&config.gateway.auth, &config.base_dir)?;
@@ -103,7 +106,8 @@ impl Runtime {
                     .filter(|a| a.client.spec.fingerprint == spec.fingerprint)
                     .cloned();
                 let rt = kept.unwrap_or_else(|| {
-                    let client = AdapterClient::new(spec.clone(), http.clone());
+                    let client =
+                        AdapterClient::new(spec.clone(), http.clone()).with_budget(budget.clone());
                     let breaker = Arc::new(Breaker::new(spec.def.resilience.circuit.clone()));
                     let stack = resilience::build(client.clone(), breaker.clone(), metrics.clone());
                     Arc::new(AdapterRuntime {
@@ -362,6 +366,9 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     audit: Arc<dyn AuditSink>,
     http: reqwest::Client,
+    /// Bytes of source answers being read and mapped, across all adapters (outside the
+    /// snapshot: calls in flight over a reload still hold theirs).
+    pub inflight: Arc<InflightBudget>,
 }
 
 struct Outcome {
@@ -378,13 +385,15 @@ impl Gateway {
             config.gateway.cache.enabled,
         );
         let metrics = Arc::new(Metrics::new());
-        let runtime = Runtime::build(config, &http, &metrics, None)?;
+        let inflight = InflightBudget::new(config.gateway.limits.max_inflight_response_bytes.0);
+        let runtime = Runtime::build(config, &http, &metrics, &inflight, None)?;
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             cache,
             metrics,
             audit,
             http,
+            inflight,
         })
     }
 
@@ -396,7 +405,15 @@ impl Gateway {
     /// Swaps in a new, already validated config.
     pub fn swap(&self, config: Config) -> Result<(), String> {
         let previous = self.runtime.load_full();
-        let rt = Runtime::build(config, &self.http, &self.metrics, Some(&previous))?;
+        let limit = config.gateway.limits.max_inflight_response_bytes.0;
+        let rt = Runtime::build(
+            config,
+            &self.http,
+            &self.metrics,
+            &self.inflight,
+            Some(&previous),
+        )?;
+        self.inflight.set_limit(limit);
         self.runtime.store(Arc::new(rt));
         Ok(())
     }
@@ -614,9 +631,9 @@ impl Gateway {
             ttl: spec.def.cache.ttl.0,
             stale_if_error: spec.def.cache.stale_if_error.0,
         };
-        // Built only when the source is really called: a cache hit needs no child span, no
-        // `traceparent` and no copy of the stack.
-        let fetch = async {
+        // Built only when the source is really called: a cache hit (or a request joining a
+        // call in flight) needs no child span, no `traceparent` and no copy of the stack.
+        let call = |deadline| {
             let call = Call {
                 ctx: CallContext {
                     bsn: req.bsn,
@@ -625,15 +642,16 @@ impl Gateway {
                 deadline,
                 read: true,
             };
-            adapter.stack.clone().oneshot(call).await
+            adapter.stack.clone().oneshot(call)
         };
-        // The outer bound covers waiting for a permit or for a coalesced fetch started by
-        // another request: nothing waits past the deadline.
+        // The outer bound covers waiting for a permit or for a call shared with other
+        // requests: nothing waits past its own deadline (and giving up never cancels a shared
+        // call).
         let remaining = deadline.saturating_duration_since(start);
         let result = match tokio::time::timeout(
             remaining,
             self.cache
-                .get_or_fetch(key.clone(), policy, req.no_cache, fetch),
+                .get_or_fetch(key.clone(), policy, req.no_cache, deadline, call),
         )
         .await
         {
@@ -648,6 +666,7 @@ impl Gateway {
             Ok((answer, fresh)) => {
                 let (status, age, lookup) = match fresh {
                     Freshness::Fetched => ("ok", None, "miss"),
+                    Freshness::Joined => ("ok", None, "joined"),
                     Freshness::Cached(age) => ("cached", Some(age.as_millis() as u64), "hit"),
                     Freshness::Stale(age) => ("stale", Some(age.as_millis() as u64), "stale"),
                 };

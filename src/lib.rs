@@ -5,7 +5,8 @@
 //! - [`config`]: YAML config and adapter descriptors → a validated, compiled [`config::Config`]
 //!   snapshot; every problem reported with file:line:column and a hint.
 //! - [`mapping`]: pure mapping of source answers (SOAP streaming, JSON) into dossier sections.
-//! - [`adapter`]: speaking SOAP and REST to one organisation's service; templates.
+//! - [`adapter`]: speaking SOAP and REST to one organisation's service; templates; the
+//!   gateway-wide budget for answers in flight.
 //! - [`cache`]: the moka source-answer cache on the adapter path (coalescing, stale-if-error).
 //! - [`dossier`]: pure merge of answers into a dossier, and view filtering.
 //! - [`resilience`]: the per-adapter tower stack: breaker, concurrency limit, read retries.

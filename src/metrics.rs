@@ -57,6 +57,7 @@ pub struct Metrics {
     overhead_seconds: HistogramFamily<RouteLabel>,
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
+    pub inflight_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +79,7 @@ impl Metrics {
             overhead_seconds: Family::new_with_constructor(overhead_histogram),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
+            inflight_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -97,7 +99,7 @@ impl Metrics {
         );
         registry.register(
             "cache_lookups",
-            "Cache lookups per adapter: hit, miss, stale",
+            "Cache lookups per adapter: hit, miss (a call made), joined (waited for another request's call), stale",
             m.cache_lookups.clone(),
         );
         registry.register(
@@ -125,6 +127,11 @@ impl Metrics {
             "Entries in the source cache",
             m.cache_entries.clone(),
         );
+        registry.register(
+            "inflight_response_bytes",
+            "Bytes of source answers being read and mapped now (bounded by limits.max_inflight_response_bytes)",
+            m.inflight_bytes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -142,6 +149,7 @@ impl Metrics {
                 SourceError::Fault { .. } => "fault",
                 SourceError::Map(_) => "mapping",
                 SourceError::TooLarge(_) => "too_large",
+                SourceError::OverBudget(_) => "over_budget",
                 SourceError::Transport(_) => "transport",
                 SourceError::Unavailable => "unavailable",
             };
@@ -165,8 +173,8 @@ impl Metrics {
         }
     }
 
-    /// Cache lookups of one adapter so far: (hits, misses, stale answers served).
-    pub fn cache_counts(&self, adapter: &Arc<str>) -> (u64, u64, u64) {
+    /// Cache lookups of one adapter so far: (hits, misses, joined calls, stale answers served).
+    pub fn cache_counts(&self, adapter: &Arc<str>) -> (u64, u64, u64, u64) {
         // Read only: a status page must not add empty series to `/metrics`.
         let get = |result: &'static str| {
             self.cache_lookups
@@ -176,7 +184,7 @@ impl Metrics {
                 })
                 .map_or(0, |c| c.get())
         };
-        (get("hit"), get("miss"), get("stale"))
+        (get("hit"), get("miss"), get("joined"), get("stale"))
     }
 
     pub fn request(&self, route: &'static str, status: u16, took: Duration, upstream: Duration) {
@@ -211,7 +219,7 @@ pub type SharedMetrics = Arc<Metrics>;
 /// Source outcomes counted per dossier request (`source_results`).
 const RESULTS: [&str; 6] = ["ok", "cached", "stale", "timeout", "error", "unavailable"];
 /// Cache lookup results (`cache_lookups`).
-const LOOKUPS: [&str; 3] = ["hit", "miss", "stale"];
+const LOOKUPS: [&str; 4] = ["hit", "miss", "joined", "stale"];
 
 /// One adapter's series on the dossier path. A label lookup hashes the adapter id under the
 /// family's lock, and a dossier counts two per source; these keep the counter (a shared
@@ -230,7 +238,7 @@ impl AdapterSeries {
         self.count(&self.results, &self.result_slots, &RESULTS, status);
     }
 
-    /// One cache lookup: hit, miss or stale.
+    /// One cache lookup: hit, miss, joined or stale.
     pub fn cache_lookup(&self, result: &'static str) {
         self.count(&self.lookups, &self.lookup_slots, &LOOKUPS, result);
     }

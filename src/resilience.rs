@@ -10,11 +10,13 @@
 //! - **Retry** only repeats reads, only for transient failures, only while the request deadline
 //!   leaves room, and only while the retry budget (a share of recent calls) allows.
 //! - **AttemptTimeout** gives each attempt what remains of the deadline, capped at the adapter's
-//!   timeout.
+//!   timeout. A call shared by several requests (see [`crate::cache`]) has the latest of their
+//!   deadlines, moved out as requests join it ([`Deadline`]).
 //!
 //! The stack is a `Clone` service (no `Buffer` on the hot path).
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -29,12 +31,68 @@ use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
 use crate::config::model::{CircuitDef, Resilience};
 use crate::metrics::Metrics;
 
+/// When a call must be over. Clones share it: a call made for several requests ends at the
+/// latest of their deadlines, and a request that joins it moves it out with [`Deadline::extend`]
+/// (never in).
+#[derive(Debug, Clone)]
+pub struct Deadline(Arc<Moving>);
+
+#[derive(Debug)]
+struct Moving {
+    first: Instant,
+    /// How far past `first` it has been moved, in nanoseconds.
+    moved: AtomicU64,
+}
+
+impl Deadline {
+    pub fn at(when: Instant) -> Deadline {
+        Deadline(Arc::new(Moving {
+            first: when,
+            moved: AtomicU64::new(0),
+        }))
+    }
+
+    /// The deadline now.
+    pub fn instant(&self) -> Instant {
+        self.0.first + Duration::from_nanos(self.0.moved.load(Ordering::Acquire))
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.instant().saturating_duration_since(Instant::now())
+    }
+
+    /// Moves the deadline out to `when`, if that is later.
+    pub fn extend(&self, when: Instant) {
+        let by = when.saturating_duration_since(self.0.first).as_nanos();
+        self.0
+            .moved
+            .fetch_max(u64::try_from(by).unwrap_or(u64::MAX), Ordering::AcqRel);
+    }
+
+    /// Resolves once the deadline has passed, following it when it moves.
+    pub async fn passed(&self) {
+        loop {
+            let at = self.instant();
+            tokio::time::sleep_until(at.into()).await;
+            if self.instant() <= at {
+                return;
+            }
+        }
+    }
+}
+
+impl From<Instant> for Deadline {
+    fn from(when: Instant) -> Deadline {
+        Deadline::at(when)
+    }
+}
+
 /// One call through an adapter stack.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub ctx: CallContext,
     /// No attempt runs past this.
-    pub deadline: Instant,
+    pub deadline: Deadline,
     /// Reads may be retried; writes (deliveries) never are, here.
     pub read: bool,
 }
@@ -53,7 +111,7 @@ fn is_source_failure(e: &SourceError) -> bool {
             let local = code.rsplit(':').next().unwrap_or(code);
             !(local.eq_ignore_ascii_case("Client") || local.eq_ignore_ascii_case("Sender"))
         }
-        SourceError::Unavailable => false,
+        SourceError::Unavailable | SourceError::OverBudget(_) => false,
     }
 }
 
@@ -266,7 +324,7 @@ impl Breaker {
 /// so nothing is counted, but a half-open probe slot is given back so the breaker is not stuck.
 struct Admitted {
     breaker: Arc<Breaker>,
-    deadline: Instant,
+    deadline: Deadline,
     done: bool,
 }
 
@@ -275,7 +333,7 @@ impl Drop for Admitted {
         if self.done {
             return;
         }
-        if Instant::now() >= self.deadline {
+        if Instant::now() >= self.deadline.instant() {
             self.breaker.record(true);
         } else {
             self.breaker.abandon();
@@ -326,12 +384,16 @@ where
             }
             let mut guard = Admitted {
                 breaker: breaker.clone(),
-                deadline: call.deadline,
+                deadline: call.deadline.clone(),
                 done: false,
             };
             let r = inner.oneshot(call).await;
             guard.done = true;
-            breaker.record(r.as_ref().err().is_some_and(is_source_failure));
+            match &r {
+                // Refused by our own budget: says nothing about the source, either way.
+                Err(SourceError::OverBudget(_)) => breaker.abandon(),
+                _ => breaker.record(r.as_ref().err().is_some_and(is_source_failure)),
+            }
             r
         })
     }
@@ -385,7 +447,7 @@ impl tower::retry::Policy<Call, SourceAnswer, SourceError> for ReadRetry {
                 let wait = self.backoff
                     + Duration::from_micros(u64::from(u16::from_le_bytes(jitter)) % 10_000);
                 // Only retry when the attempt after the wait still has a useful slice of time.
-                let remaining = call.deadline.saturating_duration_since(Instant::now());
+                let remaining = call.deadline.remaining();
                 if remaining < wait + Duration::from_millis(50) || !self.budget.withdraw() {
                     return None;
                 }
@@ -426,13 +488,14 @@ impl Service<Call> for FetchService {
         let client = self.client.clone();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let budget = client
-                .timeout()
-                .min(call.deadline.saturating_duration_since(Instant::now()));
+            let timeout = client.timeout();
             let started = Instant::now();
-            let r = match tokio::time::timeout(budget, client.fetch(&call.ctx)).await {
-                Ok(r) => r,
-                Err(_) => Err(SourceError::Timeout(budget.as_millis() as u64)),
+            // The deadline is followed while the attempt runs: it moves out when another
+            // request joins a shared call.
+            let r = tokio::select! {
+                r = client.fetch(&call.ctx) => r,
+                () = tokio::time::sleep(timeout) => Err(SourceError::Timeout(timeout.as_millis() as u64)),
+                () = call.deadline.passed() => Err(SourceError::Timeout(started.elapsed().as_millis() as u64)),
             };
             metrics.observe_attempt(client.id(), started.elapsed(), r.as_ref().err());
             r
@@ -481,7 +544,7 @@ mod tests {
                 bsn: crate::bsn::Bsn::parse("999993653").unwrap(),
                 traceparent: None,
             },
-            deadline,
+            deadline: deadline.into(),
             read: true,
         };
         // Ten callers give up long before the deadline: nothing is counted.
@@ -497,6 +560,18 @@ mod tests {
             let _ = tokio::time::timeout(Duration::from_millis(10), svc.call(call(near))).await;
         }
         assert_eq!(breaker.state(), CircuitState::Open);
+    }
+
+    #[test]
+    fn a_shared_deadline_moves_out_never_in() {
+        let t = Instant::now();
+        let d = Deadline::at(t + Duration::from_secs(1));
+        let joined = d.clone();
+        joined.extend(t + Duration::from_secs(3));
+        assert_eq!(d.instant(), t + Duration::from_secs(3));
+        d.extend(t + Duration::from_secs(2));
+        d.extend(t);
+        assert_eq!(joined.instant(), t + Duration::from_secs(3));
     }
 
     #[test]

@@ -1212,6 +1212,17 @@ fn validate_portal(file: &Path, tree: &Node, gw: &GatewayConfig, errors: &mut Ve
     }
 }
 
+/// `4 MiB`, `64 KiB`, or plain bytes, for messages.
+fn byte_size(b: u64) -> String {
+    match b {
+        0 => "0 bytes".into(),
+        _ if b.is_multiple_of(1 << 30) => format!("{} GiB", b >> 30),
+        _ if b.is_multiple_of(1 << 20) => format!("{} MiB", b >> 20),
+        _ if b.is_multiple_of(1 << 10) => format!("{} KiB", b >> 10),
+        _ => format!("{b} bytes"),
+    }
+}
+
 fn validate_gateway(
     file: &Path,
     tree: &Node,
@@ -1285,6 +1296,34 @@ fn validate_gateway(
                 }
             }
         }
+    }
+    // Each answer counts twice against the in-flight budget while it is mapped: the largest
+    // one must fit, or that source could never answer.
+    let budget = gw.limits.max_inflight_response_bytes.0;
+    let largest = adapters
+        .values()
+        .map(|a| (a.max_response_body, format!("adapter `{}`", a.def.id)))
+        .chain([(
+            gw.limits.max_response_body.0,
+            "`limits.max_response_body`".to_string(),
+        )])
+        .max_by_key(|(cap, _)| *cap);
+    if let Some((cap, whose)) = largest
+        && cap.saturating_mul(2) > budget
+    {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["limits", "max_inflight_response_bytes"]),
+                format!(
+                    "`limits.max_inflight_response_bytes` ({}) cannot hold one answer of {} ({whose}) while it is mapped ({} with its records)",
+                    byte_size(budget),
+                    byte_size(cap),
+                    byte_size(cap.saturating_mul(2))
+                ),
+            )
+            .hint("make the budget at least twice the largest `max_response_body`, or lower that cap"),
+        );
     }
     // Rules: compiled against what the adapters actually map.
     if all_loaded {

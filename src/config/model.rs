@@ -199,6 +199,11 @@ pub struct Limits {
     /// Default cap on a source answer; an adapter may set its own. Answers are cut off at the
     /// cap while streaming, never buffered whole.
     pub max_response_body: ByteSize,
+    /// The bound on all source answers in flight at once, gateway-wide: what calls hold while
+    /// they read and map their answers (twice an answer's size: its bytes and its records). A
+    /// call that would pass it fails at once (our limit, not the source's failure), so many
+    /// large answers at the same moment cannot take the process's memory with them.
+    pub max_inflight_response_bytes: ByteSize,
     /// Deepest element or JSON nesting accepted in a source answer.
     pub max_depth: u32,
     /// A client must send its request headers within this time (slow clients are cut off).
@@ -216,6 +221,7 @@ impl Default for Limits {
         Limits {
             max_request_body: ByteSize(64 * 1024),
             max_response_body: ByteSize(4 * 1024 * 1024),
+            max_inflight_response_bytes: ByteSize(64 * 1024 * 1024),
             max_depth: 64,
             header_timeout: Dur(Duration::from_secs(10)),
             max_header_bytes: ByteSize(16 * 1024),

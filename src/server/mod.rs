@@ -138,6 +138,7 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
     let (entries, bytes) = g.cache.stats();
     g.metrics.cache_entries.set(entries as i64);
     g.metrics.cache_bytes.set(bytes as i64);
+    g.metrics.inflight_bytes.set(g.inflight.used() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -745,12 +746,12 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
         "config": {"file": rt.config.file, "version": rt.config.version},
         "adapters": rt.adapters.values().map(|a| {
             let mut v = adapter_summary(a);
-            let (hits, misses, stale) = s.gateway.metrics.cache_counts(a.client.id());
-            let lookups = hits + misses + stale;
+            let (hits, misses, joined, stale) = s.gateway.metrics.cache_counts(a.client.id());
+            let lookups = hits + misses + joined + stale;
             v["organisation_name"] = serde_json::json!(a.client.spec.organisation_name);
             v["cache"] = serde_json::json!({
                 "ttl_ms": a.client.spec.def.cache.ttl.0.as_millis() as u64,
-                "hits": hits, "misses": misses, "stale": stale,
+                "hits": hits, "misses": misses, "joined": joined, "stale": stale,
                 "hit_ratio": (lookups > 0).then(|| hits as f64 / lookups as f64),
             });
             v

@@ -402,3 +402,29 @@ fn the_production_example_serves_no_plain_http_to_the_network() {
         "{w:?}"
     );
 }
+
+#[test]
+fn check_refuses_an_inflight_budget_that_cannot_hold_the_largest_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let gateway = GATEWAY
+        .replace("  - adapters/ontbreekt.yaml\n", "")
+        .replace(
+            "  max_depth: diep\n",
+            "  max_depth: 64\n  max_inflight_response_bytes: 16MiB\n",
+        )
+        .replace("max_bytez", "max_bytes");
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    std::fs::write(
+        dir.path().join("adapters/uwv.yaml"),
+        format!("{ADAPTER}max_response_body: 10MiB\n"),
+    )
+    .unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("[dir]/gateway.yaml:7:32: `limits.max_inflight_response_bytes` (16 MiB) cannot hold one answer of 10 MiB (adapter `uwv`) while it is mapped (20 MiB with its records)\n    hint: make the budget at least twice the largest `max_response_body`, or lower that cap"),
+        "{text}"
+    );
+    assert!(text.contains("1 problem(s) found"), "{text}");
+}

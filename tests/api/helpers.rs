@@ -36,6 +36,8 @@ pub enum Behaviour {
     Status(u16, &'static str, String),
     /// `302 Found` with this `Location`.
     Redirect(String),
+    /// Answer with this status and body after a delay (a slow failure).
+    StatusAfter(u64, u16, &'static str, String),
 }
 
 #[derive(Clone, Default)]
@@ -77,7 +79,7 @@ async fn chaos_handler(
         .entry(uri.path().to_string())
         .or_default() += 1;
     let b = c.behaviours.lock().unwrap().get(uri.path()).cloned();
-    if let Some(Behaviour::Delay(ms)) = b {
+    if let Some(Behaviour::Delay(ms) | Behaviour::StatusAfter(ms, ..)) = b {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     match b {
@@ -100,7 +102,9 @@ async fn chaos_handler(
         Some(Behaviour::Redirect(to)) => {
             (StatusCode::FOUND, [("location", to)], "").into_response()
         }
-        Some(Behaviour::Status(code, ctype, body)) => (
+        Some(
+            Behaviour::Status(code, ctype, body) | Behaviour::StatusAfter(_, code, ctype, body),
+        ) => (
             StatusCode::from_u16(code).unwrap(),
             [("content-type", ctype)],
             body,

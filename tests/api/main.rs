@@ -3,12 +3,14 @@
 mod applications;
 mod audit;
 mod check;
+mod coalescing;
 mod demo;
 mod docs;
 mod dossier;
 mod durability;
 mod helpers;
 mod hostile;
+mod inflight;
 mod openapi;
 mod partners;
 mod portal;

@@ -300,7 +300,7 @@ async fn retries_happen_only_on_reads() {
             bsn: Bsn::parse(CITIZEN).unwrap(),
             traceparent: None,
         },
-        deadline: std::time::Instant::now() + Duration::from_secs(2),
+        deadline: (std::time::Instant::now() + Duration::from_secs(2)).into(),
         read,
     };
     let r = stack.clone().oneshot(call(false)).await;

@@ -53,7 +53,7 @@ function render(st) {
       el('td', { class: 'num' }, last ? `${last.latency_ms} ms` : '—'),
       el('td', {}, last ? formatMoment(last.at) : '—'),
       el('td', {}, badge(ctext, ckind)),
-      el('td', { class: 'num' }, pct(a.cache?.hit_ratio), el('span', { class: 'hint' }, `${a.cache?.hits ?? 0} treffers, ${a.cache?.misses ?? 0} missers, ${a.cache?.stale ?? 0} verouderd`)));
+      el('td', { class: 'num' }, pct(a.cache?.hit_ratio), el('span', { class: 'hint' }, `${a.cache?.hits ?? 0} treffers, ${a.cache?.misses ?? 0} missers, ${a.cache?.joined ?? 0} gedeeld, ${a.cache?.stale ?? 0} verouderd`)));
   });
   fill(document.getElementById('bronnen'), el('div', { class: 'table-wrap' }, el('table', {},
     el('caption', {}, `${st.adapters.length} adapters`),
