@@ -114,7 +114,11 @@ pub async fn serve(
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "Accept failed.");
+                    static GATE: std::sync::LazyLock<crate::lograte::LogGate> =
+                        std::sync::LazyLock::new(crate::lograte::LogGate::default);
+                    if let Some(suppressed) = GATE.admit() {
+                        tracing::warn!(error = %e, suppressed, "Accept failed (`suppressed` more since the last line).");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

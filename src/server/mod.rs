@@ -384,7 +384,11 @@ pub(crate) fn dossier_problem(e: DossierError) -> Problem {
             "No source answered in time",
         ),
         DossierError::Audit(err) => {
-            tracing::error!(error = %err, "Audit record not written; dossier withheld.");
+            static GATE: std::sync::LazyLock<crate::lograte::LogGate> =
+                std::sync::LazyLock::new(crate::lograte::LogGate::default);
+            if let Some(suppressed) = GATE.admit() {
+                tracing::error!(error = %err, suppressed, "Audit record not written; dossier withheld (`suppressed` more since the last line).");
+            }
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "audit-unavailable",
@@ -1102,7 +1106,9 @@ async fn test_adapter(
         )
         .detail(e.to_string())
     })?;
-    let client = crate::adapter::AdapterClient::new(spec, http);
+    // Test answers count against the same in-flight budget as dossier reads.
+    let client =
+        crate::adapter::AdapterClient::new(spec, http).with_budget(s.gateway.inflight.clone());
     let (result, took) = Gateway::run_adapter(&client, bsn).await;
     let body = match result {
         Ok(a) => serde_json::json!({

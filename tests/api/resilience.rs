@@ -355,3 +355,66 @@ async fn metrics_are_exposed_with_bounded_labels() {
     }
     assert!(!m.contains(CITIZEN), "a BSN never appears in metrics");
 }
+
+/// Collects what the gateway logs on this test's thread (a current-thread runtime runs the
+/// gateway's tasks here too).
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_source_outage_is_logged_once_per_interval_not_once_per_request() {
+    let logs = LogBuf::default();
+    let w = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let app = spawn_app_with(Options::default()).await;
+    app.chaos.set(
+        "/uwv/UitkeringenService",
+        Behaviour::Status(500, "text/plain", "storing".into()),
+    );
+    let token = app.citizen_token(CITIZEN);
+    for _ in 0..200 {
+        let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+        assert_ne!(source(&d, "uwv-uitkeringen")["status"], "ok");
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Source failed") && l.contains("uwv-uitkeringen"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    // The metrics still count every one.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: f64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ketenportaal_source_results")
+                && l.contains("uwv-uitkeringen")
+                && !l.contains("status=\"ok\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(counted, 200.0, "{metrics}");
+}
