@@ -151,6 +151,8 @@ impl Metrics {
                 SourceError::TooLarge(_) => "too_large",
                 SourceError::OverBudget(_) => "over_budget",
                 SourceError::Transport(_) => "transport",
+                SourceError::Tls(_) => "tls",
+                SourceError::Unexpected(_) => "unexpected_answer",
                 SourceError::Unavailable => "unavailable",
             };
             self.attempt_errors

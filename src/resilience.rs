@@ -104,9 +104,13 @@ fn is_source_failure(e: &SourceError) -> bool {
     match e {
         SourceError::Timeout(_)
         | SourceError::Transport(_)
+        | SourceError::Tls(_)
+        | SourceError::Unexpected(_)
         | SourceError::Map(_)
         | SourceError::TooLarge(_) => true,
-        SourceError::Http { status, .. } => *status >= 500,
+        // A redirect is not followed: the source is misconfigured or moved, and every call
+        // fails the same way until someone fixes it, as with a 5xx.
+        SourceError::Http { status, .. } => *status >= 500 || (300..400).contains(status),
         SourceError::Fault { code, .. } => {
             let local = code.rsplit(':').next().unwrap_or(code);
             !(local.eq_ignore_ascii_case("Client") || local.eq_ignore_ascii_case("Sender"))
@@ -117,7 +121,8 @@ fn is_source_failure(e: &SourceError) -> bool {
 
 /// Failures worth another attempt: the connection broke, or a proxy in front of the source
 /// said it is briefly unavailable. A timeout is not retried: the source is slow, and asking
-/// again would only add load and use the rest of the deadline.
+/// again would only add load and use the rest of the deadline. A TLS refusal is not
+/// retried either: it fails the same way every time.
 fn is_transient(e: &SourceError) -> bool {
     match e {
         SourceError::Transport(_) => true,
@@ -623,6 +628,21 @@ mod tests {
             b.record(i % 2 == 1);
         }
         assert_eq!(b.state(), CircuitState::Open);
+    }
+
+    #[test]
+    fn tls_refusals_and_redirects_count_but_are_not_retried() {
+        let tls = SourceError::Tls(
+            "the server refused our client certificate (certificate expired)".into(),
+        );
+        assert!(is_source_failure(&tls));
+        assert!(!is_transient(&tls));
+        let moved = SourceError::Http {
+            status: 301,
+            detail: None,
+        };
+        assert!(is_source_failure(&moved));
+        assert!(!is_transient(&moved));
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub enum SourceError {
     OverBudget(u64),
     #[error("cannot reach the source: {0}")]
     Transport(String),
+    /// The TLS handshake failed: it fails the same way every time, so it is not retried.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// A success status with something that is not the answer: no body, or the wrong kind.
+    #[error("the source answered {0}")]
+    Unexpected(String),
     #[error("the source is unavailable (circuit open)")]
     Unavailable,
 }
@@ -167,10 +173,31 @@ impl AdapterClient {
         };
         let resp = req.send().await.map_err(transport_error)?;
         let status = resp.status();
+        // The media type without parameters, when the source named one.
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_ascii_lowercase()
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            });
         let mut held = match &self.budget {
             Some(b) => b.reservation(),
             None => Reservation::unbounded(),
         };
+        if status.is_redirection() {
+            return Err(SourceError::Http {
+                status: status.as_u16(),
+                detail: Some("redirects are not followed; fix the adapter's endpoint".into()),
+            });
+        }
         let body = read_capped(resp, self.spec.max_response_body, &mut held).await?;
         let bytes = body.len();
         let sections = match (&self.spec.mapping, self.spec.def.protocol) {
@@ -186,6 +213,23 @@ impl AdapterClient {
                             detail: None,
                         });
                     }
+                    Err(MapError::NoSoapBody | MapError::NotXml(_))
+                        if body.iter().all(u8::is_ascii_whitespace) =>
+                    {
+                        return Err(SourceError::Unexpected(format!(
+                            "HTTP {} without a body, where a SOAP envelope was expected",
+                            status.as_u16()
+                        )));
+                    }
+                    Err(MapError::NoSoapBody | MapError::NotXml(_))
+                        if content_type.as_deref().is_some_and(|ct| !is_xml_type(ct)) =>
+                    {
+                        return Err(SourceError::Unexpected(format!(
+                            "HTTP {} with `{}`, not a SOAP envelope",
+                            status.as_u16(),
+                            content_type.as_deref().unwrap_or_default()
+                        )));
+                    }
                     Ok(s) => s,
                     Err(MapError::Fault { code, reason }) => {
                         return Err(SourceError::Fault { code, reason });
@@ -199,6 +243,20 @@ impl AdapterClient {
                         status: status.as_u16(),
                         detail: problem_detail(&body),
                     });
+                }
+                if body.iter().all(u8::is_ascii_whitespace) {
+                    return Err(SourceError::Unexpected(format!(
+                        "HTTP {} without a body, where a JSON answer was expected",
+                        status.as_u16()
+                    )));
+                }
+                if let Some(ct) = &content_type
+                    && !is_json_type(ct)
+                {
+                    return Err(SourceError::Unexpected(format!(
+                        "HTTP {} with `{ct}`, not JSON",
+                        status.as_u16()
+                    )));
                 }
                 m.map_bytes(&body, &self.spec.limits)
                     .map_err(SourceError::Map)?
@@ -314,9 +372,12 @@ impl AdapterClient {
 }
 
 fn transport_error(e: reqwest::Error) -> SourceError {
-    // The chain of causes says what really happened (refused, reset, TLS). The URL is left
-    // out: the status already names the adapter, and an operator's URL may hold a value from
-    // the environment that a partner testing its adapter must not see.
+    if let Some(t) = tls_failure(&e) {
+        return SourceError::Tls(t);
+    }
+    // The chain of causes says what really happened (refused, reset). The URL is left out:
+    // the status already names the adapter, and an operator's URL may hold a value from the
+    // environment that a partner testing its adapter must not see.
     let e = e.without_url();
     let mut msg = e.to_string();
     let mut src = std::error::Error::source(&e);
@@ -325,6 +386,67 @@ fn transport_error(e: reqwest::Error) -> SourceError {
         src = s.source();
     }
     SourceError::Transport(msg)
+}
+
+/// What a TLS failure in `e`'s causes means, in the operator's words.
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as R};
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        // `io::Error::source` skips the error it wraps, and TLS errors come wrapped in an
+        // io::Error inside another: unwrap those by hand.
+        let mut found = err.downcast_ref::<R>();
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while found.is_none()
+            && let Some(inner) = io.and_then(|e| e.get_ref())
+        {
+            found = inner.downcast_ref::<R>();
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        if let Some(r) = found {
+            return Some(match r {
+                R::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                    "the source's certificate has expired".into()
+                }
+                R::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+                    "the source's certificate is not valid yet".into()
+                }
+                R::InvalidCertificate(C::UnknownIssuer) => {
+                    "the source's certificate is not issued by a CA this adapter trusts (`tls.ca`)"
+                        .into()
+                }
+                R::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                    "the source's certificate is not valid for its host name".into()
+                }
+                R::InvalidCertificate(c) => {
+                    format!("the source's certificate is not accepted ({c:?})")
+                }
+                R::AlertReceived(a) => {
+                    let why = match a {
+                        A::CertificateExpired => "certificate expired",
+                        A::CertificateRevoked => "certificate revoked",
+                        A::UnknownCA => "certificate from a CA it does not trust",
+                        A::CertificateRequired => "no client certificate sent",
+                        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+                            "certificate not accepted"
+                        }
+                        A::AccessDenied => "access denied",
+                        A::HandshakeFailure => {
+                            return Some(
+                                "the server ended the handshake (no common protocol version or cipher suite, or it wants a client certificate)"
+                                    .into(),
+                            );
+                        }
+                        other => return Some(format!("the server sent the TLS alert {other:?}")),
+                    };
+                    format!("the server refused our client certificate ({why})")
+                }
+                other => other.to_string(),
+            });
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Reads the body up to `cap` bytes; a larger answer is cut off, not buffered. Twice the
@@ -356,6 +478,16 @@ async fn read_capped(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
+}
+
+/// `application/json`, `application/problem+json`, `application/hal+json`, `text/json`, ...
+fn is_json_type(ct: &str) -> bool {
+    ct == "application/json" || ct == "text/json" || ct.ends_with("+json")
+}
+
+/// `text/xml`, `application/soap+xml`, `application/xml`, ...
+fn is_xml_type(ct: &str) -> bool {
+    ct == "text/xml" || ct == "application/xml" || ct.ends_with("+xml")
 }
 
 /// `title`/`detail` of a problem+json error body, for the source status message.

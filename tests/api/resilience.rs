@@ -418,3 +418,69 @@ async fn a_source_outage_is_logged_once_per_interval_not_once_per_request() {
         .sum();
     assert_eq!(counted, 200.0, "{metrics}");
 }
+
+#[tokio::test]
+async fn odd_answers_are_named_and_redirects_count_against_the_circuit() {
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(|c| {
+            tweak_adapter(c, "uwv-uitkeringen", |d| {
+                d.resilience.circuit.consecutive_failures = 3;
+                d.resilience.circuit.open_for = Dur(Duration::from_secs(60));
+            })
+        })),
+        ..Options::default()
+    })
+    .await;
+    let token = app.citizen_token(CITIZEN);
+    let toeslagen = "/belastingdienst/toeslagen/api/v1/toeslagen/_zoek";
+    for (b, want) in [
+        (
+            Behaviour::Status(204, "application/json", String::new()),
+            "the source answered HTTP 204 without a body, where a JSON answer was expected",
+        ),
+        (
+            Behaviour::Status(
+                200,
+                "text/html; charset=utf-8",
+                "<html><body>Onderhoud</body></html>".into(),
+            ),
+            "the source answered HTTP 200 with `text/html`, not JSON",
+        ),
+    ] {
+        app.chaos.set(toeslagen, b);
+        let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+        assert_eq!(source(&d, "toeslagen")["error"], want, "{d}");
+    }
+    app.chaos
+        .set(UWV, Behaviour::Status(200, "text/html", "<html/>".into()));
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    assert_eq!(
+        source(&d, "uwv-uitkeringen")["error"],
+        "the source answered HTTP 200 with `text/html`, not a SOAP envelope",
+        "{d}"
+    );
+    // A good answer resets the run of failures; then three redirects in a row open the
+    // circuit: a 3xx is a failure like a 5xx.
+    app.chaos.clear(UWV);
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok", "{d}");
+    app.chaos
+        .set(UWV, Behaviour::Redirect("http://elders.example/".into()));
+    for _ in 0..3 {
+        let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+        let e = source(&d, "uwv-uitkeringen")["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.starts_with("HTTP 302") && e.contains("redirects are not followed"),
+            "{e}"
+        );
+    }
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    assert_eq!(
+        source(&d, "uwv-uitkeringen")["status"],
+        "unavailable",
+        "{d}"
+    );
+}
