@@ -85,6 +85,8 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route("/admin/admin.js", get(portal::admin_script))
         .route("/admin/shared/{file}", get(portal::admin_shared))
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        // The framework's own refusals (body limit, path decoding, method) as problem+json.
+        .layer(axum::middleware::map_response(problem::framework_errors))
         // Outermost: every response, errors included, carries the API version.
         .layer(axum::middleware::map_response(api_version))
         .layer(DefaultBodyLimit::max(max_body))

@@ -81,3 +81,46 @@ async fn the_openapi_document_matches_the_routes() {
     assert!(text.contains("application/problem+json"));
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
 }
+
+/// The framework's own refusals are problems too, with their headers.
+#[tokio::test]
+async fn the_frameworks_refusals_are_problems() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .patch(format!("{}/v1/dossiers", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.headers()["api-version"], "1.0.0");
+    let r = app
+        .http
+        .get(format!("{}/v1/themes/%FF", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["status"], 400);
+    // Just over the 64 KiB the demo takes, sent whole before the answer is read.
+    let r = app
+        .http
+        .post(format!("{}/v1/dossiers", app.url))
+        .bearer_auth(app.employee_token("uwv", &["uwv-werkcoach"]))
+        .body(vec![b' '; 64 * 1024 + 1])
+        .send()
+        .await;
+    if let Ok(r) = r {
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(
+            p["type"],
+            "https://ketenportaal.example/problems/payload-too-large"
+        );
+    }
+}
