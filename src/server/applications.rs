@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{
     AppState, Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
@@ -22,7 +22,8 @@ use crate::store::{Application, StoreError};
 #[serde(deny_unknown_fields)]
 struct CitizenApplication {
     service: String,
-    data: Value,
+    /// The form, an object (the service's schema is applied to it).
+    data: Map<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -30,20 +31,27 @@ struct CitizenApplication {
 struct EmployeeApplication {
     bsn: String,
     service: String,
-    data: Value,
+    data: Map<String, Value>,
 }
 
+/// The `Idempotency-Key` header: 1 to 200 visible ASCII characters, spaces only inside (as
+/// sent: nothing is trimmed).
 fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    let valid = |k: &[u8]| {
+        (1..=200).contains(&k.len())
+            && k.iter().all(|b| (b' '..=b'~').contains(b))
+            && k.first() != Some(&b' ')
+            && k.last() != Some(&b' ')
+    };
     let k = headers
         .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(|v| v.as_bytes())
+        .filter(|k| valid(k))
         .ok_or_else(|| {
-            Problem::bad_request("send an `Idempotency-Key` header (1 to 200 characters), so a retried submission is not a second application")
-                .param("Idempotency-Key", "required", "missing or too long")
+            Problem::bad_request("send an `Idempotency-Key` header (1 to 200 visible ASCII characters, spaces only inside), so a retried submission is not a second application")
+                .param("Idempotency-Key", "required", "missing, too long, or with characters outside visible ASCII")
         })?;
-    Ok(k.to_string())
+    Ok(String::from_utf8_lossy(k).into_owned())
 }
 
 /// The answer when an application could not be stored with its record: nothing of it was
@@ -66,19 +74,20 @@ async fn submit(
     actor: &Actor,
     bsn: Bsn,
     service: String,
-    data: Value,
+    data: Map<String, Value>,
 ) -> Result<Response, Problem> {
+    let data = Value::Object(data);
     let key = idempotency_key(headers)?;
     let rt = s.gateway.runtime();
     let svc = rt.config.gateway.services.get(&service).ok_or_else(|| {
-        Problem::bad_request(format!("unknown service `{service}`")).param(
+        super::unprocessable(format!("unknown service `{service}`")).param(
             "service",
             "unknown",
             "no such service",
         )
     })?;
     let app_def = svc.application.as_ref().ok_or_else(|| {
-        Problem::bad_request(format!("service `{service}` cannot be applied for here")).param(
+        super::unprocessable(format!("service `{service}` cannot be applied for here")).param(
             "service",
             "no-application",
             "not applicable online",

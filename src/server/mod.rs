@@ -292,8 +292,33 @@ async fn me_access_log(State(s): State<Shared>, headers: HeaderMap) -> Result<Re
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
     bsn: String,
+    /// The most records to return (default 1 000). An integral number such as `100.0` counts.
     #[serde(default)]
-    limit: Option<u32>,
+    limit: Option<serde_json::Number>,
+}
+
+/// Most records one audit query returns.
+const AUDIT_LIMIT_MAX: u64 = 10_000;
+
+/// The audit query's `limit`: an integer (JSON Schema counts `100.0` as one) from 1 to
+/// [`AUDIT_LIMIT_MAX`].
+fn audit_limit(n: Option<&serde_json::Number>) -> Result<u32, Problem> {
+    let Some(n) = n else { return Ok(1000) };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (1.0..=AUDIT_LIMIT_MAX as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    match whole {
+        Some(v @ 1..=AUDIT_LIMIT_MAX) => Ok(v as u32),
+        _ => Err(
+            Problem::bad_request("`limit` is an integer from 1 to 10000").param(
+                "limit",
+                "range",
+                "an integer from 1 to 10000",
+            ),
+        ),
+    }
 }
 
 /// `POST /v1/audit/access-log` `{"bsn"}`: an auditor reads every record about one citizen.
@@ -323,11 +348,9 @@ async fn auditor_access_log(
     }
     let q: AuditQuery = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &q.bsn)?;
+    let limit = audit_limit(q.limit.as_ref())?;
     let store = s.store.as_ref().ok_or_else(no_store)?;
-    let rows = store
-        .by_subject(bsn, q.limit.unwrap_or(1000).min(10_000))
-        .await
-        .map_err(store_problem)?;
+    let rows = store.by_subject(bsn, limit).await.map_err(store_problem)?;
     audit_log_read(&s, &actor, bsn, Some("toezicht".into()), &headers).await?;
     let records: Vec<serde_json::Value> = rows
         .into_iter()
@@ -362,13 +385,25 @@ pub(crate) fn trace_of(headers: &HeaderMap) -> TraceContext {
     TraceContext::from_header(headers.get("traceparent").and_then(|v| v.to_str().ok()))
 }
 
+/// A view or section the configuration does not have is a 422 (the request matches the API
+/// document, which cannot list them); every other refusal is a 403.
 fn access_problem(e: AccessError) -> Problem {
-    match e {
-        AccessError::UnknownView(_) | AccessError::UnknownSection(_) => {
-            Problem::bad_request(e.to_string()).param("view", "unknown", e.to_string())
-        }
-        _ => Problem::forbidden(e.to_string()),
-    }
+    let field = match e {
+        AccessError::UnknownView(_) => "view",
+        AccessError::UnknownSection(_) => "sections",
+        _ => return Problem::forbidden(e.to_string()),
+    };
+    unprocessable(e.to_string()).param(field, "unknown", e.to_string())
+}
+
+/// 422: the request matches the API document but breaks a rule the document cannot state.
+pub(crate) fn unprocessable(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+        "The request cannot be processed",
+    )
+    .detail(detail)
 }
 
 pub(crate) fn dossier_problem(e: DossierError) -> Problem {
@@ -462,7 +497,8 @@ pub(crate) async fn citizen_dossier(
     let rt = s.gateway.runtime();
     let view = citizen_view(&rt.config)
         .ok_or_else(|| Problem::not_found("no citizen view is configured"))?;
-    authorize(&rt.config, &actor, &bsn, &view, None).map_err(access_problem)?;
+    let def = authorize(&rt.config, &actor, &bsn, &view, None).map_err(access_problem)?;
+    known_sections(def, sections.as_deref())?;
     let req = DossierRequest {
         actor,
         bsn,
@@ -514,6 +550,17 @@ fn citizen_view(c: &crate::config::Config) -> Option<String> {
         .map(|(k, _)| k.clone())
 }
 
+/// Refuses sections the view does not have (422, like an unknown view).
+fn known_sections(
+    view: &crate::config::model::ViewDef,
+    only: Option<&[String]>,
+) -> Result<(), Problem> {
+    match only.and_then(|o| o.iter().find(|x| !view.sections.contains_key(*x))) {
+        Some(bad) => Err(access_problem(AccessError::UnknownSection(bad.clone()))),
+        None => Ok(()),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DossierBody {
@@ -534,15 +581,20 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Pro
     })
 }
 
-/// Parses a BSN from a request, with a 400 that names the field.
+/// Parses a BSN from a request, naming the field: 8 or 9 digits and nothing else (the API
+/// document's pattern), or a 400; one that fails the 11-proef is a 422 (no pattern can say it).
 pub fn parse_bsn(field: &str, s: &str) -> Result<Bsn, Problem> {
-    Bsn::parse(s).map_err(|e| {
-        Problem::bad_request(format!("`{field}` is not a valid BSN: {e}")).param(
-            field,
-            "bsn",
-            e.to_string(),
-        )
-    })
+    let e = match Bsn::parse(s) {
+        Ok(_) if s.trim() != s => crate::bsn::BsnError::NotDigits,
+        Ok(bsn) => return Ok(bsn),
+        Err(e) => e,
+    };
+    let detail = format!("`{field}` is not a valid BSN: {e}");
+    let p = match e {
+        crate::bsn::BsnError::Checksum => unprocessable(detail),
+        _ => Problem::bad_request(detail),
+    };
+    Err(p.param(field, "bsn", e.to_string()))
 }
 
 /// `POST /v1/dossiers`: an employee reads a client's dossier through an employee view, for a
@@ -597,11 +649,7 @@ pub(crate) async fn employee_dossier_for(
     let rt = s.gateway.runtime();
     let view =
         authorize(&rt.config, &actor, &bsn, &b.view, purpose.as_deref()).map_err(access_problem)?;
-    if let Some(only) = &b.sections
-        && let Some(bad) = only.iter().find(|x| !view.sections.contains_key(*x))
-    {
-        return Err(access_problem(AccessError::UnknownSection(bad.clone())));
-    }
+    known_sections(view, b.sections.as_deref())?;
     let no_cache = headers
         .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())

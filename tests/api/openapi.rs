@@ -2,9 +2,9 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{CITIZEN, spawn_app};
 
 #[tokio::test]
 async fn the_openapi_document_matches_the_routes() {
@@ -123,4 +123,82 @@ async fn the_frameworks_refusals_are_problems() {
             "https://ketenportaal.example/problems/payload-too-large"
         );
     }
+}
+
+/// What the gateway refuses that the old document allowed, and the integral `limit` it
+/// refused though JSON Schema calls it an integer.
+#[tokio::test]
+async fn the_gateway_holds_requests_to_the_document() {
+    let app = spawn_app().await;
+    let auditor = app.employee_token("uwv", &["auditor"]);
+    let audit = |body: Value| {
+        app.http
+            .post(format!("{}/v1/audit/access-log", app.url))
+            .bearer_auth(&auditor)
+            .json(&body)
+            .send()
+    };
+    for limit in [json!(6108.0), json!(1), json!(10000), json!(null)] {
+        let r = audit(json!({"bsn": CITIZEN, "limit": limit}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{limit}");
+    }
+    for limit in [json!(0), json!(10001), json!(1.5), json!(-3), json!("5")] {
+        let r = audit(json!({"bsn": CITIZEN, "limit": limit}))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{limit}");
+        let p: Value = r.json().await.unwrap();
+        let name = &p["invalidParams"][0]["name"];
+        assert!(name == "limit" || name == "body", "{p}");
+    }
+    // A citizen's unknown section is refused as an employee's is.
+    let citizen = app.citizen_token(CITIZEN);
+    let r = app
+        .http
+        .get(format!("{}/v1/me/dossier?sections=persoon,geheim", app.url))
+        .bearer_auth(&citizen)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["invalidParams"][0]["name"], "sections");
+    // `Idempotency-Key`: visible ASCII, spaces only inside, at most 200.
+    let apply = |key: &str| {
+        app.http
+            .post(format!("{}/v1/me/applications", app.url))
+            .bearer_auth(&citizen)
+            .header("Idempotency-Key", key)
+            .json(&json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand"}}))
+            .send()
+    };
+    assert_eq!(apply("a key").await.unwrap().status(), 202);
+    assert_eq!(apply(&"k".repeat(200)).await.unwrap().status(), 202);
+    for bad in ["a\tkey".to_string(), "k".repeat(201)] {
+        assert_eq!(apply(&bad).await.unwrap().status(), 400, "{bad:?}");
+    }
+    // `data` is the form, an object.
+    let r = app
+        .http
+        .post(format!("{}/v1/me/applications", app.url))
+        .bearer_auth(&citizen)
+        .header("Idempotency-Key", "k")
+        .json(&json!({"service": "bijstand-aanvragen", "data": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // An unknown service is a 422 (the document cannot list the configured ones).
+    let r = app
+        .http
+        .post(format!("{}/v1/me/applications", app.url))
+        .bearer_auth(&citizen)
+        .header("Idempotency-Key", "k2")
+        .json(&json!({"service": "geen-dienst", "data": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
 }
