@@ -4,10 +4,14 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Serialize)]
+/// One request field that is wrong, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct InvalidParam {
+    /// The field, header or parameter (for a descriptor: `file:line:column`).
     pub name: String,
+    /// What kind of problem: `bsn`, `unknown`, `required`, a JSON Schema keyword, ...
     pub code: String,
     pub reason: String,
 }
@@ -16,8 +20,12 @@ pub struct InvalidParam {
 #[derive(Debug, Clone)]
 pub struct Problem(pub Box<ProblemBody>);
 
-#[derive(Debug, Clone, Serialize)]
+/// RFC 9457 problem details, with `invalidParams` (as the Haal Centraal APIs) when fields of
+/// the request are wrong.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Problem)]
 pub struct ProblemBody {
+    /// `https://ketenportaal.example/problems/<code>`.
     #[serde(rename = "type")]
     pub type_uri: String,
     pub title: String,
@@ -26,7 +34,9 @@ pub struct ProblemBody {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Present only when fields of the request are wrong.
     #[serde(rename = "invalidParams", skip_serializing_if = "Vec::is_empty")]
+    #[schema(min_items = 1)]
     pub invalid_params: Vec<InvalidParam>,
     #[serde(skip)]
     pub www_authenticate: bool,
