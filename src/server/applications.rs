@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{
     AppState, Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
@@ -18,32 +18,55 @@ use crate::config::compile::ZAKEN;
 use crate::gateway::{DossierResponse, Runtime, SourceReport};
 use crate::store::{Application, StoreError};
 
-#[derive(Deserialize)]
+/// A citizen takes up a service.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CitizenApplicationDoc, examples(json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand"}})))]
 struct CitizenApplication {
+    /// A service that can be applied for (`GET /v1/services/{id}`); another is a 422.
     service: String,
-    data: Value,
+    /// The form: it must satisfy the service's `application.schema`; every violation is listed
+    /// in a 422.
+    #[schema(value_type = Object)]
+    data: Map<String, Value>,
 }
 
-#[derive(Deserialize)]
+/// An employee takes up a service on a client's behalf (only for the employee's own
+/// organisation's services).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = EmployeeApplicationDoc, examples(json!({"bsn": "999993653", "service": "ww-aanvragen", "data": {"laatste_werkdag": "2026-11-27", "reden": "einde-contract", "iban": "NL91ABNA0417164300"}})))]
 struct EmployeeApplication {
+    #[schema(value_type = super::api_doc::Bsn)]
     bsn: String,
+    /// A service of the employee's organisation that can be applied for; an unknown one is a
+    /// 422, another organisation's a 403.
     service: String,
-    data: Value,
+    /// The form: it must satisfy the service's `application.schema`; every violation is listed
+    /// in a 422.
+    #[schema(value_type = Object)]
+    data: Map<String, Value>,
 }
 
+/// The `Idempotency-Key` header, exactly as the API document states it
+/// ([`IDEMPOTENCY_KEY_PATTERN`](super::api_doc::IDEMPOTENCY_KEY_PATTERN)): 1 to 200 visible
+/// ASCII characters, spaces only inside.
 fn idempotency_key(headers: &HeaderMap) -> Result<String, Problem> {
+    let valid = |k: &[u8]| {
+        (1..=200).contains(&k.len())
+            && k.iter().all(|b| (b' '..=b'~').contains(b))
+            && k.first() != Some(&b' ')
+            && k.last() != Some(&b' ')
+    };
     let k = headers
         .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .map(|v| v.as_bytes())
+        .filter(|k| valid(k))
         .ok_or_else(|| {
-            Problem::bad_request("send an `Idempotency-Key` header (1 to 200 characters), so a retried submission is not a second application")
-                .param("Idempotency-Key", "required", "missing or too long")
+            Problem::bad_request("send an `Idempotency-Key` header (1 to 200 visible ASCII characters, spaces only inside), so a retried submission is not a second application")
+                .param("Idempotency-Key", "required", "missing, too long, or with characters outside visible ASCII")
         })?;
-    Ok(k.to_string())
+    Ok(String::from_utf8_lossy(k).into_owned())
 }
 
 /// The answer when an application could not be stored with its record: nothing of it was
@@ -66,19 +89,20 @@ async fn submit(
     actor: &Actor,
     bsn: Bsn,
     service: String,
-    data: Value,
+    data: Map<String, Value>,
 ) -> Result<Response, Problem> {
+    let data = Value::Object(data);
     let key = idempotency_key(headers)?;
     let rt = s.gateway.runtime();
     let svc = rt.config.gateway.services.get(&service).ok_or_else(|| {
-        Problem::bad_request(format!("unknown service `{service}`")).param(
+        super::unprocessable(format!("unknown service `{service}`")).param(
             "service",
             "unknown",
             "no such service",
         )
     })?;
     let app_def = svc.application.as_ref().ok_or_else(|| {
-        Problem::bad_request(format!("service `{service}` cannot be applied for here")).param(
+        super::unprocessable(format!("service `{service}` cannot be applied for here")).param(
             "service",
             "no-application",
             "not applicable online",
@@ -179,13 +203,15 @@ async fn submit(
 }
 
 #[utoipa::path(post, path = "/v1/me/applications", tag = "applications", security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "The same key again returns the same application")),
-    request_body(content = Object, description = "`{service, data}`"),
-    responses((status = 202, description = "Stored; delivered to the organisation in the background"),
-               (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, description = "The data does not match the service's schema; every violation listed", body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 503, description = "Not stored (nor audited): send it again with the same key", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+    params(("Idempotency-Key" = String, Header, description = "The same key again (from the same caller) returns the same application", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$", example = "3f1c2a9e-6b8d-4e21-9c4f-0d5a7e8b1c23")),
+    request_body = CitizenApplication,
+    responses((status = 202, description = "Stored with its audit record; delivered to the organisation in the background", body = super::api_doc::ApplicationAcceptedDoc,
+                headers(("Location" = String, description = "Where to follow the application"))),
+               (status = 400, description = "The body or `Idempotency-Key` does not match this document"),
+               (status = 403, description = "Not a citizen token (employees use `POST /v1/dossiers/applications`)"),
+               (status = 422, description = "The service is unknown or cannot be applied for, or the data does not satisfy its schema; every violation listed"),
+               (status = 500, description = "The service's schema cannot be compiled (not expected: the configuration check compiles it)"),
+               (status = 503, description = "Not stored (nor audited): send it again with the same key")))]
 pub(super) async fn me_apply(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -203,14 +229,16 @@ pub(super) async fn me_apply(
 }
 
 #[utoipa::path(post, path = "/v1/dossiers/applications", tag = "applications", security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "The same key again returns the same application"),
-           ("X-Purpose" = String, Header, description = "The purpose of this action")),
-    request_body(content = Object, description = "`{bsn, service, data}`"),
-    responses((status = 202, description = "Stored; delivered in the background"),
-               (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 503, description = "Not stored (nor audited): send it again with the same key", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+    params(("Idempotency-Key" = String, Header, description = "The same key again (from the same caller) returns the same application", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$", example = "8d0e4b7a-2c51-4f9e-a3b6-71c9d2e5f048"),
+           ("X-Purpose" = String, Header, description = "The purpose of this action (doelbinding); without one the answer is 403", example = "re-integratie")),
+    request_body = EmployeeApplication,
+    responses((status = 202, description = "Stored with its audit record; delivered in the background", body = super::api_doc::ApplicationAcceptedDoc,
+                headers(("Location" = String, description = "Where to follow the application"))),
+               (status = 400, description = "The body or `Idempotency-Key` does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
+               (status = 403, description = "A citizen token, no `X-Purpose`, or a service of another organisation"),
+               (status = 422, description = "The BSN fails the 11-proef, the service is unknown or cannot be applied for, or the data does not satisfy its schema; every violation listed"),
+               (status = 500, description = "The service's schema cannot be compiled (not expected: the configuration check compiles it)"),
+               (status = 503, description = "Not stored (nor audited): send it again with the same key")))]
 pub(super) async fn employee_apply(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -237,10 +265,10 @@ pub(super) async fn employee_apply(
 }
 
 #[utoipa::path(get, path = "/v1/applications/{id}", tag = "applications", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Application id")),
-    responses((status = 200, description = "The application and its delivery status"),
-               (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 404, description = "Unknown, or not yours", body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+    params(("id" = String, Path, description = "Application id (from the `Location` of its 202)")),
+    responses((status = 200, description = "The application and its delivery status", body = super::api_doc::ApplicationDoc),
+               (status = 404, description = "Unknown, or not yours"),
+               (status = 503, description = "The store cannot be read")))]
 pub(super) async fn get_application(
     State(s): State<Shared>,
     headers: HeaderMap,

@@ -28,8 +28,7 @@ pub(super) async fn list_organisations(State(s): State<Shared>) -> Response {
 }
 
 #[utoipa::path(get, path = "/v1/views", tag = "dossier", security(("bearer" = [])),
-    responses((status = 200, description = "The views the caller may use: a citizen's own view, or the employee views their roles open, each with its purposes and sections"),
-               (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The views the caller may use: a citizen's own view, or the employee views their roles open, each with its purposes and sections")))]
 pub(super) async fn list_views(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -84,9 +83,9 @@ pub(super) async fn list_views(
 }
 
 #[utoipa::path(get, path = "/v1/services/{id}", tag = "themes",
-    params(("id" = String, Path, description = "Service id")),
+    params(("id" = String, Path, description = "Service id", example = "bijstand-aanvragen")),
     responses((status = 200, description = "One service; `application.schema` is the JSON Schema its application form must satisfy (public)"),
-               (status = 404, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 404, description = "No such service")))]
 pub(super) async fn get_service(
     State(s): State<Shared>,
     Path(id): Path<String>,

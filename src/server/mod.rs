@@ -73,7 +73,7 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .routes(routes!(catalogue::list_views))
         .routes(routes!(catalogue::get_service))
         .split_for_parts();
-    let _ = OPENAPI.set(api.to_pretty_json().unwrap_or_default());
+    let _ = OPENAPI.set(api_doc::finish(&api));
     router
         // The reference portals and the operator page (not part of the API document).
         .route("/portaal", get(portal::portal_root))
@@ -85,6 +85,8 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route("/admin/admin.js", get(portal::admin_script))
         .route("/admin/shared/{file}", get(portal::admin_shared))
         .fallback(|| async { Problem::not_found("no such endpoint") })
+        // The framework's own refusals (body limit, path decoding, method) as problem+json.
+        .layer(axum::middleware::map_response(problem::framework_errors))
         // Outermost: every response, errors included, carries the API version.
         .layer(axum::middleware::map_response(api_version))
         .layer(DefaultBodyLimit::max(max_body))
@@ -175,8 +177,8 @@ async fn healthz() -> impl IntoResponse {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "A config is loaded and the store is writable"),
-               (status = 503, description = "The store is not writable")))]
+    responses((status = 200, description = "A config is loaded and the store is writable", body = api_doc::ReadyDoc),
+               (status = 503, description = "The store is not writable", body = api_doc::ReadyDoc)))]
 async fn readyz(State(s): State<Shared>) -> Response {
     let rt = s.gateway.runtime();
     let store_ok = match &s.store {
@@ -242,9 +244,8 @@ pub(crate) fn store_problem(e: crate::store::StoreError) -> Problem {
 /// `GET /v1/me/access-log`: who looked at my dossier, when, and why (inzage).
 #[utoipa::path(get, path = "/v1/me/access-log", tag = "inzage", security(("bearer" = [])),
     responses((status = 200, description = "Who looked at my dossier, when, and why", body = api_doc::AccessLogDoc),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 503, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 403, description = "Not a citizen token (auditors use `POST /v1/audit/access-log`)"),
+               (status = 503, description = "The store cannot be read, or this read cannot be recorded")))]
 async fn me_access_log(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
     let actor = authenticate(&s, &headers)?;
     let Actor::Citizen { bsn, .. } = &actor else {
@@ -287,21 +288,51 @@ async fn me_access_log(State(s): State<Shared>, headers: HeaderMap) -> Result<Re
     Ok(json(StatusCode::OK, body.to_string().into_bytes()))
 }
 
-#[derive(Deserialize)]
+/// An auditor's query: every record about one citizen.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AuditQueryDoc, examples(json!({"bsn": "999993653", "limit": 100})))]
 struct AuditQuery {
+    #[schema(value_type = api_doc::Bsn)]
     bsn: String,
+    /// The most records to return (default 1 000). An integral number such as `100.0` counts.
     #[serde(default)]
-    limit: Option<u32>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10000, default = 1000)]
+    limit: Option<serde_json::Number>,
+}
+
+/// Most records one audit query returns.
+const AUDIT_LIMIT_MAX: u64 = 10_000;
+
+/// The audit query's `limit`: an integer (JSON Schema counts `100.0` as one) from 1 to
+/// [`AUDIT_LIMIT_MAX`].
+fn audit_limit(n: Option<&serde_json::Number>) -> Result<u32, Problem> {
+    let Some(n) = n else { return Ok(1000) };
+    let whole = n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (1.0..=AUDIT_LIMIT_MAX as f64).contains(f))
+            .map(|f| f as u64)
+    });
+    match whole {
+        Some(v @ 1..=AUDIT_LIMIT_MAX) => Ok(v as u32),
+        _ => Err(
+            Problem::bad_request("`limit` is an integer from 1 to 10000").param(
+                "limit",
+                "range",
+                "an integer from 1 to 10000",
+            ),
+        ),
+    }
 }
 
 /// `POST /v1/audit/access-log` `{"bsn"}`: an auditor reads every record about one citizen.
 #[utoipa::path(post, path = "/v1/audit/access-log", tag = "inzage", security(("bearer" = [])),
-    request_body = api_doc::AuditQueryDoc,
+    request_body = AuditQuery,
     responses((status = 200, description = "Every record about one citizen (auditors only)", body = api_doc::AuditRecordsDoc),
-               (status = 400, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 400, description = "The body does not match this document (a BSN that is not 8 or 9 digits, `limit` outside 1 to 10 000, an unknown field)"),
+               (status = 403, description = "Not an auditor"),
+               (status = 422, description = "The BSN fails the 11-proef"),
+               (status = 503, description = "The store cannot be read, or this read cannot be recorded")))]
 async fn auditor_access_log(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -322,11 +353,9 @@ async fn auditor_access_log(
     }
     let q: AuditQuery = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &q.bsn)?;
+    let limit = audit_limit(q.limit.as_ref())?;
     let store = s.store.as_ref().ok_or_else(no_store)?;
-    let rows = store
-        .by_subject(bsn, q.limit.unwrap_or(1000).min(10_000))
-        .await
-        .map_err(store_problem)?;
+    let rows = store.by_subject(bsn, limit).await.map_err(store_problem)?;
     audit_log_read(&s, &actor, bsn, Some("toezicht".into()), &headers).await?;
     let records: Vec<serde_json::Value> = rows
         .into_iter()
@@ -361,13 +390,25 @@ pub(crate) fn trace_of(headers: &HeaderMap) -> TraceContext {
     TraceContext::from_header(headers.get("traceparent").and_then(|v| v.to_str().ok()))
 }
 
+/// A view or section the configuration does not have is a 422 (the request matches the API
+/// document, which cannot list them); every other refusal is a 403.
 fn access_problem(e: AccessError) -> Problem {
-    match e {
-        AccessError::UnknownView(_) | AccessError::UnknownSection(_) => {
-            Problem::bad_request(e.to_string()).param("view", "unknown", e.to_string())
-        }
-        _ => Problem::forbidden(e.to_string()),
-    }
+    let field = match e {
+        AccessError::UnknownView(_) => "view",
+        AccessError::UnknownSection(_) => "sections",
+        _ => return Problem::forbidden(e.to_string()),
+    };
+    unprocessable(e.to_string()).param(field, "unknown", e.to_string())
+}
+
+/// 422: the request matches the API document but breaks a rule the document cannot state.
+pub(crate) fn unprocessable(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unprocessable",
+        "The request cannot be processed",
+    )
+    .detail(detail)
 }
 
 pub(crate) fn dossier_problem(e: DossierError) -> Problem {
@@ -416,13 +457,15 @@ struct MeQuery {
 
 /// `GET /v1/me/dossier`: a citizen's own dossier, through the citizen view.
 #[utoipa::path(get, path = "/v1/me/dossier", tag = "dossier", security(("bearer" = [])),
-    params(("sections" = Option<String>, Query, description = "Comma-separated sections to return (default: all of the view)")),
+    params(("sections" = Option<String>, Query, description = "Comma-separated sections of the view to return (default: all of them); one the view does not have is a 422", example = "persoon,uitkeringen")),
     responses((status = 200, description = "The citizen's own dossier through view `klant`", body = api_doc::DossierDoc),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 502, description = "No source answered", body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 503, description = "The access could not be recorded", body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 504, description = "No source answered in time", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 400, description = "A query parameter other than `sections`"),
+               (status = 403, description = "Not a citizen token (employees use `POST /v1/dossiers`)"),
+               (status = 404, description = "No citizen view is configured"),
+               (status = 422, description = "`sections` names a section the view does not have"),
+               (status = 502, description = "No source answered"),
+               (status = 503, description = "The access could not be recorded, so the dossier is not shown"),
+               (status = 504, description = "No source answered in time")))]
 async fn me_dossier(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -465,7 +508,8 @@ pub(crate) async fn citizen_dossier(
     let rt = s.gateway.runtime();
     let view = citizen_view(&rt.config)
         .ok_or_else(|| Problem::not_found("no citizen view is configured"))?;
-    authorize(&rt.config, &actor, &bsn, &view, None).map_err(access_problem)?;
+    let def = authorize(&rt.config, &actor, &bsn, &view, None).map_err(access_problem)?;
+    known_sections(def, sections.as_deref())?;
     let req = DossierRequest {
         actor,
         bsn,
@@ -517,12 +561,32 @@ fn citizen_view(c: &crate::config::Config) -> Option<String> {
         .map(|(k, _)| k.clone())
 }
 
-#[derive(Deserialize)]
+/// Refuses sections the view does not have (422, like an unknown view).
+fn known_sections(
+    view: &crate::config::model::ViewDef,
+    only: Option<&[String]>,
+) -> Result<(), Problem> {
+    match only.and_then(|o| o.iter().find(|x| !view.sections.contains_key(*x))) {
+        Some(bad) => Err(access_problem(AccessError::UnknownSection(bad.clone()))),
+        None => Ok(()),
+    }
+}
+
+/// An employee's dossier request; the purpose goes in the `X-Purpose` header.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = DossierRequestDoc, examples(json!({"bsn": "999993653", "view": "werkcoach"})))]
 pub(crate) struct DossierBody {
+    #[schema(value_type = api_doc::Bsn)]
     pub(crate) bsn: String,
+    /// One of the caller's views (`GET /v1/views`); one the configuration does not have is a
+    /// 422, one the caller's roles do not open a 403.
+    #[schema(examples("werkcoach"))]
     pub(crate) view: String,
+    /// Only these sections of the view (default: all of them); one the view does not have is
+    /// a 422.
     #[serde(default)]
+    #[schema(examples("persoon", "uitkeringen"))]
     pub(crate) sections: Option<Vec<String>>,
 }
 
@@ -537,31 +601,35 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Pro
     })
 }
 
-/// Parses a BSN from a request, with a 400 that names the field.
+/// Parses a BSN from a request, naming the field: 8 or 9 digits and nothing else (the API
+/// document's pattern), or a 400; one that fails the 11-proef is a 422 (no pattern can say it).
 pub fn parse_bsn(field: &str, s: &str) -> Result<Bsn, Problem> {
-    Bsn::parse(s).map_err(|e| {
-        Problem::bad_request(format!("`{field}` is not a valid BSN: {e}")).param(
-            field,
-            "bsn",
-            e.to_string(),
-        )
-    })
+    let e = match Bsn::parse(s) {
+        Ok(_) if s.trim() != s => crate::bsn::BsnError::NotDigits,
+        Ok(bsn) => return Ok(bsn),
+        Err(e) => e,
+    };
+    let detail = format!("`{field}` is not a valid BSN: {e}");
+    let p = match e {
+        crate::bsn::BsnError::Checksum => unprocessable(detail),
+        _ => Problem::bad_request(detail),
+    };
+    Err(p.param(field, "bsn", e.to_string()))
 }
 
 /// `POST /v1/dossiers`: an employee reads a client's dossier through an employee view, for a
 /// stated purpose.
 #[utoipa::path(post, path = "/v1/dossiers", tag = "dossier", security(("bearer" = [])),
-    request_body = api_doc::DossierRequestDoc,
-    params(("X-Purpose" = String, Header, description = "The purpose of this access (doelbinding); one the view allows"),
+    request_body = DossierBody,
+    params(("X-Purpose" = String, Header, description = "The purpose of this access (doelbinding): one the view allows (`GET /v1/views`); without one, or with another, the answer is 403", example = "re-integratie"),
            ("Cache-Control" = Option<String>, Header, description = "`no-cache` fetches fresh answers")),
     responses((status = 200, description = "A client's dossier through an employee view", body = api_doc::DossierDoc),
-               (status = 400, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 413, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 502, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 503, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 504, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 400, description = "The body does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
+               (status = 403, description = "A citizen token; a view the roles do not open; no purpose, or one the view does not allow"),
+               (status = 422, description = "The BSN fails the 11-proef, or the view or a section is not configured"),
+               (status = 502, description = "No source answered"),
+               (status = 503, description = "The access could not be recorded, so the dossier is not shown"),
+               (status = 504, description = "No source answered in time")))]
 async fn employee_dossier(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let started = std::time::Instant::now();
     let r = employee_dossier_inner(&s, &headers, &body).await;
@@ -600,11 +668,7 @@ pub(crate) async fn employee_dossier_for(
     let rt = s.gateway.runtime();
     let view =
         authorize(&rt.config, &actor, &bsn, &b.view, purpose.as_deref()).map_err(access_problem)?;
-    if let Some(only) = &b.sections
-        && let Some(bad) = only.iter().find(|x| !view.sections.contains_key(*x))
-    {
-        return Err(access_problem(AccessError::UnknownSection(bad.clone())));
-    }
+    known_sections(view, b.sections.as_deref())?;
     let no_cache = headers
         .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
@@ -673,8 +737,7 @@ fn adapter_summary(a: &crate::gateway::AdapterRuntime) -> serde_json::Value {
 
 /// `GET /v1/adapters`: the calling partner's own adapters.
 #[utoipa::path(get, path = "/v1/adapters", tag = "partners", security(("partner_key" = [])),
-    responses((status = 200, description = "The calling partner's own adapters", body = api_doc::AdapterListDoc),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, description = "The calling partner's own adapters", body = api_doc::AdapterListDoc)))]
 async fn list_adapters(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -693,11 +756,10 @@ async fn list_adapters(
 
 /// `GET /v1/adapters/{id}`: one adapter, only for its own organisation.
 #[utoipa::path(get, path = "/v1/adapters/{id}", tag = "partners", security(("partner_key" = [])),
-    params(("id" = String, Path, description = "Adapter id")),
-    responses((status = 200, description = "One of the partner's adapters, with its descriptor", body = api_doc::AdapterDoc),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, description = "Another organisation's adapter", body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 404, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+    params(("id" = String, Path, description = "Adapter id", example = "uwv-uitkeringen")),
+    responses((status = 200, description = "One of the partner's adapters, with its descriptor", body = api_doc::AdapterDetailDoc),
+               (status = 403, description = "Another organisation's adapter"),
+               (status = 404, description = "No such adapter")))]
 async fn get_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -729,8 +791,7 @@ async fn get_adapter(
 /// `GET /admin/status`: what is loaded and how each adapter is doing (admin token).
 #[utoipa::path(get, path = "/admin/status", tag = "operations", security(("admin_token" = [])),
     responses((status = 200, description = "Loaded config, adapters, cache, store, reloads", body = api_doc::StatusDoc),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 403, description = "The operator pages are closed (no `admin.token_sha256`)")))]
 async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
     let rt = s.gateway.runtime();
     crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;
@@ -837,13 +898,18 @@ fn refuse_foreign(text: &str, org: &str) -> Result<(), Problem> {
 /// `PUT /v1/adapters/{id}`: register or replace one of the partner's own adapters (YAML or
 /// JSON). Validated exactly like files; takes effect atomically; persisted; audited.
 #[utoipa::path(put, path = "/v1/adapters/{id}", tag = "partners", security(("partner_key" = [])),
-    params(("id" = String, Path, description = "Adapter id; equals `id` in the descriptor")),
-    request_body(content = String, description = "The adapter descriptor, YAML or JSON", content_type = "application/yaml"),
-    responses((status = 200, description = "Replaced", body = api_doc::AdapterDoc),
-               (status = 201, description = "Registered", body = api_doc::AdapterDoc),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, description = "Invalid, with the same messages as `ketenportaal check`", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+    params(("id" = String, Path, description = "Adapter id; equals `id` in the descriptor", example = json!(api_doc::DESCRIPTOR_EXAMPLE_ID))),
+    request_body(description = "The adapter descriptor, YAML or JSON (UTF-8), at most `registrations.max_descriptor_bytes`",
+        content((api_doc::AdapterDescriptor = "application/yaml"), (api_doc::AdapterDescriptor = "application/json"))),
+    responses((status = 200, description = "Replaced", body = api_doc::AdapterChangeDoc,
+                headers(("Location" = String, description = "The adapter's URL"))),
+               (status = 201, description = "Registered", body = api_doc::AdapterChangeDoc,
+                headers(("Location" = String, description = "The adapter's URL"))),
+               (status = 400, description = "The body is not UTF-8"),
+               (status = 403, description = "Another organisation's adapter, or a descriptor for another organisation"),
+               (status = 409, description = "The organisation has as many registrations as it may (`registration-quota`)"),
+               (status = 422, description = "The descriptor is not valid, its id differs from the path's, or it does not fit the configuration; with the messages of `ketenportaal check`"),
+               (status = 503, description = "The store cannot be read or written, the change cannot be recorded, or this gateway cannot change its configuration at run time")))]
 async fn put_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -957,12 +1023,13 @@ async fn put_adapter(
 
 /// `DELETE /v1/adapters/{id}`: remove one of the partner's own registrations.
 #[utoipa::path(delete, path = "/v1/adapters/{id}", tag = "partners", security(("partner_key" = [])),
-    params(("id" = String, Path, description = "Adapter id")),
+    params(("id" = String, Path, description = "Adapter id", example = json!(api_doc::DESCRIPTOR_EXAMPLE_ID))),
     responses((status = 204, description = "Removed"),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 404, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 409, description = "Defined in the operator's files", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 403, description = "Another organisation's adapter"),
+               (status = 404, description = "No such adapter"),
+               (status = 409, description = "Defined in the operator's files"),
+               (status = 422, description = "Removing it would break the configuration"),
+               (status = 503, description = "The store cannot be read or written, the change cannot be recorded, or this gateway cannot change its configuration at run time")))]
 async fn delete_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -1024,9 +1091,14 @@ async fn delete_adapter(
 const MAX_TEST_CALLS: usize = 16;
 static TEST_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TEST_CALLS);
 
-#[derive(Deserialize)]
+/// A test call of one adapter, for one of the configured test persons.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AdapterTestDoc, examples(json!({"bsn": "999993653"})))]
 struct TestBody {
+    /// One of the configured test persons (`partner_test_bsns`; by default the public test
+    /// BSNs); another BSN is a 403.
+    #[schema(value_type = api_doc::Bsn)]
     bsn: String,
     /// A descriptor to try instead of the registered adapter (dry run; nothing is stored).
     #[serde(default)]
@@ -1036,14 +1108,15 @@ struct TestBody {
 /// `POST /v1/adapters/{id}/test` `{"bsn", "descriptor"?}`: run one adapter alone for a test
 /// person and show the mapped sections and the raw source status.
 #[utoipa::path(post, path = "/v1/adapters/{id}/test", tag = "partners", security(("partner_key" = [])),
-    params(("id" = String, Path, description = "Adapter id")),
-    request_body = api_doc::AdapterTestDoc,
+    params(("id" = String, Path, description = "Adapter id", example = "uwv-uitkeringen")),
+    request_body = TestBody,
     responses((status = 200, description = "The adapter's mapped sections and source status for a test person", body = api_doc::AdapterTestResultDoc),
-               (status = 400, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 404, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 400, description = "The body does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
+               (status = 403, description = "Not a configured test person, or not one of the partner's adapters"),
+               (status = 404, description = "No such adapter (and no descriptor sent)"),
+               (status = 422, description = "The BSN fails the 11-proef, or the descriptor sent is not valid"),
+               (status = 429, description = "Too many adapter tests at once; try again in a moment"),
+               (status = 500, description = "No HTTP client could be built")))]
 async fn test_adapter(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -1127,8 +1200,9 @@ async fn test_adapter(
 /// new configuration is not valid (the running one keeps serving).
 #[utoipa::path(post, path = "/admin/reload", tag = "operations", security(("admin_token" = [])),
     responses((status = 200, description = "Reloaded", body = api_doc::ReloadDoc),
-               (status = 401, body = api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 422, description = "The new configuration is invalid; the running one stays", body = api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 403, description = "The operator pages are closed (no `admin.token_sha256`)"),
+               (status = 422, description = "The new configuration is invalid; the running one stays"),
+               (status = 503, description = "This gateway cannot change its configuration at run time")))]
 async fn admin_reload(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, Problem> {
     let rt = s.gateway.runtime();
     crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;

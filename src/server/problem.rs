@@ -1,12 +1,17 @@
-//! RFC 9457 problem details: every API error is `application/problem+json`.
+//! RFC 9457 problem details: every API error is `application/problem+json`, the framework's
+//! own refusals included ([`framework_errors`]).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Serialize)]
+/// One request field that is wrong, and why.
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct InvalidParam {
+    /// The field, header or parameter (for a descriptor: `file:line:column`).
     pub name: String,
+    /// What kind of problem: `bsn`, `unknown`, `required`, a JSON Schema keyword, ...
     pub code: String,
     pub reason: String,
 }
@@ -15,8 +20,12 @@ pub struct InvalidParam {
 #[derive(Debug, Clone)]
 pub struct Problem(pub Box<ProblemBody>);
 
-#[derive(Debug, Clone, Serialize)]
+/// RFC 9457 problem details, with `invalidParams` (as the Haal Centraal APIs) when fields of
+/// the request are wrong.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Problem)]
 pub struct ProblemBody {
+    /// `https://ketenportaal.example/problems/<code>`.
     #[serde(rename = "type")]
     pub type_uri: String,
     pub title: String,
@@ -25,7 +34,9 @@ pub struct ProblemBody {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Present only when fields of the request are wrong.
     #[serde(rename = "invalidParams", skip_serializing_if = "Vec::is_empty")]
+    #[schema(min_items = 1)]
     pub invalid_params: Vec<InvalidParam>,
     #[serde(skip)]
     pub www_authenticate: bool,
@@ -105,4 +116,45 @@ impl IntoResponse for Problem {
         }
         r
     }
+}
+
+/// Turns the framework's own refusals (an oversized body, a path that is not UTF-8, a method the
+/// route does not have: plain text or empty) into problem details, keeping their headers
+/// (`Allow`). Answers that already carry a body type of their own (problem+json, or the JSON
+/// of `/readyz`) pass unchanged.
+pub async fn framework_errors(r: Response) -> Response {
+    let status = r.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return r;
+    }
+    let plain = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !plain {
+        return r;
+    }
+    let (parts, body) = r.into_parts();
+    // The framework's messages are one short line; a longer body is left out, not buffered.
+    let text = axum::body::to_bytes(body, 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, title) = match status {
+        StatusCode::BAD_REQUEST => ("bad-request", "The request is not valid"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "The request body is too large"),
+        StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "This method is not allowed here"),
+        _ => ("error", status.canonical_reason().unwrap_or("Error")),
+    };
+    let mut p = Problem::new(status, code, title);
+    if !text.is_empty() {
+        p = p.detail(text);
+    }
+    let mut out = p.into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    out
 }

@@ -61,9 +61,9 @@ pub(super) async fn list_themes(State(s): State<Shared>) -> Response {
 }
 
 #[utoipa::path(get, path = "/v1/themes/{id}", tag = "themes",
-    params(("id" = String, Path, description = "Theme id")),
+    params(("id" = String, Path, description = "Theme id", example = "werkloos-worden")),
     responses((status = 200, description = "One theme with its services and life events"),
-               (status = 404, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 404, description = "No such theme")))]
 pub(super) async fn get_theme(
     State(s): State<Shared>,
     Path(id): Path<String>,
@@ -182,10 +182,13 @@ fn events_answer(rt: &Runtime, d: &DossierResponse) -> Value {
 }
 
 #[utoipa::path(get, path = "/v1/me/themes/{id}", tag = "themes", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Theme id")),
+    params(("id" = String, Path, description = "Theme id", example = "werkloos-worden")),
     responses((status = 200, description = "The theme's services, each relevant or not with the reason, for the citizen"),
-               (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 404, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 403, description = "Not a citizen token"),
+               (status = 404, description = "No such theme (checked before the credentials: themes are public), or no citizen view is configured"),
+               (status = 502, description = "No source answered"),
+               (status = 503, description = "The access could not be recorded, so nothing is shown"),
+               (status = 504, description = "No source answered in time")))]
 pub(super) async fn me_theme(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -201,7 +204,11 @@ pub(super) async fn me_theme(
 
 #[utoipa::path(get, path = "/v1/me/life-events", tag = "themes", security(("bearer" = [])),
     responses((status = 200, description = "Life events detected in the citizen's dossier, with the services each makes relevant"),
-               (status = 401, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 403, description = "Not a citizen token"),
+               (status = 404, description = "No citizen view is configured"),
+               (status = 502, description = "No source answered"),
+               (status = 503, description = "The access could not be recorded, so nothing is shown"),
+               (status = 504, description = "No source answered in time")))]
 pub(super) async fn me_life_events(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -214,13 +221,17 @@ pub(super) async fn me_life_events(
 }
 
 #[utoipa::path(post, path = "/v1/dossiers/themes/{id}", tag = "themes", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Theme id"),
-           ("X-Purpose" = String, Header, description = "The purpose of this access")),
-    request_body = super::api_doc::DossierRequestDoc,
+    params(("id" = String, Path, description = "Theme id", example = "werkloos-worden"),
+           ("X-Purpose" = String, Header, description = "The purpose of this access (doelbinding): one the view allows; without one, or with another, the answer is 403", example = "re-integratie")),
+    request_body = DossierBody,
     responses((status = 200, description = "A client's theme evaluation through an employee view"),
-               (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 404, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 400, description = "The body does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
+               (status = 403, description = "A citizen token; a view the roles do not open; no purpose, or one the view does not allow"),
+               (status = 404, description = "No such theme (checked first: themes are public)"),
+               (status = 422, description = "The BSN fails the 11-proef, or the view or a section is not configured"),
+               (status = 502, description = "No source answered"),
+               (status = 503, description = "The access could not be recorded, so nothing is shown"),
+               (status = 504, description = "No source answered in time")))]
 pub(super) async fn employee_theme(
     State(s): State<Shared>,
     headers: HeaderMap,
@@ -237,11 +248,15 @@ pub(super) async fn employee_theme(
 }
 
 #[utoipa::path(post, path = "/v1/dossiers/life-events", tag = "themes", security(("bearer" = [])),
-    params(("X-Purpose" = String, Header, description = "The purpose of this access")),
-    request_body = super::api_doc::DossierRequestDoc,
+    params(("X-Purpose" = String, Header, description = "The purpose of this access (doelbinding): one the view allows; without one, or with another, the answer is 403", example = "re-integratie")),
+    request_body = DossierBody,
     responses((status = 200, description = "Life events detected in a client's dossier, through an employee view"),
-               (status = 400, body = super::api_doc::ProblemDoc, content_type = "application/problem+json"),
-               (status = 403, body = super::api_doc::ProblemDoc, content_type = "application/problem+json")))]
+               (status = 400, description = "The body does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
+               (status = 403, description = "A citizen token; a view the roles do not open; no purpose, or one the view does not allow"),
+               (status = 422, description = "The BSN fails the 11-proef, or the view or a section is not configured"),
+               (status = 502, description = "No source answered"),
+               (status = 503, description = "The access could not be recorded, so nothing is shown"),
+               (status = 504, description = "No source answered in time")))]
 pub(super) async fn employee_life_events(
     State(s): State<Shared>,
     headers: HeaderMap,

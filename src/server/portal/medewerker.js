@@ -63,7 +63,8 @@ async function consult(ev) {
     body.append(lifeEventsPanel(bsn, viewSel.value, headers));
     document.getElementById('dossier-kop').focus();
   } catch (e) {
-    if (e.status === 400 && /bsn/i.test(JSON.stringify(e.problem))) {
+    // 400: not 9 digits; 422: the 11-proef fails.
+    if ((e.status === 400 || e.status === 422) && /bsn/i.test(JSON.stringify(e.problem))) {
       setError(bsnInput, document.getElementById('bsn-error'), 'Dit is geen geldig BSN (de elfproef klopt niet).');
       fill(resultaat);
       bsnInput.focus();
