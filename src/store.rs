@@ -304,19 +304,22 @@ SELECT a.seq AS seq, a.trace_id AS trace_id,
 FROM audit_log a LEFT JOIN audit_outcome o ON o.seq = a.seq
 WHERE a.data_subject_id IS NOT NULL";
 
+/// Whether `table` has `column` (the schema of an older store may lack it).
+fn has_column(c: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    c.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+        [table, column],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
 /// Brings a store written by an older version to the current schema: the pseudonym column on
 /// `audit_log`, the old `processing_log` table kept as `processing_log_v1` (its rows stay
 /// visible through the view), the `processing_log` view, and each application's link to its
 /// submit record (`submit_seq`, found once in the log for the applications already there).
 fn migrate(c: &Connection) -> rusqlite::Result<()> {
-    let has_submit_seq: bool = c
-        .query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('applications') WHERE name = 'submit_seq'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)?;
-    if !has_submit_seq {
+    if !has_column(c, "applications", "submit_seq")? {
         // One transaction: a store left with the column but not its values would have its
         // older applications' records written a second time.
         c.execute_batch(
@@ -329,14 +332,7 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
              COMMIT;",
         )?;
     }
-    let has_column: bool = c
-        .query_row(
-            "SELECT COUNT(*) FROM pragma_table_info('audit_log') WHERE name = 'data_subject_id'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)?;
-    if !has_column {
+    if !has_column(c, "audit_log", "data_subject_id")? {
         c.execute_batch("ALTER TABLE audit_log ADD COLUMN data_subject_id TEXT;")?;
     }
     let kind: Option<String> = c

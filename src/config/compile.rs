@@ -531,10 +531,7 @@ fn compile_adapter(
 ) -> Option<AdapterSpec> {
     let def: AdapterDef = typed(file, tree, errors)?;
     let before = errors.len();
-    let at = |path: &[&str]| -> Pos {
-        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
-        tree.pos_at(&steps)
-    };
+    let at = |path: &[&str]| tree.pos_at_keys(path);
     let key_at = |parent: &[&str], key: &str| -> Pos {
         let steps: Vec<Step> = parent.iter().map(|s| Step::Key((*s).to_string())).collect();
         let (n, _) = tree.walk(&steps);
@@ -847,11 +844,7 @@ fn certificate_warnings(
     let mut out = Vec::new();
     for (id, o) in &gw.organisations {
         if let Some(w) = o.tls.as_ref().and_then(check) {
-            let pos = tree.pos_at(&[
-                Step::Key("organisations".into()),
-                Step::Key(id.clone()),
-                Step::Key("tls".into()),
-            ]);
+            let pos = tree.pos_at_keys(&["organisations", id, "tls"]);
             out.push(ConfigError::new(file, pos, w).hint("renew it and reload"));
         }
     }
@@ -859,7 +852,7 @@ fn certificate_warnings(
         if let (Some(w), Some((path, t))) =
             (a.def.tls.as_ref().and_then(check), adapter_trees.get(id))
         {
-            let pos = t.pos_at(&[Step::Key("tls".into())]);
+            let pos = t.pos_at_keys(&["tls"]);
             out.push(ConfigError::new(path, pos, w).hint("renew it and reload"));
         }
     }
@@ -884,10 +877,7 @@ fn check_request_parts(
     trust: Trust,
     errors: &mut Vec<ConfigError>,
 ) {
-    let at = |path: &[&str]| -> Pos {
-        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
-        tree.pos_at(&steps)
-    };
+    let at = |path: &[&str]| tree.pos_at_keys(path);
     if let Some(action) = def.soap.as_ref().and_then(|s| s.action.as_deref())
         && http::HeaderValue::from_str(action).is_err()
     {
@@ -980,10 +970,7 @@ fn check_registration_bounds(
     gw: &GatewayConfig,
     errors: &mut Vec<ConfigError>,
 ) {
-    let at = |path: &[&str]| -> Pos {
-        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
-        tree.pos_at(&steps)
-    };
+    let at = |path: &[&str]| tree.pos_at_keys(path);
     let policy = &gw.registrations;
     if def.tls.is_some() {
         errors.push(
@@ -1231,10 +1218,7 @@ fn validate_gateway(
     all_loaded: bool,
     errors: &mut Vec<ConfigError>,
 ) -> Option<SocketAddr> {
-    let at = |path: &[&str]| -> Pos {
-        let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
-        tree.pos_at(&steps)
-    };
+    let at = |path: &[&str]| tree.pos_at_keys(path);
     if let Some(t) = &gw.tls {
         let base = file.parent().unwrap_or(Path::new("."));
         if let Err(e) = crate::server::listen::server_tls(
@@ -1330,10 +1314,9 @@ fn validate_gateway(
         let vocab = vocabulary(gw, adapters);
         let mut rule = |path: [&str; 3], source: &str| {
             if let Err(problems) = crate::rules::Rule::compile(source, &vocab) {
-                let steps: Vec<Step> = path.iter().map(|s| Step::Key((*s).to_string())).collect();
                 for p in problems {
                     errors.push(
-                        ConfigError::new(file, tree.pos_at(&steps), format!("{}.{}: {p}", path[0], path[1]))
+                        ConfigError::new(file, tree.pos_at_keys(&path), format!("{}.{}: {p}", path[0], path[1]))
                             .hint("rules are CEL, e.g. `persoon.leeftijd >= 66` or `uitkeringen.exists(u, u.soort == 'WW')`"),
                     );
                 }
@@ -1454,13 +1437,7 @@ fn validate_gateway(
         }
     }
     for (id, o) in &gw.organisations {
-        let org_at = |key: &str| {
-            tree.pos_at(&[
-                Step::Key("organisations".into()),
-                Step::Key(id.clone()),
-                Step::Key(key.into()),
-            ])
-        };
+        let org_at = |key: &str| tree.pos_at_keys(&["organisations", id, key]);
         for (i, prefix) in o.allowed_endpoints.iter().enumerate() {
             let ok = reqwest::Url::parse(prefix).is_ok_and(|u| {
                 matches!(u.scheme(), "http" | "https")

@@ -105,6 +105,12 @@ impl Node {
         (cur, true)
     }
 
+    /// [`Node::pos_at`] for a path of map keys only.
+    pub fn pos_at_keys(&self, keys: &[&str]) -> Pos {
+        let steps: Vec<Step> = keys.iter().map(|k| Step::Key((*k).to_string())).collect();
+        self.pos_at(&steps)
+    }
+
     /// Position of the node at `path`, or of the deepest existing ancestor.
     pub fn pos_at(&self, path: &[Step]) -> Pos {
         self.walk(path).0.pos

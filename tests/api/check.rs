@@ -165,17 +165,7 @@ fn secrets_from_the_environment_are_never_echoed() {
 #[test]
 fn check_reports_a_rule_typo_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["config", "adapters"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(crate::helpers::root().join(sub))
-            .unwrap()
-            .flatten()
-        {
-            if e.path().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
+    crate::helpers::copy_repo_dirs(dir.path(), &["config", "adapters"]);
     let cfg = dir.path().join("config/demo.yaml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     let line = text
@@ -382,14 +372,7 @@ fn the_production_example_serves_no_plain_http_to_the_network() {
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     // The same file on 0.0.0.0 without TLS is valid, with a warning that says so.
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["config", "config/keys", "adapters"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(root.join(sub)).unwrap().flatten() {
-            if e.path().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
+    crate::helpers::copy_repo_dirs(dir.path(), &["config", "config/keys", "adapters"]);
     let f = dir.path().join("config/gateway.yaml");
     let text = std::fs::read_to_string(&f)
         .unwrap()

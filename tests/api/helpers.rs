@@ -21,6 +21,19 @@ use ketenportaal::store::AuditStore;
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const CITIZEN: &str = "999993653";
 
+/// Copies the files of the repository folders `subs` (e.g. `config`, `adapters`) into the
+/// same folders under `to`.
+pub fn copy_repo_dirs(to: &std::path::Path, subs: &[&str]) {
+    for sub in subs {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
+            if e.path().is_file() {
+                std::fs::copy(e.path(), to.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+}
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -219,14 +232,7 @@ pub async fn spawn_app_launched(opts: Options, launch: Launch) -> TestApp {
     let config_file = if let Some(f) = &launch.config_file {
         f.clone()
     } else if opts.copy_config {
-        for sub in ["config", "adapters"] {
-            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-            for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
-                if e.path().is_file() {
-                    std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-                }
-            }
-        }
+        copy_repo_dirs(dir.path(), &["config", "adapters"]);
         std::fs::create_dir_all(dir.path().join("config/keys")).unwrap();
         dir.path().join("config/demo.yaml")
     } else {

@@ -399,14 +399,7 @@ async fn a_registration_survives_a_restart_and_sighup_reloads() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store.sqlite");
     // A copy of the config, so the test can change a file and send SIGHUP.
-    for sub in ["config", "adapters"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
-            if e.path().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
+    crate::helpers::copy_repo_dirs(dir.path(), &["config", "adapters"]);
     std::fs::create_dir_all(dir.path().join("fixtures")).unwrap();
     std::os::unix::fs::symlink(
         root().join("fixtures/agencies"),
@@ -481,15 +474,7 @@ async fn a_registration_survives_a_restart_and_sighup_reloads() {
 
 /// Copies `config/` and `adapters/` of the repository into `dir/<name>/`.
 fn copy_tree(dir: &std::path::Path, name: &str) {
-    for sub in ["config", "adapters"] {
-        let to = dir.join(name).join(sub);
-        std::fs::create_dir_all(&to).unwrap();
-        for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
-            if e.path().is_file() {
-                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-            }
-        }
-    }
+    crate::helpers::copy_repo_dirs(&dir.join(name), &["config", "adapters"]);
 }
 
 async fn wait_for_version_change(app: &crate::helpers::TestApp, from: &str) -> bool {

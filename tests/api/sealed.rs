@@ -338,14 +338,7 @@ async fn no_partner_route_shows_a_value_from_the_gateways_environment() {
     // uses (legitimately) and that a partner's descriptor tries to reach.
     let canary = format!("kanarie-{}", uuid::Uuid::new_v4().simple());
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["config", "adapters"] {
-        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(root().join(sub)).unwrap().flatten() {
-            if e.path().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
+    crate::helpers::copy_repo_dirs(dir.path(), &["config", "adapters"]);
     std::os::unix::fs::symlink(root().join("fixtures"), dir.path().join("fixtures")).unwrap();
     let uwv_file = dir.path().join("adapters/uwv-uitkeringen.yaml");
     let text = std::fs::read_to_string(&uwv_file).unwrap().replace(
