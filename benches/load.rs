@@ -2669,6 +2669,8 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
     let config = &rt.config;
     let view = config.gateway.views.get("klant").ok_or("no view klant")?;
     let wanted: BTreeSet<&str> = view.sections.keys().map(String::as_str).collect();
+    let decimals =
+        ketenportaal::config::compile::vocabulary(&config.gateway, &config.adapters).decimals;
     let refs: Vec<&ketenportaal::adapter::SourceAnswer> =
         answers.iter().map(|a| a.as_ref()).collect();
     let response = state
@@ -2719,9 +2721,15 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         "    merge + view filter, sections serialised (klant)",
         iters,
         {
-            ketenportaal::dossier::Rendered::render(&config.gateway.sections, &wanted, &refs, view)
-                .conflicts
-                .len()
+            ketenportaal::dossier::Rendered::render(
+                &config.gateway.sections,
+                &decimals,
+                &wanted,
+                &refs,
+                view,
+            )
+            .conflicts
+            .len()
         }
     );
     stage!(

@@ -31,7 +31,7 @@ use ketenportaal::bsn::Bsn;
 use ketenportaal::config::compile::{Config, Mapping};
 use ketenportaal::config::model::ViewDef;
 use ketenportaal::demo::demo_env;
-use ketenportaal::dossier;
+use ketenportaal::dossier::{self, DecimalFields};
 use ketenportaal::gateway::{DossierResponse, SourceReport, Subject};
 
 const CASE: &str = "fixtures/cases/full-999993653-klant";
@@ -84,12 +84,14 @@ fn wanted(view: &ViewDef) -> BTreeSet<&str> {
 /// document.
 fn respond(
     config: &Config,
+    decimals: &DecimalFields,
     view: &ViewDef,
     wanted: &BTreeSet<&str>,
     answers: &[&SourceAnswer],
     bsn: Bsn,
 ) -> DossierResponse {
-    let rendered = dossier::Rendered::render(&config.gateway.sections, wanted, answers, view);
+    let rendered =
+        dossier::Rendered::render(&config.gateway.sections, decimals, wanted, answers, view);
     DossierResponse {
         subject: Subject { bsn },
         view: VIEW.to_string(),
@@ -119,6 +121,8 @@ fn dossier(c: &mut Criterion) {
     let config = demo_config();
     let view = &config.gateway.views[VIEW];
     let wanted = wanted(view);
+    let decimals =
+        ketenportaal::config::compile::vocabulary(&config.gateway, &config.adapters).decimals;
     let bsn = Bsn::parse("999993653").expect("a valid BSN");
     let fetched_at = Utc.with_ymd_and_hms(2026, 11, 28, 9, 15, 0).unwrap();
 
@@ -144,7 +148,7 @@ fn dossier(c: &mut Criterion) {
     ];
 
     // Sanity: the dossiers are what the fixture case says, and every section is there.
-    let body = respond(&config, view, &wanted, &five, bsn).to_json();
+    let body = respond(&config, &decimals, view, &wanted, &five, bsn).to_json();
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
         doc["sections"]["uitkeringen"].as_array().map(Vec::len),
@@ -156,12 +160,18 @@ fn dossier(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("merge_render/5_sources", |b| {
         b.iter(|| {
-            dossier::Rendered::render(&config.gateway.sections, &wanted, black_box(&five), view)
+            dossier::Rendered::render(
+                &config.gateway.sections,
+                &decimals,
+                &wanted,
+                black_box(&five),
+                view,
+            )
         })
     });
     group.bench_function("merge_render_to_vec/5_sources", |b| {
         b.iter(|| {
-            let resp = respond(&config, view, &wanted, black_box(&five), bsn);
+            let resp = respond(&config, &decimals, view, &wanted, black_box(&five), bsn);
             resp.to_json()
         })
     });
@@ -207,7 +217,7 @@ fn dossier(c: &mut Criterion) {
                     hits.push(a);
                 }
                 let answers: Vec<&SourceAnswer> = hits.iter().map(|a| a.as_ref()).collect();
-                let resp = respond(&config, view, &wanted, &answers, bsn);
+                let resp = respond(&config, &decimals, view, &wanted, &answers, bsn);
                 resp.to_json()
             })
         })
@@ -219,7 +229,7 @@ fn dossier(c: &mut Criterion) {
                 .map(|(id, raw)| map(&config, id, raw, Utc::now()))
                 .collect();
             let answers: Vec<&SourceAnswer> = answers.iter().collect();
-            let resp = respond(&config, view, &wanted, &answers, bsn);
+            let resp = respond(&config, &decimals, view, &wanted, &answers, bsn);
             resp.to_json()
         })
     });

@@ -22,6 +22,30 @@ use crate::mapping::Record;
 /// `(adapter, value)` pairs.
 type SourcedValues = Vec<(Arc<str>, Value)>;
 
+/// The `decimal` fields of each section (those an adapter maps with `type: decimal`): their
+/// values are exact text (see [`crate::decimal`]) and compare by value, so `131` and `131.00`
+/// from two sources agree and `9.50` sorts before `10.00`.
+pub type DecimalFields = BTreeMap<String, BTreeSet<String>>;
+
+/// Equal field values; decimals by value.
+fn same(decimal: bool, a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) if decimal => {
+            crate::decimal::cmp(x, y).map_or(x == y, Ordering::is_eq)
+        }
+        _ => a == b,
+    }
+}
+
+/// A list key's part: the value's JSON text, a decimal in its shortest form.
+fn key_part(decimal: bool, v: &Value) -> String {
+    match v {
+        Value::String(s) if decimal => crate::decimal::canonical(s)
+            .map_or_else(|| v.to_string(), |c| Value::String(c).to_string()),
+        _ => v.to_string(),
+    }
+}
+
 /// A merged section, before any view. It borrows the answers: merging copies no values.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergedSection<'a> {
@@ -61,6 +85,7 @@ fn rank(def: &SectionDef, adapter: &str) -> usize {
 /// Merges the answers into the `wanted` sections.
 pub fn merge<'a>(
     defs: &'a BTreeMap<String, SectionDef>,
+    decimals: &DecimalFields,
     wanted: &BTreeSet<&str>,
     answers: &[&'a SourceAnswer],
 ) -> Merged<'a> {
@@ -69,6 +94,8 @@ pub fn merge<'a>(
         if !wanted.contains(name.as_str()) {
             continue;
         }
+        let dec = decimals.get(name);
+        let is_decimal = |f: &str| dec.is_some_and(|d| d.contains(f));
         let mut ranked: Vec<(&'a SourceAnswer, &'a Vec<Record>)> = answers
             .iter()
             .filter_map(|a| a.sections.get(name).map(|recs| (*a, recs)))
@@ -94,7 +121,8 @@ pub fn merge<'a>(
                             continue;
                         }
                         let vals = seen.entry(f.as_str()).or_default();
-                        if !vals.iter().any(|(_, x)| *x == v) {
+                        let decimal = is_decimal(f);
+                        if !vals.iter().any(|(_, x)| same(decimal, x, v)) {
                             vals.push((&a.adapter, v));
                         }
                         fields.entry(f.as_str()).or_insert((v, &a.adapter));
@@ -126,7 +154,11 @@ pub fn merge<'a>(
                         let key: Option<Vec<String>> = def
                             .key
                             .iter()
-                            .map(|k| r.get(k).filter(|v| !v.is_null()).map(Value::to_string))
+                            .map(|k| {
+                                r.get(k)
+                                    .filter(|v| !v.is_null())
+                                    .map(|v| key_part(is_decimal(k), v))
+                            })
                             .collect();
                         // A record with an incomplete key, or a second record with the same
                         // key from the same source, is its own record: only the same record
@@ -141,7 +173,7 @@ pub fn merge<'a>(
                                 let (kept, kept_src) = records[*i];
                                 for (f, v) in r {
                                     let k = kept.get(f).unwrap_or(&Value::Null);
-                                    if !v.is_null() && !k.is_null() && v != k {
+                                    if !v.is_null() && !k.is_null() && !same(is_decimal(f), v, k) {
                                         let e = differ.entry((key.clone(), f.clone())).or_default();
                                         if e.is_empty() {
                                             e.push((kept_src.clone(), k.clone()));
@@ -181,9 +213,9 @@ pub fn merge<'a>(
                                 (true, false) => Ordering::Greater,
                                 (false, true) => Ordering::Less,
                                 (false, false) if s.order == SortOrder::Desc => {
-                                    cmp_values(x, y).reverse()
+                                    cmp_values(is_decimal(&s.field), x, y).reverse()
                                 }
-                                (false, false) => cmp_values(x, y),
+                                (false, false) => cmp_values(is_decimal(&s.field), x, y),
                             }
                         }
                         None => Ordering::Equal,
@@ -192,7 +224,7 @@ pub fn merge<'a>(
                         .then_with(|| {
                             def.key
                                 .iter()
-                                .map(|k| cmp_values(a.get(k), b.get(k)))
+                                .map(|k| cmp_values(is_decimal(k), a.get(k), b.get(k)))
                                 .find(|o| o.is_ne())
                                 .unwrap_or(Ordering::Equal)
                         })
@@ -207,8 +239,8 @@ pub fn merge<'a>(
 }
 
 /// A total order on field values: numbers numerically, strings (and ISO dates) textually,
-/// nulls last.
-fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+/// decimals by value, nulls last.
+fn cmp_values(decimal: bool, a: Option<&Value>, b: Option<&Value>) -> Ordering {
     fn class(v: Option<&Value>) -> u8 {
         match v {
             Some(Value::Bool(_)) => 0,
@@ -223,6 +255,9 @@ fn cmp_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
             .as_f64()
             .unwrap_or(0.0)
             .total_cmp(&y.as_f64().unwrap_or(0.0)),
+        (Some(Value::String(x)), Some(Value::String(y))) if decimal => {
+            crate::decimal::cmp(x, y).unwrap_or_else(|| x.cmp(y))
+        }
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         _ => class(a).cmp(&class(b)),
@@ -465,11 +500,12 @@ impl Rendered {
     /// building and dropping a copy of every value).
     pub fn render(
         defs: &BTreeMap<String, SectionDef>,
+        decimals: &DecimalFields,
         wanted: &BTreeSet<&str>,
         answers: &[&SourceAnswer],
         view: &ViewDef,
     ) -> Rendered {
-        let merged = merge(defs, wanted, answers);
+        let merged = merge(defs, decimals, wanted, answers);
         let sections = render_json(&merged, view);
         Rendered::with_sections(sections, visible_conflicts(&merged, view))
     }
@@ -637,6 +673,53 @@ mod tests {
     }
 
     #[test]
+    fn decimals_agree_and_sort_by_value_not_by_text() {
+        let a = answer(
+            "a",
+            vec![
+                json!({"soort": "WW", "start": "9.50", "bedrag": "131.00"}),
+                json!({"soort": "ZW", "start": "10.00", "bedrag": "1.5"}),
+            ],
+        );
+        let b = answer(
+            "b",
+            vec![
+                // The same records in another scale: no conflict, no second record.
+                json!({"soort": "WW", "start": "9.5", "bedrag": "131"}),
+                json!({"soort": "ZW", "start": "10", "bedrag": "1.50"}),
+                json!({"soort": "AOW", "start": "100.0", "bedrag": "2"}),
+            ],
+        );
+        let wanted: BTreeSet<&str> = ["l"].into();
+        let defs = defs();
+        let decimals: DecimalFields = [(
+            "l".to_string(),
+            ["start", "bedrag"].map(String::from).into(),
+        )]
+        .into();
+        let m = merge(&defs, &decimals, &wanted, &[&b, &a]);
+        let MergedSection::List(recs) = &m.sections["l"] else {
+            panic!()
+        };
+        let order: Vec<(&str, &str)> = recs
+            .iter()
+            .map(|(r, _)| (r["start"].as_str().unwrap(), r["bedrag"].as_str().unwrap()))
+            .collect();
+        // Descending by value (as text "9.50" would sort first); the authority's digits.
+        assert_eq!(
+            order,
+            [("100.0", "2"), ("10.00", "1.5"), ("9.50", "131.00")]
+        );
+        assert!(m.conflicts.is_empty(), "{:?}", m.conflicts);
+        // Without the decimal fields the same answers differ as text.
+        let m = merge(&defs, &DecimalFields::new(), &wanted, &[&b, &a]);
+        let MergedSection::List(recs) = &m.sections["l"] else {
+            panic!()
+        };
+        assert_eq!(recs.len(), 5);
+    }
+
+    #[test]
     fn duplicates_only_across_sources_and_nulls_sort_last() {
         let a = answer(
             "a",
@@ -658,7 +741,7 @@ mod tests {
         );
         let wanted: BTreeSet<&str> = ["l"].into();
         let defs = defs();
-        let m = merge(&defs, &wanted, &[&b, &a]);
+        let m = merge(&defs, &DecimalFields::new(), &wanted, &[&b, &a]);
         let MergedSection::List(recs) = &m.sections["l"] else {
             panic!()
         };

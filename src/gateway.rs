@@ -588,6 +588,7 @@ impl Gateway {
         let make = || {
             Arc::new(Rendered::render(
                 &rt.config.gateway.sections,
+                &rt.catalogue.vocab.decimals,
                 wanted,
                 answers,
                 view,

@@ -21,7 +21,8 @@
 //! - [`server`]: the HTTP API (axum), problem+json errors; the reference portals under
 //!   `/portaal/` and the operator page under `/admin/` (static files in `src/server/portal/`).
 //! - [`demo`]: built-in fixture agencies and the one-command demo.
-//! - [`bsn`], [`trace`]: the BSN type (11-proef) and W3C trace context.
+//! - [`bsn`], [`trace`], [`decimal`]: the BSN type (11-proef), W3C trace context, decimals
+//!   as exact text.
 
 pub mod adapter;
 pub mod audit;
@@ -30,6 +31,7 @@ pub mod bsn;
 pub mod cache;
 pub mod config;
 pub mod credentials;
+pub mod decimal;
 pub mod delivery;
 pub mod demo;
 pub mod dossier;

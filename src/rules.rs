@@ -20,6 +20,8 @@ use serde_json::{Map, Value};
 pub struct Vocabulary {
     pub fields: BTreeMap<String, BTreeSet<String>>,
     pub dates: BTreeSet<(String, String)>,
+    /// The `decimal` fields by section: exact text in the dossier, floats in rules.
+    pub decimals: crate::dossier::DecimalFields,
     pub lists: BTreeSet<String>,
 }
 
@@ -209,6 +211,15 @@ fn date_value(v: &Value) -> CelValue {
     }
 }
 
+/// A decimal field's value for CEL (which has no decimal type): its float; a value that is not
+/// a decimal's text as it is.
+fn decimal_value(v: &Value) -> CelValue {
+    match v.as_str().and_then(crate::decimal::to_f64) {
+        Some(f) => CelValue::Float(f),
+        None => to_cel(v),
+    }
+}
+
 impl Facts {
     /// Builds the variables from a rendered dossier `sections` object (a view's output).
     /// Every field the vocabulary knows is present (null when the view or the sources have no
@@ -220,6 +231,8 @@ impl Facts {
                 let v = obj.and_then(|o| o.get(f)).unwrap_or(&Value::Null);
                 let cv = if vocab.dates.contains(&(sec.to_string(), f.clone())) {
                     date_value(v)
+                } else if vocab.decimals.get(sec).is_some_and(|d| d.contains(f)) {
+                    decimal_value(v)
                 } else {
                     to_cel(v)
                 };
@@ -290,6 +303,31 @@ mod tests {
         v.lists.insert("uitkeringen".into());
         v.dates.insert(("uitkeringen".into(), "einddatum".into()));
         v
+    }
+
+    #[test]
+    fn a_decimal_is_a_number_to_rules() {
+        let mut v = vocab();
+        v.fields.insert(
+            "inkomen".into(),
+            ["bedrag", "soort"].map(String::from).into(),
+        );
+        v.lists.insert("inkomen".into());
+        v.decimals
+            .insert("inkomen".into(), ["bedrag".to_string()].into());
+        let r = Rule::compile("inkomen.exists(i, i.bedrag < 21000.0)", &v).unwrap();
+        let facts = |bedrag: &str| {
+            let s = json!({"inkomen": [{"bedrag": bedrag, "soort": "x"}]})
+                .as_object()
+                .cloned()
+                .unwrap();
+            Facts::from_sections(&s, &v)
+        };
+        assert_eq!(r.evaluate(&facts("20999.99")), Ok(true));
+        assert_eq!(r.evaluate(&facts("21000.00")), Ok(false));
+        // Only the decimal field: the same text in a string field stays text.
+        let text = Rule::compile("inkomen.exists(i, i.soort == 'x')", &v).unwrap();
+        assert_eq!(text.evaluate(&facts("1")), Ok(true));
     }
 
     #[test]

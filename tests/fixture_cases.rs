@@ -25,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use ketenportaal::adapter::SourceAnswer;
-use ketenportaal::config::compile::{Config, Mapping};
+use ketenportaal::config::compile::{Config, Mapping, vocabulary};
 use ketenportaal::demo::demo_env;
 use ketenportaal::dossier::{self, Rendered};
 
@@ -103,7 +103,8 @@ fn render(
     answers: &[&SourceAnswer],
 ) -> String {
     let view = &config.gateway.views[view];
-    let merged = dossier::merge(&config.gateway.sections, wanted, answers);
+    let decimals = vocabulary(&config.gateway, &config.adapters).decimals;
+    let merged = dossier::merge(&config.gateway.sections, &decimals, wanted, answers);
     let (sections, conflicts) = dossier::render(&merged, view);
     let doc: Value = json!({"sections": sections, "conflicts": conflicts});
     let mut text = serde_json::to_string_pretty(&doc).expect("a dossier serialises");
@@ -212,11 +213,12 @@ fn served_text_matches_the_values(
     config: &Config,
     answers: &[&SourceAnswer],
 ) -> Result<(), String> {
+    let decimals = vocabulary(&config.gateway, &config.adapters).decimals;
     for (name, view) in &config.gateway.views {
         let wanted: BTreeSet<&str> = view.sections.keys().map(String::as_str).collect();
-        let merged = dossier::merge(&config.gateway.sections, &wanted, answers);
+        let merged = dossier::merge(&config.gateway.sections, &decimals, &wanted, answers);
         let (sections, conflicts) = dossier::render(&merged, view);
-        let served = Rendered::render(&config.gateway.sections, &wanted, answers, view);
+        let served = Rendered::render(&config.gateway.sections, &decimals, &wanted, answers, view);
         let (want, got) = (
             text(&sections),
             text(&served.sections_with(&serde_json::Map::new())),

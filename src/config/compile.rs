@@ -1111,8 +1111,14 @@ pub fn vocabulary(
         for (sec, m) in &a.def.map {
             for (f, spec) in &m.fields {
                 v.fields.entry(sec.clone()).or_default().insert(f.clone());
-                if spec.r#type == crate::config::model::FieldType::Date {
-                    v.dates.insert((sec.clone(), f.clone()));
+                match spec.r#type {
+                    crate::config::model::FieldType::Date => {
+                        v.dates.insert((sec.clone(), f.clone()));
+                    }
+                    crate::config::model::FieldType::Decimal => {
+                        v.decimals.entry(sec.clone()).or_default().insert(f.clone());
+                    }
+                    _ => {}
                 }
             }
         }

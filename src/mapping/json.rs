@@ -17,8 +17,8 @@ use serde_json_path::JsonPath;
 
 use self::fast::{Keep, Node, Token};
 use super::{
-    CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_json, convert_text,
-    field_entry,
+    CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_json,
+    convert_json_number, convert_text, field_entry,
 };
 use crate::config::model::{FieldType, SectionMap};
 
@@ -107,6 +107,8 @@ pub struct JsonMapping {
     /// What the pointers reach, when every path is a pointer (the fast path); `None` when a
     /// JSONPath needs the whole answer.
     keep: Option<Keep>,
+    /// Some field is a `decimal` (the reference path then looks up floats' text).
+    has_decimals: bool,
 }
 
 /// The parts of an answer the mapping's pointers reach; `None` if any path is a JSONPath.
@@ -119,7 +121,11 @@ fn keep_of(sections: &[JsonSection]) -> Option<Keep> {
     for s in sections {
         let mut fields = Keep::default();
         for f in &s.fields {
-            fields.field(&tokens(&f.sel)?);
+            if f.ty == FieldType::Decimal {
+                fields.decimal(&tokens(&f.sel)?);
+            } else {
+                fields.field(&tokens(&f.sel)?);
+            }
         }
         match &s.each {
             None => keep.merge(&fields),
@@ -176,7 +182,14 @@ impl JsonMapping {
         }
         if errors.is_empty() {
             let keep = keep_of(&sections);
-            Ok(JsonMapping { sections, keep })
+            let has_decimals = sections
+                .iter()
+                .any(|s| s.fields.iter().any(|f| f.ty == FieldType::Decimal));
+            Ok(JsonMapping {
+                sections,
+                keep,
+                has_decimals,
+            })
         } else {
             Err(errors)
         }
@@ -205,11 +218,39 @@ impl JsonMapping {
         if depth_exceeds(&v, limits.max_depth) {
             return Err(MapError::TooDeep(limits.max_depth));
         }
-        self.map_value(&v)
+        if !self.has_decimals {
+            return self.map_value(&v);
+        }
+        // A parsed float has lost its digits (`1520.00` is `1520.0`): where a decimal field may
+        // reach one, the answer's own text for every float is looked up in a second, pruned
+        // parse, by where the float sits.
+        let floats = floats_of(&v);
+        if floats.is_empty() {
+            return self.map_value(&v);
+        }
+        let mut keep = Keep::default();
+        for (_, tokens) in &floats {
+            keep.decimal(tokens);
+        }
+        let (parsed, _) = fast::parse(body, &keep, limits.max_depth);
+        let tree = parsed.map_err(|e| MapError::NotJson(e.to_string()))?;
+        let texts: FloatTexts<'_> = floats
+            .iter()
+            .filter_map(|(at, tokens)| match tree.walk(tokens) {
+                Some(Node::RawNumber(t)) => Some((*at, *t)),
+                _ => None,
+            })
+            .collect();
+        self.map_value_with(&v, &texts)
     }
 
     /// Maps an already parsed answer.
     pub fn map_value(&self, root: &Value) -> Result<Sections, MapError> {
+        self.map_value_with(root, &FloatTexts::new())
+    }
+
+    /// [`Self::map_value`], a decimal field that reaches a float taking its text from `texts`.
+    fn map_value_with(&self, root: &Value, texts: &FloatTexts<'_>) -> Result<Sections, MapError> {
         let mut out = Sections::new();
         for s in &self.sections {
             let records: Vec<&Value> = match &s.each {
@@ -234,7 +275,7 @@ impl JsonMapping {
             };
             let mut mapped = Vec::with_capacity(records.len());
             for rec in records {
-                mapped.push(self.map_record(s, rec)?);
+                mapped.push(self.map_record(s, rec, texts)?);
             }
             out.insert(s.name.clone(), mapped);
         }
@@ -282,11 +323,20 @@ impl JsonMapping {
         Ok(out)
     }
 
-    fn map_record(&self, s: &JsonSection, rec: &Value) -> Result<Record, MapError> {
+    fn map_record(
+        &self,
+        s: &JsonSection,
+        rec: &Value,
+        texts: &FloatTexts<'_>,
+    ) -> Result<Record, MapError> {
         let mut r = Record::new();
         for f in &s.fields {
             let value = match f.sel.first(rec) {
-                Some(v) => convert_json(f.ty, v).map_err(bad_value(&s.name, &f.name, f.ty))?,
+                Some(v) => match texts.get(&std::ptr::from_ref(v)) {
+                    Some(text) if f.ty == FieldType::Decimal => convert_json_number(f.ty, text),
+                    _ => convert_json(f.ty, v),
+                }
+                .map_err(bad_value(&s.name, &f.name, f.ty))?,
                 None => Value::Null,
             };
             let (name, value) = field_entry(&s.name, &f.name, &f.path, f.required, value)?;
@@ -294,6 +344,45 @@ impl JsonMapping {
         }
         Ok(r)
     }
+}
+
+/// The answer's text of a parsed float, by the float's place in the parsed answer.
+type FloatTexts<'a> = std::collections::HashMap<*const Value, &'a str>;
+
+/// Every float of a parsed answer (integers keep their digits as parsed), with its pointer.
+fn floats_of<'v>(root: &'v Value) -> Vec<(*const Value, Vec<Token>)> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(&'v Value, Vec<Token>)> = vec![(root, Vec::new())];
+    while let Some((v, at)) = stack.pop() {
+        // Only containers and floats get a path of their own.
+        let mut push = |x: &'v Value, key: String| {
+            let wanted = match x {
+                Value::Number(n) => n.is_f64(),
+                Value::Array(_) | Value::Object(_) => true,
+                _ => false,
+            };
+            if wanted {
+                let mut t = at.clone();
+                t.push(Token::new(key));
+                stack.push((x, t));
+            }
+        };
+        match v {
+            Value::Number(n) if n.is_f64() => out.push((std::ptr::from_ref(v), at)),
+            Value::Array(items) => {
+                for (i, x) in items.iter().enumerate() {
+                    push(x, i.to_string());
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    push(x, k.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A pointer on the pruned tree (a JSONPath never gets here: such a mapping has no `keep`).
@@ -309,6 +398,7 @@ fn convert_node(ty: FieldType, v: &Node<'_>) -> Result<Value, String> {
     match (ty, v) {
         (FieldType::String, Node::String(s)) => Ok(Value::String(s.trim().to_owned())),
         (_, Node::String(s)) => convert_text(ty, s),
+        (_, Node::RawNumber(t)) => convert_json_number(ty, t),
         (_, other) => convert_json(ty, &other.to_value()),
     }
 }
@@ -379,6 +469,64 @@ mod tests {
             let out = m.map_bytes(body, &MapLimits::default()).unwrap();
             assert_eq!(out["s"][0]["naam"], "Vries");
             assert_eq!(out["s"][0]["leeftijd"], 45);
+        }
+    }
+
+    #[test]
+    fn decimals_keep_the_answers_digits_on_every_path() {
+        // Numbers and strings, a repeated key (the last wins), an exponent, more digits than a
+        // float holds, and a float elsewhere in the answer that no field reaches.
+        let body = br#"{"noise":0.10,"rijen":[
+            {"soort":"a","bedrag":1520.00,"n":1.50},
+            {"soort":"b","bedrag":"342.50"},
+            {"soort":"c","bedrag":9.99,"bedrag":12.10},
+            {"soort":"d","bedrag":1.50e3},
+            {"soort":"e","bedrag":12345678901234567.891},
+            {"soort":"f","bedrag":-0.00}]}"#;
+        for (each, bedrag) in [
+            ("/rijen", "/bedrag"),
+            ("$.rijen[*]", "/bedrag"),
+            ("/rijen", "$.bedrag"),
+            ("$.rijen[?@.soort]", "$['bedrag']"),
+        ] {
+            let m = JsonMapping::compile(&spec(
+                Some(each),
+                &[
+                    ("soort", "/soort", FieldType::String, true),
+                    ("bedrag", bedrag, FieldType::Decimal, false),
+                    ("n", "/n", FieldType::String, false),
+                ],
+            ))
+            .unwrap();
+            let out = m.map_bytes(body, &MapLimits::default()).unwrap();
+            let got: Vec<&Value> = out["s"].iter().map(|r| &r["bedrag"]).collect();
+            assert_eq!(
+                got,
+                [
+                    "1520.00",
+                    "342.50",
+                    "12.10",
+                    "1500",
+                    "12345678901234567.891",
+                    "-0.00"
+                ],
+                "{each} {bedrag}"
+            );
+            // A float in a string field is still the parsed number's text.
+            assert_eq!(out["s"][0]["n"], "1.5");
+        }
+        let m =
+            JsonMapping::compile(&spec(None, &[("x", "/x", FieldType::Decimal, false)])).unwrap();
+        for bad in [
+            r#"{"x":1e400}"#,
+            r#"{"x":1e99}"#,
+            r#"{"x":"1,5"}"#,
+            r#"{"x":true}"#,
+        ] {
+            assert!(
+                m.map_bytes(bad.as_bytes(), &MapLimits::default()).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -615,7 +763,8 @@ mod fast_path_tests {
         let out = assert_same(&m, answers[2], &limits).unwrap();
         assert_eq!(out["persoon"][0]["plus"], "B");
         assert_eq!(out["rijen"].len(), 5);
-        assert_eq!(out["rijen"][0]["x"], serde_json::json!(2.5));
+        // A decimal keeps the answer's digits, on both paths.
+        assert_eq!(out["rijen"][0]["x"], "2.50");
         let out = assert_same(&m, answers[12], &limits).unwrap();
         assert_eq!(out["persoon"][0]["naam"], "tweede lijst");
         assert_eq!(

@@ -146,32 +146,33 @@ pub fn convert_json(ty: FieldType, v: &Value) -> Result<Value, String> {
             .as_i64()
             .map(Value::from)
             .ok_or_else(|| excerpt(&n.to_string())),
-        // One representation for every decimal (a float), so 131 from JSON and "131.00" from
-        // XML are the same value.
-        (FieldType::Decimal, Value::Number(n)) => n
-            .as_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .ok_or_else(|| excerpt(&n.to_string())),
+        // The number's own digits: `1520.00` stays `1520.00` (see `crate::decimal`). A `Number`
+        // that was parsed keeps only its float; the mappers hand the answer's text to
+        // `convert_json_number` where they have it.
+        (FieldType::Decimal, Value::Number(n)) => convert_json_number(ty, &n.to_string()),
         (FieldType::Boolean, Value::Bool(_)) => Ok(v.clone()),
         (_, Value::String(s)) => convert_text(ty, s),
         (_, other) => Err(excerpt(&other.to_string())),
     }
 }
 
-/// A decimal in plain notation (`-12.50`), returned as a JSON number.
+/// A decimal in plain notation (`-12.50`), as its exact text (a JSON string).
 fn parse_decimal(s: &str) -> Option<Value> {
-    let body = s.strip_prefix('-').unwrap_or(s);
-    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-    let ok = !int.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit())
-        && !(body.contains('.') && frac.is_empty());
-    if !ok {
-        return None;
+    crate::decimal::parse_plain(s).map(Value::String)
+}
+
+/// Converts a JSON number given as the answer's own text (`1520.00`): a `decimal` keeps every
+/// digit; any other type converts the number as parsed.
+pub(crate) fn convert_json_number(ty: FieldType, text: &str) -> Result<Value, String> {
+    match ty {
+        FieldType::Decimal => crate::decimal::from_json_number(text)
+            .map(Value::String)
+            .ok_or_else(|| excerpt(text)),
+        _ => match text.parse::<serde_json::Number>() {
+            Ok(n) => convert_json(ty, &Value::Number(n)),
+            Err(_) => Err(excerpt(text)),
+        },
     }
-    let f: f64 = s.parse().ok()?;
-    serde_json::Number::from_f64(f).map(Value::Number)
 }
 
 /// `YYYY-MM-DD`, or StUF's `YYYYMMDD`, to `YYYY-MM-DD` (checked as a calendar date).
@@ -234,15 +235,24 @@ mod tests {
         assert!(convert_text(FieldType::Date, "19811300").is_err());
         assert_eq!(
             convert_json(FieldType::Decimal, &serde_json::json!(131)).unwrap(),
-            convert_text(FieldType::Decimal, "131.00").unwrap()
+            "131"
         );
+        assert_eq!(
+            convert_text(FieldType::Decimal, "131.00").unwrap(),
+            "131.00"
+        );
+        assert_eq!(
+            convert_json_number(FieldType::Decimal, "1520.00").unwrap(),
+            "1520.00"
+        );
+        assert_eq!(convert_json_number(FieldType::Integer, "12").unwrap(), 12);
         assert_eq!(
             convert_json(FieldType::String, &serde_json::json!(" Utrecht ")).unwrap(),
             "Utrecht"
         );
         assert_eq!(
             convert_text(FieldType::Decimal, "1843.27").unwrap(),
-            serde_json::json!(1843.27)
+            "1843.27"
         );
         assert!(convert_text(FieldType::Decimal, "1.843,27").is_err());
         assert!(convert_text(FieldType::Decimal, "1e5").is_err());

@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert_eq!(list[0]["soort"], "WW");
         assert_eq!(list[0]["code"], "W");
-        assert_eq!(list[0]["bedrag"], serde_json::json!(1843.27));
+        assert_eq!(list[0]["bedrag"], "1843.27");
         assert_eq!(list[1]["bedrag"], Value::Null);
     }
 

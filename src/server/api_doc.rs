@@ -250,7 +250,7 @@ pub struct DossierDoc {
     pub complete: bool,
     pub generated_at: String,
     /// Section name → a record (`single`, with `_provenance`) or a list of records (each with
-    /// `_source`).
+    /// `_source`). A `decimal` field is a string with the source's exact digits (`"1520.00"`).
     #[schema(value_type = Object)]
     pub sections: Value,
     pub sources: Vec<SourceDoc>,

@@ -125,7 +125,46 @@ async fn the_same_soap_answer_under_three_prefix_schemes_maps_identically() {
     assert_eq!(results[0], results[1]);
     assert_eq!(results[0], results[2]);
     assert_eq!(results[0][1]["einddatum"], Value::Null);
-    assert_eq!(results[0][0]["bedrag_per_maand"], json!(2387.14));
+    assert_eq!(results[0][0]["bedrag_per_maand"], "2387.14");
+}
+
+/// Money keeps the source's digits: `1520.00` from a REST source (as a JSON number) or a SOAP
+/// source (as text) reaches the client as `"1520.00"`, never as the float `1520.0`.
+#[tokio::test]
+async fn decimals_keep_the_sources_digits_end_to_end() {
+    let app = spawn_app().await;
+    let toeslagen = r#"{"bsn":"999993653","toeslagen":[
+        {"soort":"zorgtoeslag","jaar":2026,"bedragPerMaand":1520.00,"status":"toegekend"},
+        {"soort":"huurtoeslag","jaar":2026,"bedragPerMaand":12345678901234567.10,"status":"toegekend"}],
+      "inkomen":[{"jaar":2025,"soort":"toetsingsinkomen","bedrag":38500.0}]}"#;
+    app.chaos.set(
+        TOESLAGEN,
+        Behaviour::Status(200, "application/json", toeslagen.into()),
+    );
+    let r = app.me_dossier(&app.citizen_token(CITIZEN)).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains(r#""bedrag_per_maand":"1520.00""#), "{text}");
+    assert!(
+        text.contains(r#""bedrag_per_maand":"12345678901234567.10""#),
+        "{text}"
+    );
+    // The SOAP source's text (the demo UWV answers 2387.14 and 2150.60) keeps its zero.
+    assert!(text.contains(r#""bedrag_per_maand":"2150.60""#), "{text}");
+    let d: Value = serde_json::from_str(&text).unwrap();
+    let t = d["sections"]["toeslagen"].as_array().unwrap();
+    let zorg = t.iter().find(|x| x["soort"] == "zorgtoeslag").unwrap();
+    assert_eq!(zorg["bedrag_per_maand"], "1520.00", "{t:?}");
+    assert_eq!(d["sections"]["inkomen"][0]["bedrag"], "38500.0");
+    // The same answer again, from the cache: the same text.
+    let again = app.me_dossier(&app.citizen_token(CITIZEN)).await;
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains(r#""bedrag_per_maand":"1520.00""#)
+    );
 }
 
 #[tokio::test]

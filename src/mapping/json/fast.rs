@@ -14,7 +14,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Number, Value};
 
 /// One pointer token, with its array index (RFC 6901: digits without a leading zero) worked
@@ -47,12 +49,15 @@ pub(super) struct Keep {
     children: Vec<(Token, Keep)>,
     /// Applies to every element of an array (the records of an `each`).
     items: Option<Box<Keep>>,
+    /// A number here is kept as the answer's text (a `decimal` field keeps its digits).
+    raw: bool,
 }
 
 static KEEP_ALL: Keep = Keep {
     all: true,
     children: Vec::new(),
     items: None,
+    raw: false,
 };
 
 impl Keep {
@@ -77,6 +82,13 @@ impl Keep {
         self.at(tokens).all = true;
     }
 
+    /// Keeps the whole value at `tokens`, a number as its text (a `decimal` field).
+    pub(super) fn decimal(&mut self, tokens: &[Token]) {
+        let k = self.at(tokens);
+        k.all = true;
+        k.raw = true;
+    }
+
     /// Keeps at `tokens` what `record` keeps, for the node itself (an object is one record)
     /// and for each of its elements (an array is a list of records).
     pub(super) fn each(&mut self, tokens: &[Token], record: &Keep) {
@@ -91,6 +103,7 @@ impl Keep {
     /// Keeps also what `other` keeps.
     pub(super) fn merge(&mut self, other: &Keep) {
         self.all |= other.all;
+        self.raw |= other.raw;
         for (t, o) in &other.children {
             self.at(std::slice::from_ref(t)).merge(o);
         }
@@ -136,6 +149,8 @@ pub(super) enum Node<'a> {
     Null,
     Bool(bool),
     Number(Number),
+    /// A number as the answer's text, where a `decimal` field reaches it.
+    RawNumber(&'a str),
     String(Cow<'a, str>),
     Array(Vec<Node<'a>>),
     /// Members in document order; a repeated key is looked up from the end, so the last one
@@ -167,6 +182,8 @@ impl Node<'_> {
             Node::Null | Node::Skipped => Value::Null,
             Node::Bool(b) => Value::Bool(*b),
             Node::Number(n) => Value::Number(n.clone()),
+            // Checked to be a JSON number of float range when it was parsed.
+            Node::RawNumber(t) => t.parse().map_or(Value::Null, Value::Number),
             Node::String(s) => Value::String(s.as_ref().to_owned()),
             Node::Array(items) => Value::Array(items.iter().map(Node::to_value).collect()),
             Node::Object(members) => {
@@ -231,7 +248,33 @@ impl<'de> DeserializeSeed<'de> for Seed<'_, '_> {
         if self.depth > self.state.max_depth {
             self.state.too_deep = true;
         }
+        if self.keep.is_some_and(|k| k.raw) {
+            return self.deserialize_raw(d);
+        }
         d.deserialize_any(self)
+    }
+}
+
+impl<'s> Seed<'_, 's> {
+    /// A value where a `decimal` field points: a number is kept as its text, anything else is
+    /// parsed from its text as a kept value would be.
+    fn deserialize_raw<'de, D: Deserializer<'de>>(self, d: D) -> Result<Node<'de>, D::Error> {
+        let text = <&'de RawValue>::deserialize(d)?.get();
+        if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+            // As `Value` does: a number beyond a float's range is an error, not a value.
+            return match text.parse::<f64>() {
+                Ok(f) if f.is_finite() => Ok(Node::RawNumber(text)),
+                _ => Err(D::Error::custom("number out of range")),
+            };
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        Seed {
+            keep: Some(&KEEP_ALL),
+            depth: self.depth,
+            state: self.state,
+        }
+        .deserialize(&mut de)
+        .map_err(D::Error::custom)
     }
 }
 

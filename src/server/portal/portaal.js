@@ -133,7 +133,10 @@ export function label(field) {
 export function formatValue(field, v) {
   if (v === null || v === undefined || v === '') return '—';
   if (typeof v === 'boolean') return v ? 'ja' : 'nee';
-  if (typeof v === 'number' && /^bedrag|inkomen|^toeslag/.test(field)) return euro.format(v);
+  // Amounts come as decimal text with the source's digits ("2150.60", see docs/api.md).
+  const money = /^bedrag|inkomen|^toeslag/.test(field);
+  if (money && typeof v === 'string' && /^-?\d+(\.\d+)?$/.test(v)) return euro.format(Number(v));
+  if (typeof v === 'number' && money) return euro.format(v);
   if (typeof v === 'number' && Number.isInteger(v)) return String(v);
   if (typeof v === 'number') return v.toLocaleString('nl-NL');
   if (typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(v)) return formatMoment(v);
