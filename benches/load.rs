@@ -46,7 +46,7 @@ use ketenportaal::audit::LogAudit;
 use ketenportaal::auth::{claims_for, mint_hs256};
 use ketenportaal::bsn::Bsn;
 use ketenportaal::config::Config;
-use ketenportaal::config::model::{AuthConfig, Dur};
+use ketenportaal::model::{AuthConfig, Dur};
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
 use ketenportaal::server::{self, API_VERSION, AppState};

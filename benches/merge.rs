@@ -29,7 +29,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ketenportaal::adapter::SourceAnswer;
 use ketenportaal::bsn::Bsn;
 use ketenportaal::config::compile::{Config, Mapping};
-use ketenportaal::config::model::ViewDef;
+use ketenportaal::model::ViewDef;
 use ketenportaal::demo::demo_env;
 use ketenportaal::dossier::{self, DecimalFields};
 use ketenportaal::gateway::{DossierResponse, SourceReport, Subject};

@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::bsn::Bsn;
-use crate::config::model::{AuthConfig, KeyAlg, KeyDef};
+use crate::model::{AuthConfig, KeyAlg, KeyDef};
 
 /// Who is calling, as established by a verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +274,7 @@ pub fn claims_for(cfg: &AuthConfig, actor: &Actor, ttl_secs: i64) -> Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::{Dur, Secret};
+    use crate::model::{Dur, Secret};
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 

@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use rand_core::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::config::model::GatewayConfig;
+use crate::model::GatewayConfig;
 
 /// The OIN from a client certificate, put on each request of a TLS connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub fn new_secret() -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::PartnerCredential;
+    use crate::model::PartnerCredential;
 
     fn cfg() -> (GatewayConfig, String) {
         let (key, hash) = new_secret();

@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::adapter::template::{self, Vars};
-use crate::config::model::{DeliveryDef, Protocol, SoapVersion};
+use crate::model::{DeliveryDef, Protocol, SoapVersion};
 use crate::mapping::xml::{SOAP11_NS, SOAP12_NS};
 use crate::server::AppState;
 use crate::store::Application;
@@ -257,9 +257,9 @@ fn soap_outcome(status: reqwest::StatusCode, body: &[u8], d: &DeliveryDef) -> Ou
     if let Some(p) = &d.reference {
         fields.insert(
             "reference".to_string(),
-            crate::config::model::FieldSpec {
+            crate::model::FieldSpec {
                 path: p.clone(),
-                r#type: crate::config::model::FieldType::String,
+                r#type: crate::model::FieldType::String,
                 required: false,
             },
         );
@@ -267,7 +267,7 @@ fn soap_outcome(status: reqwest::StatusCode, body: &[u8], d: &DeliveryDef) -> Ou
     let mut map = BTreeMap::new();
     map.insert(
         "r".to_string(),
-        crate::config::model::SectionMap { each: None, fields },
+        crate::model::SectionMap { each: None, fields },
     );
     let Ok(m) = crate::mapping::xml::XmlMapping::compile(&map, &prefixes) else {
         return Outcome::Rejected("the delivery's reference path does not compile".into());

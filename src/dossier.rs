@@ -16,7 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::adapter::SourceAnswer;
-use crate::config::model::{SectionDef, SectionKind, SortOrder, ViewDef};
+use crate::model::{SectionDef, SectionKind, SortOrder, ViewDef};
 use crate::mapping::Record;
 
 /// `(adapter, value)` pairs.
@@ -595,7 +595,7 @@ impl Serialize for SectionsOut<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::SortSpec;
+    use crate::model::SortSpec;
     use serde_json::json;
 
     fn answer(adapter: &str, recs: Vec<Value>) -> SourceAnswer {

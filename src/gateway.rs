@@ -24,7 +24,7 @@ use crate::auth::{Actor, Verifier};
 use crate::bsn::Bsn;
 use crate::cache::{CacheKey, Freshness, Policy, SourceCache};
 use crate::config::compile::Config;
-use crate::config::model::{Audience, ViewDef};
+use crate::model::{Audience, ViewDef};
 use crate::dossier::{Conflict, Rendered};
 use crate::metrics::Metrics;
 use crate::resilience::{self, Breaker, Call, CircuitState, Stack};

@@ -39,6 +39,7 @@ pub mod gateway;
 pub mod lograte;
 pub mod mapping;
 pub mod metrics;
+pub mod model;
 pub mod reload;
 pub mod resilience;
 pub mod rules;

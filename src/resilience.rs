@@ -28,7 +28,7 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
-use crate::config::model::{CircuitDef, Resilience};
+use crate::model::{CircuitDef, Resilience};
 use crate::metrics::Metrics;
 
 /// When a call must be over. Clones share it: a call made for several requests ends at the
@@ -523,7 +523,7 @@ pub fn build(client: AdapterClient, breaker: Arc<Breaker>, metrics: Arc<Metrics>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::Dur;
+    use crate::model::Dur;
 
     fn cfg() -> CircuitDef {
         CircuitDef {

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::bsn::Bsn;
 use crate::config::compile::{AdapterSpec, Mapping};
-use crate::config::model::{Protocol, SoapVersion};
+use crate::model::{Protocol, SoapVersion};
 use crate::mapping::{MapError, Sections};
 use budget::{InflightBudget, Reservation};
 
@@ -501,7 +501,7 @@ fn problem_detail(body: &[u8]) -> Option<String> {
 /// gateway presents its client certificate (mTLS). TLS 1.2 is the minimum. Returns the client
 /// and the bytes of the files read (for the adapter's fingerprint).
 pub fn tls_client(
-    t: &crate::config::model::AdapterTls,
+    t: &crate::model::AdapterTls,
     base: &std::path::Path,
 ) -> Result<(reqwest::Client, Vec<u8>), String> {
     source_client(Some(t), base, None)
@@ -510,7 +510,7 @@ pub fn tls_client(
 /// A client for one source: its TLS settings, when it has any, and for a registered adapter
 /// the [`PublicAddresses`] resolver. Returns the client and the bytes of the files read.
 pub fn source_client(
-    tls: Option<&crate::config::model::AdapterTls>,
+    tls: Option<&crate::model::AdapterTls>,
     base: &std::path::Path,
     guard: Option<PublicAddresses>,
 ) -> Result<(reqwest::Client, Vec<u8>), String> {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::load::{ConfigError, ConfigErrors, closest, parse_untrusted_tree, read_tree, typed};
-use super::model::{AdapterDef, Audience, GatewayConfig, KeyAlg, Protocol, SectionKind};
+use crate::model::{AdapterDef, Audience, GatewayConfig, KeyAlg, Protocol, SectionKind};
 use super::yaml::{Node, Pos, Step};
 use crate::mapping::json::JsonMapping;
 use crate::mapping::xml::XmlMapping;
@@ -835,7 +835,7 @@ fn certificate_warnings(
 ) -> Vec<ConfigError> {
     let base = file.parent().unwrap_or(Path::new("."));
     let now = chrono::Utc::now();
-    let check = |tls: &super::model::AdapterTls| {
+    let check = |tls: &crate::model::AdapterTls| {
         let cert = tls.client_cert.as_ref()?;
         let key = tls.client_key.as_ref().map(|k| base.join(k));
         let id = super::certs::client_identity(&base.join(cert), key.as_deref()).ok()?;
@@ -1112,10 +1112,10 @@ pub fn vocabulary(
             for (f, spec) in &m.fields {
                 v.fields.entry(sec.clone()).or_default().insert(f.clone());
                 match spec.r#type {
-                    crate::config::model::FieldType::Date => {
+                    crate::model::FieldType::Date => {
                         v.dates.insert((sec.clone(), f.clone()));
                     }
-                    crate::config::model::FieldType::Decimal => {
+                    crate::model::FieldType::Decimal => {
                         v.decimals.entry(sec.clone()).or_default().insert(f.clone());
                     }
                     _ => {}
@@ -1357,12 +1357,12 @@ fn validate_gateway(
             errors.push(ConfigError::new(file, pos, format!("service `{id}`: delivery endpoint `{}` is neither a URL nor a path under the organisation's base_url", d.endpoint)));
         }
         match (d.protocol, &d.soap, &d.rest) {
-            (crate::config::model::Protocol::Soap, None, _) => errors.push(ConfigError::new(
+            (crate::model::Protocol::Soap, None, _) => errors.push(ConfigError::new(
                 file,
                 pos,
                 format!("service `{id}`: soap delivery needs `soap:`"),
             )),
-            (crate::config::model::Protocol::Rest, _, None) => errors.push(ConfigError::new(
+            (crate::model::Protocol::Rest, _, None) => errors.push(ConfigError::new(
                 file,
                 pos,
                 format!("service `{id}`: rest delivery needs `rest:`"),

@@ -317,7 +317,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::GatewayConfig;
+    use crate::model::GatewayConfig;
 
     fn check(text: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();

@@ -4,7 +4,6 @@ pub mod certs;
 pub mod compile;
 pub mod endpoint;
 pub mod load;
-pub mod model;
 pub mod yaml;
 
 pub use compile::Config;

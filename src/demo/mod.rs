@@ -15,7 +15,7 @@ use rand_core::RngCore;
 use crate::auth::{Actor, claims_for, mint_hs256};
 use crate::bsn::Bsn;
 use crate::config::Config;
-use crate::config::model::KeyAlg;
+use crate::model::KeyAlg;
 
 /// The demo citizen: has data at every organisation.
 pub const DEMO_CITIZEN: &str = "999993653";

@@ -20,7 +20,7 @@ use super::{
     CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_json,
     convert_json_number, convert_text, field_entry,
 };
-use crate::config::model::{FieldType, SectionMap};
+use crate::model::{FieldType, SectionMap};
 
 #[derive(Debug, Clone)]
 enum Selector {
@@ -422,7 +422,7 @@ fn depth_exceeds(v: &Value, max: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::FieldSpec;
+    use crate::model::FieldSpec;
 
     fn spec(
         each: Option<&str>,
@@ -589,7 +589,7 @@ mod tests {
 #[cfg(test)]
 mod fast_path_tests {
     use super::*;
-    use crate::config::model::FieldSpec;
+    use crate::model::FieldSpec;
 
     fn field(path: &str, ty: FieldType, required: bool) -> FieldSpec {
         FieldSpec {

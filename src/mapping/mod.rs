@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::config::model::FieldType;
+use crate::model::FieldType;
 
 /// One record of a section: field name -> typed value (`null` when the source has no value).
 pub type Record = serde_json::Map<String, Value>;

@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::{
     CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_text, field_entry,
 };
-use crate::config::model::{FieldType, SectionMap};
+use crate::model::{FieldType, SectionMap};
 
 pub const SOAP11_NS: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const SOAP12_NS: &str = "http://www.w3.org/2003/05/soap-envelope";
@@ -705,7 +705,7 @@ fn is_nil(e: &BytesStart<'_>, reader: &NsReader<&[u8]>, m: &XmlMapping) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::model::FieldSpec;
+    use crate::model::FieldSpec;
 
     fn mapping() -> XmlMapping {
         let mut fields = BTreeMap::new();

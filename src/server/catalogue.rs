@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::{Problem, Shared, authenticate, json as json_response};
 use crate::auth::Actor;
-use crate::config::model::Audience;
+use crate::model::Audience;
 
 #[utoipa::path(get, path = "/v1/organisations", tag = "themes",
     responses((status = 200, description = "The chain partners by id, with their display names (public)")))]

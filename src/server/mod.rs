@@ -26,7 +26,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
-use crate::config::model::Audience;
+use crate::model::Audience;
 use crate::gateway::{AccessError, DossierError, DossierRequest, Gateway, authorize};
 use crate::trace::TraceContext;
 pub use problem::Problem;
@@ -563,7 +563,7 @@ fn citizen_view(c: &crate::config::Config) -> Option<String> {
 
 /// Refuses sections the view does not have (422, like an unknown view).
 fn known_sections(
-    view: &crate::config::model::ViewDef,
+    view: &crate::model::ViewDef,
     only: Option<&[String]>,
 ) -> Result<(), Problem> {
     match only.and_then(|o| o.iter().find(|x| !view.sections.contains_key(*x))) {

@@ -18,7 +18,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Problem, Shared, json as json_response, parse_body};
-use crate::config::model::DemoAccount;
+use crate::model::DemoAccount;
 
 /// One embedded file.
 struct Asset {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ketenportaal::bsn::Bsn;
-use ketenportaal::config::model::Dur;
+use ketenportaal::model::Dur;
 use serde_json::{Value, json};
 
 use crate::helpers::{Behaviour, CITIZEN, Options, TestApp, source, spawn_app_with, tweak_adapter};

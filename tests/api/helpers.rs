@@ -196,7 +196,7 @@ pub async fn spawn_app() -> TestApp {
 pub fn tweak_adapter(
     c: &mut Config,
     id: &str,
-    f: impl Fn(&mut ketenportaal::config::model::AdapterDef),
+    f: impl Fn(&mut ketenportaal::model::AdapterDef),
 ) {
     let spec = c.adapters.get_mut(id).unwrap();
     let mut s = (**spec).clone();

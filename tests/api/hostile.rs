@@ -52,9 +52,9 @@ async fn a_one_gigabyte_answer_is_cut_off_at_the_cap() {
     // Generous time limits, so only the size cap can end this call (even on a slow machine).
     let app = spawn_app_with(Options {
         tweak: Some(Box::new(|c| {
-            c.gateway.deadline = ketenportaal::config::model::Dur(Duration::from_secs(30));
+            c.gateway.deadline = ketenportaal::model::Dur(Duration::from_secs(30));
             crate::helpers::tweak_adapter(c, "uwv-uitkeringen", |d| {
-                d.timeout = ketenportaal::config::model::Dur(Duration::from_secs(30));
+                d.timeout = ketenportaal::model::Dur(Duration::from_secs(30));
             });
         })),
         ..Options::default()
@@ -136,7 +136,7 @@ async fn slow_clients_are_cut_off() {
         copy_config: false,
         tweak: Some(Box::new(|c| {
             c.gateway.limits.header_timeout =
-                ketenportaal::config::model::Dur(Duration::from_millis(300));
+                ketenportaal::model::Dur(Duration::from_millis(300));
         })),
     })
     .await;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ketenportaal::config::model::{ByteSize, Dur};
+use ketenportaal::model::{ByteSize, Dur};
 use serde_json::Value;
 
 use crate::helpers::{Behaviour, CITIZEN, Options, TestApp, source, spawn_app_with, tweak_adapter};

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ketenportaal::adapter::{CallContext, SourceError};
 use ketenportaal::bsn::Bsn;
-use ketenportaal::config::model::Dur;
+use ketenportaal::model::Dur;
 use ketenportaal::resilience::{self, Breaker, Call};
 use serde_json::{Value, json};
 use tower::ServiceExt;

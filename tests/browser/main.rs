@@ -10,7 +10,7 @@ mod helpers;
 use std::time::Duration;
 
 use helpers::{Behaviour, Options, SECRET, spawn_app_with, tweak_adapter};
-use ketenportaal::config::model::Dur;
+use ketenportaal::model::Dur;
 
 /// One browser at a time: two cores do not run five Chromiums well.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
