@@ -46,9 +46,9 @@ use ketenportaal::audit::LogAudit;
 use ketenportaal::auth::{claims_for, mint_hs256};
 use ketenportaal::bsn::Bsn;
 use ketenportaal::config::Config;
-use ketenportaal::model::{AuthConfig, Dur};
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
+use ketenportaal::model::{AuthConfig, Dur};
 use ketenportaal::server::{self, API_VERSION, AppState};
 use ketenportaal::store::AuditStore;
 

@@ -29,10 +29,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ketenportaal::adapter::SourceAnswer;
 use ketenportaal::bsn::Bsn;
 use ketenportaal::config::compile::{Config, Mapping};
-use ketenportaal::model::ViewDef;
 use ketenportaal::demo::demo_env;
 use ketenportaal::dossier::{self, DecimalFields};
 use ketenportaal::gateway::{DossierResponse, SourceReport, Subject};
+use ketenportaal::model::ViewDef;
 
 const CASE: &str = "fixtures/cases/full-999993653-klant";
 const VIEW: &str = "klant";

@@ -14,9 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::Value;
 
-use crate::adapter::template::{self, Vars};
-use crate::model::{DeliveryDef, Protocol, SoapVersion};
-use crate::mapping::xml::{SOAP11_NS, SOAP12_NS};
+use crate::model::{Call, DeliveryDef, Protocol};
+use crate::protocol::template::{self, Vars};
+use crate::protocol::{rest, soap};
 use crate::server::AppState;
 use crate::store::Application;
 
@@ -32,7 +32,7 @@ pub enum Outcome {
 /// Starts the worker; it runs until the process ends.
 pub fn spawn(state: Arc<AppState>) {
     tokio::spawn(async move {
-        let Ok(http) = crate::adapter::http_client() else {
+        let Ok(http) = crate::protocol::client::http_client() else {
             tracing::error!("Delivery worker cannot build its HTTP client; applications wait.");
             return;
         };
@@ -145,68 +145,25 @@ pub async fn attempt(
         scalars: &scalars,
         data,
     };
-    let req = match (d.protocol, &d.soap, &d.rest) {
-        (Protocol::Rest, _, Some(r)) => {
-            let method = reqwest::Method::from_bytes(r.method.to_ascii_uppercase().as_bytes())
-                .unwrap_or(reqwest::Method::POST);
-            let mut req = http
-                .request(method, url)
-                .header("accept", "application/json");
-            for (k, v) in &r.headers {
-                req = req.header(k.as_str(), template::render_plain(v, &scalars));
-            }
-            if let Some(b) = &r.body {
-                req = req
-                    .header("content-type", "application/json")
-                    .body(template::render_json_vars(b, &vars));
-            }
-            req
-        }
-        (Protocol::Soap, Some(s), _) => {
-            let (ns, ctype) = match s.version {
-                SoapVersion::V11 => (SOAP11_NS, "text/xml; charset=utf-8".to_string()),
-                SoapVersion::V12 => (
-                    SOAP12_NS,
-                    format!(
-                        "application/soap+xml; charset=utf-8; action=\"{}\"",
-                        s.action.as_deref().unwrap_or("")
-                    ),
-                ),
-            };
-            let decl: String = s
-                .namespaces
-                .iter()
-                .map(|(p, u)| {
-                    format!(
-                        " xmlns:{p}=\"{}\"",
-                        template::render_xml("{{v}}", &[("v", u)])
-                    )
-                })
-                .collect();
-            let header = if s.addressing {
-                format!(
-                    "<soapenv:Header><wsa:To>{}</wsa:To><wsa:Action>{}</wsa:Action><wsa:MessageID>urn:uuid:{}</wsa:MessageID><wsa:ReplyTo><wsa:Address>http://www.w3.org/2005/08/addressing/anonymous</wsa:Address></wsa:ReplyTo></soapenv:Header>",
-                    template::render_xml("{{v}}", &[("v", url)]),
-                    template::render_xml("{{v}}", &[("v", s.action.as_deref().unwrap_or(""))]),
-                    app.id
-                )
-            } else {
-                String::new()
-            };
-            let envelope = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"{ns}\" xmlns:wsa=\"http://www.w3.org/2005/08/addressing\">{header}<soapenv:Body{decl}>{}</soapenv:Body></soapenv:Envelope>",
-                template::render_xml_vars(&s.body, &vars)
-            );
-            let mut req = http.post(url).header("content-type", ctype);
-            if s.version == SoapVersion::V11 {
-                req = req.header(
-                    "soapaction",
-                    format!("\"{}\"", s.action.as_deref().unwrap_or("")),
-                );
-            }
-            req.body(envelope)
-        }
-        _ => return Outcome::Rejected("the delivery has no soap/rest block".into()),
+    let req = match d.call() {
+        Some(Call::Rest(r)) => rest::request(
+            http,
+            url,
+            r,
+            |h| template::render_plain(h, &scalars),
+            r.body
+                .as_ref()
+                .map(|b| template::render_json_vars(b, &vars)),
+        ),
+        // The application id is the WS-Addressing MessageID: a repeat is recognisable.
+        Some(Call::Soap(s)) => soap::request(
+            http,
+            url,
+            s,
+            &app.id,
+            &template::render_xml_vars(&s.body, &vars),
+        ),
+        None => return Outcome::Rejected("the delivery has no soap/rest block".into()),
     };
     let req = req.header("idempotency-key", app.id.as_str());
     let resp = match tokio::time::timeout(d.timeout.0, req.send()).await {

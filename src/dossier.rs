@@ -16,8 +16,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::adapter::SourceAnswer;
-use crate::model::{SectionDef, SectionKind, SortOrder, ViewDef};
 use crate::mapping::Record;
+use crate::model::{SectionDef, SectionKind, SortOrder, ViewDef};
 
 /// `(adapter, value)` pairs.
 type SourcedValues = Vec<(Arc<str>, Value)>;

@@ -24,9 +24,9 @@ use crate::auth::{Actor, Verifier};
 use crate::bsn::Bsn;
 use crate::cache::{CacheKey, Freshness, Policy, SourceCache};
 use crate::config::compile::Config;
-use crate::model::{Audience, ViewDef};
 use crate::dossier::{Conflict, Rendered};
 use crate::metrics::Metrics;
+use crate::model::{Audience, ViewDef};
 use crate::resilience::{self, Breaker, Call, CircuitState, Stack};
 use crate::trace::TraceContext;
 
@@ -382,7 +382,8 @@ struct Outcome {
 
 impl Gateway {
     pub fn new(config: Config, audit: Arc<dyn AuditSink>) -> Result<Gateway, String> {
-        let http = crate::adapter::http_client().map_err(|e| format!("HTTP client: {e}"))?;
+        let http =
+            crate::protocol::client::http_client().map_err(|e| format!("HTTP client: {e}"))?;
         let cache = SourceCache::new(
             source_share(config.gateway.cache.max_bytes.0),
             config.gateway.cache.enabled,

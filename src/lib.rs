@@ -40,6 +40,7 @@ pub mod lograte;
 pub mod mapping;
 pub mod metrics;
 pub mod model;
+pub mod protocol;
 pub mod reload;
 pub mod resilience;
 pub mod rules;

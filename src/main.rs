@@ -508,7 +508,7 @@ async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let client = ketenportaal::adapter::AdapterClient::new(
         Arc::new(spec),
-        ketenportaal::adapter::http_client()?,
+        ketenportaal::protocol::client::http_client()?,
     );
     let (result, took) = Gateway::run_adapter(&client, bsn).await;
     let out = match result {

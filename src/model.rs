@@ -37,6 +37,37 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// An HTTP method, parsed when the config loads (`get` and `GET` alike). Only the methods a
+/// request to an organisation can sensibly use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpMethod(pub http::Method);
+
+impl HttpMethod {
+    pub const ALLOWED: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+}
+
+impl Serialize for HttpMethod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpMethod {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let upper = s.trim().to_ascii_uppercase();
+        match HttpMethod::ALLOWED.iter().find(|m| **m == upper) {
+            Some(m) => http::Method::from_bytes(m.as_bytes())
+                .map(HttpMethod)
+                .map_err(de::Error::custom),
+            None => Err(de::Error::custom(format!(
+                "unknown HTTP method {s:?}: use one of {}",
+                HttpMethod::ALLOWED.join(", ")
+            ))),
+        }
+    }
+}
+
 /// A byte size written as an integer or as `"512KiB"`, `"4MiB"`, `"1GiB"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct ByteSize(pub u64);
@@ -661,6 +692,37 @@ pub enum Protocol {
     Rest,
 }
 
+/// What a request to an organisation speaks: the `protocol` with its block. The config refuses
+/// a protocol without its block (or with the other one), so every loaded definition has one.
+#[derive(Clone, Copy, Debug)]
+pub enum Call<'a> {
+    Soap(&'a SoapDef),
+    Rest(&'a RestDef),
+}
+
+/// `protocol` with its block, when the block is there.
+fn call<'a>(p: Protocol, soap: &'a Option<SoapDef>, rest: &'a Option<RestDef>) -> Option<Call<'a>> {
+    match (p, soap, rest) {
+        (Protocol::Soap, Some(s), None) => Some(Call::Soap(s)),
+        (Protocol::Rest, None, Some(r)) => Some(Call::Rest(r)),
+        _ => None,
+    }
+}
+
+impl AdapterDef {
+    /// The request this adapter sends; `None` only for a definition the config refused.
+    pub fn call(&self) -> Option<Call<'_>> {
+        call(self.protocol, &self.soap, &self.rest)
+    }
+}
+
+impl DeliveryDef {
+    /// The request a delivery sends; `None` only for a definition the config refused.
+    pub fn call(&self) -> Option<Call<'_>> {
+        call(self.protocol, &self.soap, &self.rest)
+    }
+}
+
 /// One `adapters/*.yaml` file: how to reach one service of one organisation.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -805,7 +867,7 @@ pub enum SoapVersion {
 #[serde(deny_unknown_fields)]
 pub struct RestDef {
     #[serde(default = "default_method")]
-    pub method: String,
+    pub method: HttpMethod,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// A JSON body: a YAML mapping whose string leaves get `{{bsn}}` substituted, or a string
@@ -814,8 +876,8 @@ pub struct RestDef {
     pub body: Option<serde_json::Value>,
 }
 
-fn default_method() -> String {
-    "GET".into()
+fn default_method() -> HttpMethod {
+    HttpMethod(http::Method::GET)
 }
 
 /// How one source answer fills one section.

@@ -28,8 +28,8 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
-use crate::model::{CircuitDef, Resilience};
 use crate::metrics::Metrics;
+use crate::model::{CircuitDef, Resilience};
 
 /// When a call must be over. Clones share it: a call made for several requests ends at the
 /// latest of their deadlines, and a request that joins it moves it out with [`Deadline::extend`]

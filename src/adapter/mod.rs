@@ -7,7 +7,6 @@
 //! differ from another is data in its [`AdapterSpec`], never code.
 
 pub mod budget;
-pub mod template;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +15,9 @@ use chrono::{DateTime, Utc};
 
 use crate::bsn::Bsn;
 use crate::config::compile::{AdapterSpec, Mapping};
-use crate::model::{Protocol, SoapVersion};
 use crate::mapping::{MapError, Sections};
+use crate::model::Call;
+use crate::protocol::{rest, soap, template};
 use budget::{InflightBudget, Reservation};
 
 /// One source's mapped answer: what is cached, before any view filter.
@@ -130,9 +130,6 @@ pub struct AdapterClient {
     organisation: Arc<str>,
 }
 
-const WSA_NS: &str = "http://www.w3.org/2005/08/addressing";
-const WSA_ANONYMOUS: &str = "http://www.w3.org/2005/08/addressing/anonymous";
-
 impl AdapterClient {
     /// A client for `spec`; it uses the adapter's own TLS client when it has one, else `http`.
     pub fn new(spec: Arc<AdapterSpec>, http: reqwest::Client) -> Self {
@@ -163,10 +160,31 @@ impl AdapterClient {
     /// Calls the source once and maps its answer. The caller applies the timeout.
     pub async fn fetch(&self, ctx: &CallContext) -> Result<SourceAnswer, SourceError> {
         let vars = [("bsn", ctx.bsn.as_str())];
-        let req = match self.spec.def.protocol {
-            Protocol::Soap => self.soap_request(&vars),
-            Protocol::Rest => self.rest_request(&vars),
-        }?;
+        let url = &self.spec.url;
+        let req = match self.spec.def.call() {
+            Some(Call::Soap(soap)) => {
+                let id = uuid::Uuid::new_v4().to_string();
+                soap::request(
+                    &self.http,
+                    url,
+                    soap,
+                    &id,
+                    &template::render_xml(&soap.body, &vars),
+                )
+            }
+            Some(Call::Rest(r)) => rest::request(
+                &self.http,
+                url,
+                r,
+                |h| template::render_plain(h, &vars),
+                r.body.as_ref().map(|b| template::render_json(b, &vars)),
+            ),
+            None => {
+                return Err(SourceError::Transport(
+                    "the adapter's protocol has no request block".into(),
+                ));
+            }
+        };
         let req = match &ctx.traceparent {
             Some(tp) => req.header("traceparent", tp),
             None => req,
@@ -269,105 +287,6 @@ impl AdapterClient {
             sections,
             bytes,
         })
-    }
-
-    fn soap_request(&self, vars: &[(&str, &str)]) -> Result<reqwest::RequestBuilder, SourceError> {
-        let soap = self
-            .spec
-            .def
-            .soap
-            .as_ref()
-            .ok_or_else(|| SourceError::Transport("soap adapter without soap block".into()))?;
-        let (env_ns, content_type) = match soap.version {
-            SoapVersion::V11 => (
-                crate::mapping::xml::SOAP11_NS,
-                "text/xml; charset=utf-8".to_string(),
-            ),
-            SoapVersion::V12 => (
-                crate::mapping::xml::SOAP12_NS,
-                match &soap.action {
-                    Some(a) => format!("application/soap+xml; charset=utf-8; action=\"{a}\""),
-                    None => "application/soap+xml; charset=utf-8".to_string(),
-                },
-            ),
-        };
-        let mut x = String::with_capacity(512 + soap.body.len());
-        x.push_str(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<soapenv:Envelope xmlns:soapenv=\"",
-        );
-        x.push_str(env_ns);
-        x.push('"');
-        if soap.addressing {
-            x.push_str(" xmlns:wsa=\"");
-            x.push_str(WSA_NS);
-            x.push('"');
-        }
-        x.push('>');
-        if soap.addressing {
-            let mut esc = String::new();
-            x.push_str("<soapenv:Header><wsa:To>");
-            esc.push_str(&template::render_xml("{{v}}", &[("v", &self.spec.url)]));
-            x.push_str(&esc);
-            x.push_str("</wsa:To>");
-            if let Some(a) = &soap.action {
-                x.push_str("<wsa:Action>");
-                x.push_str(&template::render_xml("{{v}}", &[("v", a)]));
-                x.push_str("</wsa:Action>");
-            }
-            x.push_str("<wsa:MessageID>urn:uuid:");
-            x.push_str(&uuid::Uuid::new_v4().to_string());
-            x.push_str("</wsa:MessageID><wsa:ReplyTo><wsa:Address>");
-            x.push_str(WSA_ANONYMOUS);
-            x.push_str("</wsa:Address></wsa:ReplyTo></soapenv:Header>");
-        }
-        x.push_str("<soapenv:Body");
-        for (p, uri) in &soap.namespaces {
-            x.push_str(" xmlns:");
-            x.push_str(p);
-            x.push_str("=\"");
-            x.push_str(&template::render_xml("{{v}}", &[("v", uri)]));
-            x.push('"');
-        }
-        x.push('>');
-        x.push_str(&template::render_xml(&soap.body, vars));
-        x.push_str("</soapenv:Body></soapenv:Envelope>");
-
-        let mut req = self
-            .http
-            .post(&self.spec.url)
-            .header("content-type", content_type)
-            .header("accept", "text/xml, application/soap+xml");
-        if soap.version == SoapVersion::V11 {
-            req = req.header(
-                "soapaction",
-                format!("\"{}\"", soap.action.as_deref().unwrap_or("")),
-            );
-        }
-        Ok(req.body(x))
-    }
-
-    fn rest_request(&self, vars: &[(&str, &str)]) -> Result<reqwest::RequestBuilder, SourceError> {
-        let rest = self
-            .spec
-            .def
-            .rest
-            .as_ref()
-            .ok_or_else(|| SourceError::Transport("rest adapter without rest block".into()))?;
-        let method = reqwest::Method::from_bytes(rest.method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| SourceError::Transport(format!("invalid method {}", rest.method)))?;
-        let mut req = self
-            .http
-            .request(method, &self.spec.url)
-            .header("accept", "application/json");
-        for (k, v) in &rest.headers {
-            req = req.header(k.as_str(), template::render_plain(v, vars));
-        }
-        if let Some(body) = &rest.body {
-            req = req
-                .header("content-type", "application/json")
-                .body(template::render_json(body, vars));
-        }
-        Ok(req)
     }
 }
 
@@ -495,224 +414,4 @@ fn problem_detail(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let t = v.get("detail").or_else(|| v.get("title"))?.as_str()?;
     Some(t.chars().take(200).collect())
-}
-
-/// Builds a client with one source's TLS settings: only the given CAs are trusted, and the
-/// gateway presents its client certificate (mTLS). TLS 1.2 is the minimum. Returns the client
-/// and the bytes of the files read (for the adapter's fingerprint).
-pub fn tls_client(
-    t: &crate::model::AdapterTls,
-    base: &std::path::Path,
-) -> Result<(reqwest::Client, Vec<u8>), String> {
-    source_client(Some(t), base, None)
-}
-
-/// A client for one source: its TLS settings, when it has any, and for a registered adapter
-/// the [`PublicAddresses`] resolver. Returns the client and the bytes of the files read.
-pub fn source_client(
-    tls: Option<&crate::model::AdapterTls>,
-    base: &std::path::Path,
-    guard: Option<PublicAddresses>,
-) -> Result<(reqwest::Client, Vec<u8>), String> {
-    let mut b = client_builder().tls_version_min(reqwest::tls::Version::TLS_1_2);
-    if let Some(g) = guard {
-        b = b.dns_resolver(g);
-    }
-    let Some(t) = tls else {
-        let client = b
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        return Ok((client, Vec::new()));
-    };
-    let mut material = Vec::new();
-    if let Some(ca) = &t.ca {
-        let path = base.join(ca);
-        let certs = crate::config::certs::ca_bundle(&path).map_err(|e| format!("`tls.ca`: {e}"))?;
-        let mut trusted = Vec::with_capacity(certs.len());
-        for c in certs {
-            material.extend_from_slice(c.as_ref());
-            trusted.push(
-                reqwest::Certificate::from_der(c.as_ref())
-                    .map_err(|e| format!("`tls.ca`: {}: {e}", path.display()))?,
-            );
-        }
-        b = b.tls_certs_only(trusted);
-    }
-    match (&t.client_cert, &t.client_key) {
-        (Some(cert), key) => {
-            let cert = base.join(cert);
-            let key = key.as_ref().map(|k| base.join(k));
-            let id = crate::config::certs::client_identity(&cert, key.as_deref())
-                .map_err(|e| format!("`tls.client_cert`: {e}"))?;
-            let identity = reqwest::Identity::from_pem(&id.pem).map_err(|e| {
-                format!(
-                    "`tls.client_cert`: {} and its key do not form a client identity ({e})",
-                    cert.display()
-                )
-            })?;
-            material.extend_from_slice(&id.pem);
-            b = b.identity(identity);
-        }
-        (None, Some(_)) => {
-            return Err(
-                "`tls.client_key` without `tls.client_cert`: name the certificate too".into(),
-            );
-        }
-        (None, None) => {}
-    }
-    let client = b
-        .build()
-        .map_err(|e| format!("cannot build the TLS client: {e}"))?;
-    Ok((client, material))
-}
-
-fn client_builder() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(60))
-        // An idle connection keeps the read buffer its largest answer grew (up to ~800 KiB):
-        // after a burst of 60 answers of 4 MiB, 60 kept connections held 45 MiB. Sixteen idle
-        // per host is plenty for steady load (busy connections do not count) and bounds that.
-        .pool_max_idle_per_host(16)
-        .tcp_nodelay(true)
-        .user_agent(concat!("ketenportaal/", env!("CARGO_PKG_VERSION")))
-}
-
-/// The shared outbound HTTP client: rustls, no redirects (a source that redirects is
-/// misconfigured, and following could leak a request elsewhere), bounded connect time.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    client_builder()
-        .tls_version_min(reqwest::tls::Version::TLS_1_2)
-        .build()
-}
-
-/// The resolver of registered adapters: a partner controls the DNS of its own names, and could
-/// point one at the gateway's loopback, a cloud metadata address (169.254.169.254) or the
-/// internal network. Only addresses [`address_allowed`] accepts are connected to; a name with
-/// none of them fails the call with a message that says so. IP literals never reach a
-/// resolver: the endpoint policy already pins them to what the operator declared.
-#[derive(Debug, Clone, Copy)]
-pub struct PublicAddresses {
-    /// The operator's `allow_private_addresses` for the organisation.
-    pub allow_private: bool,
-}
-
-impl reqwest::dns::Resolve for PublicAddresses {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let allow_private = self.allow_private;
-        let host = name.as_str().to_string();
-        Box::pin(async move {
-            let found: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<std::net::SocketAddr> = found
-                .into_iter()
-                .filter(|a| address_allowed(a.ip(), allow_private))
-                .collect();
-            if allowed.is_empty() {
-                return Err(format!(
-                    "`{host}` resolves to no address a registered adapter may connect to (loopback, link-local, private or reserved addresses are refused)"
-                )
-                .into());
-            }
-            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
-        })
-    }
-}
-
-/// Whether a registered adapter may connect to `ip`. Never: unspecified, loopback, link-local
-/// (which holds the cloud metadata services), multicast, broadcast and reserved ranges.
-/// Private ranges (RFC 1918, shared 100.64/10, IPv6 unique-local) only with `allow_private`.
-/// IPv4-mapped and NAT64 IPv6 forms are judged by the IPv4 address inside.
-pub fn address_allowed(ip: std::net::IpAddr, allow_private: bool) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            let never = v4.is_unspecified()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || o[0] == 0
-                || o[0] >= 240;
-            let private = v4.is_private() || (o[0] == 100 && (o[1] & 0xc0) == 64);
-            !never && (allow_private || !private)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return address_allowed(IpAddr::V4(v4), allow_private);
-            }
-            let seg = v6.segments();
-            if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-                let v4 = std::net::Ipv4Addr::from(((seg[6] as u32) << 16) | seg[7] as u32);
-                return address_allowed(IpAddr::V4(v4), allow_private);
-            }
-            let never = v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (seg[0] & 0xffc0) == 0xfe80
-                || (seg[0] & 0xffc0) == 0xfec0
-                || seg[..6] == [0, 0, 0, 0, 0, 0];
-            let private = (seg[0] & 0xfe00) == 0xfc00;
-            !never && (allow_private || !private)
-        }
-    }
-}
-
-#[cfg(test)]
-mod address_tests {
-    use super::{PublicAddresses, address_allowed};
-    use reqwest::dns::Resolve;
-
-    #[tokio::test]
-    async fn the_resolver_of_registered_adapters_refuses_a_name_that_points_at_loopback() {
-        // `localhost` stands in for a partner's own name pointed at 127.0.0.1 (the endpoint
-        // policy exempts the literal `localhost` itself; the resolver does not).
-        for allow_private in [false, true] {
-            let guard = PublicAddresses { allow_private };
-            let name = "localhost".parse().unwrap();
-            let err = match guard.resolve(name).await {
-                Ok(addrs) => panic!("resolved to {:?}", addrs.collect::<Vec<_>>()),
-                Err(e) => e.to_string(),
-            };
-            assert!(err.contains("resolves to no address"), "{err}");
-        }
-    }
-
-    #[test]
-    fn registered_adapters_reach_public_addresses_only() {
-        for (ip, public, private_ok) in [
-            ("93.184.215.14", true, true),
-            ("2a00:1450:4001::1", true, true),
-            ("127.0.0.1", false, false),
-            ("127.8.9.10", false, false),
-            ("0.0.0.0", false, false),
-            ("169.254.169.254", false, false),
-            ("224.0.0.1", false, false),
-            ("255.255.255.255", false, false),
-            ("240.0.0.1", false, false),
-            ("::1", false, false),
-            ("::", false, false),
-            ("fe80::1", false, false),
-            ("::ffff:127.0.0.1", false, false),
-            ("::ffff:169.254.169.254", false, false),
-            ("64:ff9b::7f00:1", false, false),
-            ("::127.0.0.1", false, false),
-            ("10.1.2.3", false, true),
-            ("172.16.0.1", false, true),
-            ("192.168.1.1", false, true),
-            ("100.64.0.1", false, true),
-            ("fd00:ec2::254", false, true),
-            ("::ffff:10.0.0.1", false, true),
-        ] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            assert_eq!(address_allowed(ip, false), public, "{ip}");
-            assert_eq!(
-                address_allowed(ip, true),
-                private_ok,
-                "{ip} with private allowed"
-            );
-        }
-    }
 }

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::load::{ConfigError, ConfigErrors, closest, parse_untrusted_tree, read_tree, typed};
-use crate::model::{AdapterDef, Audience, GatewayConfig, KeyAlg, Protocol, SectionKind};
 use super::yaml::{Node, Pos, Step};
 use crate::mapping::json::JsonMapping;
 use crate::mapping::xml::XmlMapping;
 use crate::mapping::{CompileError, MapLimits};
+use crate::model::{AdapterDef, Audience, GatewayConfig, KeyAlg, Protocol, SectionKind};
 
 /// A compiled adapter mapping.
 #[derive(Debug, Clone)]
@@ -687,13 +687,13 @@ fn compile_adapter(
         }
     }
     for (pos, t) in templates {
-        for name in crate::adapter::template::placeholders(&t) {
-            if !crate::adapter::template::KNOWN.contains(&name.as_str()) {
+        for name in crate::protocol::template::placeholders(&t) {
+            if !crate::protocol::template::KNOWN.contains(&name.as_str()) {
                 errors.push(
                     ConfigError::new(file, pos, format!("unknown placeholder `{{{{{name}}}}}`"))
                         .hint(format!(
                             "known placeholders: {}",
-                            crate::adapter::template::KNOWN.join(", ")
+                            crate::protocol::template::KNOWN.join(", ")
                         )),
                 );
             }
@@ -774,15 +774,17 @@ fn compile_adapter(
     };
     let tls = own_tls.or(org.and_then(|o| o.tls.as_ref()));
     let guard = match (trust, org) {
-        (Trust::Partner, Some(o)) if !is_localhost(&url) => Some(crate::adapter::PublicAddresses {
-            allow_private: o.allow_private_addresses,
-        }),
+        (Trust::Partner, Some(o)) if !is_localhost(&url) => {
+            Some(crate::protocol::client::PublicAddresses {
+                allow_private: o.allow_private_addresses,
+            })
+        }
         _ => None,
     };
     let (http, tls_material) = if tls.is_none() && guard.is_none() {
         (None, Vec::new())
     } else {
-        match crate::adapter::source_client(tls, base_dir, guard) {
+        match crate::protocol::client::source_client(tls, base_dir, guard) {
             Ok((client, material)) => (Some(client), material),
             Err(msg) => {
                 let pos = if own_tls.is_some() {
@@ -878,6 +880,20 @@ fn check_request_parts(
     errors: &mut Vec<ConfigError>,
 ) {
     let at = |path: &[&str]| tree.pos_at_keys(path);
+    if def
+        .soap
+        .as_ref()
+        .is_some_and(|s| s.addressing && s.action.is_none())
+    {
+        errors.push(
+            ConfigError::new(
+                file,
+                at(&["soap", "addressing"]),
+                "`addressing: true` needs a `soap.action`",
+            )
+            .hint("WS-Addressing makes `wsa:Action` mandatory; give the operation's action URI"),
+        );
+    }
     if let Some(action) = def.soap.as_ref().and_then(|s| s.action.as_deref())
         && http::HeaderValue::from_str(action).is_err()
     {
@@ -901,19 +917,15 @@ fn check_request_parts(
         );
     }
     let Some(rest) = &def.rest else { return };
-    let method = rest.method.to_ascii_uppercase();
-    let allowed: &[&str] = match trust {
-        Trust::Operator => &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-        Trust::Partner => &["GET", "POST"],
-    };
-    if !allowed.contains(&method.as_str()) {
+    // Any method the model parses is fine for the operator's own files.
+    if trust == Trust::Partner && !matches!(rest.method.0, http::Method::GET | http::Method::POST) {
         errors.push(
             ConfigError::new(
                 file,
                 at(&["rest", "method"]),
-                format!("method `{}` is not allowed here", rest.method),
+                format!("method `{}` is not allowed here", rest.method.0),
             )
-            .hint(format!("use one of {}", allowed.join(", "))),
+            .hint("use one of GET, POST"),
         );
     }
     for (name, value) in &rest.headers {
@@ -1227,7 +1239,7 @@ fn validate_gateway(
     let at = |path: &[&str]| tree.pos_at_keys(path);
     if let Some(t) = &gw.tls {
         let base = file.parent().unwrap_or(Path::new("."));
-        if let Err(e) = crate::server::listen::server_tls(
+        if let Err(e) = crate::protocol::tls::server_tls(
             &base.join(&t.cert),
             &base.join(&t.key),
             t.client_ca.as_ref().map(|c| base.join(c)).as_deref(),
@@ -1356,18 +1368,34 @@ fn validate_gateway(
         {
             errors.push(ConfigError::new(file, pos, format!("service `{id}`: delivery endpoint `{}` is neither a URL nor a path under the organisation's base_url", d.endpoint)));
         }
-        match (d.protocol, &d.soap, &d.rest) {
-            (crate::model::Protocol::Soap, None, _) => errors.push(ConfigError::new(
-                file,
-                pos,
-                format!("service `{id}`: soap delivery needs `soap:`"),
-            )),
-            (crate::model::Protocol::Rest, _, None) => errors.push(ConfigError::new(
-                file,
-                pos,
-                format!("service `{id}`: rest delivery needs `rest:`"),
-            )),
-            _ => {}
+        if d.call().is_none() {
+            let (need, other) = match d.protocol {
+                crate::model::Protocol::Soap => ("soap", "rest"),
+                crate::model::Protocol::Rest => ("rest", "soap"),
+            };
+            errors.push(
+                ConfigError::new(
+                    file,
+                    pos,
+                    format!("service `{id}`: a {need} delivery needs `{need}:` and no `{other}:`"),
+                )
+                .hint(format!("give the delivery one `{need}:` block")),
+            );
+        }
+        if d.soap
+            .as_ref()
+            .is_some_and(|s| s.addressing && s.action.is_none())
+        {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    pos,
+                    format!("service `{id}`: `addressing: true` needs a `soap.action`"),
+                )
+                .hint(
+                    "WS-Addressing makes `wsa:Action` mandatory; give the operation's action URI",
+                ),
+            );
         }
         let props: Vec<String> = app
             .schema
@@ -1386,7 +1414,7 @@ fn validate_gateway(
             texts.extend(r.headers.values().cloned());
         }
         for t in texts {
-            for name in crate::adapter::template::placeholders(&t) {
+            for name in crate::protocol::template::placeholders(&t) {
                 let ok = ["bsn", "application_id", "service"].contains(&name.as_str())
                     || name
                         .strip_prefix("data.")
@@ -1472,7 +1500,7 @@ fn validate_gateway(
         }
         if let Some(t) = &o.tls {
             let base = file.parent().unwrap_or(Path::new("."));
-            if let Err(e) = crate::adapter::source_client(Some(t), base, None) {
+            if let Err(e) = crate::protocol::client::source_client(Some(t), base, None) {
                 errors.push(
                     ConfigError::new(file, org_at("tls"), e)
                         .hint("paths are relative to this file; PEM files expected"),

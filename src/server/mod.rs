@@ -26,8 +26,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
-use crate::model::Audience;
 use crate::gateway::{AccessError, DossierError, DossierRequest, Gateway, authorize};
+use crate::model::Audience;
 use crate::trace::TraceContext;
 pub use problem::Problem;
 
@@ -562,10 +562,7 @@ fn citizen_view(c: &crate::config::Config) -> Option<String> {
 }
 
 /// Refuses sections the view does not have (422, like an unknown view).
-fn known_sections(
-    view: &crate::model::ViewDef,
-    only: Option<&[String]>,
-) -> Result<(), Problem> {
+fn known_sections(view: &crate::model::ViewDef, only: Option<&[String]>) -> Result<(), Problem> {
     match only.and_then(|o| o.iter().find(|x| !view.sections.contains_key(*x))) {
         Some(bad) => Err(access_problem(AccessError::UnknownSection(bad.clone()))),
         None => Ok(()),
@@ -1171,7 +1168,7 @@ async fn test_adapter(
             "at most {MAX_TEST_CALLS} adapter tests run at a time; try again in a moment"
         )));
     };
-    let http = crate::adapter::http_client().map_err(|e| {
+    let http = crate::protocol::client::http_client().map_err(|e| {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "client",
@@ -1235,7 +1232,7 @@ pub async fn serve(
     let g = &rt.config.gateway;
     let tls = match &g.tls {
         Some(t) => Some(
-            listen::server_tls(
+            crate::protocol::tls::server_tls(
                 &rt.config.base_dir.join(&t.cert),
                 &rt.config.base_dir.join(&t.key),
                 t.client_ca

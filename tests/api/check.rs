@@ -411,3 +411,36 @@ fn check_refuses_an_inflight_budget_that_cannot_hold_the_largest_answer() {
     );
     assert!(text.contains("1 problem(s) found"), "{text}");
 }
+
+/// What a request sends is settled when the config loads: a method that is not one is refused
+/// with its position (it used to be an error at the first call for a source, and a silent POST
+/// for a delivery), and WS-Addressing without the mandatory action is refused.
+#[test]
+fn check_refuses_an_unknown_method_and_addressing_without_an_action() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let gateway = GATEWAY
+        .replace("  - adapters/ontbreekt.yaml\n", "  - adapters/brp.yaml\n")
+        .replace("  max_depth: diep\n", "  max_depth: 64\n")
+        .replace("  max_bytez: 10MiB\n", "");
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    std::fs::write(
+        dir.path().join("adapters/uwv.yaml"),
+        ADAPTER.replace("  version: \"1.1\"\n", "  version: \"1.1\"\n  addressing: true\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("adapters/brp.yaml"),
+        "id: brp\norganisation: uwv\nprotocol: rest\nendpoint: /brp\nrest:\n  method: FETCH\nmap:\n  uitkeringen:\n    each: /items\n    fields: {soort: /soort}\n",
+    )
+    .unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(!ok, "{text}");
+    assert!(text.contains("unknown HTTP method \"FETCH\""), "{text}");
+    assert!(text.contains("brp.yaml:6:"), "the method's line: {text}");
+    assert!(
+        text.contains("`addressing: true` needs a `soap.action`"),
+        "{text}"
+    );
+    assert!(text.contains("uwv.yaml:"), "{text}");
+}

@@ -193,11 +193,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 /// Changes one adapter of a loaded config.
-pub fn tweak_adapter(
-    c: &mut Config,
-    id: &str,
-    f: impl Fn(&mut ketenportaal::model::AdapterDef),
-) {
+pub fn tweak_adapter(c: &mut Config, id: &str, f: impl Fn(&mut ketenportaal::model::AdapterDef)) {
     let spec = c.adapters.get_mut(id).unwrap();
     let mut s = (**spec).clone();
     f(&mut s.def);

@@ -135,8 +135,7 @@ async fn slow_clients_are_cut_off() {
         cache: false,
         copy_config: false,
         tweak: Some(Box::new(|c| {
-            c.gateway.limits.header_timeout =
-                ketenportaal::model::Dur(Duration::from_millis(300));
+            c.gateway.limits.header_timeout = ketenportaal::model::Dur(Duration::from_millis(300));
         })),
     })
     .await;

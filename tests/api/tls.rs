@@ -157,7 +157,7 @@ fn config(dir: &Path, base_url: &str, adapter_tls: &str) -> Result<Config, Strin
 
 async fn run(c: &Config) -> Result<ketenportaal::adapter::SourceAnswer, SourceError> {
     let spec = c.adapters["toeslagen"].clone();
-    let client = AdapterClient::new(spec, ketenportaal::adapter::http_client().unwrap());
+    let client = AdapterClient::new(spec, ketenportaal::protocol::client::http_client().unwrap());
     Gateway::run_adapter(&client, Bsn::parse("999993653").unwrap())
         .await
         .0

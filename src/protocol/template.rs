@@ -62,6 +62,13 @@ fn render_with(
     out
 }
 
+/// `v` XML-escaped (for text and attribute values).
+pub fn escape_xml(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    xml_escape(v, &mut out);
+    out
+}
+
 fn xml_escape(v: &str, out: &mut String) {
     for c in v.chars() {
         match c {
