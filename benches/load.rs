@@ -42,6 +42,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 
+use ketenportaal::app::App as AppState;
 use ketenportaal::audit::LogAudit;
 use ketenportaal::auth::{claims_for, mint_hs256};
 use ketenportaal::bsn::Bsn;
@@ -49,7 +50,7 @@ use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
 use ketenportaal::model::{AuthConfig, Dur};
-use ketenportaal::server::{self, API_VERSION, AppState};
+use ketenportaal::server::{self, API_VERSION};
 use ketenportaal::store::AuditStore;
 
 /// Token secret shared by the gateway processes and the generator (loopback only).

@@ -25,6 +25,7 @@
 //!   as exact text.
 
 pub mod adapter;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod bsn;
@@ -32,7 +33,6 @@ pub mod cache;
 pub mod config;
 pub mod credentials;
 pub mod decimal;
-pub mod delivery;
 pub mod demo;
 pub mod dossier;
 pub mod gateway;
@@ -41,7 +41,6 @@ pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
-pub mod reload;
 pub mod resilience;
 pub mod rules;
 pub mod server;

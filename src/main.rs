@@ -7,12 +7,12 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+use ketenportaal::app::reload::EnvFn;
+use ketenportaal::app::{App, Launch};
 use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
-use ketenportaal::reload::{EnvFn, Reloader};
-use ketenportaal::server::{self, AppState};
-use ketenportaal::store::AuditStore;
+use ketenportaal::server;
 
 /// mimalloc instead of the system allocator: a dossier read allocates for every mapped field and
 /// rendered value, and glibc's malloc was a third of that CPU (perf, `benches/merge.rs`).
@@ -576,27 +576,13 @@ async fn run(
             "portal.demo_sign_in is on: anyone who reaches this gateway can sign in as the demo accounts. Never in production."
         );
     }
-    let store_path = store.unwrap_or_else(|| config.store_path());
-    let store = AuditStore::open(&store_path, config.pseudonym_key())
-        .with_context(|| format!("opening the store {}", store_path.display()))?;
-    // Partner registrations from the store go on top of the files.
-    let regs = store
-        .registrations()
-        .await
-        .context("reading adapter registrations")?;
-    let reloader = Arc::new(Reloader::new(config.file.clone(), env, config.clone()));
-    let (config, left_out) = config.with_fitting_registrations(&regs);
-    for (id, e) in &left_out {
-        tracing::error!(adapter = %id, error = %e, "A stored adapter registration does not fit the configuration; starting without it.");
-    }
-    let gateway = Gateway::new(config, Arc::new(store.clone())).map_err(anyhow::Error::msg)?;
-    let state = Arc::new(AppState {
-        gateway,
-        store: Some(store),
-        reloader: Some(reloader.clone()),
-    });
-    ketenportaal::reload::spawn_triggers(reloader, state.clone());
-    ketenportaal::delivery::spawn(state.clone());
+    let app = App::build(Launch {
+        config,
+        env,
+        store,
+        watch: true,
+    })
+    .await?;
     tracing::info!(address = %local, "Gateway listening ({summary}).");
     if let (
         Some(Demo {
@@ -642,7 +628,7 @@ Stop with Ctrl-C.
             admin = demo::demo_key(secret, "admin"),
         );
     }
-    server::serve(listener, state, shutdown_signal())
+    server::serve(listener, app, shutdown_signal())
         .await
         .context("serving")?;
     tracing::info!("Gateway stopped.");

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    AppState, Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
+    App, Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
 };
 use crate::auth::Actor;
 use crate::bsn::Bsn;
@@ -304,7 +304,7 @@ pub(super) async fn get_application(
 /// The `zaken` section: the citizen's applications from the store, open ones first, then the
 /// latest, at most `store.zaken_limit`, when the view shows that section. The store is the
 /// source, named `ketenportaal`.
-pub(super) async fn add_zaken(s: &AppState, rt: &Runtime, resp: &mut DossierResponse) {
+pub(super) async fn add_zaken(s: &App, rt: &Runtime, resp: &mut DossierResponse) {
     let Some(view) = rt.config.gateway.views.get(&resp.view) else {
         return;
     };

@@ -24,6 +24,7 @@ use serde::Deserialize;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::app::App;
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
 use crate::gateway::{AccessError, DossierError, DossierRequest, Gateway, authorize};
@@ -34,15 +35,7 @@ pub use problem::Problem;
 /// The major API version is in the path; the full version is in every response.
 pub const API_VERSION: &str = "1.0.0";
 
-pub struct AppState {
-    pub gateway: Gateway,
-    /// The durable store, when the gateway runs with one (always, except in tools).
-    pub store: Option<crate::store::AuditStore>,
-    /// Reloads and registrations; absent when the config did not come from a file.
-    pub reloader: Option<Arc<crate::reload::Reloader>>,
-}
-
-pub type Shared = Arc<AppState>;
+pub type Shared = Arc<App>;
 
 /// Builds the router with its layers.
 pub fn router(state: Shared, max_body: usize) -> Router {
@@ -152,7 +145,7 @@ async fn metrics(State(s): State<Shared>) -> impl IntoResponse {
 
 /// Records request latency and the gateway's own share of it.
 fn observed(
-    s: &AppState,
+    s: &App,
     route: &'static str,
     started: std::time::Instant,
     r: Result<(Response, std::time::Duration), Problem>,
@@ -201,7 +194,7 @@ async fn readyz(State(s): State<Shared>) -> Response {
 
 /// Writes an audit record for a read of the access log itself; fail closed.
 async fn audit_log_read(
-    s: &AppState,
+    s: &App,
     actor: &Actor,
     bsn: Bsn,
     purpose: Option<String>,
@@ -377,7 +370,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
-pub(crate) fn authenticate(s: &AppState, headers: &HeaderMap) -> Result<Actor, Problem> {
+pub(crate) fn authenticate(s: &App, headers: &HeaderMap) -> Result<Actor, Problem> {
     let rt = s.gateway.runtime();
     let token = bearer(headers).map_err(|e| Problem::unauthorized(e.to_string()))?;
     rt.verifier.verify(token).map_err(|e| {
@@ -480,7 +473,7 @@ async fn me_dossier(
 }
 
 async fn me_dossier_inner(
-    s: &AppState,
+    s: &App,
     headers: &HeaderMap,
     q: MeQuery,
 ) -> Result<(Response, std::time::Duration), Problem> {
@@ -494,7 +487,7 @@ async fn me_dossier_inner(
 /// A citizen's own dossier through the citizen view (shared by the dossier, theme and
 /// life-event endpoints; every use is audited as a dossier read).
 pub(crate) async fn citizen_dossier(
-    s: &AppState,
+    s: &App,
     headers: &HeaderMap,
     sections: Option<Vec<String>>,
 ) -> Result<Dossier, Problem> {
@@ -531,7 +524,7 @@ pub(crate) type Dossier = (
 
 /// Runs an authorised dossier request and adds the gateway's own `zaken` section when asked.
 async fn run_dossier(
-    s: &AppState,
+    s: &App,
     rt: Arc<crate::gateway::Runtime>,
     req: DossierRequest,
 ) -> Result<Dossier, Problem> {
@@ -634,7 +627,7 @@ async fn employee_dossier(State(s): State<Shared>, headers: HeaderMap, body: Byt
 }
 
 async fn employee_dossier_inner(
-    s: &AppState,
+    s: &App,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<(Response, std::time::Duration), Problem> {
@@ -646,7 +639,7 @@ async fn employee_dossier_inner(
 /// A client's dossier through an employee view, for a stated purpose (shared by the dossier,
 /// theme and life-event endpoints).
 pub(crate) async fn employee_dossier_for(
-    s: &AppState,
+    s: &App,
     headers: &HeaderMap,
     b: DossierBody,
 ) -> Result<Dossier, Problem> {
@@ -686,7 +679,7 @@ pub(crate) async fn employee_dossier_for(
 /// The organisation a partner request acts for (API key or client-certificate OIN), with the
 /// runtime snapshot the request then uses.
 fn partner_of(
-    s: &AppState,
+    s: &App,
     headers: &HeaderMap,
     cert: Option<&axum::Extension<crate::credentials::ClientCert>>,
 ) -> Result<(Arc<crate::gateway::Runtime>, String), Problem> {
@@ -847,7 +840,7 @@ fn config_problem(title: &str, e: &crate::config::ConfigErrors) -> Problem {
     p
 }
 
-fn reloader(s: &AppState) -> Result<&Arc<crate::reload::Reloader>, Problem> {
+fn reloader(s: &App) -> Result<&Arc<crate::app::reload::Reloader>, Problem> {
     s.reloader.as_ref().ok_or_else(|| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -859,7 +852,7 @@ fn reloader(s: &AppState) -> Result<&Arc<crate::reload::Reloader>, Problem> {
 
 /// Records a change made by a partner; fail closed.
 async fn audit_change(
-    s: &AppState,
+    s: &App,
     org: &str,
     headers: &HeaderMap,
     details: serde_json::Value,

@@ -426,7 +426,10 @@ fn check_refuses_an_unknown_method_and_addressing_without_an_action() {
     std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
     std::fs::write(
         dir.path().join("adapters/uwv.yaml"),
-        ADAPTER.replace("  version: \"1.1\"\n", "  version: \"1.1\"\n  addressing: true\n"),
+        ADAPTER.replace(
+            "  version: \"1.1\"\n",
+            "  version: \"1.1\"\n  addressing: true\n",
+        ),
     )
     .unwrap();
     std::fs::write(

@@ -12,10 +12,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use ketenportaal::app::App;
 use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
-use ketenportaal::gateway::Gateway;
-use ketenportaal::server::{self, AppState};
+use ketenportaal::server;
 use ketenportaal::store::AuditStore;
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
@@ -159,7 +159,7 @@ pub struct TestApp {
     pub config: Arc<Config>,
     pub agencies: AgencyServer,
     pub chaos: Chaos,
-    pub state: Arc<AppState>,
+    pub state: Arc<App>,
     pub store: AuditStore,
     /// The chaos proxy in front of the agencies: point another gateway here to share them.
     pub chaos_url: String,
@@ -184,8 +184,8 @@ pub struct Options {
 pub struct Launch {
     /// Load this config file instead of the demo's (it must use the same `${ENV}` names).
     pub config_file: Option<PathBuf>,
-    /// Arm the reload triggers (file watch, symlink poll, SIGHUP) as `serve` does.
-    pub triggers: bool,
+    /// Open this store file instead of a fresh one (a restart on the same store).
+    pub store: Option<PathBuf>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -222,7 +222,7 @@ pub async fn spawn_app_launched(opts: Options, launch: Launch) -> TestApp {
         axum::serve(chaos_listener, app).await.ok();
     });
 
-    let env: Arc<ketenportaal::reload::EnvFn> =
+    let env: Arc<ketenportaal::app::reload::EnvFn> =
         Arc::new(demo::demo_env(chaos_url.clone(), SECRET.to_string()));
     let dir = tempfile::tempdir().unwrap();
     let config_file = if let Some(f) = &launch.config_file {
@@ -240,22 +240,21 @@ pub async fn spawn_app_launched(opts: Options, launch: Launch) -> TestApp {
         t(&mut config);
     }
     let config_arc = Arc::new(config.clone());
-    let store = AuditStore::open(&dir.path().join("audit.sqlite"), config.pseudonym_key()).unwrap();
-    let reloader = Arc::new(ketenportaal::reload::Reloader::new(
-        config.file.clone(),
+    // The one wiring `serve` uses: registrations layered, reload triggers armed, delivery on.
+    let state = App::build(ketenportaal::app::Launch {
+        config,
         env,
-        config.clone(),
-    ));
-    let gateway = Gateway::new(config, Arc::new(store.clone())).unwrap();
-    let state = Arc::new(AppState {
-        gateway,
-        store: Some(store.clone()),
-        reloader: Some(reloader.clone()),
-    });
-    if launch.triggers {
-        ketenportaal::reload::spawn_triggers(reloader, state.clone());
-    }
-    ketenportaal::delivery::spawn(state.clone());
+        store: Some(
+            launch
+                .store
+                .clone()
+                .unwrap_or_else(|| dir.path().join("audit.sqlite")),
+        ),
+        watch: true,
+    })
+    .await
+    .expect("the app builds");
+    let store = state.store.clone().expect("the app has a store");
     let server_state = state.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();

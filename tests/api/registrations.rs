@@ -504,7 +504,7 @@ async fn a_kubernetes_configmap_update_reloads() {
         Options::default(),
         Launch {
             config_file: Some(cm.join("demo.yaml")),
-            triggers: true,
+            ..Launch::default()
         },
     )
     .await;
@@ -561,7 +561,7 @@ async fn a_swapped_symlink_anywhere_on_the_config_path_reloads() {
         Options::default(),
         Launch {
             config_file: Some(dir.path().join("current/config/demo.yaml")),
-            triggers: true,
+            ..Launch::default()
         },
     )
     .await;
@@ -581,5 +581,71 @@ async fn a_swapped_symlink_anywhere_on_the_config_path_reloads() {
             .timeout
             .0,
         Duration::from_millis(650)
+    );
+}
+
+/// The test app is started by `App::build`, as `serve` is: a registration stored by one run is
+/// layered over the files by the next run on the same store, and the reload triggers are armed
+/// (a config edit is served with no `POST /admin/reload`).
+#[tokio::test]
+async fn the_test_app_starts_as_serve_does_registrations_layered_and_reload_armed() {
+    let first = spawn_app_with(Options {
+        copy_config: true,
+        ..Options::default()
+    })
+    .await;
+    let key = demo_key(SECRET, "uwv");
+    let r = put(
+        &first,
+        "uwv-wia",
+        &key,
+        uwv_variant("uwv-wia"),
+        "application/yaml",
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let config_file = first.dir.path().join("config/demo.yaml");
+    let store = first.dir.path().join("audit.sqlite");
+    let second = spawn_app_launched(
+        Options::default(),
+        Launch {
+            config_file: Some(config_file.clone()),
+            store: Some(store),
+        },
+    )
+    .await;
+    assert!(
+        second
+            .state
+            .gateway
+            .runtime()
+            .config
+            .adapters
+            .contains_key("uwv-wia"),
+        "the stored registration is layered at start"
+    );
+    let d: Value = second
+        .me_dossier(&second.citizen_token(CITIZEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(source(&d, "uwv-wia")["status"], "ok");
+    let v0 = second.state.gateway.runtime().config.version.clone();
+    let text = std::fs::read_to_string(&config_file).unwrap();
+    std::fs::write(
+        &config_file,
+        text.replace("deadline: 1500ms", "deadline: 1450ms"),
+    )
+    .unwrap();
+    assert!(
+        wait_for_version_change(&second, &v0).await,
+        "the edit was not picked up: reload triggers not armed"
+    );
+    let rt = second.state.gateway.runtime();
+    assert_eq!(rt.config.gateway.deadline.0, Duration::from_millis(1450));
+    assert!(
+        rt.config.adapters.contains_key("uwv-wia"),
+        "still layered after the reload"
     );
 }

@@ -286,13 +286,7 @@ async fn the_gateway_terminates_tls() {
             "tls: {cert: server.pem, key: server.key}",
         ),
     );
-    let c = Config::load(&d.join("gateway.yaml")).unwrap();
-    let gateway = Gateway::new(c, Arc::new(ketenportaal::audit::LogAudit)).unwrap();
-    let state = Arc::new(ketenportaal::server::AppState {
-        gateway,
-        store: None,
-        reloader: None,
-    });
+    let state = built(d).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(ketenportaal::server::serve(
@@ -361,13 +355,7 @@ async fn a_partner_authenticates_with_the_oin_in_its_client_certificate() {
         ),
     );
     write(d, "gateway.yaml", &yaml);
-    let c = Config::load(&d.join("gateway.yaml")).unwrap();
-    let gateway = Gateway::new(c, Arc::new(ketenportaal::audit::LogAudit)).unwrap();
-    let state = Arc::new(ketenportaal::server::AppState {
-        gateway,
-        store: None,
-        reloader: None,
-    });
+    let state = built(d).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "https://127.0.0.1:{}",
@@ -433,4 +421,17 @@ async fn a_partner_authenticates_with_the_oin_in_its_client_certificate() {
             .status(),
         401
     );
+}
+
+/// The app for `d/gateway.yaml`, built as `serve` builds it (a store in `d`).
+async fn built(d: &std::path::Path) -> Arc<ketenportaal::app::App> {
+    let config = Config::load(&d.join("gateway.yaml")).unwrap();
+    ketenportaal::app::App::build(ketenportaal::app::Launch {
+        config,
+        env: Arc::new(|k: &str| std::env::var(k).ok()),
+        store: Some(d.join("store.sqlite")),
+        watch: true,
+    })
+    .await
+    .unwrap()
 }

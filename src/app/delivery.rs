@@ -14,10 +14,10 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::Value;
 
+use super::App;
 use crate::model::{Call, DeliveryDef, Protocol};
 use crate::protocol::template::{self, Vars};
 use crate::protocol::{rest, soap};
-use crate::server::AppState;
 use crate::store::Application;
 
 /// How a delivery attempt ended.
@@ -30,7 +30,7 @@ pub enum Outcome {
 }
 
 /// Starts the worker; it runs until the process ends.
-pub fn spawn(state: Arc<AppState>) {
+pub fn spawn(state: Arc<App>) {
     tokio::spawn(async move {
         let Ok(http) = crate::protocol::client::http_client() else {
             tracing::error!("Delivery worker cannot build its HTTP client; applications wait.");
@@ -54,7 +54,7 @@ pub fn spawn(state: Arc<AppState>) {
     });
 }
 
-async fn deliver_one(state: &AppState, http: &reqwest::Client, mut app: Application) {
+async fn deliver_one(state: &App, http: &reqwest::Client, mut app: Application) {
     let rt = state.gateway.runtime();
     let g = &rt.config.gateway;
     let Some((svc, d)) = g

@@ -197,7 +197,7 @@ impl Reloader {
 
 /// Reloads on SIGHUP and on changes to YAML files in the watched folders, until the process
 /// ends. Bursts of file events (editors write several) become one reload.
-pub fn spawn_triggers(reloader: Arc<Reloader>, gateway_state: Arc<crate::server::AppState>) {
+pub fn spawn_triggers(reloader: Arc<Reloader>, gateway_state: Arc<super::App>) {
     use notify::{RecursiveMode, Watcher};
     let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(16);
     let file_tx = tx.clone();
