@@ -2676,7 +2676,7 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         answers.iter().map(|a| a.as_ref()).collect();
     let response = state
         .gateway
-        .dossier(&rt, dossier_request())
+        .dossier(&rt, view, dossier_request())
         .await
         .map_err(|e| e.to_string())?;
 
@@ -2703,7 +2703,7 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         out,
         "  gateway.dossier (all below + audit, metrics)",
         iters,
-        state.gateway.dossier(&rt, dossier_request()).await.is_ok()
+        state.gateway.dossier(&rt, view, dossier_request()).await.is_ok()
     );
     stage!(out, "    trace ids (root + 5 children)", iters, {
         let t = TraceContext::from_header(None);

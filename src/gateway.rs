@@ -426,14 +426,10 @@ impl Gateway {
     pub async fn dossier(
         &self,
         rt: &Runtime,
+        view: &ViewDef,
         req: DossierRequest,
     ) -> Result<DossierResponse, DossierError> {
         let config = &rt.config;
-        let view = config
-            .gateway
-            .views
-            .get(&req.view)
-            .ok_or_else(|| DossierError::NoSource(format!("unknown view {}", req.view)))?;
         let wanted: BTreeSet<&str> = view
             .sections
             .keys()

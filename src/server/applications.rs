@@ -10,12 +10,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{
-    App, Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
+    Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
 };
 use crate::auth::Actor;
 use crate::bsn::Bsn;
-use crate::config::compile::ZAKEN;
-use crate::gateway::{DossierResponse, Runtime, SourceReport};
 use crate::store::{Application, StoreError};
 
 /// A citizen takes up a service.
@@ -301,64 +299,3 @@ pub(super) async fn get_application(
     Ok(json_response(StatusCode::OK, v.to_string().into_bytes()))
 }
 
-/// The `zaken` section: the citizen's applications from the store, open ones first, then the
-/// latest, at most `store.zaken_limit`, when the view shows that section. The store is the
-/// source, named `ketenportaal`.
-pub(super) async fn add_zaken(s: &App, rt: &Runtime, resp: &mut DossierResponse) {
-    let Some(view) = rt.config.gateway.views.get(&resp.view) else {
-        return;
-    };
-    let Some(allowed) = view.sections.get(ZAKEN) else {
-        return;
-    };
-    let Some(store) = &s.store else { return };
-    let started = std::time::Instant::now();
-    let apps = store
-        .applications_of(resp.subject.bsn, rt.config.gateway.store.zaken_limit)
-        .await;
-    let (status, error) = match &apps {
-        Ok(_) => ("ok", None),
-        Err(e) => ("error", Some(e.to_string())),
-    };
-    let all = allowed.iter().any(|f| f == "*");
-    let shown = |field: &str| all || allowed.iter().any(|f| f == field);
-    let list: Vec<Value> = apps
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(|a| zaak(rt, a, &shown))
-        .collect();
-    resp.own_sections.insert(ZAKEN.into(), Value::Array(list));
-    resp.sources.push(SourceReport {
-        adapter: std::sync::Arc::from("ketenportaal"),
-        organisation: "ketenportaal".into(),
-        status,
-        latency_ms: started.elapsed().as_millis() as u64,
-        age_ms: None,
-        fetched_at: Some(chrono::Utc::now()),
-        error,
-    });
-}
-
-/// One application as a `zaken` record, with the fields the view shows (built only for them).
-fn zaak(rt: &Runtime, a: &Application, shown: &dyn Fn(&str) -> bool) -> Value {
-    let mut obj = serde_json::Map::new();
-    let mut put = |field: &str, value: &dyn Fn() -> Value| {
-        if shown(field) {
-            obj.insert(field.to_string(), value());
-        }
-    };
-    put("id", &|| json!(a.id));
-    put("service", &|| json!(a.service));
-    put("title", &|| {
-        json!(rt.config.gateway.services.get(&a.service).map(|x| &x.title))
-    });
-    put("organisation", &|| json!(a.organisation));
-    put("status", &|| json!(a.status));
-    put("open", &|| json!(a.status == "received"));
-    put("reference", &|| json!(a.reference));
-    put("submitted", &|| json!(a.created_at));
-    put("updated", &|| json!(a.updated_at));
-    obj.insert("_source".into(), json!("ketenportaal"));
-    Value::Object(obj)
-}

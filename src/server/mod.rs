@@ -27,8 +27,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::app::App;
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
-use crate::gateway::{AccessError, DossierError, DossierRequest, Gateway, authorize};
-use crate::model::Audience;
+use crate::app::dossier::{Dossier, EmployeeAsk, ReadError};
+use crate::gateway::{AccessError, DossierError, Gateway};
 use crate::trace::TraceContext;
 pub use problem::Problem;
 
@@ -492,73 +492,18 @@ pub(crate) async fn citizen_dossier(
     sections: Option<Vec<String>>,
 ) -> Result<Dossier, Problem> {
     let actor = authenticate(s, headers)?;
-    let Actor::Citizen { bsn, .. } = &actor else {
-        return Err(Problem::forbidden(
-            "this endpoint is for citizens; employees use POST /v1/dossiers",
-        ));
-    };
-    let bsn = *bsn;
-    let rt = s.gateway.runtime();
-    let view = citizen_view(&rt.config)
-        .ok_or_else(|| Problem::not_found("no citizen view is configured"))?;
-    let def = authorize(&rt.config, &actor, &bsn, &view, None).map_err(access_problem)?;
-    known_sections(def, sections.as_deref())?;
-    let req = DossierRequest {
-        actor,
-        bsn,
-        view,
-        sections,
-        purpose: None,
-        no_cache: false,
-        trace: trace_of(headers),
-        started_at: chrono::Utc::now(),
-    };
-    run_dossier(s, rt, req).await
+    crate::app::dossier::citizen(s, actor, sections, trace_of(headers))
+        .await
+        .map_err(read_problem)
 }
 
-/// A dossier answer with the runtime snapshot it was made with (its views and catalogue).
-pub(crate) type Dossier = (
-    crate::gateway::DossierResponse,
-    Arc<crate::gateway::Runtime>,
-);
-
-/// Runs an authorised dossier request and adds the gateway's own `zaken` section when asked.
-async fn run_dossier(
-    s: &App,
-    rt: Arc<crate::gateway::Runtime>,
-    req: DossierRequest,
-) -> Result<Dossier, Problem> {
-    let wants_zaken = req
-        .sections
-        .as_ref()
-        .is_none_or(|o| o.iter().any(|x| x == "zaken"));
-    let mut resp = s.gateway.dossier(&rt, req).await.map_err(dossier_problem)?;
-    if wants_zaken {
-        applications::add_zaken(s, &rt, &mut resp).await;
-    }
-    Ok((resp, rt))
-}
-
-/// The citizen view: `klant` when it exists, otherwise the first citizen view.
-fn citizen_view(c: &crate::config::Config) -> Option<String> {
-    let views = &c.gateway.views;
-    if views
-        .get("klant")
-        .is_some_and(|v| v.audience == Audience::Citizen)
-    {
-        return Some("klant".into());
-    }
-    views
-        .iter()
-        .find(|(_, v)| v.audience == Audience::Citizen)
-        .map(|(k, _)| k.clone())
-}
-
-/// Refuses sections the view does not have (422, like an unknown view).
-fn known_sections(view: &crate::model::ViewDef, only: Option<&[String]>) -> Result<(), Problem> {
-    match only.and_then(|o| o.iter().find(|x| !view.sections.contains_key(*x))) {
-        Some(bad) => Err(access_problem(AccessError::UnknownSection(bad.clone()))),
-        None => Ok(()),
+/// The problem for a dossier that is not given.
+fn read_problem(e: ReadError) -> Problem {
+    match e {
+        ReadError::NoCitizenView => Problem::not_found(e.to_string()),
+        ReadError::NotACitizen | ReadError::NotAnEmployee => Problem::forbidden(e.to_string()),
+        ReadError::Access(a) => access_problem(a),
+        ReadError::Dossier(d) => dossier_problem(d),
     }
 }
 
@@ -645,9 +590,7 @@ pub(crate) async fn employee_dossier_for(
 ) -> Result<Dossier, Problem> {
     let actor = authenticate(s, headers)?;
     if matches!(actor, Actor::Citizen { .. }) {
-        return Err(Problem::forbidden(
-            "citizens read their own dossier at GET /v1/me/dossier",
-        ));
+        return Err(read_problem(ReadError::NotAnEmployee));
     }
     let bsn = parse_bsn("bsn", &b.bsn)?;
     let purpose = headers
@@ -655,25 +598,20 @@ pub(crate) async fn employee_dossier_for(
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty());
-    let rt = s.gateway.runtime();
-    let view =
-        authorize(&rt.config, &actor, &bsn, &b.view, purpose.as_deref()).map_err(access_problem)?;
-    known_sections(view, b.sections.as_deref())?;
     let no_cache = headers
         .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("no-cache"));
-    let req = DossierRequest {
-        actor,
+    let ask = EmployeeAsk {
         bsn,
         view: b.view,
         sections: b.sections,
         purpose,
         no_cache,
-        trace: trace_of(headers),
-        started_at: chrono::Utc::now(),
     };
-    run_dossier(s, rt, req).await
+    crate::app::dossier::employee(s, actor, ask, trace_of(headers))
+        .await
+        .map_err(read_problem)
 }
 
 /// The organisation a partner request acts for (API key or client-certificate OIN), with the
