@@ -2703,7 +2703,11 @@ async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), String>
         out,
         "  gateway.dossier (all below + audit, metrics)",
         iters,
-        state.gateway.dossier(&rt, view, dossier_request()).await.is_ok()
+        state
+            .gateway
+            .dossier(&rt, view, dossier_request())
+            .await
+            .is_ok()
     );
     stage!(out, "    trace ids (root + 5 children)", iters, {
         let t = TraceContext::from_header(None);

@@ -9,6 +9,7 @@
 
 pub mod delivery;
 pub mod dossier;
+pub mod registrations;
 pub mod reload;
 
 use std::path::PathBuf;

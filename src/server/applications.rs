@@ -298,4 +298,3 @@ pub(super) async fn get_application(
     );
     Ok(json_response(StatusCode::OK, v.to_string().into_bytes()))
 }
-

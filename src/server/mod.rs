@@ -25,9 +25,10 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::App;
+use crate::app::dossier::{Dossier, EmployeeAsk, ReadError};
+use crate::app::registrations::{self, RegistrationError};
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
-use crate::app::dossier::{Dossier, EmployeeAsk, ReadError};
 use crate::gateway::{AccessError, DossierError, Gateway};
 use crate::trace::TraceContext;
 pub use problem::Problem;
@@ -758,6 +759,43 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
 }
 
 /// 422 with every configuration problem, in the same words as `ketenportaal check`.
+/// The problem for a registration change that is refused.
+fn registration_problem(e: RegistrationError) -> Problem {
+    let text = e.to_string();
+    match e {
+        RegistrationError::NotYours(_) => Problem::forbidden(text),
+        RegistrationError::NotFound(_) => Problem::not_found(text),
+        RegistrationError::FileAdapter(_) => Problem::new(
+            StatusCode::CONFLICT,
+            "file-adapter",
+            "This adapter is defined in the operator's files",
+        )
+        .detail(text),
+        RegistrationError::Quota { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "registration-quota",
+            "Your organisation has registered as many adapters as it may",
+        )
+        .detail(text),
+        RegistrationError::IdMismatch { .. } => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-descriptor",
+            "The adapter descriptor is not valid",
+        )
+        .detail(text)
+        .param(
+            "id",
+            "mismatch",
+            "the id in the body must equal the id in the path",
+        ),
+        RegistrationError::Invalid { title, errors } => config_problem(title, &errors),
+        RegistrationError::Store(e) => store_problem(e),
+        RegistrationError::Audit(e) => dossier_problem(DossierError::Audit(e)),
+        RegistrationError::NoStore => no_store(),
+        RegistrationError::NoReload => no_reload(),
+    }
+}
+
 fn config_problem(title: &str, e: &crate::config::ConfigErrors) -> Problem {
     let mut p = Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -778,49 +816,16 @@ fn config_problem(title: &str, e: &crate::config::ConfigErrors) -> Problem {
     p
 }
 
+fn no_reload() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no-reload",
+        "This gateway cannot change its configuration at run time",
+    )
+}
+
 fn reloader(s: &App) -> Result<&Arc<crate::app::reload::Reloader>, Problem> {
-    s.reloader.as_ref().ok_or_else(|| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no-reload",
-            "This gateway cannot change its configuration at run time",
-        )
-    })
-}
-
-/// Records a change made by a partner; fail closed.
-async fn audit_change(
-    s: &App,
-    org: &str,
-    headers: &HeaderMap,
-    details: serde_json::Value,
-) -> Result<(), Problem> {
-    let Some(store) = &s.store else { return Ok(()) };
-    let mut rec = crate::audit::AccessRecord::new("adapter.change", None, &trace_of(headers), None);
-    rec.actor = format!("partner:{org}");
-    rec.actor_organisation = Some(org.to_string());
-    rec.outcome = "accepted".into();
-    rec.details = Some(details);
-    store
-        .append(rec)
-        .await
-        .map(|_| ())
-        .map_err(|e| dossier_problem(DossierError::Audit(e)))
-}
-
-/// 403 before any validation when a descriptor names another organisation than the one the
-/// partner acts for: whether another organisation's descriptor would be valid is not the
-/// caller's business (its endpoints, sections and bounds are that organisation's).
-fn refuse_foreign(text: &str, org: &str) -> Result<(), Problem> {
-    let declared = crate::config::yaml::parse(text)
-        .ok()
-        .and_then(|t| t.get("organisation")?.as_str().map(str::to_owned));
-    match declared {
-        Some(d) if d != org => Err(Problem::forbidden(format!(
-            "you act for `{org}`; an adapter of `{d}` is not yours to register"
-        ))),
-        _ => Ok(()),
-    }
+    s.reloader.as_ref().ok_or_else(no_reload)
 }
 
 /// `PUT /v1/adapters/{id}`: register or replace one of the partner's own adapters (YAML or
@@ -846,97 +851,22 @@ async fn put_adapter(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let (_, org) = partner_of(&s, &headers, cert.as_ref())?;
-    let reloader = reloader(&s)?;
-    let store = s.store.as_ref().ok_or_else(no_store)?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| Problem::bad_request("the descriptor is not UTF-8"))?
         .to_string();
-    let _guard = reloader.lock().await;
-    let rt = s.gateway.runtime();
-    if let Some(existing) = rt.adapters.get(&id)
-        && existing.client.spec.def.organisation != org
-    {
-        return Err(Problem::forbidden(format!(
-            "adapter `{id}` belongs to another organisation"
-        )));
-    }
-    refuse_foreign(&text, &org)?;
-    let base = reloader.base();
-    let spec = base
-        .parse_adapter_text(&format!("registration:{id}"), &text)
-        .map_err(|e| config_problem("The adapter descriptor is not valid", &e))?;
-    if spec.def.id != id {
-        return Err(Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-descriptor",
-            "The adapter descriptor is not valid",
-        )
-        .detail(format!(
-            "the descriptor's id `{}` differs from `{id}` in the path",
-            spec.def.id
-        ))
-        .param(
-            "id",
-            "mismatch",
-            "the id in the body must equal the id in the path",
-        ));
-    }
-    if spec.def.organisation != org {
-        return Err(Problem::forbidden(format!(
-            "you act for `{org}`; an adapter of `{}` is not yours to register",
-            spec.def.organisation
-        )));
-    }
-    let sha256 = crate::credentials::sha256_hex(&text);
-    let reg = crate::config::compile::Registration {
-        id: id.clone(),
-        organisation: org.clone(),
-        descriptor: text,
-        sha256: sha256.clone(),
-        updated_at: chrono::Utc::now().to_rfc3339(),
-        updated_by: format!("partner:{org}"),
-    };
-    let mut regs = store.registrations().await.map_err(store_problem)?;
-    let before = regs.clone();
-    let existed = rt.adapters.contains_key(&id);
-    regs.retain(|r| r.id != id);
-    let max = rt.config.gateway.registrations.max_per_organisation;
-    if regs.iter().filter(|r| r.organisation == org).count() >= max as usize {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "registration-quota",
-            "Your organisation has registered as many adapters as it may",
-        )
-        .detail(format!(
-            "`{org}` has {max} registered adapters, the most allowed (`registrations.max_per_organisation`); remove one first, or ask the operator"
-        )));
-    }
-    regs.push(reg.clone());
-    // Validate the whole result before anything is written or swapped.
-    base.check_registration_change(&before, &regs, &id)
-        .map_err(|e| config_problem("The adapter does not fit the configuration", &e))?;
-    audit_change(
-        &s,
-        &org,
-        &headers,
-        serde_json::json!({"adapter": id, "action": "put", "sha256": sha256}),
-    )
-    .await?;
-    store.put_registration(reg).await.map_err(store_problem)?;
-    let version = reloader
-        .apply(&s.gateway, &regs)
-        .map_err(|e| config_problem("The adapter does not fit the configuration", &e))?;
-    tracing::info!(adapter = %id, organisation = %org, sha256 = %sha256, version = %version, "Adapter registered.");
+    let change = registrations::put(&s, &org, &id, text, &trace_of(&headers))
+        .await
+        .map_err(registration_problem)?;
     let rt = s.gateway.runtime();
     let mut body = rt
         .adapters
         .get(&id)
         .map(|a| adapter_summary(a))
         .unwrap_or_default();
-    body["config_version"] = serde_json::json!(version);
-    body["descriptor_sha256"] = serde_json::json!(sha256);
+    body["config_version"] = serde_json::json!(change.version);
+    body["descriptor_sha256"] = serde_json::json!(change.sha256);
     let mut r = json(
-        if existed {
+        if change.replaced {
             StatusCode::OK
         } else {
             StatusCode::CREATED
@@ -965,53 +895,9 @@ async fn delete_adapter(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, Problem> {
     let (_, org) = partner_of(&s, &headers, cert.as_ref())?;
-    let reloader = reloader(&s)?;
-    let store = s.store.as_ref().ok_or_else(no_store)?;
-    let _guard = reloader.lock().await;
-    let mut regs = store.registrations().await.map_err(store_problem)?;
-    let Some(reg) = regs.iter().find(|r| r.id == id).cloned() else {
-        let rt = s.gateway.runtime();
-        return Err(match rt.adapters.get(&id) {
-            Some(a) if a.client.spec.def.organisation != org => {
-                Problem::forbidden(format!("adapter `{id}` belongs to another organisation"))
-            }
-            Some(_) => Problem::new(
-                StatusCode::CONFLICT,
-                "file-adapter",
-                "This adapter is defined in the operator's files",
-            )
-            .detail(format!(
-                "`{id}` comes from a file; ask the operator to remove it there"
-            )),
-            None => Problem::not_found(format!("no adapter `{id}`")),
-        });
-    };
-    if reg.organisation != org {
-        return Err(Problem::forbidden(format!(
-            "adapter `{id}` belongs to another organisation"
-        )));
-    }
-    let before = regs.clone();
-    regs.retain(|r| r.id != id);
-    reloader
-        .base()
-        .check_registration_change(&before, &regs, &id)
-        .map_err(|e| config_problem("Removing the adapter would break the configuration", &e))?;
-    audit_change(
-        &s,
-        &org,
-        &headers,
-        serde_json::json!({"adapter": id, "action": "delete", "sha256": reg.sha256}),
-    )
-    .await?;
-    store
-        .delete_registration(id.clone())
+    registrations::delete(&s, &org, &id, &trace_of(&headers))
         .await
-        .map_err(store_problem)?;
-    reloader
-        .apply(&s.gateway, &regs)
-        .map_err(|e| config_problem("Removing the adapter would break the configuration", &e))?;
-    tracing::info!(adapter = %id, organisation = %org, "Adapter registration removed.");
+        .map_err(registration_problem)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1068,7 +954,7 @@ async fn test_adapter(
     }
     let spec = match &b.descriptor {
         Some(text) => {
-            refuse_foreign(text, &org)?;
+            registrations::refuse_foreign(text, &org).map_err(registration_problem)?;
             let spec = rt
                 .config
                 .parse_adapter_text(&format!("registration:{id}"), text)

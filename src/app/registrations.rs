@@ -1,0 +1,226 @@
+//! A partner maintains its own adapters: the registration workflow.
+//!
+//! One change at a time (the reloader's lock): the partner's right to the id, validation as a
+//! registered descriptor (`Trust::Partner`), the organisation's quota, the whole configuration
+//! with the change validated before anything is written, then the audit record (fail closed),
+//! the store, and the atomic swap.
+
+use super::App;
+use crate::audit::AccessRecord;
+use crate::config::ConfigErrors;
+use crate::config::compile::Registration;
+use crate::store::StoreError;
+use crate::trace::TraceContext;
+
+/// Why a registration change is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("{0}")]
+    NotYours(String),
+    #[error("no adapter `{0}`")]
+    NotFound(String),
+    #[error("`{0}` comes from a file; ask the operator to remove it there")]
+    FileAdapter(String),
+    #[error(
+        "`{organisation}` has {max} registered adapters, the most allowed (`registrations.max_per_organisation`); remove one first, or ask the operator"
+    )]
+    Quota { organisation: String, max: u32 },
+    #[error("the descriptor's id `{sent}` differs from `{path}` in the path")]
+    IdMismatch { sent: String, path: String },
+    /// The descriptor, or the configuration with the change, is not valid.
+    #[error("{title}: {errors}")]
+    Invalid {
+        title: &'static str,
+        errors: ConfigErrors,
+    },
+    #[error("the store: {0}")]
+    Store(StoreError),
+    /// The change could not be recorded, so it is not made.
+    #[error("the change could not be recorded: {0}")]
+    Audit(crate::audit::AuditError),
+    #[error("this gateway runs without a store")]
+    NoStore,
+    #[error("this gateway cannot change its configuration at run time")]
+    NoReload,
+}
+
+/// A registration that took effect.
+#[derive(Debug)]
+pub struct Change {
+    /// It replaced an adapter of the same id.
+    pub replaced: bool,
+    pub version: String,
+    pub sha256: String,
+}
+
+const INVALID: &str = "The adapter descriptor is not valid";
+const DOES_NOT_FIT: &str = "The adapter does not fit the configuration";
+const WOULD_BREAK: &str = "Removing the adapter would break the configuration";
+
+fn invalid(title: &'static str) -> impl FnOnce(ConfigErrors) -> RegistrationError {
+    move |errors| RegistrationError::Invalid { title, errors }
+}
+
+fn not_yours(id: &str) -> RegistrationError {
+    RegistrationError::NotYours(format!("adapter `{id}` belongs to another organisation"))
+}
+
+fn foreign(org: &str, declared: &str) -> RegistrationError {
+    RegistrationError::NotYours(format!(
+        "you act for `{org}`; an adapter of `{declared}` is not yours to register"
+    ))
+}
+
+/// Refuses, before any validation, a descriptor that names another organisation than the one
+/// the partner acts for: whether it would be valid is not the caller's business (its
+/// endpoints, sections and bounds are that organisation's).
+pub fn refuse_foreign(text: &str, org: &str) -> Result<(), RegistrationError> {
+    let declared = crate::config::yaml::parse(text)
+        .ok()
+        .and_then(|t| t.get("organisation")?.as_str().map(str::to_owned));
+    match declared {
+        Some(d) if d != org => Err(foreign(org, &d)),
+        _ => Ok(()),
+    }
+}
+
+/// Registers or replaces adapter `id` of `org` from the descriptor `text` (YAML or JSON).
+pub async fn put(
+    app: &App,
+    org: &str,
+    id: &str,
+    text: String,
+    trace: &TraceContext,
+) -> Result<Change, RegistrationError> {
+    let reloader = app.reloader.as_ref().ok_or(RegistrationError::NoReload)?;
+    let store = app.store.as_ref().ok_or(RegistrationError::NoStore)?;
+    let _guard = reloader.lock().await;
+    let rt = app.gateway.runtime();
+    if let Some(existing) = rt.adapters.get(id)
+        && existing.client.spec.def.organisation != org
+    {
+        return Err(not_yours(id));
+    }
+    refuse_foreign(&text, org)?;
+    let base = reloader.base();
+    let spec = base
+        .parse_adapter_text(&format!("registration:{id}"), &text)
+        .map_err(invalid(INVALID))?;
+    if spec.def.id != id {
+        return Err(RegistrationError::IdMismatch {
+            sent: spec.def.id.clone(),
+            path: id.to_string(),
+        });
+    }
+    if spec.def.organisation != org {
+        return Err(foreign(org, &spec.def.organisation));
+    }
+    let sha256 = crate::credentials::sha256_hex(&text);
+    let reg = Registration {
+        id: id.to_string(),
+        organisation: org.to_string(),
+        descriptor: text,
+        sha256: sha256.clone(),
+        updated_at: chrono::Utc::now().to_rfc3339(),
+        updated_by: format!("partner:{org}"),
+    };
+    let mut regs = store
+        .registrations()
+        .await
+        .map_err(RegistrationError::Store)?;
+    let before = regs.clone();
+    let replaced = rt.adapters.contains_key(id);
+    regs.retain(|r| r.id != id);
+    let max = rt.config.gateway.registrations.max_per_organisation;
+    if regs.iter().filter(|r| r.organisation == org).count() >= max as usize {
+        return Err(RegistrationError::Quota {
+            organisation: org.to_string(),
+            max,
+        });
+    }
+    regs.push(reg.clone());
+    // The whole result is validated before anything is written or swapped.
+    base.check_registration_change(&before, &regs, id)
+        .map_err(invalid(DOES_NOT_FIT))?;
+    let details = serde_json::json!({"adapter": id, "action": "put", "sha256": sha256});
+    audit_change(app, org, trace, details).await?;
+    store
+        .put_registration(reg)
+        .await
+        .map_err(RegistrationError::Store)?;
+    let version = reloader
+        .apply(&app.gateway, &regs)
+        .map_err(invalid(DOES_NOT_FIT))?;
+    tracing::info!(adapter = %id, organisation = %org, sha256 = %sha256, version = %version, "Adapter registered.");
+    Ok(Change {
+        replaced,
+        version,
+        sha256,
+    })
+}
+
+/// Removes registration `id` of `org`.
+pub async fn delete(
+    app: &App,
+    org: &str,
+    id: &str,
+    trace: &TraceContext,
+) -> Result<(), RegistrationError> {
+    let reloader = app.reloader.as_ref().ok_or(RegistrationError::NoReload)?;
+    let store = app.store.as_ref().ok_or(RegistrationError::NoStore)?;
+    let _guard = reloader.lock().await;
+    let mut regs = store
+        .registrations()
+        .await
+        .map_err(RegistrationError::Store)?;
+    let Some(reg) = regs.iter().find(|r| r.id == id).cloned() else {
+        let rt = app.gateway.runtime();
+        return Err(match rt.adapters.get(id) {
+            Some(a) if a.client.spec.def.organisation != org => not_yours(id),
+            Some(_) => RegistrationError::FileAdapter(id.to_string()),
+            None => RegistrationError::NotFound(id.to_string()),
+        });
+    };
+    if reg.organisation != org {
+        return Err(not_yours(id));
+    }
+    let before = regs.clone();
+    regs.retain(|r| r.id != id);
+    reloader
+        .base()
+        .check_registration_change(&before, &regs, id)
+        .map_err(invalid(WOULD_BREAK))?;
+    let details = serde_json::json!({"adapter": id, "action": "delete", "sha256": reg.sha256});
+    audit_change(app, org, trace, details).await?;
+    store
+        .delete_registration(id.to_string())
+        .await
+        .map_err(RegistrationError::Store)?;
+    reloader
+        .apply(&app.gateway, &regs)
+        .map_err(invalid(WOULD_BREAK))?;
+    tracing::info!(adapter = %id, organisation = %org, "Adapter registration removed.");
+    Ok(())
+}
+
+/// Records a change made by a partner; fail closed.
+async fn audit_change(
+    app: &App,
+    org: &str,
+    trace: &TraceContext,
+    details: serde_json::Value,
+) -> Result<(), RegistrationError> {
+    let Some(store) = &app.store else {
+        return Ok(());
+    };
+    let mut rec = AccessRecord::new("adapter.change", None, trace, None);
+    rec.actor = format!("partner:{org}");
+    rec.actor_organisation = Some(org.to_string());
+    rec.outcome = "accepted".into();
+    rec.details = Some(details);
+    store
+        .append(rec)
+        .await
+        .map(|_| ())
+        .map_err(RegistrationError::Audit)
+}
