@@ -69,9 +69,9 @@ impl AdapterRuntime {
 pub struct Runtime {
     pub config: Arc<Config>,
     pub adapters: BTreeMap<String, Arc<AdapterRuntime>>,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     /// Compiled service and life-event rules.
-    pub catalogue: crate::rules::Catalogue,
+    pub catalogue: Arc<crate::rules::Catalogue>,
     /// Rendered views of recent answers; part of the snapshot, so a reload (new views,
     /// sections, authority orders) starts empty.
     pub renders: RenderCache,
@@ -97,8 +97,8 @@ impl Runtime {
         budget: &Arc<InflightBudget>,
         previous: Option<&Runtime>,
     ) -> Result<Runtime, String> {
-        let verifier = Verifier::new(&config.gateway.auth, &config.base_dir)?;
-        let catalogue = crate::rules::Catalogue::build(&config)?;
+        let verifier = config.compiled.verifier.clone();
+        let catalogue = config.compiled.catalogue.clone();
         let adapters = config
             .adapters
             .iter()

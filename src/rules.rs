@@ -401,25 +401,3 @@ pub struct Catalogue {
     pub services: BTreeMap<String, Rule>,
     pub life_events: BTreeMap<String, Rule>,
 }
-
-impl Catalogue {
-    pub fn build(config: &crate::config::Config) -> Result<Catalogue, String> {
-        let vocab = crate::config::compile::vocabulary(&config.gateway, &config.adapters);
-        let compile = |id: &str, src: &str| {
-            Rule::compile(src, &vocab).map_err(|e| format!("rule of `{id}`: {}", e.join("; ")))
-        };
-        let mut services = BTreeMap::new();
-        for (id, s) in &config.gateway.services {
-            services.insert(id.clone(), compile(id, &s.relevant_when)?);
-        }
-        let mut life_events = BTreeMap::new();
-        for (id, l) in &config.gateway.life_events {
-            life_events.insert(id.clone(), compile(id, &l.rule)?);
-        }
-        Ok(Catalogue {
-            vocab,
-            services,
-            life_events,
-        })
-    }
-}

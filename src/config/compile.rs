@@ -85,6 +85,29 @@ pub struct Config {
     /// What is valid but needs the operator's attention soon (client certificates that expire
     /// within 30 days or have expired); `check` prints them, `serve` logs them.
     pub warnings: Vec<ConfigError>,
+    pub compiled: Compiled,
+}
+
+/// What the config compiles besides the adapters, once, when it loads: the token verifier,
+/// the rules, the application schemas and the server TLS. So the runtime built from an
+/// accepted config cannot fail, and nothing is compiled again per request.
+#[derive(Clone)]
+pub struct Compiled {
+    pub verifier: Arc<crate::auth::Verifier>,
+    pub catalogue: Arc<crate::rules::Catalogue>,
+    /// Service id → the validator of its application schema.
+    pub schemas: Arc<BTreeMap<String, Arc<jsonschema::Validator>>>,
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("catalogue", &self.catalogue)
+            .field("schemas", &self.schemas.keys().collect::<Vec<_>>())
+            .field("server_tls", &self.server_tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A partner's adapter registration, as stored.
@@ -271,12 +294,12 @@ impl Config {
             return Err(ConfigErrors(errors));
         };
         let all_loaded = adapter_files.len() == adapters.len();
-        let listen = validate_gateway(file, &tree, &gateway, &adapters, all_loaded, &mut errors);
+        let compiled = validate_gateway(file, &tree, &gateway, &adapters, all_loaded, &mut errors);
 
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let listen = listen.ok_or_else(|| ConfigErrors(Vec::new()))?;
+        let (listen, compiled) = compiled.ok_or_else(|| ConfigErrors(Vec::new()))?;
         let file_adapters = adapters
             .iter()
             .map(|(id, a)| (id.clone(), a.origin.clone()))
@@ -302,6 +325,7 @@ impl Config {
             tree: Arc::new(tree),
             file_adapters,
             warnings,
+            compiled,
         })
     }
 
@@ -330,7 +354,7 @@ impl Config {
                 Err(e) => errors.extend(e.0),
             }
         }
-        let listen = validate_gateway(
+        let compiled = validate_gateway(
             &self.file,
             &self.tree,
             &out.gateway,
@@ -341,7 +365,10 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        out.listen = listen.unwrap_or(self.listen);
+        if let Some((listen, compiled)) = compiled {
+            out.listen = listen;
+            out.compiled = compiled;
+        }
         if !regs.is_empty() {
             out.version = hex::encode(&hasher.finalize()[..6]);
         }
@@ -1235,19 +1262,21 @@ fn validate_gateway(
     adapters: &BTreeMap<String, Arc<AdapterSpec>>,
     all_loaded: bool,
     errors: &mut Vec<ConfigError>,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, Compiled)> {
     let at = |path: &[&str]| tree.pos_at_keys(path);
+    let mut server_tls = None;
     if let Some(t) = &gw.tls {
         let base = file.parent().unwrap_or(Path::new("."));
-        if let Err(e) = crate::protocol::tls::server_tls(
+        match crate::protocol::tls::server_tls(
             &base.join(&t.cert),
             &base.join(&t.key),
             t.client_ca.as_ref().map(|c| base.join(c)).as_deref(),
         ) {
-            errors.push(
+            Ok(c) => server_tls = Some(c),
+            Err(e) => errors.push(
                 ConfigError::new(file, at(&["tls"]), e)
                     .hint("`tls: {cert: PEM chain, key: PEM private key}`, relative to this file"),
-            );
+            ),
         }
     }
     // A list section's key must be a field its sources fill: a key nobody fills makes every
@@ -1327,39 +1356,55 @@ fn validate_gateway(
             .hint("make the budget at least twice the largest `max_response_body`, or lower that cap"),
         );
     }
-    // Rules: compiled against what the adapters actually map.
+    // Rules: compiled against what the adapters actually map, and kept.
+    let mut catalogue = crate::rules::Catalogue {
+        vocab: vocabulary(gw, adapters),
+        ..Default::default()
+    };
     if all_loaded {
-        let vocab = vocabulary(gw, adapters);
-        let mut rule = |path: [&str; 3], source: &str| {
-            if let Err(problems) = crate::rules::Rule::compile(source, &vocab) {
+        let vocab = catalogue.vocab.clone();
+        let mut rule = |path: [&str; 3], source: &str| match crate::rules::Rule::compile(
+            source, &vocab,
+        ) {
+            Ok(r) => Some(r),
+            Err(problems) => {
                 for p in problems {
                     errors.push(
                         ConfigError::new(file, tree.pos_at_keys(&path), format!("{}.{}: {p}", path[0], path[1]))
                             .hint("rules are CEL, e.g. `persoon.leeftijd >= 66` or `uitkeringen.exists(u, u.soort == 'WW')`"),
                     );
                 }
+                None
             }
         };
         for (id, s) in &gw.services {
-            rule(["services", id, "relevant_when"], &s.relevant_when);
+            if let Some(r) = rule(["services", id, "relevant_when"], &s.relevant_when) {
+                catalogue.services.insert(id.clone(), r);
+            }
         }
         for (id, l) in &gw.life_events {
-            rule(["life_events", id, "rule"], &l.rule);
+            if let Some(r) = rule(["life_events", id, "rule"], &l.rule) {
+                catalogue.life_events.insert(id.clone(), r);
+            }
         }
     }
+    let mut schemas = BTreeMap::new();
     for (id, svc) in &gw.services {
         let Some(app) = &svc.application else {
             continue;
         };
         let pos = at(&["services", id, "application"]);
-        let validator = jsonschema::options()
+        match jsonschema::options()
             .with_retriever(NoRemote)
-            .build(&app.schema);
-        if let Err(e) = &validator {
-            errors.push(
+            .build(&app.schema)
+        {
+            Ok(v) => {
+                schemas.insert(id.clone(), Arc::new(v));
+            }
+            Err(e) => errors.push(
                 ConfigError::new(file, at(&["services", id, "application", "schema"]), format!("service `{id}`: the schema is not valid JSON Schema: {e}"))
                     .hint("write a JSON Schema (2020-12) in YAML: `{type: object, required: [...], properties: {...}}`"),
-            );
+            ),
         }
         let d = &app.delivery;
         let org = gw.organisations.get(&svc.organisation);
@@ -1815,5 +1860,22 @@ fn validate_gateway(
             errors.push(ConfigError::new(file, pos, format!("key `{}`: {e}", k.kid)));
         }
     }
-    listen
+    // Every key checked above: the verifier fails only where an error is already reported.
+    let verifier =
+        match crate::auth::Verifier::new(&gw.auth, file.parent().unwrap_or(Path::new("."))) {
+            Ok(v) => v,
+            Err(e) => {
+                if errors.is_empty() {
+                    errors.push(ConfigError::new(file, at(&["auth"]), e));
+                }
+                return None;
+            }
+        };
+    let compiled = Compiled {
+        verifier: Arc::new(verifier),
+        catalogue: Arc::new(catalogue),
+        schemas: Arc::new(schemas),
+        server_tls,
+    };
+    listen.map(|l| (l, compiled))
 }

@@ -99,7 +99,7 @@ async fn submit(
             "no such service",
         )
     })?;
-    let app_def = svc.application.as_ref().ok_or_else(|| {
+    svc.application.as_ref().ok_or_else(|| {
         super::unprocessable(format!("service `{service}` cannot be applied for here")).param(
             "service",
             "no-application",
@@ -114,17 +114,14 @@ async fn submit(
             svc.organisation
         )));
     }
-    let validator = jsonschema::options()
-        .with_retriever(crate::config::compile::NoRemote)
-        .build(&app_def.schema)
-        .map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "schema",
-                "The service's schema is broken",
-            )
-            .detail(e.to_string())
-        })?;
+    // Compiled when the config loaded; a config without it was refused.
+    let validator = rt.config.compiled.schemas.get(&service).ok_or_else(|| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "schema",
+            "The service's schema is missing",
+        )
+    })?;
     // Each violation is named after the field it concerns (a missing required field too, so a
     // form can put the message next to its input) and coded with the JSON Schema keyword.
     let violations: Vec<(String, String, String)> = validator

@@ -1047,20 +1047,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let rt = state.gateway.runtime();
     let g = &rt.config.gateway;
-    let tls = match &g.tls {
-        Some(t) => Some(
-            crate::protocol::tls::server_tls(
-                &rt.config.base_dir.join(&t.cert),
-                &rt.config.base_dir.join(&t.key),
-                t.client_ca
-                    .as_ref()
-                    .map(|c| rt.config.base_dir.join(c))
-                    .as_deref(),
-            )
-            .map_err(std::io::Error::other)?,
-        ),
-        None => None,
-    };
+    let tls = rt.config.compiled.server_tls.clone();
     let opts = listen::ListenOptions {
         tls,
         header_timeout: g.limits.header_timeout.0,

@@ -447,3 +447,43 @@ fn check_refuses_an_unknown_method_and_addressing_without_an_action() {
     );
     assert!(text.contains("uwv.yaml:"), "{text}");
 }
+
+/// What `check` accepts is compiled once, when the config loads: every rule, every
+/// application schema, the token keys and the server TLS are kept in the config, so building
+/// the runtime from it cannot fail and no request compiles anything again.
+#[tokio::test]
+async fn an_accepted_config_carries_everything_compiled() {
+    let app = crate::helpers::spawn_app().await;
+    let c = &app.config;
+    let g = &c.gateway;
+    assert_eq!(
+        c.compiled.catalogue.services.keys().collect::<Vec<_>>(),
+        g.services.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        c.compiled.catalogue.life_events.keys().collect::<Vec<_>>(),
+        g.life_events.keys().collect::<Vec<_>>()
+    );
+    let applicable: Vec<&String> = g
+        .services
+        .iter()
+        .filter(|(_, s)| s.application.is_some())
+        .map(|(id, _)| id)
+        .collect();
+    assert!(!applicable.is_empty());
+    assert_eq!(
+        c.compiled.schemas.keys().collect::<Vec<_>>(),
+        applicable,
+        "one validator per service that takes applications"
+    );
+    // The runtime uses the same compiled pieces (no second compilation).
+    let rt = app.state.gateway.runtime();
+    assert!(std::sync::Arc::ptr_eq(
+        &rt.catalogue,
+        &rt.config.compiled.catalogue
+    ));
+    assert!(std::sync::Arc::ptr_eq(
+        &rt.verifier,
+        &rt.config.compiled.verifier
+    ));
+}
