@@ -24,6 +24,7 @@ use serde::Deserialize;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::audit::AuditSink;
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
 use crate::config::model::Audience;
@@ -218,9 +219,8 @@ async fn audit_log_read(
     );
     rec.purpose = purpose;
     store
-        .append(rec)
+        .record(rec)
         .await
-        .map(|_| ())
         .map_err(|e| dossier_problem(DossierError::Audit(e)))
 }
 
@@ -801,7 +801,7 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
     let (entries, bytes) = s.gateway.cache.stats();
     let store = match &s.store {
         Some(st) => Some(serde_json::json!({
-            "path": st.path(),
+            "path": st.location(),
             "writable": st.writable().await,
             "writer": st.stats(),
         })),
@@ -874,9 +874,8 @@ async fn audit_change(
     rec.outcome = "accepted".into();
     rec.details = Some(details);
     store
-        .append(rec)
+        .record(rec)
         .await
-        .map(|_| ())
         .map_err(|e| dossier_problem(DossierError::Audit(e)))
 }
 
