@@ -74,7 +74,7 @@ pub(super) fn apply(
         .prepare_cached(
             "INSERT INTO applications (id, service, organisation, bsn, actor, idempotency_key, data, status,
                  reference, reason, attempts, next_attempt_at, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, 0, ?9, ?9, ?9)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL, NULL, 0, ?10, ?9, ?9)
              ON CONFLICT (actor, idempotency_key) DO NOTHING",
         )?
         .execute(params![
@@ -86,7 +86,8 @@ pub(super) fn apply(
             a.idempotency_key,
             a.data.to_string(),
             a.status,
-            a.created_at
+            a.created_at,
+            a.next_attempt_at
         ])?
         == 1;
     let (stored, submit_seq) = if inserted {
@@ -305,6 +306,24 @@ mod tests {
             ids(&listed),
             ["app-0010", "app-0003", "app-0029", "app-0028", "app-0027"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_application_is_due_when_it_says() {
+        let (_dir, _path, store) = open_temp();
+        let mut later = application(1, "received");
+        later.next_attempt_at = (Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+        store
+            .insert_application(later, submit_record())
+            .await
+            .unwrap();
+        store
+            .insert_application(application(2, "received"), submit_record())
+            .await
+            .unwrap();
+        let due = store.due_applications(10).await.unwrap();
+        let due: Vec<&str> = due.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(due, ["app-0002"]);
     }
 
     #[tokio::test]
