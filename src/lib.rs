@@ -15,9 +15,11 @@
 //! - [`lograte`]: repeated per-request log lines let through once per interval, with a count.
 //! - [`auth`]: JWT verification and the caller's identity.
 //! - [`credentials`]: partner credentials (hashed API key, client-certificate OIN), admin token.
-//! - [`store`]: the durable store (SQLite, one writer, group commit): the hash-chained audit
-//!   log, applications with their submit records, registrations; reports.
-//! - [`audit`]: the access record and the sink it must reach before an answer leaves.
+//! - [`store`]: the durable store behind one façade, a trait per kind of data (the hash-chained
+//!   audit log, applications with their submit records, registrations) and SQLite as its
+//!   backend (one writer, group commit); verification and reports.
+//! - [`audit`]: the sink an access record must reach before an answer leaves (depends on
+//!   [`store`], which owns the record types).
 //! - [`server`]: the HTTP API (axum), problem+json errors; the reference portals under
 //!   `/portaal/` and the operator page under `/admin/` (static files in `src/server/portal/`).
 //! - [`demo`]: built-in fixture agencies and the one-command demo.

@@ -218,9 +218,7 @@ async fn audit_change(
     rec.actor_organisation = Some(org.to_string());
     rec.outcome = "accepted".into();
     rec.details = Some(details);
-    store
-        .append(rec)
+    crate::audit::AuditSink::record(store, rec)
         .await
-        .map(|_| ())
         .map_err(RegistrationError::Audit)
 }

@@ -27,6 +27,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::app::App;
 use crate::app::dossier::{Dossier, EmployeeAsk, ReadError};
 use crate::app::registrations::{self, RegistrationError};
+use crate::audit::AuditSink;
 use crate::auth::{Actor, AuthError};
 use crate::bsn::Bsn;
 use crate::gateway::{AccessError, DossierError, Gateway};
@@ -212,9 +213,8 @@ async fn audit_log_read(
     );
     rec.purpose = purpose;
     store
-        .append(rec)
+        .record(rec)
         .await
-        .map(|_| ())
         .map_err(|e| dossier_problem(DossierError::Audit(e)))
 }
 
@@ -730,7 +730,7 @@ async fn admin_status(State(s): State<Shared>, headers: HeaderMap) -> Result<Res
     let (entries, bytes) = s.gateway.cache.stats();
     let store = match &s.store {
         Some(st) => Some(serde_json::json!({
-            "path": st.path(),
+            "path": st.location(),
             "writable": st.writable().await,
             "writer": st.stats(),
         })),

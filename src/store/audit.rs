@@ -1,0 +1,245 @@
+//! The hash-chained audit log, whatever keeps it: [`AuditLog`], the operations a backend
+//! implements, and the chain's rules, which no backend restates. Each record's hash is
+//! `SHA-256(prev_hash || seq || canonical JSON)`; an outcome's hash binds it to the hash of the
+//! record it completes; the data subject of each record about one is pseudonymised with
+//! HMAC-SHA-256 under the configured key (for the processing log, the Logboek Dataverwerkingen
+//! shape); [`Check`] walks a backend's rows in sequence order and says what `verify` found.
+//!
+//! Nothing here does I/O: a backend reads and writes the rows, this module decides what they
+//! must hold.
+
+use std::ops::ControlFlow;
+
+use futures::future::BoxFuture;
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::StoreError;
+use super::record::{AccessRecord, Completion};
+use crate::bsn::Bsn;
+
+/// The hash the first record links to.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The audit log: access records appended to the chain, the outcomes completing them, and the
+/// reads the API makes of it. Every append is durable before it returns (fail closed).
+pub trait AuditLog: Send + Sync {
+    /// Appends a record to the chain; its sequence number, once it is durable.
+    fn append(&self, record: AccessRecord) -> BoxFuture<'_, Result<i64, StoreError>>;
+
+    /// Completes record `seq` (appended while its access was under way) with its outcome, bound
+    /// to the record's hash. Nobody waits for it: an outcome that cannot be written is logged,
+    /// and the record stays `requested`.
+    fn append_outcome(&self, seq: i64, outcome: &Completion);
+
+    /// Records about one data subject, newest first, each as it reads with its outcome.
+    fn by_subject(
+        &self,
+        bsn: Bsn,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<(i64, AccessRecord)>, StoreError>>;
+
+    /// Is a record with this trace id present? (Used by durability checks.)
+    fn has_trace(&self, trace_id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Number of rows in the audit log and the processing log.
+    fn counts(&self) -> BoxFuture<'_, Result<(i64, i64), StoreError>>;
+}
+
+/// An access record on its way to be chained, serialised on the caller's thread: the writer
+/// (the store's bottleneck) only hashes, pseudonymises and inserts.
+pub(super) struct Entry {
+    /// The canonical JSON of the record (what the chain hashes).
+    pub(super) json: String,
+    /// `record.time` as RFC 3339 (the column reports filter on).
+    pub(super) time: String,
+    pub(super) kind: String,
+    pub(super) trace_id: String,
+    pub(super) actor: String,
+    pub(super) actor_type: String,
+    pub(super) bsn: Option<Bsn>,
+}
+
+impl Entry {
+    pub(super) fn new(record: AccessRecord) -> Entry {
+        Entry {
+            // Serialising a struct of strings, numbers and a JSON value cannot fail.
+            json: serde_json::to_string(&record).unwrap_or_default(),
+            time: record.time.to_rfc3339(),
+            kind: record.kind,
+            trace_id: record.trace_id,
+            actor: record.actor,
+            actor_type: record.actor_type,
+            bsn: record.bsn,
+        }
+    }
+}
+
+/// The head of the hash chain: the last record's sequence number and hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Head {
+    pub(super) seq: i64,
+    pub(super) hash: String,
+}
+
+impl Head {
+    /// The head of an empty chain.
+    pub(super) fn genesis() -> Head {
+        Head {
+            seq: 0,
+            hash: GENESIS.to_string(),
+        }
+    }
+
+    /// The head once the record with this canonical JSON follows this one.
+    pub(super) fn next(&self, record_json: &str) -> Head {
+        let seq = self.seq + 1;
+        Head {
+            seq,
+            hash: chain_hash(&self.hash, seq, record_json),
+        }
+    }
+}
+
+fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(seq.to_be_bytes());
+    h.update(record_json.as_bytes());
+    crate::lower_hex(&h.finalize())
+}
+
+/// An outcome's hash: bound to the record it completes, so changing either shows.
+pub(super) fn outcome_hash(record_hash: &str, outcome_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(record_hash.as_bytes());
+    h.update(outcome_json.as_bytes());
+    crate::lower_hex(&h.finalize())
+}
+
+/// The HMAC keyed once; each pseudonym clones the keyed state.
+pub(super) fn pseudonym_mac(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC accepts keys of any length; this cannot fail.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| {
+        <Hmac<Sha256> as Mac>::new_from_slice(b"ketenportaal").unwrap_or_else(|_| unreachable!())
+    })
+}
+
+/// The data subject as the processing log names them.
+pub(super) fn pseudonym(keyed: &Hmac<Sha256>, bsn: &Bsn) -> String {
+    let mut m = keyed.clone();
+    m.update(bsn.as_str().as_bytes());
+    crate::lower_hex(&m.finalize().into_bytes())
+}
+
+/// What `verify` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    Intact {
+        records: i64,
+        head: String,
+    },
+    /// The row's content does not match its hash: it was changed.
+    Modified {
+        seq: i64,
+    },
+    /// A sequence number is missing: a row was removed.
+    Missing {
+        after: i64,
+        next: i64,
+    },
+    /// The row does not link to its predecessor: rows were reordered or replaced.
+    Broken {
+        seq: i64,
+    },
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Intact { records, head } => {
+                write!(f, "intact: {records} records, head {head}")
+            }
+            Verdict::Modified { seq } => write!(
+                f,
+                "record {seq} was modified (its hash does not match its content)"
+            ),
+            Verdict::Missing { after, next } => {
+                write!(f, "records between {after} and {next} were removed")
+            }
+            Verdict::Broken { seq } => write!(
+                f,
+                "record {seq} does not follow its predecessor (reordered or replaced)"
+            ),
+        }
+    }
+}
+
+/// The walk `verify` makes: a backend hands it every record row in sequence order, then every
+/// outcome row; the first row that breaks the chain is the verdict.
+pub(super) struct Check {
+    /// The last record that checked out (genesis before the first).
+    head: Head,
+    records: i64,
+}
+
+impl Check {
+    pub(super) fn new() -> Check {
+        Check {
+            head: Head::genesis(),
+            records: 0,
+        }
+    }
+
+    /// The next record row: its sequence number, canonical JSON, and the two hashes it holds.
+    pub(super) fn record(
+        &mut self,
+        seq: i64,
+        record_json: &str,
+        prev: &str,
+        hash: &str,
+    ) -> ControlFlow<Verdict> {
+        if chain_hash(prev, seq, record_json) != hash {
+            return ControlFlow::Break(Verdict::Modified { seq });
+        }
+        if seq != self.head.seq + 1 {
+            return ControlFlow::Break(Verdict::Missing {
+                after: self.head.seq,
+                next: seq,
+            });
+        }
+        if prev != self.head.hash {
+            return ControlFlow::Break(Verdict::Broken { seq });
+        }
+        self.head = Head {
+            seq,
+            hash: hash.to_string(),
+        };
+        self.records += 1;
+        ControlFlow::Continue(())
+    }
+
+    /// An outcome row, with the hash of the record it completes (`None`: there is no such
+    /// record).
+    pub(super) fn outcome(
+        &self,
+        seq: i64,
+        outcome_json: &str,
+        hash: &str,
+        record_hash: Option<&str>,
+    ) -> ControlFlow<Verdict> {
+        if record_hash.is_none_or(|p| outcome_hash(p, outcome_json) != hash) {
+            return ControlFlow::Break(Verdict::Modified { seq });
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// The verdict once every row has checked out.
+    pub(super) fn intact(self) -> Verdict {
+        Verdict::Intact {
+            records: self.records,
+            head: self.head.hash,
+        }
+    }
+}

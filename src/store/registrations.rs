@@ -1,0 +1,21 @@
+//! Partner adapter registrations, whatever keeps them: [`Registrations`], the operations a
+//! backend implements. A registration ([`Registration`]: the descriptor a partner sent, its
+//! hash, who changed it and when) is validated and compiled by [`crate::config`]; the store only
+//! keeps it, so that a restart (or a reload) serves the same adapters.
+
+use futures::future::BoxFuture;
+
+use super::StoreError;
+use crate::config::compile::Registration;
+
+/// The stored registrations. Every write is durable before it returns.
+pub trait Registrations: Send + Sync {
+    /// Partner adapter registrations, by id.
+    fn registrations(&self) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>>;
+
+    /// Stores (or replaces) a registration.
+    fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Removes a registration; true when there was one.
+    fn delete_registration(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+}

@@ -1,0 +1,177 @@
+//! The SQLite backend: one file (WAL, `synchronous=FULL`), one writer thread, one read-only
+//! connection. It implements [`Backend`] and must not restate the chain's, the outbox's or the
+//! report's rules: those are in [`super::audit`], [`super::applications`] and
+//! [`super::report`]; what is here is how SQLite keeps them.
+//!
+//! - [`writer`]: the writer thread, the only connection that writes; group commit.
+//! - [`schema`]: the tables, the `processing_log` view, and the migrations of older files.
+//! - [`audit`], [`applications`], [`registrations`]: each kind's SQL, read and written, and its
+//!   trait implemented.
+//!
+//! The SQL is plain and portable so a PostgreSQL backend can say the same things (the
+//! processing view uses SQLite's `json_extract`, PostgreSQL's `->>` does the same).
+
+mod applications;
+mod audit;
+mod registrations;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+pub(super) use audit::{report, verify};
+
+use super::applications::Application;
+use super::{Backend, StoreError, StoreStats};
+use crate::bsn::Bsn;
+use writer::{Counters, Work, Writer};
+
+/// How many citizens' application lists the store remembers (most are empty: ~150 bytes each
+/// with moka's bookkeeping, so ~2.5 MiB, outside `cache.max_bytes`).
+const APPLICATION_LISTS: u64 = 16_384;
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct SqliteStore {
+    tx: mpsc::Sender<Work>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    /// Each citizen's applications as last read for the `zaken` section (bounded, see
+    /// `applications_of`), with the bound they were read with: the section asks on every
+    /// dossier read, and this process is the only writer of the table (SQLite is
+    /// single-instance), so every change passes through `insert_application` or
+    /// `update_application`, which drop the subject's entry.
+    applications: moka::future::Cache<Bsn, (u32, Arc<[Application]>)>,
+    /// Bumped by the writer after every commit that changed applications (before its callers
+    /// hear of it), so a read that raced a write is not remembered.
+    application_writes: Arc<AtomicU64>,
+    stats: Arc<Counters>,
+}
+
+/// Turns an SQLite error into the store's, naming the file.
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let err = sqlite_error(path);
+    let c = Connection::open(path).map_err(&err)?;
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA busy_timeout=5000;
+         PRAGMA foreign_keys=ON;",
+    )
+    .map_err(err)?;
+    Ok(c)
+}
+
+/// Opens the file read-only, for the CLI's walks over it: safe next to a running gateway.
+fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
+    Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite_error(path))
+}
+
+impl SqliteStore {
+    /// Opens (and creates) the store, brings an older file to the current schema, and starts
+    /// the writer thread.
+    pub(super) fn open(path: &Path, pseudonym_key: Vec<u8>) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Folder(dir.to_path_buf(), e))?;
+        }
+        let sqlite = sqlite_error(path);
+        let writer = open_conn(path)?;
+        schema::create(&writer)
+            .and_then(|()| writer.busy_timeout(writer::LOCK_WAIT))
+            .map_err(&sqlite)?;
+        let reader = open_conn(path)?;
+        // The writer thread is the only one that writes; this connection cannot.
+        reader
+            .execute_batch("PRAGMA query_only=ON;")
+            .map_err(&sqlite)?;
+        let (tx, rx) = mpsc::channel::<Work>(8192);
+        let stats = Arc::new(Counters::default());
+        let application_writes: Arc<AtomicU64> = Arc::default();
+        let w = Writer::new(
+            &pseudonym_key,
+            path,
+            stats.clone(),
+            application_writes.clone(),
+        );
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || w.run(writer, rx))
+            .map_err(|e| StoreError::Folder(path.to_path_buf(), e))?;
+        Ok(SqliteStore {
+            tx,
+            reader: Arc::new(Mutex::new(reader)),
+            path: path.to_path_buf(),
+            applications: moka::future::Cache::new(APPLICATION_LISTS),
+            application_writes,
+            stats,
+        })
+    }
+
+    /// Hands `work` to the writer and waits until its transaction has committed (or failed).
+    async fn write<T>(
+        &self,
+        work: Work,
+        done: oneshot::Receiver<Result<T, String>>,
+    ) -> Result<T, StoreError> {
+        self.tx
+            .send(work)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        match done.await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(reason)) => Err(StoreError::NotWritten {
+                path: self.path.clone(),
+                reason,
+            }),
+            Err(_) => Err(StoreError::WriterGone),
+        }
+    }
+
+    /// Runs a read on the reader connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let c = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&c).map_err(sqlite_error(&path))
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+impl Backend for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.stats.snapshot()
+    }
+
+    fn writable(&self) -> BoxFuture<'_, bool> {
+        Box::pin(async move {
+            self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())))
+                .await
+                .is_ok()
+                && !self.tx.is_closed()
+        })
+    }
+}
