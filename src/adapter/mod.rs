@@ -11,64 +11,16 @@ pub mod budget;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+
+pub use crate::dossier::SourceAnswer;
 
 use crate::bsn::Bsn;
 use crate::config::compile::{AdapterSpec, Mapping};
-use crate::mapping::{MapError, Sections};
+use crate::mapping::MapError;
 use crate::model::Call;
 use crate::protocol::{rest, soap, template};
 use budget::{InflightBudget, Reservation};
-
-/// One source's mapped answer: what is cached, before any view filter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SourceAnswer {
-    pub adapter: Arc<str>,
-    pub organisation: Arc<str>,
-    pub fetched_at: DateTime<Utc>,
-    pub sections: Sections,
-    /// Size of the raw answer (reported by `adapter test`; the cache weighs the mapped
-    /// records instead, see [`SourceAnswer::heap_size`]).
-    pub bytes: usize,
-}
-
-impl SourceAnswer {
-    /// An estimate of the memory this answer holds (what the cache's byte budget counts): the
-    /// mapped records as they sit in memory, with their map and string overheads, plus the
-    /// entry's fixed costs. It errs high rather than low, so the budget bounds real memory
-    /// (calibrated with mimalloc on a person with three benefits: 3 % above the RSS it
-    /// adds).
-    pub fn heap_size(&self) -> usize {
-        fn value(v: &serde_json::Value) -> usize {
-            match v {
-                serde_json::Value::String(s) => s.len(),
-                serde_json::Value::Array(a) => a.iter().map(|x| 32 + value(x)).sum(),
-                serde_json::Value::Object(o) => {
-                    o.iter().map(|(k, x)| 64 + k.len() + value(x)).sum()
-                }
-                _ => 0,
-            }
-        }
-        let records: usize = self
-            .sections
-            .iter()
-            .map(|(name, recs)| {
-                96 + name.len()
-                    + recs
-                        .iter()
-                        .map(|r| {
-                            80 + r
-                                .iter()
-                                .map(|(k, x)| 112 + k.len() + value(x))
-                                .sum::<usize>()
-                        })
-                        .sum::<usize>()
-            })
-            .sum();
-        // Entry, key, Arcs and moka's own bookkeeping.
-        704 + records
-    }
-}
 
 /// Why a source gave no usable answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

@@ -854,7 +854,7 @@ fn compile_adapter(
 }
 
 /// Client certificates (each organisation's, each file adapter's own) that expired or expire
-/// within [`super::certs::EXPIRY_WARNING_DAYS`], pointing at their `tls` key.
+/// within [`crate::protocol::certs::EXPIRY_WARNING_DAYS`], pointing at their `tls` key.
 fn certificate_warnings(
     file: &Path,
     tree: &Node,
@@ -867,8 +867,8 @@ fn certificate_warnings(
     let check = |tls: &crate::model::AdapterTls| {
         let cert = tls.client_cert.as_ref()?;
         let key = tls.client_key.as_ref().map(|k| base.join(k));
-        let id = super::certs::client_identity(&base.join(cert), key.as_deref()).ok()?;
-        super::certs::expiry_warning(id.not_after?, now).map(|w| format!("{w} ({cert})"))
+        let id = crate::protocol::certs::client_identity(&base.join(cert), key.as_deref()).ok()?;
+        crate::protocol::certs::expiry_warning(id.not_after?, now).map(|w| format!("{w} ({cert})"))
     };
     let mut out = Vec::new();
     for (id, o) in &gw.organisations {

@@ -1,6 +1,5 @@
 //! Configuration: loading, validating and compiling `config/*.yaml` and `adapters/*.yaml`.
 
-pub mod certs;
 pub mod compile;
 pub mod endpoint;
 pub mod load;

@@ -34,7 +34,8 @@ pub fn source_client(
     let mut material = Vec::new();
     if let Some(ca) = &t.ca {
         let path = base.join(ca);
-        let certs = crate::config::certs::ca_bundle(&path).map_err(|e| format!("`tls.ca`: {e}"))?;
+        let certs =
+            crate::protocol::certs::ca_bundle(&path).map_err(|e| format!("`tls.ca`: {e}"))?;
         let mut trusted = Vec::with_capacity(certs.len());
         for c in certs {
             material.extend_from_slice(c.as_ref());
@@ -49,7 +50,7 @@ pub fn source_client(
         (Some(cert), key) => {
             let cert = base.join(cert);
             let key = key.as_ref().map(|k| base.join(k));
-            let id = crate::config::certs::client_identity(&cert, key.as_deref())
+            let id = crate::protocol::certs::client_identity(&cert, key.as_deref())
                 .map_err(|e| format!("`tls.client_cert`: {e}"))?;
             let identity = reqwest::Identity::from_pem(&id.pem).map_err(|e| {
                 format!(

@@ -3,6 +3,7 @@
 //! TLS clients and of the gateway's server TLS. No mapping and no workflow: callers hand in
 //! what to send and get a request back.
 
+pub mod certs;
 pub mod client;
 pub mod rest;
 pub mod soap;
