@@ -416,59 +416,11 @@ fn audit_cmd(cmd: AuditCmd) -> Result<()> {
             if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{}", render_report(&r));
+                print!("{r}");
             }
             Ok(())
         }
     }
-}
-
-fn render_report(r: &ketenportaal::store::Report) -> String {
-    use std::fmt::Write;
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "Protocollering ketenportaal, {} tot {}",
-        &r.from[..10],
-        &r.to[..10]
-    );
-    let _ = writeln!(o, "\nDossierraadplegingen:            {}", r.dossier_reads);
-    let _ = writeln!(
-        o,
-        "  buiten kantoortijd (19-06 uur): {}",
-        r.outside_office_hours
-    );
-    let _ = writeln!(o, "  in het weekend:                 {}", r.at_weekends);
-    let _ = writeln!(o, "\nMeest geraadpleegde dossiers:");
-    for (b, n) in &r.most_viewed {
-        let _ = writeln!(o, "  {b:<12} {n:>6}");
-    }
-    let _ = writeln!(o, "\nGebruikers met de meeste raadplegingen:");
-    for (u, org, n) in &r.top_users {
-        let _ = writeln!(o, "  {u:<28} {org:<20} {n:>6}");
-    }
-    let _ = writeln!(o, "\nPer doel (doelbinding):");
-    for (p, n) in &r.per_purpose {
-        let _ = writeln!(o, "  {p:<28} {n:>6}");
-    }
-    let _ = writeln!(o, "\nPer view:");
-    for (v, n) in &r.per_view {
-        let _ = writeln!(o, "  {v:<28} {n:>6}");
-    }
-    let _ = writeln!(o, "\nGebruikers per rol:");
-    for (role, n) in &r.users_per_role {
-        let _ = writeln!(o, "  {role:<28} {n:>6}");
-    }
-    if !r.unusual.is_empty() {
-        let _ = writeln!(
-            o,
-            "\nRaadplegingen door medewerkers buiten kantoortijd of in het weekend:"
-        );
-        for (t, u, v, p) in &r.unusual {
-            let _ = writeln!(o, "  {t}  {u:<28} {v:<20} {p}");
-        }
-    }
-    o
 }
 
 /// What `demo` runs besides the gateway.
@@ -551,21 +503,12 @@ async fn run(
         config.adapters.len(),
         config.version
     );
-    let demo_tokens = match &demo {
-        Some(_) => Some((
-            demo::mint(
-                &config,
-                &demo::citizen(demo::DEMO_CITIZEN).map_err(anyhow::Error::msg)?,
-                8 * 3600,
-            )
-            .map_err(anyhow::Error::msg)?,
-            demo::mint(
-                &config,
-                &demo::employee("werkcoach.jansen", "uwv", &["uwv-werkcoach"]),
-                8 * 3600,
-            )
-            .map_err(anyhow::Error::msg)?,
-        )),
+    // Minted before the config moves into the app (the demo prints them once it listens).
+    let banner = match &demo {
+        Some(d) => Some(
+            demo::banner(&config, &format!("http://{local}"), &d.url, &d.secret)
+                .map_err(anyhow::Error::msg)?,
+        ),
         None => None,
     };
     for w in &config.warnings {
@@ -584,49 +527,8 @@ async fn run(
     })
     .await?;
     tracing::info!(address = %local, "Gateway listening ({summary}).");
-    if let (
-        Some(Demo {
-            url: agencies,
-            secret,
-            ..
-        }),
-        Some((citizen, employee)),
-    ) = (&demo, &demo_tokens)
-    {
-        let url = format!("http://{local}");
-        println!(
-            r#"
-ketenportaal demo is running.
-
-  portals   {url}/portaal/   (open in a browser; sign in as a demo citizen or employee)
-  gateway   {url}
-  agencies  {agencies} (UWV and SVB over SOAP, BRP and Belastingdienst over REST)
-  status    {url}/admin/     (operator page; admin token below)
-
-Citizen 999993653 (klantportaal, view `klant`):
-  curl -s {url}/v1/me/dossier -H "Authorization: Bearer {citizen}"
-
-Employee werkcoach.jansen of UWV (view `werkcoach`, purpose `re-integratie`):
-  curl -s -X POST {url}/v1/dossiers -H "Authorization: Bearer {employee}" \
-    -H "X-Purpose: re-integratie" -H "Content-Type: application/json" \
-    -d '{{"bsn":"999993653","view":"werkcoach"}}'
-
-Who looked at my dossier (inzage):
-  curl -s {url}/v1/me/access-log -H "Authorization: Bearer {citizen}"
-
-Partner UWV (its own adapters only), operator status, metrics:
-  curl -s {url}/v1/adapters -H "X-Api-Key: {uwv_key}"
-  curl -s {url}/admin/status -H "Authorization: Bearer {admin}"
-  curl -s {url}/metrics
-
-More tokens:  KETENPORTAAL_DEMO_SECRET={secret} cargo run --release -- token --citizen 999990019
-Audit log:    cargo run --release -- audit verify --config config/demo.yaml
-Stop with Ctrl-C.
-"#,
-            agencies = agencies,
-            uwv_key = demo::demo_key(secret, "uwv"),
-            admin = demo::demo_key(secret, "admin"),
-        );
+    if let Some(b) = banner {
+        println!("{b}");
     }
     server::serve(listener, app, shutdown_signal())
         .await

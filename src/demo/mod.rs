@@ -121,3 +121,48 @@ pub fn fixtures_dir(config_file: &Path) -> std::path::PathBuf {
         .unwrap_or(Path::new("."))
         .join("fixtures/agencies")
 }
+
+/// What `ketenportaal demo` prints once it listens at `url`: where everything is, and ready
+/// tokens (valid for 8 hours) and `curl` lines for a citizen, an employee, a partner and the
+/// operator.
+pub fn banner(config: &Config, url: &str, agencies: &str, secret: &str) -> Result<String, String> {
+    let ttl = 8 * 3600;
+    let citizen = mint(config, &self::citizen(DEMO_CITIZEN)?, ttl)?;
+    let employee = mint(
+        config,
+        &self::employee("werkcoach.jansen", "uwv", &["uwv-werkcoach"]),
+        ttl,
+    )?;
+    let uwv_key = demo_key(secret, "uwv");
+    let admin = demo_key(secret, "admin");
+    Ok(format!(
+        r#"
+ketenportaal demo is running.
+
+  portals   {url}/portaal/   (open in a browser; sign in as a demo citizen or employee)
+  gateway   {url}
+  agencies  {agencies} (UWV and SVB over SOAP, BRP and Belastingdienst over REST)
+  status    {url}/admin/     (operator page; admin token below)
+
+Citizen {DEMO_CITIZEN} (klantportaal, view `klant`):
+  curl -s {url}/v1/me/dossier -H "Authorization: Bearer {citizen}"
+
+Employee werkcoach.jansen of UWV (view `werkcoach`, purpose `re-integratie`):
+  curl -s -X POST {url}/v1/dossiers -H "Authorization: Bearer {employee}" \
+    -H "X-Purpose: re-integratie" -H "Content-Type: application/json" \
+    -d '{{"bsn":"{DEMO_CITIZEN}","view":"werkcoach"}}'
+
+Who looked at my dossier (inzage):
+  curl -s {url}/v1/me/access-log -H "Authorization: Bearer {citizen}"
+
+Partner UWV (its own adapters only), operator status, metrics:
+  curl -s {url}/v1/adapters -H "X-Api-Key: {uwv_key}"
+  curl -s {url}/admin/status -H "Authorization: Bearer {admin}"
+  curl -s {url}/metrics
+
+More tokens:  KETENPORTAAL_DEMO_SECRET={secret} cargo run --release -- token --citizen 999990019
+Audit log:    cargo run --release -- audit verify --config config/demo.yaml
+Stop with Ctrl-C.
+"#
+    ))
+}

@@ -147,6 +147,57 @@ impl Tally {
     }
 }
 
+/// The security officer's report as `ketenportaal audit report` prints it (Dutch, for the
+/// Functionaris Gegevensbescherming).
+impl std::fmt::Display for Report {
+    fn fmt(&self, o: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self;
+        writeln!(
+            o,
+            "Protocollering ketenportaal, {} tot {}",
+            r.from.get(..10).unwrap_or(&r.from),
+            r.to.get(..10).unwrap_or(&r.to)
+        )?;
+        writeln!(o, "\nDossierraadplegingen:            {}", r.dossier_reads)?;
+        writeln!(
+            o,
+            "  buiten kantoortijd (19-06 uur): {}",
+            r.outside_office_hours
+        )?;
+        writeln!(o, "  in het weekend:                 {}", r.at_weekends)?;
+        writeln!(o, "\nMeest geraadpleegde dossiers:")?;
+        for (b, n) in &r.most_viewed {
+            writeln!(o, "  {b:<12} {n:>6}")?;
+        }
+        writeln!(o, "\nGebruikers met de meeste raadplegingen:")?;
+        for (u, org, n) in &r.top_users {
+            writeln!(o, "  {u:<28} {org:<20} {n:>6}")?;
+        }
+        writeln!(o, "\nPer doel (doelbinding):")?;
+        for (p, n) in &r.per_purpose {
+            writeln!(o, "  {p:<28} {n:>6}")?;
+        }
+        writeln!(o, "\nPer view:")?;
+        for (v, n) in &r.per_view {
+            writeln!(o, "  {v:<28} {n:>6}")?;
+        }
+        writeln!(o, "\nGebruikers per rol:")?;
+        for (role, n) in &r.users_per_role {
+            writeln!(o, "  {role:<28} {n:>6}")?;
+        }
+        if !r.unusual.is_empty() {
+            writeln!(
+                o,
+                "\nRaadplegingen door medewerkers buiten kantoortijd of in het weekend:"
+            )?;
+            for (t, u, v, p) in &r.unusual {
+                writeln!(o, "  {t}  {u:<28} {v:<20} {p}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
