@@ -1,4 +1,4 @@
-//! Mapping benchmarks: the SOAP and JSON mappers against the bar in DESIGN.md §6 ("SOAP
+//! Mapping benchmarks: the SOAP and JSON mappers against the bar in docs/design.md, "Bars" ("SOAP
 //! mapping: streaming, within 2x of a raw quick-xml event scan of the same document").
 //!
 //! - `soap_uwv/map_envelope/<n>`: the compiled `uwv-uitkeringen` mapping of `config/demo.yaml`

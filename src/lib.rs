@@ -2,29 +2,44 @@
 //! ketenportaal: an integration gateway for Dutch government chain portals.
 //!
 //! # Layout
-//! - [`config`]: YAML config and adapter descriptors → a validated, compiled [`config::Config`]
-//!   snapshot; every problem reported with file:line:column and a hint.
-//! - [`mapping`]: pure mapping of source answers (SOAP streaming, JSON) into dossier sections.
-//! - [`adapter`]: speaking SOAP and REST to one organisation's service; templates; the
-//!   gateway-wide budget for answers in flight.
-//! - [`cache`]: the moka source-answer cache on the adapter path (coalescing, stale-if-error).
-//! - [`dossier`]: pure merge of answers into a dossier, and view filtering.
+//! A request flows one way: [`server`] → [`app`] → [`gateway`] → [`adapter`]/[`cache`] → the
+//! core. The reasons are in `docs/design.md`.
+//!
+//! HTTP and workflows:
+//! - [`server`]: the HTTP API (axum): routes, extractors, problem+json, TLS accept; the
+//!   reference portals under `/portaal/` and the operator page under `/admin/`.
+//! - [`app`]: [`app::App::build`], the one wiring of store, gateway, reload and delivery; the
+//!   dossier read, the partner registration workflow, config reload, application delivery.
+//!
+//! Fan-out:
+//! - [`gateway`]: fan-out within the deadline, authorisation, audit hook; the swappable runtime.
+//! - [`cache`]: the moka source-answer cache (coalescing, stale-if-error).
 //! - [`resilience`]: the per-adapter tower stack: breaker, concurrency limit, read retries.
-//! - [`metrics`]: Prometheus metrics (per gateway instance, bounded labels).
-//! - [`gateway`]: fan-out, deadline, authorisation, audit hook; the swappable runtime.
-//! - [`lograte`]: repeated per-request log lines let through once per interval, with a count.
-//! - [`auth`]: JWT verification and the caller's identity.
-//! - [`credentials`]: partner credentials (hashed API key, client-certificate OIN), admin token.
-//! - [`store`]: the durable store behind one façade, a trait per kind of data (the hash-chained
-//!   audit log, applications with their submit records, registrations) and SQLite as its
-//!   backend (one writer, group commit); verification and reports.
-//! - [`audit`]: the sink an access record must reach before an answer leaves (depends on
-//!   [`store`], which owns the record types).
-//! - [`server`]: the HTTP API (axum), problem+json errors; the reference portals under
-//!   `/portaal/` and the operator page under `/admin/` (static files in `src/server/portal/`).
-//! - [`demo`]: built-in fixture agencies and the one-command demo.
-//! - [`bsn`], [`trace`], [`decimal`]: the BSN type (11-proef), W3C trace context, decimals
-//!   as exact text.
+//! - [`audit`]: the sink an access record must reach before an answer leaves.
+//! - [`metrics`]: Prometheus metrics (bounded labels). [`lograte`]: repeated log lines once
+//!   per interval, with a count.
+//! - [`auth`]: JWT verification and the caller's identity. [`credentials`]: partner
+//!   credentials (hashed API key, client-certificate OIN), the admin token.
+//!
+//! Organisations:
+//! - [`adapter`]: one call to one organisation's service, read within the in-flight budget and
+//!   mapped; what can go wrong as a [`adapter::SourceError`].
+//! - [`protocol`]: the SOAP envelope and the REST request (one builder each, for source calls
+//!   and delivery), templates, HTTP/TLS clients, certificates, the server TLS config.
+//!
+//! State and configuration:
+//! - [`store`]: the durable store: a trait per kind of data (hash-chained audit log,
+//!   applications outbox, registrations) with SQLite as its backend; verify and reports.
+//! - [`config`]: YAML → a validated [`config::Config`] with everything compiled once; every
+//!   problem with file:line:column and a hint. [`model`]: the YAML schema types.
+//!
+//! Core (no I/O):
+//! - [`mapping`]: source answers (SOAP streaming, JSON) into dossier sections.
+//! - [`dossier`]: merging answers into a dossier with provenance, and view filtering.
+//! - [`rules`]: CEL rules for services and life events. [`decimal`]: decimals as exact text.
+//! - [`bsn`]: the BSN (11-proef). [`timefmt`]: timestamps. [`trace`]: W3C trace context.
+//!
+//! And [`demo`]: the built-in fixture agencies and the one-command demo.
 
 pub mod adapter;
 pub mod app;

@@ -4,7 +4,7 @@
 //! (`$.personen[*]`), compiled once. `each` selects the records; field paths are relative to a
 //! record. A pointer is the fast path; JSONPath is there for answers that need filtering.
 //!
-//! A mapping of pointers only is served by [`fast`]: the answer is parsed into a tree pruned to
+//! A mapping of pointers only is served by `fast`: the answer is parsed into a tree pruned to
 //! what the pointers reach. A mapping with any JSONPath parses the whole answer into a
 //! `serde_json::Value` (the reference path, which the tests hold the fast path to).
 
