@@ -73,7 +73,7 @@ impl SourceAnswer {
 type SourcedValues = Vec<(Arc<str>, Value)>;
 
 /// The `decimal` fields of each section (those an adapter maps with `type: decimal`): their
-/// values are exact text (see [`crate::decimal`]) and compare by value, so `131` and `131.00`
+/// values are exact text (see `crate::decimal`) and compare by value, so `131` and `131.00`
 /// from two sources agree and `9.50` sorts before `10.00`.
 pub type DecimalFields = BTreeMap<String, BTreeSet<String>>;
 

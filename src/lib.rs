@@ -16,7 +16,7 @@
 //! - [`cache`]: the moka source-answer cache (coalescing, stale-if-error).
 //! - [`resilience`]: the per-adapter tower stack: breaker, concurrency limit, read retries.
 //! - [`audit`]: the sink an access record must reach before an answer leaves.
-//! - [`metrics`]: Prometheus metrics (bounded labels). [`lograte`]: repeated log lines once
+//! - `metrics`: Prometheus metrics (bounded labels). `lograte`: repeated log lines once
 //!   per interval, with a count.
 //! - [`auth`]: JWT verification and the caller's identity. [`credentials`]: partner
 //!   credentials (hashed API key, client-certificate OIN), the admin token.
@@ -36,8 +36,8 @@
 //! Core (no I/O):
 //! - [`mapping`]: source answers (SOAP streaming, JSON) into dossier sections.
 //! - [`dossier`]: merging answers into a dossier with provenance, and view filtering.
-//! - [`rules`]: CEL rules for services and life events. [`decimal`]: decimals as exact text.
-//! - [`bsn`]: the BSN (11-proef). [`timefmt`]: timestamps. [`trace`]: W3C trace context.
+//! - `rules`: CEL rules for services and life events. `decimal`: decimals as exact text.
+//! - [`bsn`]: the BSN (11-proef). `timefmt`: timestamps. [`trace`]: W3C trace context.
 //!
 //! And [`demo`]: the built-in fixture agencies and the one-command demo.
 
@@ -49,20 +49,20 @@ pub mod bsn;
 pub mod cache;
 pub mod config;
 pub mod credentials;
-pub mod decimal;
+pub(crate) mod decimal;
 pub mod demo;
 pub mod dossier;
 pub mod gateway;
-pub mod lograte;
+pub(crate) mod lograte;
 pub mod mapping;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod resilience;
-pub mod rules;
+pub(crate) mod rules;
 pub mod server;
 pub mod store;
-pub mod timefmt;
+pub(crate) mod timefmt;
 pub mod trace;
 
 /// Lower-case hex of `bytes`, written straight into the string's buffer (`hex::encode` pushes

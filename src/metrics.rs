@@ -215,9 +215,6 @@ impl Metrics {
     }
 }
 
-/// Shared handle.
-pub type SharedMetrics = Arc<Metrics>;
-
 /// Source outcomes counted per dossier request (`source_results`).
 const RESULTS: [&str; 6] = ["ok", "cached", "stale", "timeout", "error", "unavailable"];
 /// Cache lookup results (`cache_lookups`).
