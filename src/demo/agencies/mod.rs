@@ -346,6 +346,16 @@ mod testing {
         (status, ct, resp.text().await.unwrap())
     }
 
+    /// A request without extra headers.
+    pub(super) async fn ask(
+        server: &AgencyServer,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> (StatusCode, String, String) {
+        post(server, path, content_type, &[], body).await
+    }
+
     pub(super) async fn post_json(
         server: &AgencyServer,
         path: &str,
@@ -370,7 +380,7 @@ mod tests {
     use serde_json::json;
 
     use super::svb::regelingen_vraag;
-    use super::testing::{post, post_json, start};
+    use super::testing::{ask, post, post_json, start};
     use super::uwv::geef_uitkeringen;
     use super::*;
 
@@ -394,7 +404,7 @@ mod tests {
         server.set_down("toeslagen", true);
         let ask_uwv = || {
             let body = geef_uitkeringen("999993653", None);
-            post(&server, UWV_PATH, "text/xml", &[], body)
+            ask(&server, UWV_PATH, "text/xml", body)
         };
         let (status, _, _) = ask_uwv().await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -402,11 +412,10 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ct, "application/problem+json");
         // Others are unaffected.
-        let (status, _, _) = post(
+        let (status, _, _) = ask(
             &server,
             SVB_PATH,
             "application/soap+xml",
-            &[],
             regelingen_vraag("999990421"),
         )
         .await;

@@ -71,7 +71,7 @@ mod tests {
 
     use super::super::STUF_BG_PATH;
     use super::super::soap::{SOAP11_NS, SOAP12_NS, find, scan_xml};
-    use super::super::testing::{post, start, text_at};
+    use super::super::testing::{ask, start, text_at};
     use super::*;
 
     fn nps_lv01(bsn: &str) -> String {
@@ -93,11 +93,10 @@ mod tests {
     #[tokio::test]
     async fn stuf_bg_answers_an_nps_la01_in_a_soap_11_envelope() {
         let server = start().await;
-        let (status, ct, body) = post(
+        let (status, ct, body) = ask(
             &server,
             STUF_BG_PATH,
             "text/xml; charset=utf-8",
-            &[],
             nps_lv01("999990421"),
         )
         .await;
@@ -118,14 +117,7 @@ mod tests {
         );
 
         // Unknown person: a valid La01 whose antwoord is empty.
-        let (status, _, body) = post(
-            &server,
-            STUF_BG_PATH,
-            "text/xml",
-            &[],
-            nps_lv01("999999990"),
-        )
-        .await;
+        let (status, _, body) = ask(&server, STUF_BG_PATH, "text/xml", nps_lv01("999999990")).await;
         assert_eq!(status, StatusCode::OK);
         let elems = scan_xml(&body).unwrap();
         let antwoord = &object[..4];
@@ -149,7 +141,7 @@ mod tests {
                 "DOCTYPE",
             ),
         ] {
-            let (status, ct, text) = post(&server, STUF_BG_PATH, "text/xml", &[], body).await;
+            let (status, ct, text) = ask(&server, STUF_BG_PATH, "text/xml", body).await;
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{text}");
             assert!(ct.starts_with("text/xml"));
             let elems = scan_xml(&text).unwrap();
@@ -165,7 +157,7 @@ mod tests {
         }
         // A SOAP 1.2 envelope at a SOAP 1.1 service.
         let v12 = nps_lv01("999993653").replace(SOAP11_NS, SOAP12_NS);
-        let (status, _, text) = post(&server, STUF_BG_PATH, "text/xml", &[], v12).await;
+        let (status, _, text) = ask(&server, STUF_BG_PATH, "text/xml", v12).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(
             text.contains("<faultcode>SOAP-ENV:VersionMismatch</faultcode>"),

@@ -54,17 +54,16 @@ mod tests {
 
     use super::super::SVB_PATH;
     use super::super::soap::{SOAP11_NS, SOAP12_NS, find, scan_xml};
-    use super::super::testing::{post, start, text_at};
+    use super::super::testing::{ask, start, text_at};
     use super::*;
 
     #[tokio::test]
     async fn svb_answers_in_soap_12() {
         let server = start().await;
-        let (status, ct, body) = post(
+        let (status, ct, body) = ask(
             &server,
             SVB_PATH,
             "application/soap+xml; charset=utf-8; action=\"RegelingenVraag\"",
-            &[],
             regelingen_vraag("999990421"),
         )
         .await;
@@ -89,11 +88,10 @@ mod tests {
             .count();
         assert_eq!(regelingen, 2);
 
-        let (status, _, body) = post(
+        let (status, _, body) = ask(
             &server,
             SVB_PATH,
             "application/soap+xml",
-            &[],
             regelingen_vraag("999993847"),
         )
         .await;
@@ -107,11 +105,10 @@ mod tests {
     #[tokio::test]
     async fn svb_faults_in_soap_12_form() {
         let server = start().await;
-        let (status, ct, body) = post(
+        let (status, ct, body) = ask(
             &server,
             SVB_PATH,
             "application/soap+xml",
-            &[],
             regelingen_vraag("x"),
         )
         .await;
@@ -133,21 +130,15 @@ mod tests {
 
         // A SOAP 1.1 envelope at the SOAP 1.2 service.
         let v11 = regelingen_vraag("999990421").replace(SOAP12_NS, SOAP11_NS);
-        let (status, _, body) = post(&server, SVB_PATH, "application/soap+xml", &[], v11).await;
+        let (status, _, body) = ask(&server, SVB_PATH, "application/soap+xml", v11).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(
             body.contains("<env:Value>env:VersionMismatch</env:Value>"),
             "{body}"
         );
 
-        let (status, _, _) = post(
-            &server,
-            SVB_PATH,
-            "text/xml",
-            &[],
-            regelingen_vraag("999990421"),
-        )
-        .await;
+        let (status, _, _) =
+            ask(&server, SVB_PATH, "text/xml", regelingen_vraag("999990421")).await;
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 }

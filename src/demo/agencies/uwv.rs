@@ -114,7 +114,7 @@ mod tests {
 
     use super::super::UWV_PATH;
     use super::super::soap::{find, scan_xml};
-    use super::super::testing::{post, start, text_at};
+    use super::super::testing::{ask, post, start, text_at};
     use super::*;
 
     #[tokio::test]
@@ -157,11 +157,10 @@ mod tests {
         assert_eq!(text_at(&elems, &nr), Some("412"));
 
         // Unknown person, no addressing headers: empty list, no RelatesTo.
-        let (status, _, body) = post(
+        let (status, _, body) = ask(
             &server,
             UWV_PATH,
             "text/xml",
-            &[],
             geef_uitkeringen("999991772", None),
         )
         .await;
@@ -186,7 +185,7 @@ mod tests {
     async fn uwv_faults_on_bad_requests() {
         let server = start().await;
         let wrong_op = geef_uitkeringen("999993653", None).replace("GeefUitkeringen", "GeefAlles");
-        let (status, _, body) = post(&server, UWV_PATH, "text/xml", &[], wrong_op).await;
+        let (status, _, body) = ask(&server, UWV_PATH, "text/xml", wrong_op).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(
             body.contains("<faultcode>soapenv:Client</faultcode>"),
@@ -205,11 +204,10 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(body.contains("SOAPAction"), "{body}");
 
-        let (status, _, body) = post(
+        let (status, _, body) = ask(
             &server,
             UWV_PATH,
             "application/soap+xml",
-            &[],
             geef_uitkeringen("999993653", None),
         )
         .await;
