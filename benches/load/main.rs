@@ -11,7 +11,9 @@
 //! - `serve-gateway --scenario cached|fanout|memory|burst`: the library's `Gateway` behind
 //!   `server::serve`, on the demo config or on a config written for the scenario;
 //! - `serve-bare --from-gateway FILE`: bare hyper answering the gateway's own dossier bytes;
-//! - `cached`, `fanout`, `memory`, `burst`: the load generator for parts (a), (b), (c), (d);
+//! - `serve-nginx`: nginx + njs doing the fan-out of part (b), as a child process;
+//! - `cached`, `fanout`, `memory`, `burst`: the load generator for parts (a) and (d), (b), (c)
+//!   and (e) of `load.sh`;
 //! - `attribute`: the cached dossier's CPU by stage, in one process (part (a'));
 //! - `token`, `report`: helpers for the script.
 //!
@@ -31,7 +33,7 @@
 //! - `generator`: the load generator (address files, tokens, connections, closed and open
 //!   loops, CPU over a measured window);
 //! - `scenarios`: one module per part: `cached` (a) and (d), `attribute` (a'), `fanout` (b),
-//!   `memory` (c), `burst` (the bursts `load.sh` calls (e));
+//!   `memory` (c), `burst` (e);
 //! - `report`: the summary rows each part writes, and the final table.
 
 mod generator;

@@ -47,6 +47,7 @@ impl Rows {
     }
 }
 
+/// A target's verdict.
 pub fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
@@ -56,6 +57,7 @@ pub fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
+/// Prints the summary table from the rows the parts wrote to `results`, one scenario a block.
 pub fn report(results: &Path) -> Result<(), String> {
     let text =
         std::fs::read_to_string(results).map_err(|e| format!("{}: {e}", results.display()))?;

@@ -1,5 +1,6 @@
-//! The bursts (`load.sh` part (e)): rounds of distinct citizens read at once against answers of
-//! almost 4 MiB; the gateway's peak RSS per round and its RSS after an idle spell.
+//! (e) bursts: rounds of distinct citizens read at once against answers of almost 4 MiB; the
+//! gateway's peak RSS per round and its RSS after an idle spell. Its output and summary rows
+//! still label this part "(d)", the letter `load.sh` gives to many zaken.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ pub struct BurstOpts {
     pub label: String,
 }
 
-/// (d) Rounds of `at_once` citizens read at once, each on its own connection, against the huge
+/// Rounds of `at_once` citizens read at once, each on its own connection, against the huge
 /// source (a miss each: no citizen comes twice); the gateway's peak RSS per round (VmHWM, reset
 /// before each), then its RSS after an idle spell.
 pub async fn cmd_burst(
