@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use ketenportaal::app::reload::EnvFn;
-use ketenportaal::app::{App, Launch};
+use ketenportaal::app::{App, AuditMode, Launch};
 use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
@@ -524,6 +524,7 @@ async fn run(
         env,
         store,
         watch: true,
+        audit: AuditMode::Durable,
     })
     .await?;
     tracing::info!(address = %local, "Gateway listening ({summary}).");

@@ -40,6 +40,18 @@ pub struct Launch {
     /// Reload on file changes, symlink swaps and SIGHUP (off only for tools that run no
     /// gateway for long).
     pub watch: bool,
+    pub audit: AuditMode,
+}
+
+/// Where access records go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuditMode {
+    /// Into the store's hash chain, durably, before an answer leaves: what `serve` runs.
+    #[default]
+    Durable,
+    /// To the log only (the store still holds registrations and applications): for the load
+    /// bench, to show what durability costs. Not conformant; never in production.
+    LogOnly,
 }
 
 /// Why the gateway could not start.
@@ -66,6 +78,7 @@ impl App {
             env,
             store,
             watch,
+            audit,
         } = launch;
         let path = store.unwrap_or_else(|| config.store_path());
         let store = AuditStore::open(&path, config.pseudonym_key())
@@ -79,7 +92,11 @@ impl App {
         for (id, e) in &left_out {
             tracing::error!(adapter = %id, error = %e, "A stored adapter registration does not fit the configuration; starting without it.");
         }
-        let gateway = Gateway::new(config, Arc::new(store.clone())).map_err(AppError::Gateway)?;
+        let sink: Arc<dyn crate::audit::AuditSink> = match audit {
+            AuditMode::Durable => Arc::new(store.clone()),
+            AuditMode::LogOnly => Arc::new(crate::audit::LogAudit),
+        };
+        let gateway = Gateway::new(config, sink).map_err(AppError::Gateway)?;
         let app = Arc::new(App {
             gateway,
             store: Some(store),

@@ -251,6 +251,7 @@ pub async fn spawn_app_launched(opts: Options, launch: Launch) -> TestApp {
                 .unwrap_or_else(|| dir.path().join("audit.sqlite")),
         ),
         watch: true,
+        audit: ketenportaal::app::AuditMode::Durable,
     })
     .await
     .expect("the app builds");

@@ -217,7 +217,7 @@ async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open
         tweak: Some(Box::new(|c| {
             tweak_adapter(c, "uwv-uitkeringen", |d| {
                 d.resilience.circuit.consecutive_failures = 3;
-                d.resilience.circuit.open_for = Dur(Duration::from_millis(300));
+                d.resilience.circuit.open_for = Dur(Duration::from_millis(1500));
             })
         })),
     })
@@ -253,7 +253,7 @@ async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open
     assert_eq!(app.chaos.hits(UWV), 3, "an open circuit makes no calls");
     // After open_for, one probe goes through; the source has recovered, so it closes.
     app.chaos.clear(UWV);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
     assert_eq!(app.chaos.hits(UWV), 4);

@@ -431,6 +431,7 @@ async fn built(d: &std::path::Path) -> Arc<ketenportaal::app::App> {
         env: Arc::new(|k: &str| std::env::var(k).ok()),
         store: Some(d.join("store.sqlite")),
         watch: true,
+        audit: ketenportaal::app::AuditMode::Durable,
     })
     .await
     .unwrap()

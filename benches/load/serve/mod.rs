@@ -1,0 +1,148 @@
+//! The server roles, and what they share: an HTTP/1.1 server, the control port (`/stats`,
+//! allocation counting, peak reset) and the address file that announces both ports.
+
+pub mod bare;
+pub mod gateway;
+pub mod nginx;
+pub mod sources;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use ketenportaal::app::App as AppState;
+
+use crate::procfs::{cpu_ticks, proc_self, status_kb};
+use crate::runtime::{ALLOC_BYTES, ALLOCS, COUNT_ON};
+use crate::{Body, ServeOut};
+
+/// The process whose CPU the control port reports (0: this one; nginx's pid for serve-nginx).
+pub static STATS_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Serves HTTP/1.1 with keep-alive on `listener`, one task per connection, `handler` per
+/// request. Like `axum::serve`, it leaves Nagle on (no `TCP_NODELAY`).
+pub fn serve_http1<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            };
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let f = h(req);
+                    async move { Ok::<_, Infallible>(f.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+}
+
+pub fn json_response(body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Full::new(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// The control port: stats and allocation counting.
+async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<Body> {
+    match req.uri().path() {
+        "/count/on" => COUNT_ON.store(true, Relaxed),
+        "/count/off" => COUNT_ON.store(false, Relaxed),
+        // Resets VmHWM (the peak RSS) to the current RSS (Linux 4.0+).
+        "/peak/reset" => {
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+        }
+        _ => {}
+    }
+    let (rss_kb, mut cpu) = proc_self();
+    let other = STATS_PID.load(Relaxed);
+    if other != 0 {
+        cpu = cpu_ticks(&format!("/proc/{other}/stat"));
+    }
+    let cpus = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mut v = json!({
+        "pid": std::process::id(),
+        "cpus": cpus,
+        "rss_kb": rss_kb,
+        "peak_rss_kb": status_kb("VmHWM:"),
+        "cpu_ticks": cpu,
+        "allocs": ALLOCS.load(Relaxed),
+        "alloc_bytes": ALLOC_BYTES.load(Relaxed),
+    });
+    if let Some(s) = gw {
+        s.gateway.cache.sync().await;
+        let (entries, bytes) = s.gateway.cache.stats();
+        v["cache_entries"] = json!(entries);
+        v["cache_bytes"] = json!(bytes);
+        let (entries, bytes) = s.gateway.runtime().renders.stats();
+        v["render_entries"] = json!(entries);
+        v["render_bytes"] = json!(bytes);
+    }
+    json_response(Bytes::from(v.to_string()))
+}
+
+/// Binds the control port, announces both addresses, and keeps the process up until
+/// `max_secs` (or until killed).
+pub async fn announce_and_wait(
+    api: SocketAddr,
+    gw: Option<Arc<AppState>>,
+    out: &ServeOut,
+) -> Result<(), String> {
+    let control_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("control port: {e}"))?;
+    let control_addr = control_listener.local_addr().map_err(|e| e.to_string())?;
+    serve_http1(control_listener, move |req| control(req, gw.clone()));
+    let tmp = out.addr_file.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!("{api}\n{control_addr}\n{}\n", std::process::id()),
+    )
+    .and_then(|()| std::fs::rename(&tmp, &out.addr_file))
+    .map_err(|e| format!("{}: {e}", out.addr_file.display()))?;
+    tokio::time::sleep(Duration::from_secs(out.max_secs)).await;
+    Ok(())
+}
+
+pub async fn bind_loopback() -> Result<(TcpListener, SocketAddr), String> {
+    let l = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let a = l.local_addr().map_err(|e| e.to_string())?;
+    Ok((l, a))
+}
