@@ -96,7 +96,7 @@ impl Runtime {
         metrics: &Arc<Metrics>,
         budget: &Arc<InflightBudget>,
         previous: Option<&Runtime>,
-    ) -> Result<Runtime, String> {
+    ) -> Runtime {
         let verifier = config.compiled.verifier.clone();
         let catalogue = config.compiled.catalogue.clone();
         let adapters = config
@@ -130,14 +130,21 @@ impl Runtime {
         } else {
             0
         });
-        Ok(Runtime {
+        Runtime {
             config: Arc::new(config),
             adapters,
             verifier,
             catalogue,
             renders,
-        })
+        }
     }
+}
+
+/// Why the gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot build the outbound HTTP client: {0}")]
+    HttpClient(reqwest::Error),
 }
 
 /// Why a caller may not read a dossier through a view.
@@ -381,16 +388,15 @@ struct Outcome {
 }
 
 impl Gateway {
-    pub fn new(config: Config, audit: Arc<dyn AuditSink>) -> Result<Gateway, String> {
-        let http =
-            crate::protocol::client::http_client().map_err(|e| format!("HTTP client: {e}"))?;
+    pub fn new(config: Config, audit: Arc<dyn AuditSink>) -> Result<Gateway, GatewayError> {
+        let http = crate::protocol::client::http_client().map_err(GatewayError::HttpClient)?;
         let cache = SourceCache::new(
             source_share(config.gateway.cache.max_bytes.0),
             config.gateway.cache.enabled,
         );
         let metrics = Arc::new(Metrics::new());
         let inflight = InflightBudget::new(config.gateway.limits.max_inflight_response_bytes.0);
-        let runtime = Runtime::build(config, &http, &metrics, &inflight, None)?;
+        let runtime = Runtime::build(config, &http, &metrics, &inflight, None);
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             cache,
@@ -406,8 +412,9 @@ impl Gateway {
         self.runtime.load_full()
     }
 
-    /// Swaps in a new, already validated config.
-    pub fn swap(&self, config: Config) -> Result<(), String> {
+    /// Swaps in a new, already validated config (everything in it is compiled: this cannot
+    /// fail).
+    pub fn swap(&self, config: Config) {
         let previous = self.runtime.load_full();
         let limit = config.gateway.limits.max_inflight_response_bytes.0;
         let rt = Runtime::build(
@@ -416,10 +423,9 @@ impl Gateway {
             &self.metrics,
             &self.inflight,
             Some(&previous),
-        )?;
+        );
         self.inflight.set_limit(limit);
         self.runtime.store(Arc::new(rt));
-        Ok(())
     }
 
     /// Fetches, merges, filters and audits one dossier.

@@ -65,7 +65,7 @@ pub enum AppError {
     #[error("reading adapter registrations: {0}")]
     Registrations(crate::store::StoreError),
     #[error("building the gateway: {0}")]
-    Gateway(String),
+    Gateway(#[from] crate::gateway::GatewayError),
 }
 
 impl App {

@@ -103,9 +103,7 @@ impl Reloader {
             .map(|(id, e)| format!("{id}: {e}"))
             .collect();
         let version = cfg.version.clone();
-        gateway
-            .swap(cfg)
-            .map_err(|e| ConfigErrors(vec![ConfigError::new(&self.file, Default::default(), e)]))?;
+        gateway.swap(cfg);
         Ok(version)
     }
 
