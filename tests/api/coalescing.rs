@@ -210,13 +210,20 @@ async fn waiters_on_a_hanging_source_time_out_at_their_own_deadline_and_it_count
 #[tokio::test]
 async fn an_invalidation_during_a_call_keeps_its_answer_out_of_the_cache() {
     let app = spawn_app_with(options(5)).await;
-    app.chaos.set(UWV, Behaviour::Delay(300));
+    app.chaos.set(UWV, Behaviour::Delay(400));
     let token = app.employee_token("uwv", &["uwv-werkcoach"]);
     let body = json!({"bsn": CITIZEN, "view": "werkcoach"});
     let read = || app.employee_dossier(&token, Some("re-integratie"), body.clone());
     let first = async { read().await.json::<Value>().await.unwrap() };
     let invalidate = async {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Once the call is at the source (not after a fixed time: a loaded machine may not
+        // have sent it yet).
+        for _ in 0..500 {
+            if app.chaos.hits(UWV) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         // What a delivered application does for its subject.
         app.state
             .gateway
