@@ -9,9 +9,9 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{
-    Problem, Shared, authenticate, json as json_response, parse_body, parse_bsn, trace_of,
-};
+use super::errors::{no_store, store_problem, unprocessable};
+use super::extract::{authenticate, parse_body, parse_bsn, trace_of};
+use super::{Problem, Shared, json as json_response};
 use crate::auth::Actor;
 use crate::bsn::Bsn;
 use crate::store::{Application, StoreError};
@@ -93,14 +93,14 @@ async fn submit(
     let key = idempotency_key(headers)?;
     let rt = s.gateway.runtime();
     let svc = rt.config.gateway.services.get(&service).ok_or_else(|| {
-        super::unprocessable(format!("unknown service `{service}`")).param(
+        unprocessable(format!("unknown service `{service}`")).param(
             "service",
             "unknown",
             "no such service",
         )
     })?;
     svc.application.as_ref().ok_or_else(|| {
-        super::unprocessable(format!("service `{service}` cannot be applied for here")).param(
+        unprocessable(format!("service `{service}` cannot be applied for here")).param(
             "service",
             "no-application",
             "not applicable online",
@@ -151,7 +151,7 @@ async fn submit(
         }
         return Err(p);
     }
-    let store = s.store.as_ref().ok_or_else(super::no_store)?;
+    let store = s.store.as_ref().ok_or_else(no_store)?;
     let now = chrono::Utc::now().to_rfc3339();
     let app = Application {
         id: uuid::Uuid::new_v4().to_string(),
@@ -270,11 +270,8 @@ pub(super) async fn get_application(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let actor = authenticate(&s, &headers)?;
-    let store = s.store.as_ref().ok_or_else(super::no_store)?;
-    let app = store
-        .application(id.clone())
-        .await
-        .map_err(super::store_problem)?;
+    let store = s.store.as_ref().ok_or_else(no_store)?;
+    let app = store.application(id.clone()).await.map_err(store_problem)?;
     let visible = app.as_ref().is_some_and(|a| match &actor {
         Actor::Citizen { bsn, .. } => bsn.as_str() == a.bsn,
         Actor::Employee { organisation, .. } => organisation == &a.organisation,

@@ -6,7 +6,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::{Problem, Shared, authenticate, json as json_response};
+use super::extract::authenticate;
+use super::{Problem, Shared, json as json_response};
 use crate::auth::Actor;
 use crate::model::Audience;
 

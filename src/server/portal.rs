@@ -17,7 +17,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Problem, Shared, json as json_response, parse_body};
+use super::extract::parse_body;
+use super::{Problem, Shared, json as json_response};
 use crate::model::DemoAccount;
 
 /// One embedded file.

@@ -7,10 +7,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::{
-    DossierBody, Problem, Shared, citizen_dossier, employee_dossier_for, json as json_response,
-    parse_body,
-};
+use super::dossier::{DossierBody, citizen_dossier, employee_dossier_for};
+use super::extract::parse_body;
+use super::{Problem, Shared, json as json_response};
 use crate::gateway::{DossierResponse, Runtime};
 use crate::rules::Facts;
 
