@@ -350,7 +350,10 @@ async fn reload_swaps_valid_configs_and_refuses_invalid_ones() {
             .unwrap()
             .contains("nooit")
     );
-    assert_eq!(status["reload"]["refused"], 1);
+    // The admin's reload refused it, and so may the file watcher that saw the same edit (the
+    // test app arms the triggers, as `serve` does); nothing was swapped in either way.
+    let refused = status["reload"]["refused"].as_u64().unwrap();
+    assert!((1..=2).contains(&refused), "{status}");
     // Without the admin token: no reload.
     assert_eq!(
         app.http
