@@ -3,7 +3,8 @@
 //!
 //! Every struct rejects unknown keys and has documented defaults. Durations are strings such as
 //! `"800ms"`; sizes are strings such as `"4MiB"`. Secrets are [`Secret`], which never prints.
-//! This module holds no I/O and no cross-reference checks (those live in [`crate::config::compile`]).
+//! This module holds no I/O and no cross-reference checks (those live in
+//! [`crate::config::compile`]).
 
 use std::collections::BTreeMap;
 use std::fmt;

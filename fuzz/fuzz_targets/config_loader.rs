@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use ketenportaal::config::load::{parse_tree, typed};
-use ketenportaal::config::model::{AdapterDef, GatewayConfig};
+use ketenportaal::model::{AdapterDef, GatewayConfig};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
-use ketenportaal::config::model::{FieldSpec, FieldType, SectionMap};
+use ketenportaal::model::{FieldSpec, FieldType, SectionMap};
 use ketenportaal::mapping::MapLimits;
 use ketenportaal::mapping::xml::XmlMapping;
 use libfuzzer_sys::fuzz_target;

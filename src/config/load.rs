@@ -290,6 +290,12 @@ fn type_hint(msg: &str) -> Option<String> {
     }
 }
 
+/// The hint for a name that is not allowed: "did you mean" the allowed one closest to `word`,
+/// if one is close enough to be a typo.
+pub fn did_you_mean(word: &str, candidates: &[String]) -> Option<String> {
+    closest(word, candidates).map(|c| format!("did you mean `{c}`?"))
+}
+
 /// The allowed name closest to `word`, if it is close enough to be a typo.
 pub fn closest<'a>(word: &str, candidates: &'a [String]) -> Option<&'a str> {
     candidates
