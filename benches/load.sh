@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end load benchmark of ketenportaal (issue "critical-path speed", DESIGN.md §6).
+# End-to-end load benchmark of ketenportaal (issue "critical-path speed", docs/design.md, "Bars").
 #
 #   bash benches/load.sh                 # the full run, about 9 minutes after the build
 #   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test

@@ -1,4 +1,4 @@
-//! End-to-end load benchmark (issue "critical-path speed", DESIGN.md §6): the real gateway over
+//! End-to-end load benchmark (issue "critical-path speed", docs/design.md, "Bars"): the real gateway over
 //! HTTP against a bare hyper baseline, uncached fan-out to slow sources, memory under the
 //! cache's byte budget, and memory through bursts of huge answers.
 //!

@@ -18,7 +18,7 @@ use crate::mapping::xml::XmlMapping;
 use crate::mapping::{CompileError, MapLimits};
 use crate::model::{AdapterDef, GatewayConfig, Organisation, Protocol};
 
-/// Who wrote a descriptor, which decides what it may do (see `DESIGN.md`, trust boundaries).
+/// Who wrote a descriptor, which decides what it may do (see `docs/design.md`, "Trust boundaries").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
     /// The operator's own files: `${ENV}` expanded, files and any endpoint allowed.
