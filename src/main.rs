@@ -19,7 +19,7 @@ use ketenportaal::server;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Memory freed after a burst goes back to the system (`benches/load.sh` (d): 60 answers of
+/// Memory freed after a burst goes back to the system (`benches/load.sh` (e): 60 answers of
 /// 4 MiB at once left the process 120 MiB larger once it went quiet). mimalloc keeps freed
 /// pages in the heap of the thread that used them, and purges freed memory a second after it
 /// was freed, but both only from inside later allocations of that thread: idle tokio workers
