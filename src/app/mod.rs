@@ -7,6 +7,7 @@
 //! started). The HTTP layer (`server`) sits on top and maps [`AppError`]s to problem+json;
 //! nothing here knows about HTTP.
 
+pub mod access_log;
 pub mod delivery;
 pub mod dossier;
 pub mod registrations;

@@ -40,6 +40,12 @@ pub enum RegistrationError {
     Audit(crate::audit::AuditError),
     #[error("this gateway runs without a store")]
     NoStore,
+    #[error("only the configured test persons (`partner_test_bsns`) may be used for adapter tests")]
+    NotATestPerson,
+    #[error("at most {0} adapter tests run at a time; try again in a moment")]
+    Busy(usize),
+    #[error("cannot build a client: {0}")]
+    Client(reqwest::Error),
     #[error("this gateway cannot change its configuration at run time")]
     NoReload,
 }
@@ -201,6 +207,68 @@ pub async fn delete(
         .map_err(invalid(WOULD_BREAK))?;
     tracing::info!(adapter = %id, organisation = %org, "Adapter registration removed.");
     Ok(())
+}
+
+/// Adapter test calls in flight at once, per process.
+pub const MAX_TEST_CALLS: usize = 16;
+static TEST_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TEST_CALLS);
+
+/// One test call: what the source gave (mapped) or why not, and how long it took.
+pub type TestCall = (
+    Result<crate::adapter::SourceAnswer, crate::adapter::SourceError>,
+    std::time::Duration,
+);
+
+/// Runs adapter `id` of `org` (or the `descriptor` sent instead, as a dry run: nothing is
+/// stored) once, alone, for one of the configured test persons.
+pub async fn test(
+    app: &App,
+    org: &str,
+    id: &str,
+    bsn: crate::bsn::Bsn,
+    descriptor: Option<&str>,
+) -> Result<TestCall, RegistrationError> {
+    let rt = app.gateway.runtime();
+    if !rt
+        .config
+        .gateway
+        .partner_test_bsns
+        .iter()
+        .any(|t| t == bsn.as_str())
+    {
+        return Err(RegistrationError::NotATestPerson);
+    }
+    let spec = match descriptor {
+        Some(text) => {
+            refuse_foreign(text, org)?;
+            let spec = rt
+                .config
+                .parse_adapter_text(&format!("registration:{id}"), text)
+                .map_err(invalid(INVALID))?;
+            std::sync::Arc::new(spec)
+        }
+        None => rt
+            .adapters
+            .get(id)
+            .map(|a| a.client.spec.clone())
+            .ok_or_else(|| RegistrationError::NotFound(id.to_string()))?,
+    };
+    if spec.def.organisation != org || spec.def.id != id {
+        return Err(RegistrationError::NotYours(format!(
+            "adapter `{id}` is not one of `{org}`'s"
+        )));
+    }
+    // Test calls bypass the breaker and the adapter's concurrency limit (they must work while
+    // a circuit is open), so they are capped here: a partner cannot make the gateway hold
+    // dozens of large answers at once.
+    let Ok(_slot) = TEST_CALLS.try_acquire() else {
+        return Err(RegistrationError::Busy(MAX_TEST_CALLS));
+    };
+    let http = crate::protocol::client::http_client().map_err(RegistrationError::Client)?;
+    // Test answers count against the same in-flight budget as dossier reads.
+    let client =
+        crate::adapter::AdapterClient::new(spec, http).with_budget(app.gateway.inflight.clone());
+    Ok(crate::gateway::Gateway::run_adapter(&client, bsn).await)
 }
 
 /// Records a change made by a partner; fail closed.

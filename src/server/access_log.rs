@@ -1,7 +1,6 @@
 //! The access log (inzage): a citizen reads who looked at their dossier, when and why; an
-//! auditor reads every record about one citizen. Each read of the log is itself recorded
-//! before the answer leaves. The records are the store's; this module only selects and shows
-//! them.
+//! auditor reads every record about one citizen. The workflow (who may, what is recorded) is
+//! `app::access_log`; this module is its HTTP face.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -12,10 +11,7 @@ use serde::Deserialize;
 use super::errors::{dossier_problem, no_store, store_problem};
 use super::extract::{authenticate, parse_body, parse_bsn, trace_of};
 use super::{Problem, Shared, api_doc, json};
-use crate::app::App;
-use crate::audit::AuditSink;
-use crate::auth::Actor;
-use crate::bsn::Bsn;
+use crate::app::access_log::{self, LogError};
 use crate::gateway::DossierError;
 
 /// `GET /v1/me/access-log`: who looked at my dossier, when, and why (inzage).
@@ -28,42 +24,9 @@ pub(super) async fn me_access_log(
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let actor = authenticate(&s, &headers)?;
-    let Actor::Citizen { bsn, .. } = &actor else {
-        return Err(Problem::forbidden(
-            "this endpoint is for citizens; auditors use POST /v1/audit/access-log",
-        ));
-    };
-    let bsn = *bsn;
-    let store = s.store.as_ref().ok_or_else(no_store)?;
-    let rows = store.by_subject(bsn, 500).await.map_err(store_problem)?;
-    let rt = s.gateway.runtime();
-    let orgs = &rt.config.gateway.organisations;
-    let views = &rt.config.gateway.views;
-    let entries: Vec<serde_json::Value> = rows
-        .iter()
-        .filter(|(_, r)| r.kind == "dossier.read")
-        .map(|(_, r)| {
-            let purpose_description = r
-                .view
-                .as_ref()
-                .and_then(|v| views.get(v))
-                .and_then(|v| r.purpose.as_ref().and_then(|p| v.purposes.get(p)))
-                .map(|p| p.description.clone());
-            serde_json::json!({
-                "time": r.time,
-                "by": if r.actor_type == "citizen" { "u zelf" } else { "medewerker" },
-                "organisation": r.actor_organisation,
-                "organisation_name": r.actor_organisation.as_ref().and_then(|o| orgs.get(o)).map(|o| o.name.clone()),
-                "roles": r.actor_roles,
-                "view": r.view,
-                "purpose": r.purpose,
-                "purpose_description": purpose_description,
-                "sections": r.sections,
-                "outcome": r.outcome,
-            })
-        })
-        .collect();
-    audit_log_read(&s, &actor, bsn, None, &headers).await?;
+    let (bsn, entries) = access_log::citizen(&s, &actor, &trace_of(&headers))
+        .await
+        .map_err(log_problem)?;
     let body = serde_json::json!({"subject": {"bsn": bsn}, "entries": entries});
     Ok(json(StatusCode::OK, body.to_string().into_bytes()))
 }
@@ -119,24 +82,14 @@ pub(super) async fn auditor_access_log(
     body: Bytes,
 ) -> Result<Response, Problem> {
     let actor = authenticate(&s, &headers)?;
-    let rt = s.gateway.runtime();
-    let allowed = match &actor {
-        Actor::Employee { roles, .. } => roles
-            .iter()
-            .any(|r| rt.config.gateway.audit.auditor_roles.contains(r)),
-        Actor::Citizen { .. } => false,
-    };
-    if !allowed {
-        return Err(Problem::forbidden(
-            "only auditors may query the access log of a citizen",
-        ));
-    }
+    // Refused before the body is read: what the query would be is not a stranger's business.
+    access_log::require_auditor(&s, &actor).map_err(log_problem)?;
     let q: AuditQuery = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &q.bsn)?;
     let limit = audit_limit(q.limit.as_ref())?;
-    let store = s.store.as_ref().ok_or_else(no_store)?;
-    let rows = store.by_subject(bsn, limit).await.map_err(store_problem)?;
-    audit_log_read(&s, &actor, bsn, Some("toezicht".into()), &headers).await?;
+    let rows = access_log::auditor(&s, &actor, bsn, limit, &trace_of(&headers))
+        .await
+        .map_err(log_problem)?;
     let records: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|(seq, r)| serde_json::json!({"seq": seq, "record": r}))
@@ -145,26 +98,12 @@ pub(super) async fn auditor_access_log(
     Ok(json(StatusCode::OK, body.to_string().into_bytes()))
 }
 
-/// Writes an audit record for a read of the access log itself; fail closed.
-async fn audit_log_read(
-    s: &App,
-    actor: &Actor,
-    bsn: Bsn,
-    purpose: Option<String>,
-    headers: &HeaderMap,
-) -> Result<(), Problem> {
-    let Some(store) = &s.store else {
-        return Ok(());
-    };
-    let mut rec = crate::audit::AccessRecord::new(
-        "access-log.read",
-        Some(actor),
-        &trace_of(headers),
-        Some(bsn),
-    );
-    rec.purpose = purpose;
-    store
-        .record(rec)
-        .await
-        .map_err(|e| dossier_problem(DossierError::Audit(e)))
+/// The problem for an access log that is not shown.
+fn log_problem(e: LogError) -> Problem {
+    match e {
+        LogError::NotACitizen | LogError::NotAnAuditor => Problem::forbidden(e.to_string()),
+        LogError::NoStore => no_store(),
+        LogError::Store(e) => store_problem(e),
+        LogError::Audit(e) => dossier_problem(DossierError::Audit(e)),
+    }
 }

@@ -12,13 +12,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::errors::{config_problem, credential_problem, registration_problem};
+use super::errors::{credential_problem, registration_problem};
 use super::extract::{parse_body, parse_bsn, trace_of};
 use super::{Problem, Shared, api_doc, json};
 use crate::app::App;
 use crate::app::registrations;
 use crate::credentials::ClientCert;
-use crate::gateway::{Gateway, Runtime};
+use crate::gateway::Runtime;
 
 /// What a partner request carries to show who sends it: its headers (`X-Api-Key`) and, over
 /// mutual TLS, the client certificate. Taking it cannot fail: the handler checks it
@@ -201,10 +201,6 @@ pub(super) async fn delete_adapter(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Adapter test calls (`POST /v1/adapters/{id}/test`) in flight at once, per process.
-const MAX_TEST_CALLS: usize = 16;
-static TEST_CALLS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_TEST_CALLS);
-
 /// A test call of one adapter, for one of the configured test persons.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -237,65 +233,12 @@ pub(super) async fn test_adapter(
     axum::extract::Path(id): axum::extract::Path<String>,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let (rt, org) = partner.organisation(&s)?;
+    let (_, org) = partner.organisation(&s)?;
     let b: TestBody = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &b.bsn)?;
-    if !rt
-        .config
-        .gateway
-        .partner_test_bsns
-        .iter()
-        .any(|t| t == bsn.as_str())
-    {
-        return Err(Problem::forbidden(
-            "only the configured test persons (`partner_test_bsns`) may be used for adapter tests",
-        ));
-    }
-    let spec = match &b.descriptor {
-        Some(text) => {
-            registrations::refuse_foreign(text, &org).map_err(registration_problem)?;
-            let spec = rt
-                .config
-                .parse_adapter_text(&format!("registration:{id}"), text)
-                .map_err(|e| config_problem("The adapter descriptor is not valid", &e))?;
-            Arc::new(spec)
-        }
-        None => rt
-            .adapters
-            .get(&id)
-            .map(|a| a.client.spec.clone())
-            .ok_or_else(|| Problem::not_found(format!("no adapter `{id}`")))?,
-    };
-    if spec.def.organisation != org || spec.def.id != id {
-        return Err(Problem::forbidden(format!(
-            "adapter `{id}` is not one of `{org}`'s"
-        )));
-    }
-    // Test calls bypass the breaker and the adapter's concurrency limit (they must work while
-    // a circuit is open), so they are capped here: a partner cannot make the gateway hold
-    // dozens of large answers at once.
-    let Ok(_slot) = TEST_CALLS.try_acquire() else {
-        return Err(Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "busy",
-            "Too many adapter tests at once",
-        )
-        .detail(format!(
-            "at most {MAX_TEST_CALLS} adapter tests run at a time; try again in a moment"
-        )));
-    };
-    let http = crate::protocol::client::http_client().map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "client",
-            "Cannot build a client",
-        )
-        .detail(e.to_string())
-    })?;
-    // Test answers count against the same in-flight budget as dossier reads.
-    let client =
-        crate::adapter::AdapterClient::new(spec, http).with_budget(s.gateway.inflight.clone());
-    let (result, took) = Gateway::run_adapter(&client, bsn).await;
+    let (result, took) = registrations::test(&s, &org, &id, bsn, b.descriptor.as_deref())
+        .await
+        .map_err(registration_problem)?;
     let body = match result {
         Ok(a) => serde_json::json!({
             "adapter": id, "status": "ok", "latency_ms": took.as_millis() as u64,

@@ -132,6 +132,19 @@ pub(super) fn registration_problem(e: RegistrationError) -> Problem {
         RegistrationError::Audit(e) => dossier_problem(DossierError::Audit(e)),
         RegistrationError::NoStore => no_store(),
         RegistrationError::NoReload => no_reload(),
+        RegistrationError::NotATestPerson => Problem::forbidden(text),
+        RegistrationError::Busy(_) => Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "busy",
+            "Too many adapter tests at once",
+        )
+        .detail(text),
+        RegistrationError::Client(_) => Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "client",
+            "Cannot build a client",
+        )
+        .detail(text),
     }
 }
 
