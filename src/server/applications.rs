@@ -205,7 +205,7 @@ async fn submit(
                (status = 400, description = "The body or `Idempotency-Key` does not match this document"),
                (status = 403, description = "Not a citizen token (employees use `POST /v1/dossiers/applications`)"),
                (status = 422, description = "The service is unknown or cannot be applied for, or the data does not satisfy its schema; every violation listed"),
-               (status = 500, description = "The service's schema cannot be compiled (not expected: the configuration check compiles it)"),
+               (status = 500, description = "The service has no compiled schema (not expected: the configuration compiles every one when it loads)"),
                (status = 503, description = "Not stored (nor audited): send it again with the same key")))]
 pub(super) async fn me_apply(
     State(s): State<Shared>,
@@ -232,7 +232,7 @@ pub(super) async fn me_apply(
                (status = 400, description = "The body or `Idempotency-Key` does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
                (status = 403, description = "A citizen token, no `X-Purpose`, or a service of another organisation"),
                (status = 422, description = "The BSN fails the 11-proef, the service is unknown or cannot be applied for, or the data does not satisfy its schema; every violation listed"),
-               (status = 500, description = "The service's schema cannot be compiled (not expected: the configuration check compiles it)"),
+               (status = 500, description = "The service has no compiled schema (not expected: the configuration compiles every one when it loads)"),
                (status = 503, description = "Not stored (nor audited): send it again with the same key")))]
 pub(super) async fn employee_apply(
     State(s): State<Shared>,
