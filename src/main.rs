@@ -13,6 +13,7 @@ use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::gateway::Gateway;
 use ketenportaal::server;
+use ketenportaal::store::StoreLocation;
 
 /// mimalloc instead of the system allocator: a dossier read allocates for every mapped field and
 /// rendered value, and glibc's malloc was a third of that CPU (perf, `benches/merge.rs`).
@@ -94,9 +95,10 @@ enum Cmd {
         listen: SocketAddr,
         #[arg(long, default_value = "config/demo.yaml")]
         config: PathBuf,
-        /// Overrides `store.path` from the config.
-        #[arg(long)]
-        store: Option<PathBuf>,
+        /// Overrides `store` from the config: a SQLite file, or a `postgres://` URL (instances
+        /// on the same database and keys form one cluster).
+        #[arg(long, env = "KETENPORTAAL_STORE")]
+        store: Option<String>,
     },
     /// Run the gateway.
     Serve {
@@ -105,9 +107,10 @@ enum Cmd {
         /// Overrides `listen` from the config.
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// Overrides `store.path` from the config.
-        #[arg(long)]
-        store: Option<PathBuf>,
+        /// Overrides `store` from the config: a SQLite file, or a `postgres://` URL (instances
+        /// on the same database and keys form one cluster).
+        #[arg(long, env = "KETENPORTAAL_STORE")]
+        store: Option<String>,
     },
     /// Validate a config and every adapter it loads; print every problem.
     Check {
@@ -164,16 +167,17 @@ enum AuditCmd {
     Verify {
         #[arg(long, default_value = "config/gateway.yaml")]
         config: PathBuf,
-        /// The store file (default: `store.path` from the config).
-        #[arg(long)]
-        store: Option<PathBuf>,
+        /// The store: a SQLite file or a `postgres://` URL (default: `store` from the config).
+        #[arg(long, env = "KETENPORTAAL_STORE")]
+        store: Option<String>,
     },
     /// The security officer's report over a period (dates are UTC, `--to` exclusive).
     Report {
         #[arg(long, default_value = "config/gateway.yaml")]
         config: PathBuf,
-        #[arg(long)]
-        store: Option<PathBuf>,
+        /// The store: a SQLite file or a `postgres://` URL (default: `store` from the config).
+        #[arg(long, env = "KETENPORTAAL_STORE")]
+        store: Option<String>,
         #[arg(long)]
         from: chrono::NaiveDate,
         #[arg(long)]
@@ -297,7 +301,7 @@ async fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Audit { cmd } => audit_cmd(cmd),
+        Cmd::Audit { cmd } => audit_cmd(cmd).await,
         Cmd::Credential {
             cmd: CredentialCmd::New,
         } => {
@@ -363,33 +367,64 @@ async fn real_main() -> Result<()> {
     }
 }
 
-/// The store file: `--store`, or `store.path` read from the config file (no full validation,
-/// so the audit tools work without the gateway's secrets).
-fn store_of(config: &Path, store: Option<PathBuf>) -> Result<PathBuf> {
+/// The store: `--store`, or the `store` section read from the config file (no full
+/// validation, so the audit tools work without the gateway's other secrets; `${VAR}` in
+/// `store.url` comes from the environment).
+fn store_of(config: &Path, store: Option<String>) -> Result<StoreLocation> {
     if let Some(s) = store {
-        return Ok(s);
+        return Ok(StoreLocation::parse(&s));
     }
     let text =
         std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
     let tree = ketenportaal::config::yaml::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
-    let rel = tree
-        .get("store")
-        .and_then(|s| s.get("path"))
-        .and_then(|p| p.as_str())
-        .unwrap_or("ketenportaal.sqlite");
-    Ok(config.parent().unwrap_or(Path::new(".")).join(rel))
+    let mut section = tree.get("store").cloned();
+    let unset = match &mut section {
+        Some(s) => s.interpolate(&|k| std::env::var(k).ok()),
+        None => Vec::new(),
+    };
+    let field = |name: &str| {
+        section
+            .as_ref()
+            .and_then(|s| s.get(name))
+            .and_then(|p| p.as_str())
+    };
+    if field("backend") == Some("postgres") {
+        if let Some((_, problem)) = unset.first() {
+            bail!("{}: {problem}", config.display());
+        }
+        let url = field("url").with_context(|| {
+            format!(
+                "{}: `store.backend: postgres` needs `store.url`",
+                config.display()
+            )
+        })?;
+        return Ok(StoreLocation::Postgres(url.to_string()));
+    }
+    let rel = field("path").unwrap_or("ketenportaal.sqlite");
+    Ok(StoreLocation::Sqlite(
+        config.parent().unwrap_or(Path::new(".")).join(rel),
+    ))
 }
 
-fn audit_cmd(cmd: AuditCmd) -> Result<()> {
+/// A SQLite store must exist for the audit tools to read it (opening would create an empty
+/// one); a database server is asked.
+fn must_exist(location: &StoreLocation) -> Result<()> {
+    match location {
+        StoreLocation::Sqlite(path) if !path.exists() => bail!("no store at {}", path.display()),
+        _ => Ok(()),
+    }
+}
+
+async fn audit_cmd(cmd: AuditCmd) -> Result<()> {
     match cmd {
         AuditCmd::Verify { config, store } => {
-            let path = store_of(&config, store)?;
-            if !path.exists() {
-                bail!("no store at {}", path.display());
-            }
-            let verdict = ketenportaal::store::verify(&path)?;
-            println!("{}: {verdict}", path.display());
+            let location = store_of(&config, store)?;
+            must_exist(&location)?;
+            let verdict = ketenportaal::store::verify(&location)
+                .await
+                .with_context(|| format!("verifying {location}"))?;
+            println!("{location}: {verdict}");
             if !matches!(verdict, ketenportaal::store::Verdict::Intact { .. }) {
                 std::process::exit(1);
             }
@@ -403,16 +438,16 @@ fn audit_cmd(cmd: AuditCmd) -> Result<()> {
             top,
             format,
         } => {
-            let path = store_of(&config, store)?;
-            if !path.exists() {
-                bail!("no store at {}", path.display());
-            }
+            let location = store_of(&config, store)?;
+            must_exist(&location)?;
             let day = |d: chrono::NaiveDate| {
                 d.and_hms_opt(0, 0, 0)
                     .map(|t| t.and_utc())
                     .context("invalid date")
             };
-            let r = ketenportaal::store::report(&path, day(from)?, day(to)?, top)?;
+            let r = ketenportaal::store::report(&location, day(from)?, day(to)?, top)
+                .await
+                .with_context(|| format!("reporting on {location}"))?;
             if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -490,7 +525,7 @@ async fn run(
     config: Config,
     env: Arc<EnvFn>,
     addr: SocketAddr,
-    store: Option<PathBuf>,
+    store: Option<String>,
     demo: Option<Demo>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -522,7 +557,7 @@ async fn run(
     let app = App::build(Launch {
         config,
         env,
-        store,
+        store: store.as_deref().map(StoreLocation::parse),
         watch: true,
         audit: AuditMode::Durable,
     })

@@ -643,12 +643,36 @@ pub struct AdapterTls {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
-    /// SQLite file, relative to the config file; created when absent.
+    /// Which store keeps the audit log, the applications outbox and the registrations:
+    /// `sqlite` (one file beside one process, the default) or `postgres` (shared by every
+    /// instance of a cluster).
+    pub backend: StoreBackend,
+    /// SQLite file, relative to the config file; created when absent (`backend: sqlite`).
     pub path: String,
+    /// PostgreSQL connection URL, `postgres://user:password@host:port/db`
+    /// (`backend: postgres`); use `${ENV}`, it holds a password.
+    pub url: Option<Secret>,
+    /// Connections each instance keeps to PostgreSQL.
+    pub pool_size: u32,
+    /// How long an instance may hold an application it is delivering before another instance
+    /// takes it over (PostgreSQL; a dead instance's applications wait this long).
+    pub lease: Dur,
+    /// How long a request waits for PostgreSQL (a connection, a write) before it is refused
+    /// with 503.
+    pub timeout: Dur,
     /// Most applications the dossier's `zaken` section lists (open ones first, then the
     /// latest), so that a citizen with hundreds of applications costs a read no more than one
     /// with a few.
     pub zaken_limit: u32,
+}
+
+/// Which store backend keeps the durable state.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    #[default]
+    Sqlite,
+    Postgres,
 }
 
 /// The default of `store.zaken_limit`.
@@ -657,7 +681,12 @@ pub const ZAKEN_LIMIT: u32 = 20;
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
+            backend: StoreBackend::Sqlite,
             path: "ketenportaal.sqlite".into(),
+            url: None,
+            pool_size: 16,
+            lease: Dur(Duration::from_secs(30)),
+            timeout: Dur(Duration::from_secs(2)),
             zaken_limit: ZAKEN_LIMIT,
         }
     }

@@ -8,17 +8,18 @@
 //! nothing here knows about HTTP.
 
 pub mod access_log;
+pub mod cluster;
 pub mod delivery;
 pub mod dossier;
 pub mod registrations;
 pub mod reload;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::store::AuditStore;
+use crate::model::StoreBackend;
+use crate::store::{AuditStore, StoreLocation, StoreOptions};
 use reload::{EnvFn, Reloader};
 
 /// What a running gateway is made of.
@@ -28,6 +29,8 @@ pub struct App {
     pub store: Option<AuditStore>,
     /// Reloads and registrations; absent when the config did not come from a file.
     pub reloader: Option<Arc<Reloader>>,
+    /// This instance's name in a cluster (`KETENPORTAAL_INSTANCE`, or host and process id).
+    pub instance: String,
 }
 
 /// How [`App::build`] starts the gateway.
@@ -36,8 +39,8 @@ pub struct Launch {
     pub config: Config,
     /// `${VAR}` values for the config, on every reload as at the start.
     pub env: Arc<EnvFn>,
-    /// The store file; `None`: `store.path` from the config.
-    pub store: Option<PathBuf>,
+    /// The store (a file, or a `postgres://` URL); `None`: `store` from the config.
+    pub store: Option<StoreLocation>,
     /// Reload on file changes, symlink swaps and SIGHUP (off only for tools that run no
     /// gateway for long).
     pub watch: bool,
@@ -58,9 +61,9 @@ pub enum AuditMode {
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("opening the store {path}: {source}")]
+    #[error("opening the store {location}: {source}")]
     Store {
-        path: PathBuf,
+        location: StoreLocation,
         source: crate::store::StoreError,
     },
     #[error("reading adapter registrations: {0}")]
@@ -81,9 +84,12 @@ impl App {
             watch,
             audit,
         } = launch;
-        let path = store.unwrap_or_else(|| config.store_path());
-        let store = AuditStore::open(&path, config.pseudonym_key())
-            .map_err(|source| AppError::Store { path, source })?;
+        let location = store.unwrap_or_else(|| store_location(&config));
+        let instance = cluster::instance_name();
+        let options = store_options(&config, instance.clone());
+        let store = AuditStore::connect(&location, config.pseudonym_key(), options)
+            .await
+            .map_err(|source| AppError::Store { location, source })?;
         let regs = store
             .registrations()
             .await
@@ -102,11 +108,33 @@ impl App {
             gateway,
             store: Some(store),
             reloader: Some(reloader.clone()),
+            instance: instance.clone(),
         });
         if watch {
             reload::spawn_triggers(reloader, app.clone());
         }
         delivery::spawn(app.clone());
+        cluster::spawn(app.clone(), instance);
         Ok(app)
+    }
+}
+
+/// The store the config names: its file, or its database.
+pub fn store_location(config: &Config) -> StoreLocation {
+    let store = &config.gateway.store;
+    match (store.backend, &store.url) {
+        (StoreBackend::Postgres, Some(url)) => StoreLocation::Postgres(url.expose().to_string()),
+        _ => StoreLocation::Sqlite(config.store_path()),
+    }
+}
+
+/// How the config says the store is run.
+fn store_options(config: &Config, instance: String) -> StoreOptions {
+    let store = &config.gateway.store;
+    StoreOptions {
+        pool_size: store.pool_size,
+        lease: store.lease.0,
+        timeout: store.timeout.0,
+        instance,
     }
 }

@@ -150,10 +150,14 @@ pub async fn put(
         .map_err(invalid(DOES_NOT_FIT))?;
     let details = serde_json::json!({"adapter": id, "action": "put", "sha256": sha256});
     audit_change(app, org, trace, details).await?;
-    store
+    // The store decides, atomically across a cluster's instances, whose id it is.
+    if !store
         .put_registration(reg)
         .await
-        .map_err(RegistrationError::Store)?;
+        .map_err(RegistrationError::Store)?
+    {
+        return Err(not_yours(id));
+    }
     let version = reloader
         .apply(&app.gateway, &regs)
         .map_err(invalid(DOES_NOT_FIT))?;
@@ -198,10 +202,13 @@ pub async fn delete(
         .map_err(invalid(WOULD_BREAK))?;
     let details = serde_json::json!({"adapter": id, "action": "delete", "sha256": reg.sha256});
     audit_change(app, org, trace, details).await?;
-    store
-        .delete_registration(id.to_string())
+    if !store
+        .delete_registration(id.to_string(), org.to_string())
         .await
-        .map_err(RegistrationError::Store)?;
+        .map_err(RegistrationError::Store)?
+    {
+        return Err(RegistrationError::NotFound(id.to_string()));
+    }
     reloader
         .apply(&app.gateway, &regs)
         .map_err(invalid(WOULD_BREAK))?;

@@ -110,7 +110,17 @@ pub(super) async fn admin_status(
         })),
         None => None,
     };
+    // Every instance on this store, as each last said (a store of one instance lists none).
+    let cluster = match &s.store {
+        Some(st) => match st.instances().await {
+            Ok(list) => serde_json::json!(list),
+            Err(e) => serde_json::json!({"error": e.to_string()}),
+        },
+        None => serde_json::json!([]),
+    };
     let body = serde_json::json!({
+        "instance": s.instance,
+        "cluster": cluster,
         "config": {"file": rt.config.file, "version": rt.config.version},
         "adapters": rt.adapters.values().map(|a| {
             let mut v = adapter_summary(a);
@@ -150,12 +160,20 @@ pub(super) async fn admin_reload(
         .reload(&s.gateway, s.store.as_ref(), "POST /admin/reload")
         .await
     {
-        Ok(version) => Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"status": "reloaded", "config_version": version})
-                .to_string()
-                .into_bytes(),
-        )),
+        Ok(version) => {
+            // The other instances of a cluster read their files again too.
+            if let Some(st) = &s.store
+                && let Err(e) = st.publish(crate::store::Signal::Reload).await
+            {
+                tracing::warn!(error = %e, "Reloaded here; cannot tell the other instances.");
+            }
+            Ok(json(
+                StatusCode::OK,
+                serde_json::json!({"status": "reloaded", "config_version": version})
+                    .to_string()
+                    .into_bytes(),
+            ))
+        }
         Err(e) => Err(config_problem(
             "The new configuration is not valid; the running one stays",
             &e,

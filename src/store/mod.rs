@@ -18,11 +18,14 @@
 //! - `sqlite`: one file (WAL), one writer thread with group commit; its schema, migrations and
 //!   SQL.
 //!
-//! A second backend is a folder beside `sqlite` implementing the same four traits, with its own
-//! [`StoreError`] variant and a constructor here; nothing above the façade changes.
+//! - `postgres`: a PostgreSQL database shared by every instance of a cluster (one chain that
+//!   concurrent writers cannot fork, leases on deliveries, `LISTEN/NOTIFY` for [`Signal`]s).
+//!
+//! [`StoreLocation`] says which: a file path or a `postgres://` URL.
 
 mod applications;
 mod audit;
+mod postgres;
 mod record;
 mod registrations;
 mod report;
@@ -30,12 +33,15 @@ mod sqlite;
 #[cfg(test)]
 mod testing;
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::Serialize;
+use tokio::sync::broadcast;
 
 pub use applications::{Application, Outbox};
 pub use audit::{AuditLog, Verdict};
@@ -75,6 +81,111 @@ pub struct StoreStats {
     pub split: u64,
 }
 
+/// Where the store is: a SQLite file, or a PostgreSQL database (shared by a cluster).
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    Sqlite(PathBuf),
+    /// A `postgres://` URL, password and all (never displayed: see [`fmt::Display`]).
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// A `postgres://` (or `postgresql://`) URL, or else a file path.
+    pub fn parse(s: &str) -> StoreLocation {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            StoreLocation::Postgres(s.to_string())
+        } else {
+            StoreLocation::Sqlite(PathBuf::from(s))
+        }
+    }
+
+    /// Is this a store several instances share?
+    pub fn is_shared(&self) -> bool {
+        matches!(self, StoreLocation::Postgres(_))
+    }
+}
+
+/// The URL without its password.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            if user_info.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreLocation::Sqlite(p) => write!(f, "{}", p.display()),
+            StoreLocation::Postgres(url) => f.write_str(&redacted(url)),
+        }
+    }
+}
+
+impl fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreLocation({self})")
+    }
+}
+
+/// How a store is run (what the SQLite store does not need, it ignores).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections to a database server.
+    pub pool_size: u32,
+    /// How long a claimed delivery is this instance's before another may take it over.
+    pub lease: Duration,
+    /// How long an operation waits for the database server before it fails.
+    pub timeout: Duration,
+    /// This instance's name in the cluster (the status page, the audit records' writer).
+    pub instance: String,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            pool_size: 16,
+            lease: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+            instance: "local".into(),
+        }
+    }
+}
+
+/// A change made by another instance of the cluster, which this one must follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// Partner registrations changed: read them again and swap.
+    Registrations,
+    /// An operator reloaded the configuration files: read them again.
+    Reload,
+    /// What is cached about this subject is out of date.
+    Subject(Bsn),
+    /// The store's listener was cut off and is back: signals may have been missed, so
+    /// everything they could have said must be read again.
+    Resync,
+}
+
+/// One instance of the cluster, as it last said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Instance {
+    pub id: String,
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub seen_at: DateTime<Utc>,
+    pub config_version: String,
+}
+
 /// A store backend: the three kinds of data, and how the store is doing.
 pub trait Backend: AuditLog + Outbox + Registrations {
     /// Where the store is, for the operator's status page (a file; a server's address).
@@ -85,6 +196,27 @@ pub trait Backend: AuditLog + Outbox + Registrations {
 
     /// Can the store take writes? (readiness)
     fn writable(&self) -> BoxFuture<'_, bool>;
+
+    /// The changes other instances make, as they are made; `None` for a store no other
+    /// instance writes.
+    fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        None
+    }
+
+    /// Tells every other instance of `signal` (a store of one instance has nobody to tell).
+    fn publish(&self, _signal: Signal) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Records that this instance is alive and what it serves.
+    fn heartbeat(&self, _me: Instance) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The instances heard from lately (empty for a store of one instance).
+    fn instances(&self) -> BoxFuture<'_, Result<Vec<Instance>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 /// The store the gateway writes to. Cheap to clone. Its operations are its backend's (see the
@@ -100,6 +232,27 @@ impl AuditStore {
     /// schema, and starts its writer thread.
     pub fn open(path: &Path, pseudonym_key: Vec<u8>) -> Result<AuditStore, StoreError> {
         sqlite::SqliteStore::open(path, pseudonym_key).map(AuditStore::with_backend)
+    }
+
+    /// Opens the store at `location`: the SQLite file (see [`AuditStore::open`]), or the
+    /// PostgreSQL database, migrated to the current schema (once, under a lock, however many
+    /// instances start together).
+    pub async fn connect(
+        location: &StoreLocation,
+        pseudonym_key: Vec<u8>,
+        options: StoreOptions,
+    ) -> Result<AuditStore, StoreError> {
+        match location {
+            StoreLocation::Sqlite(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || AuditStore::open(&path, pseudonym_key))
+                    .await
+                    .map_err(|_| StoreError::WriterGone)?
+            }
+            StoreLocation::Postgres(url) => {
+                postgres::PgStore::connect(url, pseudonym_key, options).await
+            }
+        }
     }
 
     /// A store on `backend`.
@@ -188,35 +341,92 @@ impl AuditStore {
         self.backend.update_application(a).await
     }
 
+    /// The changes other instances make (see [`Backend::signals`]).
+    pub fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
+        self.backend.signals()
+    }
+
+    /// Tells every other instance of `signal`.
+    pub async fn publish(&self, signal: Signal) -> Result<(), StoreError> {
+        self.backend.publish(signal).await
+    }
+
+    /// Records that this instance is alive and what it serves.
+    pub async fn heartbeat(&self, me: Instance) -> Result<(), StoreError> {
+        self.backend.heartbeat(me).await
+    }
+
+    /// The instances heard from lately.
+    pub async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        self.backend.instances().await
+    }
+
     /// Partner adapter registrations, by id.
     pub async fn registrations(&self) -> Result<Vec<Registration>, StoreError> {
         self.backend.registrations().await
     }
 
-    /// Stores (or replaces) a registration; durable on return.
-    pub async fn put_registration(&self, r: Registration) -> Result<(), StoreError> {
+    /// Stores (or replaces) a registration of the same organisation; durable on return; false
+    /// when the id is another organisation's (see [`Registrations::put_registration`]).
+    pub async fn put_registration(&self, r: Registration) -> Result<bool, StoreError> {
         self.backend.put_registration(r).await
     }
 
-    /// Removes a registration; true when there was one.
-    pub async fn delete_registration(&self, id: String) -> Result<bool, StoreError> {
-        self.backend.delete_registration(id).await
+    /// Removes registration `id` of `organisation`; true when there was one.
+    pub async fn delete_registration(
+        &self,
+        id: String,
+        organisation: String,
+    ) -> Result<bool, StoreError> {
+        self.backend.delete_registration(id, organisation).await
     }
 }
 
-/// Walks the whole chain of the SQLite store at `path` and says whether it is intact. Opens the
-/// file read-only; safe next to a running gateway.
-pub fn verify(path: &Path) -> Result<Verdict, StoreError> {
-    sqlite::verify(path)
+/// Walks the whole chain of the store at `location` and says whether it is intact: every
+/// record of every instance. Reads only; safe next to running gateways.
+pub async fn verify(location: &StoreLocation) -> Result<Verdict, StoreError> {
+    match location {
+        StoreLocation::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::verify(&path))
+                .await
+                .map_err(|_| StoreError::WriterGone)?
+        }
+        StoreLocation::Postgres(url) => postgres::verify(url).await,
+    }
 }
 
-/// The security officer's report over `[from, to)` from the SQLite store at `path`, with the
-/// `top` most-viewed subjects and most active users. Opens the file read-only.
-pub fn report(
-    path: &Path,
+/// The security officer's report over `[from, to)` from the store at `location` (the whole
+/// cluster's), with the `top` most-viewed subjects and most active users. Reads only.
+pub async fn report(
+    location: &StoreLocation,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     top: usize,
 ) -> Result<Report, StoreError> {
-    sqlite::report(path, from, to, top)
+    match location {
+        StoreLocation::Sqlite(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || sqlite::report(&path, from, to, top))
+                .await
+                .map_err(|_| StoreError::WriterGone)?
+        }
+        StoreLocation::Postgres(url) => postgres::report(url, from, to, top).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_location_is_a_url_or_a_file_and_never_shows_its_password() {
+        let pg = StoreLocation::parse("postgres://kp:s3cret@127.0.0.1:5432/kp");
+        assert!(pg.is_shared());
+        assert_eq!(pg.to_string(), "postgres://kp:***@127.0.0.1:5432/kp");
+        assert!(!format!("{pg:?}").contains("s3cret"));
+        let file = StoreLocation::parse("data/audit.sqlite");
+        assert_eq!(file, StoreLocation::Sqlite("data/audit.sqlite".into()));
+        assert!(!file.is_shared());
+    }
 }

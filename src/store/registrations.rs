@@ -13,9 +13,15 @@ pub trait Registrations: Send + Sync {
     /// Partner adapter registrations, by id.
     fn registrations(&self) -> BoxFuture<'_, Result<Vec<Registration>, StoreError>>;
 
-    /// Stores (or replaces) a registration.
-    fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Stores a registration, or replaces the one with its id *of the same organisation*:
+    /// false, and nothing written, when the id is another organisation's (two instances of a
+    /// cluster may be asked for the same id at once; the store decides, atomically).
+    fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Removes a registration; true when there was one.
-    fn delete_registration(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Removes registration `id` of `organisation`; true when there was one.
+    fn delete_registration(
+        &self,
+        id: String,
+        organisation: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }

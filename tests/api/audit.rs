@@ -140,7 +140,9 @@ async fn when_the_record_cannot_be_written_the_dossier_is_not_served() {
     c.execute_batch("DROP TRIGGER refuse;").unwrap();
     assert_eq!(app.me_dossier(&citizen).await.status(), 200);
     assert!(matches!(
-        ketenportaal::store::verify(&db).unwrap(),
+        ketenportaal::store::verify(&ketenportaal::store::StoreLocation::Sqlite(db.clone()))
+            .await
+            .unwrap(),
         ketenportaal::store::Verdict::Intact { records: 1, .. }
     ));
 }

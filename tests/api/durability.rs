@@ -69,7 +69,9 @@ async fn kill_9_during_a_burst_loses_no_record_of_an_answered_read() {
         lost.len()
     );
     assert!(matches!(
-        ketenportaal::store::verify(&db).unwrap(),
+        ketenportaal::store::verify(&ketenportaal::store::StoreLocation::Sqlite(db.clone()))
+            .await
+            .unwrap(),
         ketenportaal::store::Verdict::Intact { .. }
     ));
     eprintln!(

@@ -16,7 +16,7 @@ use ketenportaal::app::App;
 use ketenportaal::config::Config;
 use ketenportaal::demo::{self, agencies::AgencyServer};
 use ketenportaal::server;
-use ketenportaal::store::AuditStore;
+use ketenportaal::store::{AuditStore, StoreLocation};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const CITIZEN: &str = "999993653";
@@ -184,8 +184,9 @@ pub struct Options {
 pub struct Launch {
     /// Load this config file instead of the demo's (it must use the same `${ENV}` names).
     pub config_file: Option<PathBuf>,
-    /// Open this store file instead of a fresh one (a restart on the same store).
-    pub store: Option<PathBuf>,
+    /// Open this store (a file or a `postgres://` URL) instead of a fresh file (a restart on
+    /// the same store; several instances on one database).
+    pub store: Option<StoreLocation>,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -248,7 +249,7 @@ pub async fn spawn_app_launched(opts: Options, launch: Launch) -> TestApp {
             launch
                 .store
                 .clone()
-                .unwrap_or_else(|| dir.path().join("audit.sqlite")),
+                .unwrap_or_else(|| StoreLocation::Sqlite(dir.path().join("audit.sqlite"))),
         ),
         watch: true,
         audit: ketenportaal::app::AuditMode::Durable,

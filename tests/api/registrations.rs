@@ -613,7 +613,7 @@ async fn the_test_app_starts_as_serve_does_registrations_layered_and_reload_arme
         Options::default(),
         Launch {
             config_file: Some(config_file.clone()),
-            store: Some(store),
+            store: Some(ketenportaal::store::StoreLocation::Sqlite(store)),
         },
     )
     .await;

@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use serde_json::{Value, json};
 
 use crate::helpers::{CITIZEN, SECRET, spawn_app};
-use ketenportaal::store::{Verdict, verify};
+use ketenportaal::store::{StoreLocation, Verdict};
 
 const PEOPLE: [&str; 5] = [
     "999993653",
@@ -20,6 +20,13 @@ const PEOPLE: [&str; 5] = [
     "999992958",
     "999993847",
 ];
+
+/// The chain of the store file at `db`, walked.
+async fn verify(db: &Path) -> Verdict {
+    ketenportaal::store::verify(&StoreLocation::Sqlite(db.to_path_buf()))
+        .await
+        .unwrap()
+}
 
 fn bijstand() -> Value {
     json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand"}})
@@ -263,7 +270,7 @@ async fn mixed_reads_and_applications_lose_no_record_and_refuse_nothing() {
         answered_without_record, 0,
         "answered reads without a record"
     );
-    assert!(matches!(verify(&db).unwrap(), Verdict::Intact { .. }));
+    assert!(matches!(verify(&db).await, Verdict::Intact { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,7 +395,7 @@ async fn kill_9_mid_load_leaves_no_delivered_application_without_its_submit_reco
         "accepted without a submit record"
     );
     assert!(seen.accepted.is_subset(&stored));
-    assert!(matches!(verify(&db).unwrap(), Verdict::Intact { .. }));
+    assert!(matches!(verify(&db).await, Verdict::Intact { .. }));
 }
 
 #[tokio::test]
@@ -438,7 +445,7 @@ async fn a_resend_writes_the_submit_record_an_older_version_never_wrote() {
         .unwrap();
     assert_eq!(n, 1);
     assert!(matches!(
-        verify(&db).unwrap(),
+        verify(&db).await,
         Verdict::Intact { records: 1, .. }
     ));
 }

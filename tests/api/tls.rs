@@ -429,7 +429,9 @@ async fn built(d: &std::path::Path) -> Arc<ketenportaal::app::App> {
     ketenportaal::app::App::build(ketenportaal::app::Launch {
         config,
         env: Arc::new(|k: &str| std::env::var(k).ok()),
-        store: Some(d.join("store.sqlite")),
+        store: Some(ketenportaal::store::StoreLocation::Sqlite(
+            d.join("store.sqlite"),
+        )),
         watch: true,
         audit: ketenportaal::app::AuditMode::Durable,
     })

@@ -192,7 +192,7 @@ pub async fn build_app(
     App::build(Launch {
         config,
         env,
-        store: Some(store),
+        store: Some(ketenportaal::store::StoreLocation::Sqlite(store)),
         watch: false,
         audit,
     })

@@ -326,6 +326,49 @@ impl GatewayFile<'_> {
                     .hint("it bounds the applications the `zaken` section lists; to show none, leave `zaken` out of the view"),
             );
         }
+        let store = &gw.store;
+        match (store.backend, &store.url) {
+            (crate::model::StoreBackend::Postgres, None) => errors.push(
+                ConfigError::new(file, self.at(&["store"]), "`store.backend: postgres` needs `store.url`")
+                    .hint("`store: {backend: postgres, url: ${KETENPORTAAL_DATABASE_URL}}`, with postgres://user:password@host:port/db"),
+            ),
+            (_, Some(u))
+                if !u.expose().contains("${")
+                    && !(u.expose().starts_with("postgres://")
+                        || u.expose().starts_with("postgresql://")) =>
+            {
+                errors.push(
+                    ConfigError::new(file, self.at(&["store", "url"]), "`store.url` must be a postgres:// URL")
+                        .hint("postgres://user:password@host:port/db"),
+                )
+            }
+            (crate::model::StoreBackend::Sqlite, Some(_)) => errors.push(
+                ConfigError::new(file, self.at(&["store", "url"]), "`store.url` is set but `store.backend` is `sqlite`")
+                    .hint("set `backend: postgres` to use it, or remove `url`"),
+            ),
+            _ => {}
+        }
+        if store.pool_size == 0 || store.pool_size > 256 {
+            errors.push(ConfigError::new(
+                file,
+                self.at(&["store", "pool_size"]),
+                "`store.pool_size` must be between 1 and 256",
+            ));
+        }
+        if store.lease.0 < std::time::Duration::from_secs(1) {
+            errors.push(ConfigError::new(
+                file,
+                self.at(&["store", "lease"]),
+                "`store.lease` must be at least 1s",
+            ));
+        }
+        if store.timeout.0 < std::time::Duration::from_millis(50) {
+            errors.push(ConfigError::new(
+                file,
+                self.at(&["store", "timeout"]),
+                "`store.timeout` must be at least 50ms",
+            ));
+        }
     }
 
     /// Token keys: an HS256 secret long enough, a public key for RS256 and ES256, each readable.

@@ -10,13 +10,15 @@ use crate::config::compile::Registration;
 use crate::store::StoreError;
 use crate::store::registrations::Registrations;
 
-/// Stores (or replaces) `r`.
-pub(super) fn put(tx: &rusqlite::Transaction<'_>, r: &Registration) -> rusqlite::Result<()> {
+/// Stores `r`, or replaces the registration of the same id and organisation; false (nothing
+/// written) when the id is another organisation's.
+pub(super) fn put(tx: &rusqlite::Transaction<'_>, r: &Registration) -> rusqlite::Result<bool> {
     tx.execute(
         "INSERT INTO registrations (id, organisation, descriptor, sha256, updated_at, updated_by)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (id) DO UPDATE SET organisation = ?2, descriptor = ?3, sha256 = ?4,
-             updated_at = ?5, updated_by = ?6",
+         ON CONFLICT (id) DO UPDATE SET descriptor = ?3, sha256 = ?4,
+             updated_at = ?5, updated_by = ?6
+         WHERE registrations.organisation = ?2",
         params![
             r.id,
             r.organisation,
@@ -25,14 +27,21 @@ pub(super) fn put(tx: &rusqlite::Transaction<'_>, r: &Registration) -> rusqlite:
             r.updated_at,
             r.updated_by
         ],
-    )?;
-    Ok(())
+    )
+    .map(|n| n > 0)
 }
 
-/// Removes registration `id`; true when there was one.
-pub(super) fn delete(tx: &rusqlite::Transaction<'_>, id: &str) -> rusqlite::Result<bool> {
-    tx.execute("DELETE FROM registrations WHERE id = ?1", [id])
-        .map(|n| n > 0)
+/// Removes registration `id` of `organisation`; true when there was one.
+pub(super) fn delete(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    organisation: &str,
+) -> rusqlite::Result<bool> {
+    tx.execute(
+        "DELETE FROM registrations WHERE id = ?1 AND organisation = ?2",
+        [id, organisation],
+    )
+    .map(|n| n > 0)
 }
 
 impl Registrations for SqliteStore {
@@ -55,13 +64,17 @@ impl Registrations for SqliteStore {
         }))
     }
 
-    fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {
         let (done, wait) = oneshot::channel();
         Box::pin(self.write(Work::PutRegistration(Box::new(r), done), wait))
     }
 
-    fn delete_registration(&self, id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
+    fn delete_registration(
+        &self,
+        id: String,
+        organisation: String,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let (done, wait) = oneshot::channel();
-        Box::pin(self.write(Work::DeleteRegistration(id, done), wait))
+        Box::pin(self.write(Work::DeleteRegistration(id, organisation, done), wait))
     }
 }

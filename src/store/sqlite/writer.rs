@@ -47,10 +47,7 @@ pub(super) enum Work {
     Record(Entry, Reply<i64>),
     /// The outcome (JSON) completing the record `of` (see `AuditLog::append_outcome`); nobody
     /// waits for it.
-    Outcome {
-        of: i64,
-        json: String,
-    },
+    Outcome { of: i64, json: String },
     /// A new application and its `application.submit` record, committed together; or the
     /// application already stored under the same actor and key, whose record is written now if
     /// it has none (a store written before the two were one transaction). The record is
@@ -62,8 +59,10 @@ pub(super) enum Work {
     ),
     /// A delivery outcome: status, reference or reason, next attempt.
     Update(Box<Application>, Reply<()>),
-    PutRegistration(Box<Registration>, Reply<()>),
-    DeleteRegistration(String, Reply<bool>),
+    /// Answered with false when the id is another organisation's (nothing written).
+    PutRegistration(Box<Registration>, Reply<bool>),
+    /// An id and its organisation; answered with whether there was one.
+    DeleteRegistration(String, String, Reply<bool>),
 }
 
 /// What a change gave, sent to its caller once its transaction has committed.
@@ -71,7 +70,7 @@ enum Done {
     Seq(i64),
     Applied(Box<Application>, bool),
     Unit,
-    Removed(bool),
+    Flag(bool),
 }
 
 impl Work {
@@ -86,10 +85,11 @@ impl Work {
             (Work::Outcome { .. }, _) => {}
             (Work::Record(_, r), Ok(Done::Seq(seq))) => drop(r.send(Ok(seq))),
             (Work::Apply(.., r), Ok(Done::Applied(a, new))) => drop(r.send(Ok((*a, new)))),
-            (Work::Update(_, r) | Work::PutRegistration(_, r), Ok(Done::Unit)) => {
-                drop(r.send(Ok(())))
-            }
-            (Work::DeleteRegistration(_, r), Ok(Done::Removed(b))) => drop(r.send(Ok(b))),
+            (Work::Update(_, r), Ok(Done::Unit)) => drop(r.send(Ok(()))),
+            (
+                Work::PutRegistration(_, r) | Work::DeleteRegistration(_, _, r),
+                Ok(Done::Flag(b)),
+            ) => drop(r.send(Ok(b))),
             (w, Err(e)) => w.fail(e),
             // Each change gives its own kind of result (see `write_one`).
             (w, Ok(_)) => w.fail("the store gave an unexpected result".into()),
@@ -103,8 +103,8 @@ impl Work {
             }
             Work::Record(_, r) => drop(r.send(Err(e))),
             Work::Apply(.., r) => drop(r.send(Err(e))),
-            Work::Update(_, r) | Work::PutRegistration(_, r) => drop(r.send(Err(e))),
-            Work::DeleteRegistration(_, r) => drop(r.send(Err(e))),
+            Work::Update(_, r) => drop(r.send(Err(e))),
+            Work::PutRegistration(_, r) | Work::DeleteRegistration(_, _, r) => drop(r.send(Err(e))),
         }
     }
 }
@@ -292,8 +292,10 @@ impl Writer {
             Work::Apply(a, submit, _) => applications::apply(tx, chain, &self.key, a, submit)
                 .map(|(stored, new)| Done::Applied(stored, new)),
             Work::Update(a, _) => applications::update(tx, a).map(|()| Done::Unit),
-            Work::PutRegistration(r, _) => registrations::put(tx, r).map(|()| Done::Unit),
-            Work::DeleteRegistration(id, _) => registrations::delete(tx, id).map(Done::Removed),
+            Work::PutRegistration(r, _) => registrations::put(tx, r).map(Done::Flag),
+            Work::DeleteRegistration(id, org, _) => {
+                registrations::delete(tx, id, org).map(Done::Flag)
+            }
         }
     }
 }
@@ -327,7 +329,7 @@ mod tests {
         assert!(stats.retried >= 1, "{stats:?}");
         assert_eq!(stats.failed, 0);
         assert!(matches!(
-            crate::store::verify(&path).unwrap(),
+            crate::store::sqlite::verify(&path).unwrap(),
             Verdict::Intact { records: 20, .. }
         ));
     }
@@ -362,7 +364,7 @@ mod tests {
         assert_eq!(stats.failed, 1, "{stats:?}");
         assert!(stats.split >= 1, "{stats:?}");
         assert!(matches!(
-            crate::store::verify(&path).unwrap(),
+            crate::store::sqlite::verify(&path).unwrap(),
             Verdict::Intact { records: 40, .. }
         ));
     }
