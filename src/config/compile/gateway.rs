@@ -334,8 +334,8 @@ impl GatewayFile<'_> {
             ),
             (_, Some(u))
                 if !u.expose().contains("${")
-                    && !(u.expose().starts_with("postgres://")
-                        || u.expose().starts_with("postgresql://")) =>
+                    && !u.expose().starts_with("postgres://")
+                    && !u.expose().starts_with("postgresql://") =>
             {
                 errors.push(
                     ConfigError::new(file, self.at(&["store", "url"]), "`store.url` must be a postgres:// URL")
