@@ -100,6 +100,14 @@ enum Cmd {
         #[arg(long, env = "KETENPORTAAL_STORE")]
         store: Option<String>,
     },
+    /// Start only the demo's fixture agencies (for several gateway instances to share, with
+    /// `KETENPORTAAL_AGENCIES`); `GET /_intake` tells what their intake received.
+    Agencies {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "fixtures/agencies")]
+        fixtures: PathBuf,
+    },
     /// Run the gateway.
     Serve {
         #[arg(long, default_value = "config/gateway.yaml")]
@@ -315,6 +323,18 @@ async fn real_main() -> Result<()> {
         } => {
             init_logs(&cli.log_format, true);
             adapter_test(&file, &bsn, &config).await
+        }
+        Cmd::Agencies { listen, fixtures } => {
+            init_logs(&cli.log_format, true);
+            let a = AgencyServer::start(&fixtures, listen)
+                .await
+                .with_context(|| {
+                    format!("starting the fixture agencies from {}", fixtures.display())
+                })?;
+            tracing::info!(address = %a.base_url(), "Fixture agencies listening.");
+            println!("{}", a.base_url());
+            shutdown_signal().await;
+            Ok(())
         }
         Cmd::Serve {
             config,

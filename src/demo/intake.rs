@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 pub const ZAKEN_PATH: &str = "/gemeente/zgw/zaken/api/v1/zaken";
@@ -79,7 +79,25 @@ pub fn router(intake: Arc<Intake>) -> Router {
             post(|s, h, b| rest(s, h, b, TOESLAG_AANVRAAG_PATH, "TSL")),
         )
         .route(UWV_AANVRAAG_PATH, post(soap))
+        .route(INTAKE_REPORT_PATH, get(report))
         .with_state(intake)
+}
+
+/// What the intake received, for scripts that check nothing was lost or doubled.
+pub const INTAKE_REPORT_PATH: &str = "/_intake";
+
+/// `GET /_intake`: the delivery requests received (repeats included) and each distinct
+/// application (its idempotency key) with the case made for it.
+async fn report(State(i): State<Arc<Intake>>) -> Response {
+    let cases: serde_json::Map<String, Value> = i
+        .lock()
+        .iter()
+        .map(|(key, (path, reference))| {
+            (key.clone(), json!({"path": path, "reference": reference}))
+        })
+        .collect();
+    axum::Json(json!({"requests": i.requests(), "distinct": cases.len(), "cases": cases}))
+        .into_response()
 }
 
 fn problem(status: StatusCode, title: &str, detail: &str) -> Response {

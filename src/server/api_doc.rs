@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, RefOr, Schema, Type};
@@ -438,6 +438,11 @@ pub struct StatusAdapterDoc {
 
 #[derive(Serialize, ToSchema)]
 pub struct StatusDoc {
+    /// This instance's name (`KETENPORTAAL_INSTANCE`, or host and process id).
+    pub instance: String,
+    /// Every instance on this store heard from in the last 30 seconds, each with the config
+    /// version it serves (empty on a store of one instance).
+    pub cluster: Vec<InstanceDoc>,
     #[schema(value_type = Object)]
     pub config: Value,
     pub adapters: Vec<StatusAdapterDoc>,
@@ -451,6 +456,35 @@ pub struct StatusDoc {
     pub reload: Option<Value>,
     /// Ids of the adapters registered over the API.
     pub registrations: Vec<String>,
+}
+
+/// One instance of a cluster, as it last said.
+#[derive(Serialize, ToSchema)]
+pub struct InstanceDoc {
+    pub id: String,
+    pub started_at: String,
+    /// Its last heartbeat (once a second).
+    pub seen_at: String,
+    pub config_version: String,
+}
+
+/// `POST /admin/cache/purge`: whose cached answers to drop.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(examples(json!({"bsn": "999993653"})))]
+pub struct PurgeRequest {
+    /// The data subject.
+    #[schema(value_type = Bsn)]
+    pub bsn: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PurgeDoc {
+    #[schema(examples("purged"))]
+    pub status: String,
+    /// Whether the other instances of the cluster were told (always true on a store of one
+    /// instance).
+    pub cluster_told: bool,
 }
 
 #[derive(Serialize, ToSchema)]

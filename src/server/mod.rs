@@ -68,6 +68,7 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .routes(routes!(adapters::test_adapter))
         .routes(routes!(ops::admin_status))
         .routes(routes!(ops::admin_reload))
+        .routes(routes!(ops::admin_cache_purge))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

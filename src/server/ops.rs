@@ -185,3 +185,43 @@ pub(super) async fn admin_reload(
 fn reloader(s: &App) -> Result<&Arc<crate::app::reload::Reloader>, Problem> {
     s.reloader.as_ref().ok_or_else(no_reload)
 }
+
+/// `POST /admin/cache/purge`: drops every cached source answer about one citizen, on this
+/// instance and (through the store) on every other instance of the cluster.
+#[utoipa::path(post, path = "/admin/cache/purge", tag = "operations", security(("admin_token" = [])),
+    request_body = api_doc::PurgeRequest,
+    responses((status = 200, description = "Purged here; `cluster_told` says whether the other instances heard", body = api_doc::PurgeDoc),
+               (status = 400, description = "The body is not `{\"bsn\": ...}` with a BSN of 8 or 9 digits"),
+               (status = 403, description = "The operator pages are closed (no `admin.token_sha256`)"),
+               (status = 422, description = "The BSN fails the 11-proef")))]
+pub(super) async fn admin_cache_purge(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, Problem> {
+    let rt = s.gateway.runtime();
+    crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;
+    let req: api_doc::PurgeRequest = super::extract::parse_body(&body)?;
+    let bsn = super::extract::parse_bsn("bsn", &req.bsn)?;
+    s.gateway.cache.invalidate_subject(bsn.clone());
+    let cluster_told = match &s.store {
+        Some(st) => match st.publish(crate::store::Signal::Subject(bsn)).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "Purged here; cannot tell the other instances.");
+                false
+            }
+        },
+        None => true,
+    };
+    tracing::info!(
+        cluster_told,
+        "Cached answers about one citizen purged by the operator."
+    );
+    Ok(json(
+        StatusCode::OK,
+        serde_json::json!({"status": "purged", "cluster_told": cluster_told})
+            .to_string()
+            .into_bytes(),
+    ))
+}

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{SECRET, spawn_app};
+use crate::helpers::{SECRET, spawn_app, spawn_app_with};
 use ketenportaal::demo::demo_key;
 
 #[tokio::test]
@@ -106,4 +106,62 @@ async fn admin_status_needs_the_admin_token() {
         .unwrap();
     assert_eq!(uwv["last"]["status"], "ok");
     assert_eq!(uwv["circuit"], "closed");
+}
+
+#[tokio::test]
+async fn an_admin_purge_drops_the_citizens_cached_answers_and_refuses_a_bad_bsn() {
+    let app = spawn_app_with(crate::helpers::Options {
+        cache: true,
+        ..Default::default()
+    })
+    .await;
+    let citizen = app.citizen_token(crate::helpers::CITIZEN);
+    let first: Value = app.me_dossier(&citizen).await.json().await.unwrap();
+    let cached: Value = app.me_dossier(&citizen).await.json().await.unwrap();
+    let freshness = |d: &Value| {
+        d["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(freshness(&first).iter().all(|f| f != "cached"), "{first}");
+    assert!(freshness(&cached).iter().any(|f| f == "cached"), "{cached}");
+    let url = format!("{}/admin/cache/purge", app.url);
+    let admin = demo_key(SECRET, "admin");
+    let purge = |body: Value| app.http.post(&url).bearer_auth(&admin).json(&body).send();
+    let r = purge(serde_json::json!({"bsn": crate::helpers::CITIZEN}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "purged");
+    assert_eq!(v["cluster_told"], true);
+    let after: Value = app.me_dossier(&citizen).await.json().await.unwrap();
+    assert!(freshness(&after).iter().all(|f| f != "cached"), "{after}");
+    // A BSN that fails the 11-proef, and one that is not digits.
+    assert_eq!(
+        purge(serde_json::json!({"bsn": "123456789"}))
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        purge(serde_json::json!({"bsn": "abc"}))
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    // Without the admin token: refused.
+    let r = app
+        .http
+        .post(&url)
+        .json(&serde_json::json!({"bsn": crate::helpers::CITIZEN}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
