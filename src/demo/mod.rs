@@ -30,6 +30,12 @@ pub fn demo_env(agencies: String, secret: String) -> impl Fn(&str) -> Option<Str
         "KETENPORTAAL_DEMO_PSEUDONYM_KEY" | "KETENPORTAAL_PSEUDONYM_KEY" => {
             Some(std::env::var(k).unwrap_or_else(|_| format!("pseudoniem-{secret}")))
         }
+        // The shared cache's AEAD key (64 hex digits): the same on every instance of a demo
+        // cluster, since they share the secret.
+        "KETENPORTAAL_DEMO_CACHE_KEY" => Some(
+            std::env::var(k)
+                .unwrap_or_else(|_| crate::credentials::sha256_hex(&format!("cache-{secret}"))),
+        ),
         "KETENPORTAAL_DEMO_ADMIN_SHA256" => {
             Some(crate::credentials::sha256_hex(&demo_key(&secret, "admin")))
         }
