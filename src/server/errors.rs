@@ -79,13 +79,14 @@ pub(super) fn no_store() -> Problem {
     )
 }
 
-/// 503 for a store that cannot be read or written now; the cause goes to the log.
+/// 503 for a store that cannot be read or written now (the access log, an application, the
+/// registrations); the cause goes to the log.
 pub(super) fn store_problem(e: crate::store::StoreError) -> Problem {
-    tracing::error!(error = %e, "Access log unreadable.");
+    tracing::error!(error = %e, "Store unavailable.");
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "store",
-        "The access log cannot be read now",
+        "The store cannot be reached now; try again shortly",
     )
 }
 
