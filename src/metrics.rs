@@ -31,7 +31,7 @@ pub struct AdapterStatus {
 /// One operation on the shared cache (`cache.shared`) and how it went.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SharedLabel {
-    /// `read`, `write` or `delete`.
+    /// `read`, `write`, `delete` or `ping`.
     pub op: &'static str,
     /// `hit`, `stale`, `miss`, `invalid` (a value that did not open), `ok`, `error`, `timeout`
     /// or `skipped` (Redis failed within the last second, or is not connected).
@@ -116,7 +116,7 @@ impl Metrics {
         );
         registry.register(
             "cache_shared",
-            "Shared cache (Redis) operations: op read|write|delete; result hit, stale, miss, invalid (did not open), ok, error, timeout, skipped",
+            "Shared cache (Redis) operations: op read|write|delete|ping; result hit, stale, miss, invalid (did not open), ok, error, timeout, skipped",
             m.cache_shared.clone(),
         );
         registry.register(

@@ -469,9 +469,10 @@ impl SourceCache {
             ttl: policy.ttl,
             keep: policy.ttl + policy.stale_if_error,
         });
-        let cached_at = chrono::Utc::now();
+        // The wall-clock time other instances reckon its age from (only with a shared cache).
+        let shared = shared.map(|(s, epoch)| (s, epoch, chrono::Utc::now()));
         if self.store(key.clone(), state, entry).await
-            && let Some((s, epoch)) = shared
+            && let Some((s, epoch, cached_at)) = shared
         {
             s.spawn_put(key, answer.clone(), policy, cached_at, epoch);
         }

@@ -380,6 +380,19 @@ impl SharedCache {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
+    /// PING within the budget, through the breaker (counted as op `ping`): how long it took,
+    /// or `None` when Redis was skipped, failed or did not answer in time.
+    pub async fn ping(&self) -> Option<Duration> {
+        let started = Instant::now();
+        let ping = redis::cmd("PING");
+        self.run("ping", |mut c| async move {
+            ping.query_async::<()>(&mut c).await
+        })
+        .await?;
+        self.metrics.shared("ping", "ok");
+        Some(started.elapsed())
+    }
+
     /// Looks `key` up, within the budget.
     pub(crate) async fn get(&self, key: &CacheKey, policy: Policy) -> Lookup {
         let name = self.subject_key(&key.bsn);
