@@ -17,7 +17,7 @@ use ketenportaal::model::{Dur, Secret, SharedCacheConfig};
 use serde_json::Value;
 
 use crate::helpers::{
-    Behaviour, CITIZEN, Options, SECRET, TestApp, copy_repo_dirs, spawn_app_with,
+    Behaviour, CITIZEN, Options, SECRET, TestApp, copy_repo_dirs, spawn_app_with, tweak_adapter,
 };
 use crate::redis::{Redis, redis};
 
@@ -426,6 +426,98 @@ async fn an_answer_asked_for_before_an_invalidation_is_not_written_after_it() {
         fields.iter().all(|f| !f.starts_with("uwv-uitkeringen:")),
         "{fields:?}"
     );
+}
+
+#[tokio::test]
+async fn an_answer_past_its_ttl_in_redis_is_the_fallback_when_the_source_fails() {
+    let Some(r) = redis() else { return };
+    let short = || {
+        let mut o = options(r.url(), KEY, ROOMY);
+        let shared = o.tweak.take().unwrap();
+        o.tweak = Some(Box::new(move |c| {
+            shared(c);
+            tweak_adapter(c, "uwv-uitkeringen", |d| {
+                d.cache.ttl = Dur(Duration::from_millis(300));
+                d.cache.stale_if_error = Dur(Duration::from_secs(60));
+            })
+        }));
+        o
+    };
+    let a = spawn_app_with(short()).await;
+    let b = spawn_app_with(short()).await;
+    shared_up(&a).await;
+    shared_up(&b).await;
+    let (first, _) = read(&a, CITIZEN).await;
+    written(&r, &subject_key(&a, CITIZEN), count(&first, "ok")).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    b.chaos.set(
+        "/uwv/UitkeringenService",
+        Behaviour::Status(500, "text/plain", "stuk".into()),
+    );
+    let (d, _) = read(&b, CITIZEN).await;
+    let uwv = source(&d, "uwv-uitkeringen");
+    assert_eq!(uwv["status"], "stale", "{d}");
+    assert!(uwv["age_ms"].as_u64().unwrap() >= 300, "{uwv}");
+    assert_eq!(
+        uwv["fetched_at"],
+        source(&first, "uwv-uitkeringen")["fetched_at"],
+        "A's answer"
+    );
+    // The sources that are still fresh in Redis came from there.
+    assert_eq!(count(&d, "cached"), statuses(&d).len() - 1, "{d}");
+}
+
+#[tokio::test]
+async fn a_no_cache_read_asks_the_sources_not_redis() {
+    let Some(r) = redis() else { return };
+    let a = spawn(&r, ROOMY).await;
+    let b = spawn(&r, ROOMY).await;
+    shared_up(&a).await;
+    shared_up(&b).await;
+    let (d, _) = read(&a, CITIZEN).await;
+    written(&r, &subject_key(&a, CITIZEN), count(&d, "ok")).await;
+    let token = b.employee_token("uwv", &["uwv-werkcoach"]);
+    let d: Value = b
+        .http
+        .post(format!("{}/v1/dossiers", b.url))
+        .bearer_auth(&token)
+        .header("X-Purpose", "re-integratie")
+        .header("Cache-Control", "no-cache")
+        .json(&serde_json::json!({"bsn": CITIZEN, "view": "werkcoach"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The view needs four of the five sources (`skipped`: not asked).
+    let asked = statuses(&d).len() - count(&d, "skipped");
+    assert_eq!(count(&d, "cached"), 0, "{d}");
+    assert_eq!(count(&d, "ok"), asked, "{d}");
+    assert!(b.chaos.total_hits() >= asked as u64);
+    let reads = &admin_status(&b).await["cache"]["shared"]["reads"];
+    assert_eq!(reads["hit"], 0, "{reads}");
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_shared_cache_unless_its_settings_change() {
+    let Some(r) = redis() else { return };
+    let a = spawn(&r, ROOMY).await;
+    let g = &a.state.gateway;
+    let first = g.cache.shared().unwrap();
+    g.swap((*a.config).clone());
+    assert!(std::sync::Arc::ptr_eq(&first, &g.cache.shared().unwrap()));
+    let mut c = (*a.config).clone();
+    c.gateway.cache.shared.as_mut().unwrap().prefix = "anders".into();
+    g.swap(c.clone());
+    let second = g.cache.shared().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&first, &second));
+    let key = second.subject_key(&Bsn::parse(CITIZEN).unwrap());
+    assert!(key.starts_with("anders:subject:"), "{key}");
+    c.gateway.cache.shared = None;
+    g.swap(c);
+    assert!(g.cache.shared().is_none());
+    read(&a, CITIZEN).await;
 }
 
 /// Loads the demo config with `shared` (indented YAML lines) under `cache:`, with the key
