@@ -22,7 +22,7 @@ use crate::adapter::{AdapterClient, CallContext, SourceAnswer, SourceError};
 use crate::audit::{AccessRecord, AuditError, AuditSink, Begun, Completion};
 use crate::auth::{Actor, Verifier};
 use crate::bsn::Bsn;
-use crate::cache::{CacheKey, Freshness, Policy, SourceCache};
+use crate::cache::{CacheKey, Freshness, Policy, SharedCache, SourceCache};
 use crate::config::compile::Config;
 use crate::dossier::{Conflict, Rendered};
 use crate::metrics::Metrics;
@@ -145,6 +145,20 @@ impl Runtime {
 pub enum GatewayError {
     #[error("cannot build the outbound HTTP client: {0}")]
     HttpClient(reqwest::Error),
+    #[error("cannot set up the shared cache: {0}")]
+    SharedCache(#[from] crate::cache::shared::SharedCacheError),
+}
+
+/// The shared cache `cache.shared` asks for (none without it, or with the cache off).
+fn shared_cache(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<Arc<SharedCache>>, crate::cache::shared::SharedCacheError> {
+    let cache = &config.gateway.cache;
+    match &cache.shared {
+        Some(sh) if cache.enabled => SharedCache::new(sh, metrics.clone()).map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Why a caller may not read a dossier through a view.
@@ -395,6 +409,7 @@ impl Gateway {
             config.gateway.cache.enabled,
         );
         let metrics = Arc::new(Metrics::new());
+        cache.set_shared(shared_cache(&config, &metrics)?);
         let inflight = InflightBudget::new(config.gateway.limits.max_inflight_response_bytes.0);
         let runtime = Runtime::build(config, &http, &metrics, &inflight, None);
         Ok(Gateway {
@@ -413,9 +428,20 @@ impl Gateway {
     }
 
     /// Swaps in a new, already validated config (everything in it is compiled: this cannot
-    /// fail).
+    /// fail). The shared cache stays as it is (connection, breaker, counts) unless
+    /// `cache.shared` changed.
     pub fn swap(&self, config: Config) {
         let previous = self.runtime.load_full();
+        if previous.config.gateway.cache.shared != config.gateway.cache.shared {
+            match shared_cache(&config, &self.metrics) {
+                Ok(shared) => self.cache.set_shared(shared),
+                // Checked when the config loaded; should it fail still, run without it.
+                Err(e) => {
+                    tracing::error!(error = %e, "The new `cache.shared` cannot be used; running without a shared cache.");
+                    self.cache.set_shared(None);
+                }
+            }
+        }
         let limit = config.gateway.limits.max_inflight_response_bytes.0;
         let rt = Runtime::build(
             config,

@@ -13,7 +13,9 @@
 //!
 //! Fan-out:
 //! - [`gateway`]: fan-out within the deadline, authorisation, audit hook; the swappable runtime.
-//! - [`cache`]: the moka source-answer cache (coalescing, stale-if-error).
+//! - [`cache`]: the moka source-answer cache (coalescing, stale-if-error); [`cache::shared`]:
+//!   the optional second level in Redis shared by every instance (sealed values, a budget per
+//!   call, skipped while it fails).
 //! - [`resilience`]: the per-adapter tower stack: breaker, concurrency limit, read retries.
 //! - [`audit`]: the sink an access record must reach before an answer leaves.
 //! - `metrics`: Prometheus metrics (bounded labels). `lograte`: repeated log lines once

@@ -28,6 +28,16 @@ pub struct AdapterStatus {
     pub status: &'static str,
 }
 
+/// One operation on the shared cache (`cache.shared`) and how it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SharedLabel {
+    /// `read`, `write`, `delete` or `ping`.
+    pub op: &'static str,
+    /// `hit`, `stale`, `miss`, `invalid` (a value that did not open), `ok`, `error`, `timeout`
+    /// or `skipped` (Redis failed within the last second, or is not connected).
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: &'static str,
@@ -52,6 +62,7 @@ pub struct Metrics {
     attempt_errors: Family<AdapterStatus, Counter>,
     source_results: Family<AdapterStatus, Counter>,
     cache_lookups: Family<AdapterStatus, Counter>,
+    cache_shared: Family<SharedLabel, Counter>,
     pub circuit_state: Family<AdapterLabel, Gauge>,
     request_seconds: HistogramFamily<RouteLabel>,
     overhead_seconds: HistogramFamily<RouteLabel>,
@@ -74,6 +85,7 @@ impl Metrics {
             attempt_errors: Family::default(),
             source_results: Family::default(),
             cache_lookups: Family::default(),
+            cache_shared: Family::default(),
             circuit_state: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             overhead_seconds: Family::new_with_constructor(overhead_histogram),
@@ -101,6 +113,11 @@ impl Metrics {
             "cache_lookups",
             "Cache lookups per adapter: hit, miss (a call made), joined (waited for another request's call), stale",
             m.cache_lookups.clone(),
+        );
+        registry.register(
+            "cache_shared",
+            "Shared cache (Redis) operations: op read|write|delete|ping; result hit, stale, miss, invalid (did not open), ok, error, timeout, skipped",
+            m.cache_shared.clone(),
         );
         registry.register(
             "circuit_state",
@@ -187,6 +204,32 @@ impl Metrics {
                 .map_or(0, |c| c.get())
         };
         (get("hit"), get("miss"), get("joined"), get("stale"))
+    }
+
+    /// One shared-cache operation (`op`, `result`: see [`SharedLabel`]).
+    pub fn shared(&self, op: &'static str, result: &'static str) {
+        self.cache_shared
+            .get_or_create(&SharedLabel { op, result })
+            .inc();
+    }
+
+    /// Shared-cache operations so far of one kind (`op`), by result; read only, as
+    /// [`Metrics::cache_counts`].
+    pub fn shared_counts(
+        &self,
+        op: &'static str,
+        results: &[&'static str],
+    ) -> Vec<(&'static str, u64)> {
+        results
+            .iter()
+            .map(|&result| {
+                let n = self
+                    .cache_shared
+                    .get(&SharedLabel { op, result })
+                    .map_or(0, |c| c.get());
+                (result, n)
+            })
+            .collect()
     }
 
     pub fn request(&self, route: &'static str, status: u16, took: Duration, upstream: Duration) {

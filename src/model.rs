@@ -455,6 +455,10 @@ pub struct CacheConfig {
     pub enabled: bool,
     /// Upper bound of the cache, weighed by the bytes of the cached answers.
     pub max_bytes: ByteSize,
+    /// A second level in Redis, shared by every instance behind the load balancer, so a
+    /// citizen's next read on another instance does not call the sources again. Absent: each
+    /// instance caches on its own.
+    pub shared: Option<SharedCacheConfig>,
 }
 
 impl Default for CacheConfig {
@@ -462,7 +466,58 @@ impl Default for CacheConfig {
         CacheConfig {
             enabled: true,
             max_bytes: ByteSize(256 * 1024 * 1024),
+            shared: None,
         }
+    }
+}
+
+/// `cache.shared`: the Redis L2. Values are sealed (AES-256-GCM) and subjects are named by an
+/// HMAC of their BSN, so Redis never holds personal data in clear.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SharedCacheConfig {
+    /// `redis://[user:password@]host:port[/db]`. A secret: it may carry the password, and is
+    /// never shown (the status page shows host, port and db only).
+    pub url: Secret,
+    /// 64 hex characters (32 bytes): seals the values and names the subjects. Every instance
+    /// needs the same key; a value sealed under another key reads as a miss.
+    pub key: Secret,
+    /// The longest any Redis operation may delay a request: past it the request goes on
+    /// without Redis (and skips it for a second).
+    #[serde(default = "default_shared_budget")]
+    pub budget: Dur,
+    /// The first part of every key, so several gateways (or other tenants) can share a server.
+    #[serde(default = "default_shared_prefix")]
+    pub prefix: String,
+}
+
+fn default_shared_budget() -> Dur {
+    Dur(Duration::from_millis(25))
+}
+
+fn default_shared_prefix() -> String {
+    "ketenportaal".into()
+}
+
+/// Why `cache.shared.key` is not a key (never says what it holds).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SharedKeyError {
+    #[error("`cache.shared.key` must be 64 hex characters (32 bytes); it has {0} characters")]
+    Length(usize),
+    #[error("`cache.shared.key` must be 64 hex characters (32 bytes); it holds other characters")]
+    NotHex,
+}
+
+impl SharedCacheConfig {
+    /// The 32 bytes of `key`.
+    pub fn key_bytes(&self) -> Result<[u8; 32], SharedKeyError> {
+        let hex = self.key.expose().trim();
+        if hex.len() != 64 {
+            return Err(SharedKeyError::Length(hex.chars().count()));
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex, &mut out).map_err(|_| SharedKeyError::NotHex)?;
+        Ok(out)
     }
 }
 

@@ -134,7 +134,10 @@ pub(super) async fn admin_status(
             });
             v
         }).collect::<Vec<_>>(),
-        "cache": {"entries": entries, "bytes": bytes, "max_bytes": rt.config.gateway.cache.max_bytes.0},
+        "cache": {
+            "entries": entries, "bytes": bytes, "max_bytes": rt.config.gateway.cache.max_bytes.0,
+            "shared": s.gateway.cache.shared().map_or_else(|| serde_json::json!({"configured": false}), |sh| sh.status()),
+        },
         "store": store,
         "reload": s.reloader.as_ref().map(|r| r.status()),
         "registrations": rt.adapters.keys().filter(|id| !rt.config.file_adapters.contains_key(*id)).collect::<Vec<_>>(),

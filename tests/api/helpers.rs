@@ -75,6 +75,11 @@ impl Chaos {
     pub fn hits(&self, path: &str) -> u64 {
         self.hits.lock().unwrap().get(path).copied().unwrap_or(0)
     }
+
+    /// Requests that reached the proxy, on any path.
+    pub fn total_hits(&self) -> u64 {
+        self.hits.lock().unwrap().values().sum()
+    }
 }
 
 async fn chaos_handler(

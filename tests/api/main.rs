@@ -18,6 +18,10 @@ mod registrations;
 mod reload_load;
 mod resilience;
 mod sealed;
+// A real Redis for the shared-cache tests (a plain file other test binaries can include too).
+#[path = "../support/redis.rs"]
+mod redis;
+mod shared_cache;
 mod store;
 mod themes;
 mod tls;

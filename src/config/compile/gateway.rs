@@ -3,7 +3,8 @@
 //! own; [`validate_gateway`] runs them, wherever they live (`sections`, `services`, `portal`),
 //! in one fixed order, so problems at the same position are always reported in the same order.
 //! Here: the server TLS, the in-flight budget, organisations, partner credentials and the admin
-//! token, the listen address, the deadline, the audit key and the store's bounds, token keys.
+//! token, the listen address, the deadline, the audit key and the store's bounds, the shared
+//! cache's key and server, token keys.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,6 +61,7 @@ pub(super) fn validate_gateway(
     g.views(errors);
     // An employee-only gateway (no citizen view) is valid.
     g.audit_and_store(errors);
+    g.shared_cache(errors);
     g.auth_keys(errors);
     // Every key checked above: the verifier fails only where an error is already reported.
     let verifier = match crate::auth::Verifier::new(&gw.auth, g.base()) {
@@ -368,6 +370,69 @@ impl GatewayFile<'_> {
                 self.at(&["store", "timeout"]),
                 "`store.timeout` must be at least 50ms",
             ));
+        }
+    }
+
+    /// `cache.shared`: a 32-byte hex key, a `redis://` URL, a budget within the deadline and a
+    /// usable key prefix. No message repeats the key or the URL (it may carry a password).
+    fn shared_cache(&self, errors: &mut Vec<ConfigError>) {
+        let GatewayFile { file, gw, .. } = *self;
+        let Some(sh) = &gw.cache.shared else {
+            return;
+        };
+        let at = |key: &str| self.at(&["cache", "shared", key]);
+        // A `${VAR}` that did not expand is reported already, where it is.
+        let unexpanded = |s: &crate::model::Secret| s.expose().contains("${");
+        if !unexpanded(&sh.key)
+            && let Err(e) = sh.key_bytes()
+        {
+            errors.push(ConfigError::new(file, at("key"), e.to_string()).hint(
+                "generate one with `openssl rand -hex 32`, give every instance the same one, and pass it via `${ENV}`",
+            ));
+        }
+        if !unexpanded(&sh.url) {
+            let url = sh.url.expose().trim();
+            let problem = if !url.starts_with("redis://") {
+                Some("`cache.shared.url` must be a `redis://` URL (TLS and unix sockets are not supported)".to_string())
+            } else {
+                redis::Client::open(url)
+                    .err()
+                    .map(|e| format!("`cache.shared.url` is not a Redis URL ({e})"))
+            };
+            if let Some(p) = problem {
+                errors.push(ConfigError::new(file, at("url"), p).hint(
+                    "e.g. `redis://redis.internal:6379/0`, or `redis://:password@host:6379`",
+                ));
+            }
+        }
+        let budget = sh.budget.0;
+        if budget.is_zero() || budget >= gw.deadline.0 {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    at("budget"),
+                    format!(
+                        "`cache.shared.budget` ({}) must be above 0 and below the deadline ({})",
+                        sh.budget, gw.deadline
+                    ),
+                )
+                .hint("it bounds how long Redis may delay a request; a few milliseconds on a local network: `25ms`"),
+            );
+        }
+        if sh.prefix.is_empty()
+            || sh
+                .prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    at("prefix"),
+                    "`cache.shared.prefix` must be a non-empty word without spaces",
+                )
+                .hint("e.g. `prefix: ketenportaal`"),
+            );
         }
     }
 

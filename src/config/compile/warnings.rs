@@ -1,5 +1,5 @@
 //! What is valid but needs the operator's attention soon: client certificates that expired or
-//! are about to, and plain HTTP reachable from the network. `check` prints these, `serve` logs
+//! are about to, plain HTTP reachable from the network, and a shared cache that is not used. `check` prints these, `serve` logs
 //! them; none of them refuses a configuration.
 
 use std::net::SocketAddr;
@@ -28,6 +28,16 @@ pub(super) fn warnings(
                 format!("plain HTTP on {listen}, reachable from the network: tokens and personal data travel unencrypted"),
             )
             .hint("add `tls: {cert, key}`, or listen on 127.0.0.1 behind a TLS-terminating proxy"),
+        );
+    }
+    if gw.cache.shared.is_some() && !gw.cache.enabled {
+        warnings.push(
+            ConfigError::new(
+                file,
+                tree.pos_at_keys(&["cache", "shared"]),
+                "`cache.shared` is set but `cache.enabled` is false: the shared cache is not used",
+            )
+            .hint("set `cache.enabled: true`, or leave `cache.shared` out"),
         );
     }
     warnings

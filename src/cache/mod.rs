@@ -19,6 +19,12 @@
 //! An invalidation ([`SourceCache::invalidate_subject`]) also detaches the subject's calls in
 //! flight: later reads start a new call, and an answer asked for before the invalidation is
 //! never stored as fresh after it.
+//!
+//! With `cache.shared`, a second level in Redis ([`shared`]) sits behind this one: the shared
+//! call of a miss first looks there (one lookup per call, so coalescing stays as it is, per
+//! instance), serves a fresh answer from it as a cache hit and keeps one past its `ttl` as the
+//! fallback should the source fail; only then does it call the source, and writes the answer
+//! there in the background. The hit path never touches it.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -26,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use moka::Expiry;
@@ -35,6 +42,11 @@ use moka::ops::compute::Op;
 use crate::adapter::{SourceAnswer, SourceError};
 use crate::bsn::Bsn;
 use crate::resilience::Deadline;
+
+pub mod shared;
+
+use shared::Lookup;
+pub use shared::SharedCache;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -87,6 +99,18 @@ fn weigh(_: &CacheKey, v: &Arc<Entry>) -> u32 {
     u32::try_from(v.answer.heap_size()).unwrap_or(u32::MAX)
 }
 
+/// An entry for an answer from the shared cache, `age` old: fresh and kept here for what is
+/// left of its `ttl` and stale window.
+fn aged_entry(answer: SourceAnswer, policy: Policy, age: Duration) -> Arc<Entry> {
+    let now = Instant::now();
+    Arc::new(Entry {
+        answer: Arc::new(answer),
+        stored: now.checked_sub(age).unwrap_or(now),
+        ttl: policy.ttl,
+        keep: (policy.ttl + policy.stale_if_error).saturating_sub(age),
+    })
+}
+
 /// Per-adapter cache policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
@@ -97,7 +121,16 @@ pub struct Policy {
 type Hasher = foldhash::fast::RandomState;
 
 /// The outcome of a shared call, as every waiter sees it.
-type SharedOutcome = Shared<BoxFuture<'static, Result<Arc<SourceAnswer>, SourceError>>>;
+type SharedOutcome = Shared<BoxFuture<'static, Result<Got, SourceError>>>;
+
+/// The answer of a shared call.
+#[derive(Clone)]
+struct Got {
+    answer: Arc<SourceAnswer>,
+    /// It came from the shared cache, not the source: when it was stored there (its age is
+    /// told from it).
+    shared: Option<Instant>,
+}
 
 /// A call in flight for one key.
 #[derive(Clone)]
@@ -186,6 +219,8 @@ pub struct SourceCache {
     entries: Cache<CacheKey, Arc<Entry>, Hasher>,
     flights: Arc<Flights>,
     enabled: bool,
+    /// The shared second level (`cache.shared`), if any; set again on a reload that changes it.
+    shared: Arc<ArcSwapOption<SharedCache>>,
 }
 
 /// Looks at most this often for a stored answer before a miss starts its own call.
@@ -208,7 +243,19 @@ impl SourceCache {
             entries,
             flights,
             enabled,
+            shared: Arc::new(ArcSwapOption::empty()),
         }
+    }
+
+    /// Puts a shared second level behind this cache (or takes it away): calls that start from
+    /// now on use it.
+    pub fn set_shared(&self, shared: Option<Arc<SharedCache>>) {
+        self.shared.store(shared);
+    }
+
+    /// The shared second level, if there is one.
+    pub fn shared(&self) -> Option<Arc<SharedCache>> {
+        self.shared.load_full()
     }
 
     /// Gets the answer for `key`. A miss joins the call in flight for `key`, or starts one with
@@ -255,7 +302,9 @@ impl SourceCache {
         let started = Instant::now();
         let shard = self.flights.shard(&key);
         let mut looks = 0;
-        let (flight, joined) = loop {
+        let mut call = Some(call);
+        let mut asked_again = false;
+        let outcome = loop {
             // Count, then look: a call that stores the answer after this look is still in the
             // map below, or has moved the count.
             let seen = if !bypass && looks < LOOKS {
@@ -268,26 +317,50 @@ impl SourceCache {
                 None
             };
             looks += 1;
-            match self.flights.slot(&key, deadline, seen) {
-                Slot::Join(f) => break (f, true),
+            let (flight, joined) = match self.flights.slot(&key, deadline, seen) {
+                Slot::Join(f) => (f, true),
                 Slot::LookAgain => continue,
                 Slot::Vacant(mut running) => {
+                    // Always there: a caller that started a call does not come round again.
+                    let Some(call) = call.take() else {
+                        return Err(SourceError::Transport(
+                            "the call to the source was already made".into(),
+                        ));
+                    };
                     let deadline = Deadline::at(deadline);
-                    let f = self.start(key.clone(), policy, deadline.clone(), call(deadline));
+                    let f = self.start(
+                        key.clone(),
+                        policy,
+                        bypass,
+                        deadline.clone(),
+                        call(deadline),
+                    );
                     running.insert(key.clone(), f.clone());
-                    break (f, false);
+                    (f, false)
                 }
+            };
+            match flight.outcome.await {
+                // A `no-cache` read that joined a call the shared cache answered asks the
+                // source itself (a call of its own reads no cache); once.
+                Ok(Got {
+                    shared: Some(_), ..
+                }) if bypass && call.is_some() && !asked_again => {
+                    asked_again = true;
+                    continue;
+                }
+                Ok(got) => {
+                    let fresh = match got.shared {
+                        Some(stored) => Freshness::Cached(stored.elapsed()),
+                        None if joined => Freshness::Joined,
+                        None => Freshness::Fetched,
+                    };
+                    break Ok((got.answer, fresh));
+                }
+                Err(err) => break Err(err),
             }
         };
-        match flight.outcome.await {
-            Ok(answer) => Ok((
-                answer,
-                if joined {
-                    Freshness::Joined
-                } else {
-                    Freshness::Fetched
-                },
-            )),
+        match outcome {
+            Ok(hit) => Ok(hit),
             Err(err) => match self.stale_answer(&key, policy).await {
                 Some(hit) => Ok(hit),
                 // The shared call's timeout, told as this caller's own wait.
@@ -309,8 +382,17 @@ impl SourceCache {
         (age < e.ttl).then(|| (e.answer.clone(), Freshness::Cached(age)))
     }
 
-    /// Starts the call for `key` as a task of its own: it runs to its end whoever waits.
-    fn start<F>(&self, key: CacheKey, policy: Policy, deadline: Deadline, call: F) -> Flight
+    /// Starts the call for `key` as a task of its own: it runs to its end whoever waits. It
+    /// looks in the shared cache first (unless `bypass`), and calls the source only when that
+    /// has no fresh answer.
+    fn start<F>(
+        &self,
+        key: CacheKey,
+        policy: Policy,
+        bypass: bool,
+        deadline: Deadline,
+        call: F,
+    ) -> Flight
     where
         F: Future<Output = Result<SourceAnswer, SourceError>> + Send + 'static,
     {
@@ -320,9 +402,36 @@ impl SourceCache {
         });
         let cache = self.clone();
         let own = state.clone();
+        // Taken once: a reload that changes `cache.shared` meanwhile does not split this call.
+        let shared = self.shared.load_full();
         let task = tokio::spawn(async move {
+            // Before anything is read: the answer is not written to the shared cache when
+            // the subject is invalidated after this.
+            let epoch = shared.as_ref().map(|s| s.epoch(&key.bsn));
+            if let Some(s) = shared.as_ref().filter(|_| !bypass) {
+                match s.get(&key, policy).await {
+                    Lookup::Fresh(answer, age) => {
+                        // The source call is dropped unpolled: it was never made.
+                        let entry = aged_entry(answer, policy, age);
+                        let got = Got {
+                            answer: entry.answer.clone(),
+                            shared: Some(entry.stored),
+                        };
+                        cache.store(key, &own, entry).await;
+                        return Ok(got);
+                    }
+                    Lookup::Stale(answer, age) => {
+                        cache
+                            .keep_stale(&key, &own, aged_entry(answer, policy, age))
+                            .await
+                    }
+                    Lookup::Miss => {}
+                }
+            }
             let result = call.await;
-            cache.settle(key, &own, policy, result).await
+            cache
+                .settle(key, &own, policy, result, shared.zip(epoch))
+                .await
         });
         let outcome = async move {
             task.await.unwrap_or_else(|e| {
@@ -336,15 +445,17 @@ impl SourceCache {
         Flight { outcome, state }
     }
 
-    /// Stores a call's answer (unless its subject was invalidated meanwhile) and takes the call
-    /// out of the map, in that order.
+    /// Stores a source's answer here (and, in the background, in the shared cache with the
+    /// subject's invalidation count when the call began), unless its subject was invalidated
+    /// meanwhile; takes the call out of the map.
     async fn settle(
         &self,
         key: CacheKey,
         state: &Arc<FlightState>,
         policy: Policy,
         result: Result<SourceAnswer, SourceError>,
-    ) -> Result<Arc<SourceAnswer>, SourceError> {
+        shared: Option<(Arc<SharedCache>, u64)>,
+    ) -> Result<Got, SourceError> {
         let answer = match result {
             Ok(a) => Arc::new(a),
             Err(e) => {
@@ -358,6 +469,22 @@ impl SourceCache {
             ttl: policy.ttl,
             keep: policy.ttl + policy.stale_if_error,
         });
+        // The wall-clock time other instances reckon its age from (only with a shared cache).
+        let shared = shared.map(|(s, epoch)| (s, epoch, chrono::Utc::now()));
+        if self.store(key.clone(), state, entry).await
+            && let Some((s, epoch, cached_at)) = shared
+        {
+            s.spawn_put(key, answer.clone(), policy, cached_at, epoch);
+        }
+        Ok(Got {
+            answer,
+            shared: None,
+        })
+    }
+
+    /// Stores a call's answer (unless its subject was invalidated meanwhile) and takes the call
+    /// out of the map, in that order. Whether it stays stored.
+    async fn store(&self, key: CacheKey, state: &Arc<FlightState>, entry: Arc<Entry>) -> bool {
         let store = !state.invalidated.load(Ordering::Acquire);
         if store {
             self.entries.insert(key.clone(), entry.clone()).await;
@@ -366,16 +493,46 @@ impl SourceCache {
             // Invalidated while the answer was being stored, maybe before moka registered the
             // invalidation (which spares entries stored after it): take it out again, but not
             // a newer answer stored meanwhile.
-            let _ = self
-                .entries
-                .entry(key)
-                .and_compute_with(|current| {
-                    let ours = current.is_some_and(|c| Arc::ptr_eq(c.value(), &entry));
-                    std::future::ready(if ours { Op::Remove } else { Op::Nop })
-                })
-                .await;
+            self.remove_if_ours(key, &entry).await;
+            return false;
         }
-        Ok(answer)
+        store
+    }
+
+    /// Keeps an answer past its `ttl` from the shared cache as the fallback should the source
+    /// fail, unless this cache holds a younger one or the subject was invalidated.
+    async fn keep_stale(&self, key: &CacheKey, state: &FlightState, entry: Arc<Entry>) {
+        if state.invalidated.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = self
+            .entries
+            .entry(key.clone())
+            .and_compute_with(|current| {
+                let younger = current.is_some_and(|c| c.value().stored >= entry.stored);
+                std::future::ready(if younger {
+                    Op::Nop
+                } else {
+                    Op::Put(entry.clone())
+                })
+            })
+            .await;
+        // Set before moka registers the invalidation, which spares entries stored after it.
+        if state.invalidated.load(Ordering::Acquire) {
+            self.remove_if_ours(key.clone(), &entry).await;
+        }
+    }
+
+    /// Takes `entry` out, but not a newer answer stored under its key meanwhile.
+    async fn remove_if_ours(&self, key: CacheKey, entry: &Arc<Entry>) {
+        let _ = self
+            .entries
+            .entry(key)
+            .and_compute_with(|current| {
+                let ours = current.is_some_and(|c| Arc::ptr_eq(c.value(), entry));
+                std::future::ready(if ours { Op::Remove } else { Op::Nop })
+            })
+            .await;
     }
 
     /// The last good answer within the stale window, if any.
@@ -408,6 +565,10 @@ impl SourceCache {
         // answer before this, and this removes it.
         // Only fails when invalidation closures are not enabled, and they are.
         let _ = self.entries.invalidate_entries_if(move |k, _| k.bsn == bsn);
+        // And the subject's hash in the shared cache, in the background.
+        if let Some(s) = self.shared.load_full() {
+            s.invalidate(bsn);
+        }
     }
 
     /// Entry count and weighted size (bytes), fresh and stale answers together.
