@@ -458,7 +458,18 @@ pub struct CacheConfig {
     /// A second level in Redis, shared by every instance behind the load balancer, so a
     /// citizen's next read on another instance does not call the sources again. Absent: each
     /// instance caches on its own.
+    /// The shared second level in Redis; absent, or with an empty `url` (so a config can
+    /// leave it to the environment: `url: ${KETENPORTAAL_REDIS_URL:-}`), there is none.
+    #[serde(deserialize_with = "shared_or_off")]
     pub shared: Option<SharedCacheConfig>,
+}
+
+/// `cache.shared`, or none when its `url` is empty.
+fn shared_or_off<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SharedCacheConfig>, D::Error> {
+    let shared = Option::<SharedCacheConfig>::deserialize(d)?;
+    Ok(shared.filter(|s| !s.url.expose().is_empty()))
 }
 
 impl Default for CacheConfig {

@@ -527,12 +527,10 @@ fn load_with_shared(shared: &str, key: &str) -> Result<Config, String> {
     copy_repo_dirs(dir.path(), &["config", "adapters"]);
     let file = dir.path().join("config/demo.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let text = text.replacen(
-        "cache:\n  enabled: true\n",
-        &format!("cache:\n  enabled: true\n  shared:\n{shared}"),
-        1,
-    );
-    assert!(text.contains("  shared:\n"));
+    // The demo's own block (on when KETENPORTAAL_REDIS_URL is set) makes way for this one.
+    let demo_block = "  shared:\n    url: ${KETENPORTAAL_REDIS_URL:-}\n    key: ${KETENPORTAAL_DEMO_CACHE_KEY}\n";
+    assert!(text.contains(demo_block));
+    let text = text.replacen(demo_block, &format!("  shared:\n{shared}"), 1);
     std::fs::write(&file, text).unwrap();
     let demo = ketenportaal::demo::demo_env("http://127.0.0.1:9".into(), SECRET.into());
     let key = key.to_string();
@@ -555,6 +553,10 @@ fn the_config_refuses_a_key_that_is_not_64_hex_characters_and_unknown_keys() {
     assert_eq!(sh.budget, Dur(Duration::from_millis(25)), "the default");
     assert_eq!(sh.prefix, "ketenportaal", "the default");
     assert_eq!(sh.key_bytes().unwrap()[0], 0x0f);
+
+    // An empty URL (an unset `${KETENPORTAAL_REDIS_URL:-}`) means no shared cache.
+    let off = load_with_shared("    url: \"\"\n    key: ${KETENPORTAAL_CACHE_KEY}\n", KEY).unwrap();
+    assert!(off.gateway.cache.shared.is_none());
 
     let short = load_with_shared(shared, "0123abcd").unwrap_err();
     assert!(
