@@ -93,7 +93,11 @@ async fn deliver_one(state: &App, http: &reqwest::Client, mut app: Application) 
             app.reference = reference;
             app.reason = None;
             if let Ok(bsn) = crate::bsn::Bsn::parse(&app.bsn) {
-                state.gateway.cache.invalidate_subject(bsn);
+                state
+                    .gateway
+                    .cache
+                    .purge_subject(bsn, Duration::from_millis(250))
+                    .await;
             }
             tracing::info!(application = %app.id, service = %app.service, attempts = app.attempts, "Application delivered.");
         }

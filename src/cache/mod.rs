@@ -554,6 +554,20 @@ impl SourceCache {
     /// and detaches its calls in flight: their answers are not cached, and later reads start
     /// new calls.
     pub fn invalidate_subject(&self, bsn: Bsn) {
+        drop(self.invalidate(bsn));
+    }
+
+    /// [`SourceCache::invalidate_subject`], returning once the shared cache has dropped the
+    /// subject too (or after `wait`, when Redis is slow or down: the delete goes on in the
+    /// background). Before telling other instances, so that none of them reads the old
+    /// answers back from Redis.
+    pub async fn purge_subject(&self, bsn: Bsn, wait: Duration) {
+        if let Some(shared) = self.invalidate(bsn) {
+            let _ = tokio::time::timeout(wait, shared).await;
+        }
+    }
+
+    fn invalidate(&self, bsn: Bsn) -> Option<tokio::task::JoinHandle<()>> {
         self.flights.lock().retain(|k, f| {
             if k.bsn != bsn {
                 return true;
@@ -566,9 +580,7 @@ impl SourceCache {
         // Only fails when invalidation closures are not enabled, and they are.
         let _ = self.entries.invalidate_entries_if(move |k, _| k.bsn == bsn);
         // And the subject's hash in the shared cache, in the background.
-        if let Some(s) = self.shared.load_full() {
-            s.invalidate(bsn);
-        }
+        self.shared.load_full().and_then(|s| s.invalidate(bsn))
     }
 
     /// Entry count and weighted size (bytes), fresh and stale answers together.

@@ -541,13 +541,11 @@ impl SharedCache {
     /// Drops every entry of one subject, in a task of its own: within the budget per try, tried
     /// again after a skip while Redis is down (a few times; after that the entries expire with
     /// their `ttl`). Writes of calls that began before it do not store.
-    pub(crate) fn invalidate(self: &Arc<Self>, bsn: Bsn) {
+    pub(crate) fn invalidate(self: &Arc<Self>, bsn: Bsn) -> Option<tokio::task::JoinHandle<()>> {
         self.epochs[shard(&bsn)].fetch_add(1, Ordering::SeqCst);
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
+        let rt = tokio::runtime::Handle::try_current().ok()?;
         let me = self.clone();
-        rt.spawn(async move {
+        Some(rt.spawn(async move {
             let name = me.subject_key(&bsn);
             for _ in 0..DELETE_TRIES {
                 let mut cmd = redis::cmd("DEL");
@@ -564,7 +562,7 @@ impl SharedCache {
                 }
                 tokio::time::sleep(SKIP_FOR).await;
             }
-        });
+        }))
     }
 
     /// `nonce || ciphertext+tag`, bound to the hash's name and the field.

@@ -236,7 +236,7 @@ pub struct Instance {
 }
 
 impl Instance {
-    fn start(name: &str, port: u16, store: &str, env: &[(String, String)], dir: &Path) -> Instance {
+    pub fn start(name: &str, port: u16, store: &str, env: &[(String, String)], dir: &Path) -> Instance {
         let mut i = Instance {
             name: name.to_string(),
             port,
