@@ -1112,3 +1112,66 @@ async fn pg_a_record_postgres_refuses_does_not_take_its_batch_with_it() {
         Verdict::Intact { records: 40, .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_silent_postgres_fails_requests_within_the_timeout() {
+    let Some(pg) = postgres::postgres() else {
+        return;
+    };
+    let url = pg.fresh_database("silent").await;
+    let timeout = Duration::from_secs(1);
+    let store = open_pg_with(
+        &url,
+        StoreOptions {
+            timeout,
+            ..options("a")
+        },
+    )
+    .await;
+    fill(&store, 20).await;
+    pg.pause();
+    let slack = Duration::from_millis(500);
+    let started = Instant::now();
+    let writes = (0..50).map(|i| store.append(rec(100 + i, PERSON, 10)));
+    let results = futures::future::join_all(writes).await;
+    assert!(results.iter().all(Result::is_err));
+    assert!(
+        started.elapsed() < timeout + slack,
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert!(!store.writable().await);
+    assert!(
+        store
+            .applications_of(Bsn::parse(PERSON).unwrap(), 5)
+            .await
+            .is_err()
+    );
+    assert!(
+        started.elapsed() < 2 * timeout + slack,
+        "{:?}",
+        started.elapsed()
+    );
+    pg.resume();
+    let back = async {
+        loop {
+            if store.append(rec(200, PERSON, 10)).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), back)
+        .await
+        .expect("appends succeed again once PostgreSQL answers");
+    // The batches sent while it was silent may have committed after all (their callers got an
+    // error): either way the chain is one.
+    match ketenportaal::store::verify(&StoreLocation::Postgres(url.clone()))
+        .await
+        .unwrap()
+    {
+        Verdict::Intact { records, .. } => assert!((21..=71).contains(&records), "{records}"),
+        v => panic!("{v:?}"),
+    }
+}

@@ -378,7 +378,8 @@ impl AuditStore {
         self.backend.applications_of(bsn, limit).await
     }
 
-    /// Applications waiting for (another) delivery attempt now.
+    /// Applications waiting for (another) delivery attempt now; claimed for the `lease` on a
+    /// shared store (see [`Outbox::due_applications`]).
     pub async fn due_applications(&self, limit: u32) -> Result<Vec<Application>, StoreError> {
         self.backend.due_applications(limit).await
     }

@@ -245,6 +245,33 @@ impl Postgres {
         }
     }
 
+    /// Freezes the server and its sessions (SIGSTOP): connections stay open and nothing
+    /// answers, as with a server that hangs or a network that drops everything.
+    pub fn pause(&self) {
+        let pids = self.pids();
+        signal("STOP", &pids);
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        let pids = self.pids();
+        signal("CONT", &pids);
+    }
+
+    /// The postmaster first (so that it starts no session meanwhile), then its children.
+    fn pids(&self) -> Vec<String> {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
+        let postmaster = pid_file.lines().next().unwrap().trim().to_string();
+        let children = Command::new("pgrep")
+            .args(["-P", &postmaster])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        std::iter::once(postmaster)
+            .chain(children.split_whitespace().map(str::to_string))
+            .collect()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -302,6 +329,16 @@ pub async fn client(url: &str) -> tokio_postgres::Client {
         let _ = connection.await;
     });
     client
+}
+
+fn signal(name: &str, pids: &[String]) {
+    let ok = Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "kill -{name} {pids:?}");
 }
 
 fn tail(log: &Path) -> String {
