@@ -181,7 +181,7 @@ impl PgStore {
                 let data = a.data.to_string();
                 let new_row = tx
                     .query_opt(
-                        INSERT,
+                        &tx.prepare_cached(INSERT).await?,
                         &[
                             &a.id,
                             &a.service,
@@ -200,7 +200,10 @@ impl PgStore {
                     Some(row) => (app_row(&row)?, true, false),
                     None => {
                         let row = tx
-                            .query_one(STORED, &[&a.actor, &a.idempotency_key])
+                            .query_one(
+                                &tx.prepare_cached(STORED).await?,
+                                &[&a.actor, &a.idempotency_key],
+                            )
                             .await?;
                         let seq: Option<i64> = row.try_get(14)?;
                         (app_row(&row)?, false, seq.is_some())
@@ -208,8 +211,11 @@ impl PgStore {
                 };
                 if inserted {
                     let note = listener::note(&shared, listener::APPLICATIONS, Some(a.bsn));
-                    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &note])
-                        .await?;
+                    tx.execute(
+                        &tx.prepare_cached("SELECT pg_notify($1, $2)").await?,
+                        &[&CHANNEL, &note],
+                    )
+                    .await?;
                 }
                 if !recorded {
                     // A new application gets its record; a stored one without a record (its
@@ -217,7 +223,7 @@ impl PgStore {
                     let e = Entry::new(submit_details(submit, &stored, !inserted));
                     let subject = e.bsn.as_ref().map(|b| pseudonym(&shared.key, b));
                     tx.execute(
-                        CHAIN_SUBMIT,
+                        &tx.prepare_cached(CHAIN_SUBMIT).await?,
                         &[
                             &stored.id,
                             &shared.instance,
@@ -250,7 +256,7 @@ impl PgStore {
                 let attempts = i32::try_from(a.attempts).unwrap_or(i32::MAX);
                 let rows = c
                     .query(
-                        UPDATE,
+                        &c.prepare_cached(UPDATE).await?,
                         &[
                             &a.id,
                             &a.status,
@@ -313,7 +319,7 @@ impl Outbox for PgStore {
                     app_columns!(),
                     " FROM applications WHERE id = $1"
                 );
-                c.query_opt(sql, &[&id])
+                c.query_opt(&c.prepare_cached(sql).await?, &[&id])
                     .await?
                     .map(|r| app_row(&r))
                     .transpose()
@@ -341,8 +347,12 @@ impl Outbox for PgStore {
                 .with_client(move |c| {
                     Box::pin(async move {
                         let n = i64::from(limit);
-                        let open = c.query(ZAKEN_OPEN, &[&bsn.as_str(), &n]).await?;
-                        let latest = c.query(ZAKEN_LATEST, &[&bsn.as_str(), &n]).await?;
+                        let open = c
+                            .query(&c.prepare_cached(ZAKEN_OPEN).await?, &[&bsn.as_str(), &n])
+                            .await?;
+                        let latest = c
+                            .query(&c.prepare_cached(ZAKEN_LATEST).await?, &[&bsn.as_str(), &n])
+                            .await?;
                         let read =
                             |rows: Vec<Row>| -> Result<Vec<Application>, tokio_postgres::Error> {
                                 rows.iter().map(app_row).collect()
@@ -371,11 +381,14 @@ impl Outbox for PgStore {
         Box::pin(self.with_client(move |c| {
             Box::pin(async move {
                 let lease = shared.lease.as_secs_f64();
-                c.query(CLAIM, &[&i64::from(limit), &shared.instance, &lease])
-                    .await?
-                    .iter()
-                    .map(app_row)
-                    .collect()
+                c.query(
+                    &c.prepare_cached(CLAIM).await?,
+                    &[&i64::from(limit), &shared.instance, &lease],
+                )
+                .await?
+                .iter()
+                .map(app_row)
+                .collect()
             })
         }))
     }

@@ -74,9 +74,12 @@ impl AuditLog for PgStore {
             Box::pin(async move {
                 let rows = c
                     .query(
-                        "SELECT a.seq, a.record, o.outcome FROM audit_log a
+                        &c.prepare_cached(
+                            "SELECT a.seq, a.record, o.outcome FROM audit_log a
                          LEFT JOIN audit_outcome o ON o.seq = a.seq
                          WHERE a.bsn = $1 ORDER BY a.seq DESC LIMIT $2",
+                        )
+                        .await?,
                         &[&bsn.as_str(), &i64::from(limit)],
                     )
                     .await?;
@@ -98,7 +101,8 @@ impl AuditLog for PgStore {
         Box::pin(self.with_client(move |c| {
             Box::pin(async move {
                 c.query_opt(
-                    "SELECT 1 FROM audit_log WHERE trace_id = $1 LIMIT 1",
+                    &c.prepare_cached("SELECT 1 FROM audit_log WHERE trace_id = $1 LIMIT 1")
+                        .await?,
                     &[&trace_id],
                 )
                 .await
@@ -112,7 +116,7 @@ impl AuditLog for PgStore {
             Box::pin(async move {
                 let r = c
                     .query_one(
-                        "SELECT (SELECT count(*) FROM audit_log), (SELECT count(*) FROM processing_log)",
+                        &c.prepare_cached("SELECT (SELECT count(*) FROM audit_log), (SELECT count(*) FROM processing_log)").await?,
                         &[],
                     )
                     .await?;

@@ -300,9 +300,12 @@ impl PgStore {
         let note = listener::note(self.shared(), kind, bsn);
         self.with_client(move |c| {
             Box::pin(async move {
-                c.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &note])
-                    .await
-                    .map(drop)
+                c.execute(
+                    &c.prepare_cached("SELECT pg_notify($1, $2)").await?,
+                    &[&CHANNEL, &note],
+                )
+                .await
+                .map(drop)
             })
         })
         .await
@@ -398,10 +401,13 @@ impl Backend for PgStore {
         Box::pin(self.with_client(move |c| {
             Box::pin(async move {
                 c.execute(
-                    "INSERT INTO instances (id, started_at, seen_at, config_version)
+                    &c.prepare_cached(
+                        "INSERT INTO instances (id, started_at, seen_at, config_version)
                      VALUES ($1, $2, now(), $3)
                      ON CONFLICT (id) DO UPDATE SET started_at = EXCLUDED.started_at,
                          seen_at = EXCLUDED.seen_at, config_version = EXCLUDED.config_version",
+                    )
+                    .await?,
                     &[&me.id, &me.started_at, &me.config_version],
                 )
                 .await
@@ -418,7 +424,7 @@ impl Backend for PgStore {
                     "SELECT id, started_at, seen_at, config_version FROM instances
                      WHERE seen_at > now() - interval '{INSTANCE_SEEN}' ORDER BY id"
                 );
-                c.query(&sql, &[])
+                c.query(&c.prepare_cached(&sql).await?, &[])
                     .await?
                     .iter()
                     .map(|r| {

@@ -31,8 +31,11 @@ impl Registrations for PgStore {
         Box::pin(self.with_client(|c| {
             Box::pin(async move {
                 c.query(
-                    "SELECT id, organisation, descriptor, sha256, updated_at, updated_by
+                    &c.prepare_cached(
+                        "SELECT id, organisation, descriptor, sha256, updated_at, updated_by
                      FROM registrations ORDER BY id",
+                    )
+                    .await?,
                     &[],
                 )
                 .await?
@@ -58,7 +61,7 @@ impl Registrations for PgStore {
             Box::pin(async move {
                 let rows = c
                     .query(
-                        PUT,
+                        &c.prepare_cached(PUT).await?,
                         &[
                             &r.id,
                             &r.organisation,
@@ -85,7 +88,10 @@ impl Registrations for PgStore {
         Box::pin(self.with_client(move |c| {
             Box::pin(async move {
                 let rows = c
-                    .query(DELETE, &[&id, &organisation, &CHANNEL, &note])
+                    .query(
+                        &c.prepare_cached(DELETE).await?,
+                        &[&id, &organisation, &CHANNEL, &note],
+                    )
                     .await?;
                 Ok(!rows.is_empty())
             })
