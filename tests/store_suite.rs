@@ -1175,3 +1175,34 @@ async fn pg_a_silent_postgres_fails_requests_within_the_timeout() {
         v => panic!("{v:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_two_instances_given_one_key_at_once_store_one_application() {
+    let Some(url) = cluster_db("one_key").await else {
+        return;
+    };
+    let (a, b) = tokio::join!(open_pg(&url, "a"), open_pg(&url, "b"));
+    for round in 0..20 {
+        let mut on_a = application(2 * round, "received");
+        let mut on_b = application(2 * round + 1, "received");
+        on_a.idempotency_key = format!("key-{round}");
+        on_b.idempotency_key = format!("key-{round}");
+        let (x, y) = tokio::join!(
+            a.insert_application(on_a, submit_record()),
+            b.insert_application(on_b, submit_record())
+        );
+        let ((x, x_new), (y, y_new)) = (x.unwrap(), y.unwrap());
+        assert_eq!(x, y, "round {round}");
+        assert!(x_new != y_new, "round {round}: exactly one stored it");
+    }
+    // One application and one submit record per key.
+    assert_eq!(a.counts().await.unwrap().0, 20);
+    assert_eq!((a.stats().failed, b.stats().failed), (0, 0));
+    assert_eq!(a.stats().committed + b.stats().committed, 40);
+    assert!(matches!(
+        ketenportaal::store::verify(&StoreLocation::Postgres(url))
+            .await
+            .unwrap(),
+        Verdict::Intact { records: 20, .. }
+    ));
+}

@@ -285,7 +285,7 @@ impl PgStore {
     ) -> Result<T, StoreError> {
         let this = self.clone();
         tokio::spawn(async move {
-            let r = write.await;
+            let r = this.counted(write).await;
             if let Ok(bsn) = Bsn::parse(&bsn) {
                 this.inner.shared.lists.forget(&bsn).await;
             }

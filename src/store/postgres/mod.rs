@@ -295,6 +295,23 @@ impl PgStore {
         }
     }
 
+    /// A write made outside the writer (an application, a registration: a transaction of its
+    /// own), counted as the writer counts its batches: committed, or a change given up on.
+    async fn counted<T>(
+        &self,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let r = write.await;
+        let stats = &self.shared().stats;
+        let counter = if r.is_ok() {
+            &stats.committed
+        } else {
+            &stats.failed
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
     /// Tells every instance (this one's listener skips it) of `kind`, about `bsn`.
     async fn notify(&self, kind: &'static str, bsn: Option<String>) -> Result<(), StoreError> {
         let note = listener::note(self.shared(), kind, bsn);

@@ -57,7 +57,7 @@ impl Registrations for PgStore {
 
     fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {
         let note = listener::note(self.shared(), listener::REGISTRATIONS, None);
-        Box::pin(self.with_client(move |c| {
+        Box::pin(self.counted(self.with_client(move |c| {
             Box::pin(async move {
                 let rows = c
                     .query(
@@ -76,7 +76,7 @@ impl Registrations for PgStore {
                     .await?;
                 Ok(!rows.is_empty())
             })
-        }))
+        })))
     }
 
     fn delete_registration(
@@ -85,7 +85,7 @@ impl Registrations for PgStore {
         organisation: String,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let note = listener::note(self.shared(), listener::REGISTRATIONS, None);
-        Box::pin(self.with_client(move |c| {
+        Box::pin(self.counted(self.with_client(move |c| {
             Box::pin(async move {
                 let rows = c
                     .query(
@@ -95,6 +95,6 @@ impl Registrations for PgStore {
                     .await?;
                 Ok(!rows.is_empty())
             })
-        }))
+        })))
     }
 }
