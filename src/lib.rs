@@ -31,7 +31,8 @@
 //!
 //! State and configuration:
 //! - [`store`]: the durable store: a trait per kind of data (hash-chained audit log,
-//!   applications outbox, registrations) with SQLite as its backend; verify and reports.
+//!   applications outbox, registrations) with two backends, a SQLite file (one instance) and
+//!   PostgreSQL (a cluster's shared database); verify and reports.
 //! - [`config`]: YAML → a validated [`config::Config`] with everything compiled once; every
 //!   problem with file:line:column and a hint. [`model`]: the YAML schema types.
 //!

@@ -62,9 +62,20 @@ pub trait Outbox: Send + Sync {
     ) -> BoxFuture<'_, Result<Arc<[Application]>, StoreError>>;
 
     /// Applications waiting for (another) delivery attempt now, the longest waiting first.
+    ///
+    /// On a store several instances share, this *claims* them: each one returned is this
+    /// instance's for the store's `lease` (no other instance is given it meanwhile, and two
+    /// instances asking at once are given different ones), until
+    /// [`Outbox::update_application`] records its outcome and gives the lease up. An instance
+    /// that dies holding one only delays it: once the lease has run out, any instance is given
+    /// it again (delivery is at least once; the application id is the idempotency key). A
+    /// store of one process (SQLite) needs no lease: its one delivery worker asks again only
+    /// after the outcomes of what it was given.
     fn due_applications(&self, limit: u32) -> BoxFuture<'_, Result<Vec<Application>, StoreError>>;
 
-    /// Records a delivery outcome (status, reference or reason, attempts, next attempt).
+    /// Records a delivery outcome (status, reference or reason, attempts, next attempt), and
+    /// gives up the claim. An application that is no longer `received` (another instance
+    /// finished it after this one's lease ran out) is left as it is.
     fn update_application(&self, a: Application) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 

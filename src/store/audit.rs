@@ -76,6 +76,16 @@ impl Entry {
     }
 }
 
+/// A stored record as it reads with its outcome (the JSON of a [`Completion`], when one was
+/// written); `None` for a row that is not a record.
+pub(super) fn completed(record_json: &str, outcome_json: Option<&str>) -> Option<AccessRecord> {
+    let mut rec = serde_json::from_str::<AccessRecord>(record_json).ok()?;
+    if let Some(done) = outcome_json.and_then(|o| serde_json::from_str::<Completion>(o).ok()) {
+        done.apply(&mut rec);
+    }
+    Some(rec)
+}
+
 /// The head of the hash chain: the last record's sequence number and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Head {
@@ -230,6 +240,26 @@ impl Check {
         record_hash: Option<&str>,
     ) -> ControlFlow<Verdict> {
         if record_hash.is_none_or(|p| outcome_hash(p, outcome_json) != hash) {
+            return ControlFlow::Break(Verdict::Modified { seq });
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// After the last record row: the head the store keeps beside the chain (a backend that
+    /// keeps one). The chain must end there: rows missing at the end were removed, rows past
+    /// it were not appended as the chain is, and a last row that is not the head's was
+    /// replaced.
+    pub(super) fn ends_at(&self, seq: i64, hash: &str) -> ControlFlow<Verdict> {
+        if self.head.seq < seq {
+            return ControlFlow::Break(Verdict::Missing {
+                after: self.head.seq,
+                next: seq + 1,
+            });
+        }
+        if self.head.seq > seq {
+            return ControlFlow::Break(Verdict::Broken { seq: seq + 1 });
+        }
+        if self.head.hash != hash {
             return ControlFlow::Break(Verdict::Modified { seq });
         }
         ControlFlow::Continue(())

@@ -17,9 +17,9 @@
 //! Backends, each implementing [`Backend`]:
 //! - `sqlite`: one file (WAL), one writer thread with group commit; its schema, migrations and
 //!   SQL.
-//!
 //! - `postgres`: a PostgreSQL database shared by every instance of a cluster (one chain that
-//!   concurrent writers cannot fork, leases on deliveries, `LISTEN/NOTIFY` for [`Signal`]s).
+//!   concurrent writers cannot fork, group-committed and pipelined; leases on deliveries;
+//!   `LISTEN/NOTIFY` for [`Signal`]s); its versioned migrations and SQL.
 //!
 //! [`StoreLocation`] says which: a file path or a `postgres://` URL.
 
@@ -65,6 +65,14 @@ pub enum StoreError {
     NotWritten { path: PathBuf, reason: String },
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// PostgreSQL refused or failed an operation (nothing of it was stored); `location` is the
+    /// URL without its password.
+    #[error("store {location}: {reason}")]
+    Postgres { location: String, reason: String },
+    /// PostgreSQL did not answer within the store's `timeout` (a write may or may not have
+    /// been stored: the caller withholds its answer all the same).
+    #[error("store {location}: no answer within {} ms", after.as_millis())]
+    TimedOut { location: String, after: Duration },
 }
 
 /// What the writer has done since the store was opened.
@@ -75,10 +83,32 @@ pub struct StoreStats {
     /// Changes given up on (a record, an outcome, an application write): their callers got an
     /// error, and nothing of them was stored.
     pub failed: u64,
-    /// Attempts that found the store locked by another process, rolled back and tried again.
+    /// Attempts that found the store locked by another process, rolled back and tried again
+    /// (SQLite; PostgreSQL waits for its locks instead).
     pub retried: u64,
     /// Batches that failed as a whole and were tried again change by change.
     pub split: u64,
+}
+
+/// The writer's counters as it counts them (see [`StoreStats`]).
+#[derive(Default)]
+struct Counters {
+    committed: std::sync::atomic::AtomicU64,
+    failed: std::sync::atomic::AtomicU64,
+    retried: std::sync::atomic::AtomicU64,
+    split: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreStats {
+            committed: self.committed.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            split: self.split.load(Relaxed),
+        }
+    }
 }
 
 /// Where the store is: a SQLite file, or a PostgreSQL database (shared by a cluster).
@@ -105,12 +135,17 @@ impl StoreLocation {
     }
 }
 
-/// The URL without its password.
+/// The URL without its password: neither the one in its user info nor a `password=`
+/// parameter.
 fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.rsplit_once('@') {
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    let mut out = match rest.rsplit_once('@') {
         Some((user_info, host)) => {
             let user = user_info.split(':').next().unwrap_or_default();
             if user_info.contains(':') {
@@ -119,8 +154,20 @@ fn redacted(url: &str) -> String {
                 format!("{scheme}://{user}@{host}")
             }
         }
-        None => url.to_string(),
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 impl fmt::Display for StoreLocation {
@@ -331,7 +378,8 @@ impl AuditStore {
         self.backend.applications_of(bsn, limit).await
     }
 
-    /// Applications waiting for (another) delivery attempt now.
+    /// Applications waiting for (another) delivery attempt now; claimed for the `lease` on a
+    /// shared store (see [`Outbox::due_applications`]).
     pub async fn due_applications(&self, limit: u32) -> Result<Vec<Application>, StoreError> {
         self.backend.due_applications(limit).await
     }
@@ -425,6 +473,11 @@ mod tests {
         assert!(pg.is_shared());
         assert_eq!(pg.to_string(), "postgres://kp:***@127.0.0.1:5432/kp");
         assert!(!format!("{pg:?}").contains("s3cret"));
+        let pg = StoreLocation::parse("postgres://kp@db:5432/kp?sslmode=require&password=s3cret");
+        assert_eq!(
+            pg.to_string(),
+            "postgres://kp@db:5432/kp?sslmode=require&password=***"
+        );
         let file = StoreLocation::parse("data/audit.sqlite");
         assert_eq!(file, StoreLocation::Sqlite("data/audit.sqlite".into()));
         assert!(!file.is_shared());

@@ -16,7 +16,9 @@ use super::writer::Work;
 use super::{SqliteStore, open_read_only, sqlite_error};
 use crate::bsn::Bsn;
 use crate::store::StoreError;
-use crate::store::audit::{AuditLog, Check, Entry, Head, Verdict, outcome_hash, pseudonym};
+use crate::store::audit::{
+    AuditLog, Check, Entry, Head, Verdict, completed, outcome_hash, pseudonym,
+};
 use crate::store::record::{AccessRecord, Completion};
 use crate::store::report::{Report, Tally};
 
@@ -132,12 +134,7 @@ impl AuditLog for SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (seq, json, outcome) = row?;
-                if let Ok(mut rec) = serde_json::from_str::<AccessRecord>(&json) {
-                    if let Some(done) =
-                        outcome.and_then(|o| serde_json::from_str::<Completion>(&o).ok())
-                    {
-                        done.apply(&mut rec);
-                    }
+                if let Some(rec) = completed(&json, outcome.as_deref()) {
                     out.push((seq, rec));
                 }
             }

@@ -28,9 +28,9 @@ use tokio::sync::{mpsc, oneshot};
 pub(super) use audit::{report, verify};
 
 use super::applications::Application;
-use super::{Backend, StoreError, StoreStats};
+use super::{Backend, Counters, StoreError, StoreStats};
 use crate::bsn::Bsn;
-use writer::{Counters, Work, Writer};
+use writer::{Work, Writer};
 
 /// How many citizens' application lists the store remembers (most are empty: ~150 bytes each
 /// with moka's bookkeeping, so ~2.5 MiB, outside `cache.max_bytes`).

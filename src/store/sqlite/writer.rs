@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{applications, audit, registrations};
 use crate::config::compile::Registration;
-use crate::store::StoreStats;
+use crate::store::Counters;
 use crate::store::applications::Application;
 use crate::store::audit::{Entry, Head, pseudonym_mac};
 use crate::store::record::AccessRecord;
@@ -105,26 +105,6 @@ impl Work {
             Work::Apply(.., r) => drop(r.send(Err(e))),
             Work::Update(_, r) => drop(r.send(Err(e))),
             Work::PutRegistration(_, r) | Work::DeleteRegistration(_, _, r) => drop(r.send(Err(e))),
-        }
-    }
-}
-
-/// What the writer has done since the store was opened (see [`StoreStats`]).
-#[derive(Default)]
-pub(super) struct Counters {
-    committed: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    split: AtomicU64,
-}
-
-impl Counters {
-    pub(super) fn snapshot(&self) -> StoreStats {
-        StoreStats {
-            committed: self.committed.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            split: self.split.load(Ordering::Relaxed),
         }
     }
 }
