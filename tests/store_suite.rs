@@ -1206,3 +1206,51 @@ async fn pg_two_instances_given_one_key_at_once_store_one_application() {
         Verdict::Intact { records: 20, .. }
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_writes_ride_through_a_restart_shorter_than_the_timeout() {
+    let Some(pg) = postgres::postgres() else {
+        return;
+    };
+    let url = pg.fresh_database("restart").await;
+    let store = open_pg_with(
+        &url,
+        StoreOptions {
+            timeout: Duration::from_secs(3),
+            ..options("a")
+        },
+    )
+    .await;
+    fill(&store, 10).await;
+    pg.stop();
+    // Written while the server is down: each waits for it instead of failing.
+    let writes = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let appends = (0..20).map(|i| store.append(rec(300 + i, PERSON, 10)));
+            let applied = store.insert_application(application(7, "received"), submit_record());
+            let (appends, applied) = tokio::join!(futures::future::join_all(appends), applied);
+            (appends, applied)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pg.start();
+    let (appends, applied) = writes.await.unwrap();
+    for a in &appends {
+        assert!(a.is_ok(), "{a:?}");
+    }
+    let (app, new) = applied.unwrap();
+    assert!(new);
+    // Each stored once: 10 + 20 records and the application's submit record.
+    match ketenportaal::store::verify(&StoreLocation::Postgres(url.clone()))
+        .await
+        .unwrap()
+    {
+        Verdict::Intact { records, .. } => assert_eq!(records, 31),
+        v => panic!("{v:?}"),
+    }
+    assert_eq!(
+        store.application(app.id).await.unwrap().unwrap().status,
+        "received"
+    );
+}

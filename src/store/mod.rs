@@ -69,6 +69,10 @@ pub enum StoreError {
     /// URL without its password.
     #[error("store {location}: {reason}")]
     Postgres { location: String, reason: String },
+    /// The connection to PostgreSQL was lost or refused (the server stopped, restarted or is
+    /// out of reach): an idempotent change may be tried again on a new one.
+    #[error("store {location}: connection lost: {reason}")]
+    ConnectionLost { location: String, reason: String },
     /// PostgreSQL did not answer within the store's `timeout` (a write may or may not have
     /// been stored: the caller withholds its answer all the same).
     #[error("store {location}: no answer within {} ms", after.as_millis())]

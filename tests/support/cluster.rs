@@ -126,7 +126,10 @@ impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = |d: &Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
         let list = |v: &[Duration]| v.iter().map(ms).collect::<Vec<_>>().join(", ");
-        writeln!(f, "cluster scenario: 3 instances behind HAProxy, one PostgreSQL, one Redis")?;
+        writeln!(
+            f,
+            "cluster scenario: 3 instances behind HAProxy, one PostgreSQL, one Redis"
+        )?;
         writeln!(
             f,
             "  load: {:.0} s, {} reads ({} 2xx), {} applications sent, {} accepted",
@@ -171,7 +174,11 @@ impl fmt::Display for Figures {
             "  audit chain across the cluster: {} ({} records)",
             self.chain, self.audit_records
         )?;
-        writeln!(f, "  PostgreSQL down during its restart: {}", ms(&self.pg_down))?;
+        writeln!(
+            f,
+            "  PostgreSQL down during its restart: {}",
+            ms(&self.pg_down)
+        )?;
         writeln!(
             f,
             "  registration propagation (PUT on one, served by the others at the same config version): {}",
@@ -190,7 +197,11 @@ impl fmt::Display for Figures {
             ms(&self.redis_stopped_p99),
             ms(&self.redis_up_p99)
         )?;
-        write!(f, "  config versions after the run: {:?}", self.versions_after)
+        write!(
+            f,
+            "  config versions after the run: {:?}",
+            self.versions_after
+        )
     }
 }
 
@@ -236,7 +247,13 @@ pub struct Instance {
 }
 
 impl Instance {
-    pub fn start(name: &str, port: u16, store: &str, env: &[(String, String)], dir: &Path) -> Instance {
+    pub fn start(
+        name: &str,
+        port: u16,
+        store: &str,
+        env: &[(String, String)],
+        dir: &Path,
+    ) -> Instance {
         let mut i = Instance {
             name: name.to_string(),
             port,
@@ -398,13 +415,16 @@ fn p99(v: &mut [u64]) -> Duration {
     Duration::from_micros(v[(v.len() * 99 / 100).min(v.len() - 1)])
 }
 
-/// The whole scenario; `None` when PostgreSQL, Redis or HAProxy is not installed (it says so).
-pub async fn run(size: Size, pg: Postgres, redis: Redis) -> Figures {
+/// The whole scenario, on a server of its own (it is restarted) and a Redis of its own.
+pub async fn run(size: Size, pg: Postgres, mut redis: Redis) -> Figures {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let database = pg.fresh_database("cluster");
-    let agencies = AgencyServer::start(&root().join("fixtures/agencies"), "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")))
-        .await
-        .unwrap_or_else(|e| panic!("agencies: {e}"));
+    let database = pg.fresh_database("cluster").await;
+    let agencies = AgencyServer::start(
+        &root().join("fixtures/agencies"),
+        "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("agencies: {e}"));
     let env: Vec<(String, String)> = vec![
         ("KETENPORTAAL_AGENCIES".into(), agencies.base_url()),
         ("KETENPORTAAL_DEMO_SECRET".into(), SECRET.into()),
@@ -427,19 +447,34 @@ pub async fn run(size: Size, pg: Postgres, redis: Redis) -> Figures {
     }
     let haproxy = HaProxy::start(dir.path(), &ports);
     let front = haproxy.url();
-    wait_front(&http, &front).await;
+    wait_front(&http, &front, &dir.path().join("haproxy.log")).await;
 
     let env_fn = demo::demo_env(agencies.base_url(), SECRET.to_string());
     let config = Config::load_with_env(&root().join("config/demo.yaml"), &env_fn)
         .unwrap_or_else(|e| panic!("demo config: {e}"));
     let citizens: Vec<String> = ketenportaal::bsn::TEST_BSNS
         .iter()
-        .map(|b| demo::mint(&config, &demo::citizen(b).unwrap_or_else(|e| panic!("{e}")), 3600).unwrap_or_else(|e| panic!("{e}")))
+        .map(|b| {
+            demo::mint(
+                &config,
+                &demo::citizen(b).unwrap_or_else(|e| panic!("{e}")),
+                3600,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        })
         .collect();
-    let coach = demo::mint(&config, &demo::employee("coach.cluster", "uwv", &["uwv-werkcoach"]), 3600)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let applicant = demo::mint(&config, &demo::citizen("999993653").unwrap_or_else(|e| panic!("{e}")), 3600)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let coach = demo::mint(
+        &config,
+        &demo::employee("coach.cluster", "uwv", &["uwv-werkcoach"]),
+        3600,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let applicant = demo::mint(
+        &config,
+        &demo::citizen("999993653").unwrap_or_else(|e| panic!("{e}")),
+        3600,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let mut figures = Figures::default();
     let seen: Arc<Mutex<Seen>> = Arc::default();
@@ -476,37 +511,41 @@ pub async fn run(size: Size, pg: Postgres, redis: Redis) -> Figures {
                     )
                 };
                 let t = Instant::now();
-                let r = req.send().await;
-                let us = t.elapsed().as_micros() as u64;
-                let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-                s.reads += 1;
-                s.latencies_us.push(us);
-                match r {
+                // What happened, found without the lock (no guard lives across an await).
+                let outcome: Result<String, String> = match req.send().await {
                     Ok(r) if r.status().is_success() => {
-                        drop(s);
                         let body: Value = r.json().await.unwrap_or(Value::Null);
-                        let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-                        match body["trace_id"].as_str() {
-                            Some(t) => {
-                                s.reads_ok += 1;
-                                s.traces.push(t.to_string());
-                            }
-                            None => s.fail(format!("{kind}: 2xx without a trace id")),
-                        }
+                        body["trace_id"]
+                            .as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| format!("{kind}: 2xx without a trace id"))
                     }
                     Ok(r) if r.status().is_server_error() => {
-                        s.fail(format!("{kind}: {}", r.status().as_u16()))
+                        Err(format!("{kind}: {}", r.status().as_u16()))
                     }
-                    Ok(r) => s.fail(format!("{kind}: unexpected {}", r.status().as_u16())),
-                    Err(e) => s.fail(format!("{kind}: {}", error_kind(&e))),
+                    Ok(r) => Err(format!("{kind}: unexpected {}", r.status().as_u16())),
+                    Err(e) => Err(format!("{kind}: {}", error_kind(&e))),
+                };
+                let us = t.elapsed().as_micros() as u64;
+                {
+                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                    s.reads += 1;
+                    s.latencies_us.push(us);
+                    match outcome {
+                        Ok(trace) => {
+                            s.reads_ok += 1;
+                            s.traces.push(trace);
+                        }
+                        Err(what) => s.fail(what),
+                    }
                 }
-                drop(s);
                 tokio::time::sleep(think).await;
             }
         }));
     }
     for n in 0..size.applicants {
-        let (http, front, seen, token) = (http.clone(), front.clone(), seen.clone(), applicant.clone());
+        let (http, front, seen, token) =
+            (http.clone(), front.clone(), seen.clone(), applicant.clone());
         let think = size.think * 5;
         tasks.push(tokio::spawn(async move {
             let mut k = 0u64;
@@ -534,29 +573,31 @@ pub async fn run(size: Size, pg: Postgres, redis: Redis) -> Figures {
                         Ok(r) => Err(format!("application: {}", r.status().as_u16())),
                         Err(e) => Err(format!("application: {}", error_kind(&e))),
                     };
-                    let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
-                    s.latencies_us.push(us);
-                    if attempt == 1 {
-                        s.applications_sent += 1;
-                    }
-                    match outcome {
-                        Ok(id) => {
-                            if attempt > 1 {
-                                s.resent += 1;
-                            }
-                            s.accepted.entry(key.clone()).or_default().insert(id);
-                            break;
+                    let done = {
+                        let mut s = seen.lock().unwrap_or_else(|p| p.into_inner());
+                        s.latencies_us.push(us);
+                        if attempt == 1 {
+                            s.applications_sent += 1;
                         }
-                        Err(what) => {
-                            if attempt == 1 {
-                                s.fail(what);
+                        match outcome {
+                            Ok(id) => {
+                                if attempt > 1 {
+                                    s.resent += 1;
+                                }
+                                s.accepted.entry(key.clone()).or_default().insert(id);
+                                true
                             }
-                            if attempt >= 20 {
-                                break;
+                            Err(what) => {
+                                if attempt == 1 {
+                                    s.fail(what);
+                                }
+                                attempt >= 20
                             }
                         }
+                    };
+                    if done {
+                        break;
                     }
-                    drop(s);
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 tokio::time::sleep(think).await;
@@ -571,7 +612,10 @@ pub async fn run(size: Size, pg: Postgres, redis: Redis) -> Figures {
     tokio::time::sleep_until(at(size.restart_at).into()).await;
     instances[1].restart();
     tokio::time::sleep_until(at(size.pg_restart_at).into()).await;
-    figures.pg_down = pg.restart();
+    let down = Instant::now();
+    pg.stop();
+    pg.start();
+    figures.pg_down = down.elapsed();
     for t in tasks {
         let _ = t.await;
     }
@@ -629,6 +673,7 @@ pub async fn run(size: Size, pg: Postgres, redis: Redis) -> Figures {
     figures.latency_p99 = p99(&mut lat);
     figures.latency_max = Duration::from_micros(lat.last().copied().unwrap_or(0));
 
+    println!("(the load and its faults)\n{figures}");
     // Propagation, measured on the settled cluster.
     for round in 0..3 {
         figures
@@ -665,7 +710,7 @@ fn error_kind(e: &reqwest::Error) -> String {
     }
 }
 
-async fn wait_front(http: &reqwest::Client, front: &str) {
+async fn wait_front(http: &reqwest::Client, front: &str, log: &Path) {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(30) {
         if let Ok(r) = http.get(format!("{front}/readyz")).send().await
@@ -675,7 +720,10 @@ async fn wait_front(http: &reqwest::Client, front: &str) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("HAProxy did not come up on {front}");
+    panic!(
+        "HAProxy did not come up on {front}:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 fn admin_token() -> String {
@@ -702,7 +750,11 @@ async fn config_versions(http: &reqwest::Client, instances: &[Instance]) -> BTre
 
 /// PUT a registration on instance 1; time until instances 2 and 3 serve it at instance 1's
 /// config version.
-async fn registration_propagation(http: &reqwest::Client, instances: &[Instance], round: usize) -> Duration {
+async fn registration_propagation(
+    http: &reqwest::Client,
+    instances: &[Instance],
+    round: usize,
+) -> Duration {
     let id = format!("uwv-cluster-{round}");
     let body = std::fs::read_to_string(root().join("adapters/uwv-uitkeringen.yaml"))
         .unwrap_or_else(|e| panic!("{e}"))
@@ -732,23 +784,39 @@ async fn registration_propagation(http: &reqwest::Client, instances: &[Instance]
 }
 
 /// Warm instance 2's and 3's caches for a citizen, purge on instance 1, time until both
-/// answer without a cached source.
-async fn invalidation_propagation(http: &reqwest::Client, instances: &[Instance], citizen: &str) -> Duration {
+/// answer with nothing fetched before the purge (an answer fetched after it may come from
+/// Redis or L1: that is the cache working).
+async fn invalidation_propagation(
+    http: &reqwest::Client,
+    instances: &[Instance],
+    citizen: &str,
+) -> Duration {
     let read = |i: &Instance| {
         http.get(format!("{}/v1/me/dossier", i.url()))
             .bearer_auth(citizen)
             .send()
     };
-    let cached = |d: &Value| {
-        d["sources"]
-            .as_array()
-            .map(|s| s.iter().any(|s| s["status"] == "cached"))
-            .unwrap_or(false)
-    };
     for i in &instances[1..] {
         let _ = read(i).await;
     }
     let bsn = ketenportaal::bsn::TEST_BSNS[0];
+    // Answers fetched in the same millisecond as the purge would count as after it.
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let purged_at = chrono::Utc::now();
+    // Any source answer fetched before the purge.
+    let cached = |d: &Value| {
+        d["sources"]
+            .as_array()
+            .map(|s| {
+                s.iter().any(|s| {
+                    s["fetched_at"]
+                        .as_str()
+                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                        .is_some_and(|t| t < purged_at)
+                })
+            })
+            .unwrap_or(true)
+    };
     let started = Instant::now();
     let r = http
         .post(format!("{}/admin/cache/purge", instances[0].url()))
@@ -779,7 +847,12 @@ async fn invalidation_propagation(http: &reqwest::Client, instances: &[Instance]
 }
 
 /// `n` citizen reads through the front, one at a time: failures and p99.
-async fn timed_reads(http: &reqwest::Client, front: &str, citizens: &[String], n: usize) -> (u64, Duration) {
+async fn timed_reads(
+    http: &reqwest::Client,
+    front: &str,
+    citizens: &[String],
+    n: usize,
+) -> (u64, Duration) {
     let mut failed = 0;
     let mut lat = Vec::with_capacity(n);
     for k in 0..n {

@@ -171,11 +171,12 @@ impl PgStore {
         &self,
         a: Application,
         submit: AccessRecord,
+        deadline: tokio::time::Instant,
     ) -> Result<(Application, bool), StoreError> {
         let shared = self.inner.shared.clone();
         let created = timestamp(&shared, "created_at", &a.created_at)?;
         let next = timestamp(&shared, "next_attempt_at", &a.next_attempt_at)?;
-        self.with_client(move |c| {
+        self.with_client_until(deadline, move |c| {
             Box::pin(async move {
                 let tx = c.transaction().await?;
                 let data = a.data.to_string();
@@ -308,7 +309,22 @@ impl Outbox for PgStore {
     ) -> BoxFuture<'_, Result<(Application, bool), StoreError>> {
         let this = self.clone();
         let bsn = a.bsn.clone();
-        Box::pin(self.write_application(bsn, async move { this.apply(a, submit).await }))
+        Box::pin(self.write_application(bsn, async move {
+            // Stored once per actor and key, so a connection lost mid-way (a restart) is
+            // safe to try again while the caller waits: the second try finds the first's
+            // application if it committed.
+            let deadline = tokio::time::Instant::now() + this.inner.shared.timeout;
+            loop {
+                match this.apply(a.clone(), submit.clone(), deadline).await {
+                    Err(StoreError::ConnectionLost { .. })
+                        if tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(super::RECONNECT_PAUSE).await;
+                    }
+                    r => return r,
+                }
+            }
+        }))
     }
 
     fn application(&self, id: String) -> BoxFuture<'_, Result<Option<Application>, StoreError>> {

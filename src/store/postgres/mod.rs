@@ -54,6 +54,9 @@ const CLI_CONNECT: Duration = Duration::from_secs(10);
 /// An instance that has not said it is alive for this long is not listed.
 const INSTANCE_SEEN: &str = "30 seconds";
 
+/// How long a request waits before it asks a server that refused its connection again.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
+
 /// How connections are secured: not at all, for PostgreSQL on loopback or a private network.
 /// TLS is this one function: return a `tokio_postgres_rustls::MakeRustlsConnect` (rustls only,
 /// with the system roots or a configured CA) and every connection (pool, writer, listener,
@@ -104,9 +107,12 @@ struct Shared {
 impl Shared {
     /// Turns a driver error into the store's (the URL's password never in it).
     fn error(&self, e: &tokio_postgres::Error) -> StoreError {
-        StoreError::Postgres {
-            location: self.location.clone(),
-            reason: describe(e),
+        let location = self.location.clone();
+        let reason = describe(e);
+        if connection_lost(e) {
+            StoreError::ConnectionLost { location, reason }
+        } else {
+            StoreError::Postgres { location, reason }
         }
     }
 
@@ -122,6 +128,25 @@ impl Shared {
             location: self.location.clone(),
             reason: reason.into(),
         }
+    }
+}
+
+/// Did the connection go (closed, refused, or ended by a server shutting down), rather than
+/// the server refuse the statement?
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        Some(code) => [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code),
+        // No answer from the server at all: an I/O error.
+        None => e.as_db_error().is_none(),
     }
 }
 
@@ -277,13 +302,32 @@ impl PgStore {
         &self,
         f: impl for<'c> FnOnce(&'c mut Object) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
+        self.with_client_until(Instant::now() + self.shared().timeout, f)
+            .await
+    }
+
+    /// [`PgStore::with_client`], bounded by `deadline` (for a caller that tries again within
+    /// one timeout).
+    async fn with_client_until<T>(
+        &self,
+        deadline: Instant,
+        f: impl for<'c> FnOnce(&'c mut Object) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
         let shared = self.shared();
-        let deadline = Instant::now() + shared.timeout;
-        let mut client = match tokio::time::timeout_at(deadline, self.inner.pool.get()).await {
-            Err(_) | Ok(Err(PoolError::Timeout(_))) => return Err(shared.timed_out()),
-            Ok(Err(PoolError::Backend(e))) => return Err(shared.error(&e)),
-            Ok(Err(e)) => return Err(shared.refused(e.to_string())),
-            Ok(Ok(c)) => c,
+        // A server that refuses connections (restarting) is asked again until the timeout:
+        // nothing was sent, so nothing is done twice.
+        let mut client = loop {
+            match tokio::time::timeout_at(deadline, self.inner.pool.get()).await {
+                Err(_) | Ok(Err(PoolError::Timeout(_))) => return Err(shared.timed_out()),
+                Ok(Err(PoolError::Backend(e))) => {
+                    if Instant::now() + RECONNECT_PAUSE >= deadline {
+                        return Err(shared.error(&e));
+                    }
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                }
+                Ok(Err(e)) => return Err(shared.refused(e.to_string())),
+                Ok(Ok(c)) => break c,
+            }
         };
         match tokio::time::timeout_at(deadline, f(&mut client)).await {
             Ok(Ok(v)) => Ok(v),

@@ -16,10 +16,14 @@
 //! - a batch PostgreSQL refused (an error, the connection fine) was rolled back whole; its
 //!   changes are tried again one by one, so that one that cannot be written (a NUL in a field)
 //!   does not take the others with it;
-//! - a batch whose connection broke, or that had no answer within the timeout, may or may not
-//!   have committed: its callers get an error (their answers are withheld) and it is logged;
-//!   the connection is dropped and a new one made for the next batch, no sooner than a backoff
-//!   (100 ms doubling to 2 s) after a failed attempt, the batches meanwhile failing at once.
+//! - a batch that finds PostgreSQL unreachable waits for it, trying to connect again after a
+//!   backoff (100 ms doubling to 500 ms), until its callers' timeout: a restart shorter than
+//!   the timeout fails no request; past it, the callers get an error (answers withheld);
+//! - a batch whose connection broke, or that had no answer, may or may not have committed: it
+//!   is sent back to the writer "in doubt", and on the next connection the writer looks for
+//!   its first record (one statement is one transaction: all of the batch or none of it is
+//!   there). Found, its callers get their sequence numbers; not found, it is sent again; so a
+//!   batch is never stored twice. Past the timeout, its callers get an error and it is logged.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +45,7 @@ const MAX_BATCH: usize = 512;
 const IN_FLIGHT: usize = 4;
 /// The first pause after a failed connection attempt; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
-const MAX_PAUSE: Duration = Duration::from_secs(2);
+const MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// The batch statement (see `schema`): the writer, the records' columns, the outcomes.
 const APPEND: &str = "SELECT kp_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
@@ -128,6 +132,7 @@ impl Writer {
     /// Takes the queued changes in batches until the store is dropped.
     pub(super) async fn run(self, mut rx: mpsc::Receiver<Work>) {
         let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+        let (doubt_tx, mut doubt_rx) = mpsc::unbounded_channel::<InDoubt>();
         let mut live: Option<Live> = None;
         let mut backoff = Backoff {
             pause: FIRST_PAUSE,
@@ -139,36 +144,64 @@ impl Writer {
             let Ok(slot) = slots.clone().acquire_owned().await else {
                 return;
             };
-            let Some(first) = rx.recv().await else {
-                return;
-            };
-            let mut batch = Vec::with_capacity(MAX_BATCH.min(rx.len() + 1));
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(w) => batch.push(w),
-                    Err(_) => break,
+            // Batches in doubt before new ones.
+            let (batch, deadline, in_doubt) = tokio::select! {
+                biased;
+                Some(d) = doubt_rx.recv() => (d.batch, d.deadline, true),
+                first = rx.recv() => {
+                    let Some(first) = first else {
+                        return;
+                    };
+                    let mut batch = Vec::with_capacity(MAX_BATCH.min(rx.len() + 1));
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(w) => batch.push(w),
+                            Err(_) => break,
+                        }
+                    }
+                    (batch, Instant::now() + self.shared.timeout, false)
                 }
-            }
-            if live.as_ref().is_some_and(|l| !l.usable()) {
-                tracing::warn!(store = %self.shared.location, "The audit writer's connection to PostgreSQL is gone; making a new one.");
-                live = None;
-            }
-            if live.is_none() {
-                live = self.reconnect(&mut backoff).await;
+            };
+            // A connection, waiting for PostgreSQL (a restart) until the callers' timeout.
+            loop {
+                if live.as_ref().is_some_and(|l| !l.usable()) {
+                    tracing::warn!(store = %self.shared.location, "The audit writer's connection to PostgreSQL is gone; making a new one.");
+                    live = None;
+                }
+                if live.is_none() {
+                    live = self.reconnect(&mut backoff).await;
+                }
+                if live.is_some() || Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(backoff.not_before.min(deadline)).await;
             }
             let Some(l) = &live else {
-                self.give_up(batch, &format!("PostgreSQL unreachable: {}", backoff.last));
+                let reason = format!("PostgreSQL unreachable: {}", backoff.last);
+                if in_doubt {
+                    lost(&self.shared, batch.len(), &reason);
+                }
+                self.give_up(batch, &reason);
                 continue;
             };
-            let (shared, client, append, broken) = (
+            let (shared, client, append, broken, doubt) = (
                 self.shared.clone(),
                 l.client.clone(),
                 l.append.clone(),
                 l.broken.clone(),
+                doubt_tx.clone(),
             );
             tokio::spawn(async move {
-                commit(&shared, &client, &append, &broken, batch).await;
+                let sent = Sent {
+                    shared: &shared,
+                    client: &client,
+                    append: &append,
+                    broken: &broken,
+                    deadline,
+                    doubt: &doubt,
+                };
+                sent.commit(batch, in_doubt).await;
                 drop(slot);
             });
         }
@@ -243,49 +276,120 @@ enum Failure {
     Unknown(String),
 }
 
-/// Commits `batch` and answers its callers; a refused batch is tried again change by change.
-async fn commit(
-    shared: &Shared,
-    client: &Client,
-    append: &Statement,
-    broken: &AtomicBool,
+/// A batch sent whose fate is unknown, back to the writer for the next connection.
+struct InDoubt {
     batch: Vec<Work>,
-) {
-    match send(shared, client, append, &batch).await {
-        Ok(first) => done(shared, batch, first),
-        Err(Failure::Refused(reason)) if batch.len() > 1 => {
-            tracing::warn!(store = %shared.location, error = %reason, changes = batch.len(), "Audit batch refused; writing its changes one by one.");
-            shared.stats.split.fetch_add(1, Ordering::Relaxed);
-            for w in batch {
-                let one = vec![w];
-                match send(shared, client, append, &one).await {
-                    Ok(first) => done(shared, one, first),
-                    Err(Failure::Refused(reason)) => {
-                        tracing::error!(store = %shared.location, error = %reason, "Audit change not written.");
-                        fail(shared, one, &reason);
-                    }
-                    Err(Failure::Unknown(reason)) => {
-                        lost(shared, broken, one.len(), &reason);
-                        fail(shared, one, &reason);
+    /// Its callers' timeout: past it they get an error.
+    deadline: Instant,
+}
+
+/// A batch on its way: the connection it goes on, and where it goes back when in doubt.
+struct Sent<'a> {
+    shared: &'a Shared,
+    client: &'a Client,
+    append: &'a Statement,
+    broken: &'a AtomicBool,
+    deadline: Instant,
+    doubt: &'a mpsc::UnboundedSender<InDoubt>,
+}
+
+impl Sent<'_> {
+    /// Commits `batch` and answers its callers; a refused batch is tried again change by
+    /// change; one `in_doubt` (sent before, on a connection that broke) is first looked for.
+    async fn commit(&self, batch: Vec<Work>, in_doubt: bool) {
+        let Sent {
+            shared,
+            client,
+            append,
+            ..
+        } = *self;
+        if in_doubt {
+            match stored(shared, client, &batch).await {
+                Ok(Some(first)) => {
+                    tracing::info!(store = %shared.location, changes = batch.len(), "An audit batch in doubt was stored after all; its requests are answered.");
+                    return done(shared, batch, Some(first));
+                }
+                Ok(None) => {}
+                Err(reason) => return self.doubt(batch, reason),
+            }
+        }
+        match send(shared, client, append, &batch).await {
+            Ok(first) => done(shared, batch, first),
+            Err(Failure::Refused(reason)) if batch.len() > 1 => {
+                tracing::warn!(store = %shared.location, error = %reason, changes = batch.len(), "Audit batch refused; writing its changes one by one.");
+                shared.stats.split.fetch_add(1, Ordering::Relaxed);
+                for w in batch {
+                    let one = vec![w];
+                    match send(shared, client, append, &one).await {
+                        Ok(first) => done(shared, one, first),
+                        Err(Failure::Refused(reason)) => {
+                            tracing::error!(store = %shared.location, error = %reason, "Audit change not written.");
+                            fail(shared, one, &reason);
+                        }
+                        Err(Failure::Unknown(reason)) => self.doubt(one, reason),
                     }
                 }
             }
+            Err(Failure::Refused(reason)) => {
+                tracing::error!(store = %shared.location, error = %reason, "Audit change not written.");
+                fail(shared, batch, &reason);
+            }
+            Err(Failure::Unknown(reason)) => self.doubt(batch, reason),
         }
-        Err(Failure::Refused(reason)) => {
-            tracing::error!(store = %shared.location, error = %reason, "Audit change not written.");
-            fail(shared, batch, &reason);
+    }
+
+    /// A batch whose fate is unknown: back to the writer while its callers still wait, or
+    /// failed (and logged) past their timeout. The connection is replaced either way.
+    fn doubt(&self, batch: Vec<Work>, reason: String) {
+        self.broken.store(true, Ordering::SeqCst);
+        if Instant::now() >= self.deadline {
+            lost(self.shared, batch.len(), &reason);
+            return fail(self.shared, batch, &reason);
         }
-        Err(Failure::Unknown(reason)) => {
-            lost(shared, broken, batch.len(), &reason);
-            fail(shared, batch, &reason);
+        tracing::warn!(store = %self.shared.location, error = %reason, changes = batch.len(), "Audit batch sent but not confirmed; it is looked for on the next connection.");
+        if let Err(back) = self.doubt.send(InDoubt {
+            batch,
+            deadline: self.deadline,
+        }) {
+            // The writer has stopped.
+            fail(self.shared, back.0.batch, &reason);
         }
     }
 }
 
-/// Logs a batch whose fate is unknown and marks the connection for replacement.
-fn lost(shared: &Shared, broken: &AtomicBool, changes: usize, reason: &str) {
-    broken.store(true, Ordering::SeqCst);
-    tracing::error!(store = %shared.location, error = %reason, changes, "Audit batch sent but not confirmed: it may or may not be stored; its requests get an error.");
+/// Is this batch (sent before, on a connection that broke) stored? Its first record's
+/// sequence number when it is (all of the batch is: one statement, one transaction), `None`
+/// when it is not or has no record (outcomes alone are written again harmlessly: the last of
+/// two for one record is kept).
+async fn stored(shared: &Shared, client: &Client, batch: &[Work]) -> Result<Option<i64>, String> {
+    let Some(entry) = batch.iter().find_map(|w| match w {
+        Work::Record { entry, .. } => Some(entry),
+        Work::Outcome { .. } => None,
+    }) else {
+        return Ok(None);
+    };
+    let params: [&(dyn ToSql + Sync); 3] = [&entry.time, &entry.trace_id, &entry.json];
+    let query = client.query_opt(
+        "SELECT seq FROM audit_log WHERE time = $1::text::timestamptz AND trace_id = $2 AND record = $3",
+        &params,
+    );
+    match tokio::time::timeout(shared.timeout, query).await {
+        Ok(Ok(row)) => row
+            .map(|r| r.try_get::<_, i64>(0))
+            .transpose()
+            .map_err(|e| describe(&e)),
+        Ok(Err(e)) => Err(describe(&e)),
+        Err(_) => Err(format!(
+            "no answer within {} ms",
+            shared.timeout.as_millis()
+        )),
+    }
+}
+
+/// Logs a batch whose fate stays unknown: its requests got an error, and it may or may not
+/// be stored (the chain is valid either way).
+fn lost(shared: &Shared, changes: usize, reason: &str) {
+    tracing::error!(store = %shared.location, error = %reason, changes, "Audit batch sent but not confirmed before its requests' timeout: it may or may not be stored; its requests get an error.");
 }
 
 fn fail(shared: &Shared, batch: Vec<Work>, reason: &str) {
