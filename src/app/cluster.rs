@@ -108,8 +108,16 @@ async fn refresh_registrations(app: &App, why: &Signal) {
     }
 }
 
-/// This instance's name: `KETENPORTAAL_INSTANCE`, or the host's name with the process id.
+/// This instance's name: `KETENPORTAAL_INSTANCE`, or the host's name with the process id; a
+/// second gateway built in the same process (tests, tools) gets `-2`, and so on.
 pub fn instance_name() -> String {
+    static BUILT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let name = base_name();
+    if n == 1 { name } else { format!("{name}-{n}") }
+}
+
+fn base_name() -> String {
     if let Ok(name) = std::env::var("KETENPORTAAL_INSTANCE")
         && !name.is_empty()
     {

@@ -11,6 +11,7 @@ mod durability;
 mod helpers;
 mod hostile;
 mod inflight;
+mod on_postgres;
 mod openapi;
 mod partners;
 mod portal;
@@ -18,7 +19,9 @@ mod registrations;
 mod reload_load;
 mod resilience;
 mod sealed;
-// A real Redis for the shared-cache tests (a plain file other test binaries can include too).
+// A real PostgreSQL and a real Redis (plain files other test binaries include too).
+#[path = "../support/postgres.rs"]
+mod postgres;
 #[path = "../support/redis.rs"]
 mod redis;
 mod shared_cache;
