@@ -117,9 +117,10 @@ ketenportaal cluster on loopback (logs and data in $DIR)
   agencies          $KETENPORTAAL_AGENCIES  (GET /_intake: the applications they received)
   secret            KETENPORTAAL_DEMO_SECRET=$KETENPORTAAL_DEMO_SECRET
 
-Tokens and curl lines (gw1's banner; replace its port with $FRONT_PORT to go through HAProxy):
+Tokens and curl lines, through HAProxy (from gw1's banner; the admin token opens
+/admin/status on every instance):
 EOF
-sed -n '/^ *citizen\|^ *employee\|^ *partner\|^ *operator\|curl /p' "$DIR/gw1.log" | head -20
+sed -n '/curl /p' "$DIR/gw1.log" | sed "s#127.0.0.1:$FIRST_PORT#127.0.0.1:$FRONT_PORT#g" | head -20
 cat <<EOF
 
 Try: kill -9 one instance (pkill -9 -f 'ketenportaal demo --listen 127.0.0.1:$((FIRST_PORT + 1))'),
