@@ -328,7 +328,8 @@ impl Outbox for PgStore {
     }
 
     fn application(&self, id: String) -> BoxFuture<'_, Result<Option<Application>, StoreError>> {
-        Box::pin(self.with_client(move |c| {
+        Box::pin(self.read(move |c| {
+            let id = id.clone();
             Box::pin(async move {
                 let sql = concat!(
                     "SELECT ",
@@ -360,7 +361,7 @@ impl Outbox for PgStore {
             let changes = lists.changes.load(Ordering::SeqCst);
             let remember = lists.listening.load(Ordering::SeqCst);
             let list = self
-                .with_client(move |c| {
+                .read(move |c| {
                     Box::pin(async move {
                         let n = i64::from(limit);
                         let open = c

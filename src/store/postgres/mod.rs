@@ -306,6 +306,26 @@ impl PgStore {
             .await
     }
 
+    /// A read on a pooled connection ([`PgStore::with_client`]), asked again on a new one
+    /// when the connection it had was lost (a server restarting under it): reading twice is
+    /// harmless. All of it within one timeout.
+    async fn read<T>(
+        &self,
+        f: impl for<'c> Fn(&'c mut Object) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, StoreError> {
+        let deadline = Instant::now() + self.shared().timeout;
+        loop {
+            match self.with_client_until(deadline, &f).await {
+                Err(StoreError::ConnectionLost { .. })
+                    if Instant::now() + RECONNECT_PAUSE < deadline =>
+                {
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// [`PgStore::with_client`], bounded by `deadline` (for a caller that tries again within
     /// one timeout).
     async fn with_client_until<T>(
