@@ -61,14 +61,15 @@ pub enum AuditMode {
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("opening the store {location}: {source}")]
+    // The cause is the error's source (shown after it by `{:#}`), not repeated here.
+    #[error("opening the store {location}")]
     Store {
         location: StoreLocation,
         source: crate::store::StoreError,
     },
     #[error("reading adapter registrations: {0}")]
     Registrations(crate::store::StoreError),
-    #[error("building the gateway: {0}")]
+    #[error("building the gateway")]
     Gateway(#[from] crate::gateway::GatewayError),
 }
 

@@ -197,7 +197,7 @@ pub async fn build_app(
         audit,
     })
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
 }
 
 /// Cache on, and every adapter's TTL raised to 1h so no entry expires during a run.
