@@ -521,7 +521,14 @@ pub async fn run(size: Size, pg: Postgres, mut redis: Redis) -> Figures {
                             .ok_or_else(|| format!("{kind}: 2xx without a trace id"))
                     }
                     Ok(r) if r.status().is_server_error() => {
-                        Err(format!("{kind}: {}", r.status().as_u16()))
+                        // When and why, for the figures: the problem's type, or who answered.
+                        let status = r.status().as_u16();
+                        let at = started.elapsed().as_secs();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        let why = body["type"]
+                            .as_str()
+                            .unwrap_or("not problem+json (HAProxy?)");
+                        Err(format!("{kind}: {status} at {at} s ({why})"))
                     }
                     Ok(r) => Err(format!("{kind}: unexpected {}", r.status().as_u16())),
                     Err(e) => Err(format!("{kind}: {}", error_kind(&e))),

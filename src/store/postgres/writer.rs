@@ -472,7 +472,11 @@ async fn send(
         Ok(Ok(row)) => row
             .try_get::<_, Option<i64>>(0)
             .map_err(|e| Failure::Unknown(describe(&e))),
-        Ok(Err(e)) if e.as_db_error().is_some() && !client.is_closed() => {
+        // A server shutting down answers with an error of its own (57P01) before it closes
+        // the connection: that is a lost connection, not a refusal of the batch.
+        Ok(Err(e))
+            if e.as_db_error().is_some() && !client.is_closed() && !super::connection_lost(&e) =>
+        {
             Err(Failure::Refused(describe(&e)))
         }
         Ok(Err(e)) => Err(Failure::Unknown(describe(&e))),
