@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::App;
+use crate::bsn::Bsn;
 use crate::store::{Instance, Signal};
 
 /// How often an instance says it is alive (and what it serves).
@@ -63,6 +64,27 @@ fn whoami(app: &App, instance: &str, started_at: DateTime<Utc>) -> Instance {
         started_at,
         seen_at: Utc::now(),
         config_version: app.gateway.runtime().config.version.clone(),
+    }
+}
+
+/// How long forgetting a subject waits for Redis before it tells the other instances (the
+/// delete goes on in the background when Redis is slower).
+const FORGET_WAIT: Duration = Duration::from_millis(250);
+
+/// Drops every cached answer about `bsn` here and in the shared cache, then tells every other
+/// instance to drop theirs (Redis first, so that none reads the old answers back from it).
+/// Whether the others were told (always, on a store of one instance).
+pub async fn forget_subject(app: &App, bsn: Bsn) -> bool {
+    app.gateway.cache.purge_subject(bsn, FORGET_WAIT).await;
+    let Some(store) = &app.store else {
+        return true;
+    };
+    match store.publish(Signal::Subject(bsn)).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cached answers about a citizen dropped here; cannot tell the other instances.");
+            false
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use super::App;
 use crate::model::{Call, DeliveryDef, Protocol};
 use crate::protocol::template::{self, Vars};
 use crate::protocol::{rest, soap};
-use crate::store::{Application, Signal};
+use crate::store::Application;
 
 /// How a delivery attempt ended.
 #[derive(Debug, PartialEq)]
@@ -92,12 +92,10 @@ async fn deliver_one(state: &App, http: &reqwest::Client, mut app: Application) 
             app.status = "delivered".into();
             app.reference = reference;
             app.reason = None;
+            // Its organisation's answers about the citizen change: forgotten here and on
+            // every other instance.
             if let Ok(bsn) = crate::bsn::Bsn::parse(&app.bsn) {
-                state
-                    .gateway
-                    .cache
-                    .purge_subject(bsn, Duration::from_millis(250))
-                    .await;
+                super::cluster::forget_subject(state, bsn).await;
             }
             tracing::info!(application = %app.id, service = %app.service, attempts = app.attempts, "Application delivered.");
         }
@@ -124,24 +122,10 @@ async fn deliver_one(state: &App, http: &reqwest::Client, mut app: Application) 
             tracing::info!(application = %app.id, attempt = app.attempts, %cause, "Delivery failed; will retry.");
         }
     }
-    let delivered = (app.status == "delivered")
-        .then(|| crate::bsn::Bsn::parse(&app.bsn).ok())
-        .flatten();
-    let Some(store) = &state.store else {
-        return;
-    };
-    match store.update_application(app).await {
-        Ok(()) => {
-            // The other instances of a cluster drop what they cached about the citizen too.
-            if let Some(bsn) = delivered
-                && let Err(e) = store.publish(Signal::Subject(bsn)).await
-            {
-                tracing::warn!(error = %e, "Delivered; cannot tell the other instances to drop the citizen's cached answers.");
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "Cannot record a delivery outcome; it will be retried.")
-        }
+    if let Some(store) = &state.store
+        && let Err(e) = store.update_application(app).await
+    {
+        tracing::error!(error = %e, "Cannot record a delivery outcome; it will be retried.");
     }
 }
 

@@ -206,20 +206,7 @@ pub(super) async fn admin_cache_purge(
     crate::credentials::admin(&rt.config.gateway, &headers).map_err(credential_problem)?;
     let req: api_doc::PurgeRequest = super::extract::parse_body(&body)?;
     let bsn = super::extract::parse_bsn("bsn", &req.bsn)?;
-    s.gateway
-        .cache
-        .purge_subject(bsn, std::time::Duration::from_millis(250))
-        .await;
-    let cluster_told = match &s.store {
-        Some(st) => match st.publish(crate::store::Signal::Subject(bsn)).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "Purged here; cannot tell the other instances.");
-                false
-            }
-        },
-        None => true,
-    };
+    let cluster_told = crate::app::cluster::forget_subject(&s, bsn).await;
     tracing::info!(
         cluster_told,
         "Cached answers about one citizen purged by the operator."
