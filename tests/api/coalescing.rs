@@ -53,17 +53,6 @@ async fn no_cache_read(app: &TestApp, token: &str) -> (u16, Value, Duration) {
     (status, body, started.elapsed())
 }
 
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn ten_concurrent_no_cache_reads_of_a_slow_source_share_one_call() {
     let app = spawn_app_with(options(5)).await;
@@ -79,7 +68,7 @@ async fn ten_concurrent_no_cache_reads_of_a_slow_source_share_one_call() {
         assert!(*took < Duration::from_millis(900), "{seen:?}");
     }
     assert_eq!(app.agencies.hits(UWV), 1, "{seen:?}");
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     assert!(
         m.contains(
             r#"ketenportaal_source_call_duration_seconds_count{adapter="uwv-uitkeringen"} 1"#
@@ -110,7 +99,7 @@ async fn ten_concurrent_reads_of_a_failing_source_share_one_failure_and_count_it
         assert!(*took < Duration::from_millis(900), "{seen:?}");
     }
     assert_eq!(app.chaos.hits(UWV), 1, "{seen:?}");
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     assert!(
         m.contains(
             r#"ketenportaal_source_call_errors_total{adapter="uwv-uitkeringen",status="fault"} 1"#
@@ -124,7 +113,7 @@ async fn ten_concurrent_reads_of_a_failing_source_share_one_failure_and_count_it
     // The breaker counted exactly one: one more failure makes two in a row and opens it.
     let (_, d, _) = no_cache_read(&app, &token).await;
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "error", "{d}");
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     assert!(
         m.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 2"#),
         "{m}"
@@ -160,7 +149,7 @@ async fn a_shared_call_goes_on_when_the_request_that_started_it_reaches_its_dead
         1,
         "the call outlived its starter's deadline and was shared"
     );
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     assert!(
         !m.contains(r#"ketenportaal_source_call_errors_total{adapter="uwv-uitkeringen""#),
         "the call succeeded; nothing counts against the source: {m}"
@@ -200,7 +189,7 @@ async fn waiters_on_a_hanging_source_time_out_at_their_own_deadline_and_it_count
         assert!(*took < deadline + Duration::from_millis(500), "{took:?}");
     }
     assert_eq!(app.chaos.hits(UWV), 1);
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     assert!(
         m.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 0"#),
         "one timeout counted: {m}"

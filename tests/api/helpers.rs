@@ -194,6 +194,13 @@ pub struct Launch {
     pub store: Option<StoreLocation>,
 }
 
+/// The UWV adapter of `adapters/` under another id: a descriptor a partner can register.
+pub fn uwv_variant(id: &str) -> String {
+    std::fs::read_to_string(root().join("adapters/uwv-uitkeringen.yaml"))
+        .unwrap()
+        .replace("id: uwv-uitkeringen", &format!("id: {id}"))
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
 }
@@ -307,6 +314,18 @@ impl TestApp {
             r = r.bearer_auth(t);
         }
         r.send().await.unwrap().json().await.unwrap()
+    }
+
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn me_dossier(&self, token: &str) -> reqwest::Response {

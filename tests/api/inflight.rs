@@ -7,7 +7,7 @@ use std::time::Duration;
 use ketenportaal::model::{ByteSize, Dur};
 use serde_json::Value;
 
-use crate::helpers::{Behaviour, CITIZEN, Options, TestApp, source, spawn_app_with, tweak_adapter};
+use crate::helpers::{Behaviour, CITIZEN, Options, source, spawn_app_with, tweak_adapter};
 
 const UWV: &str = "/uwv/UitkeringenService";
 
@@ -24,17 +24,6 @@ fn options(budget: u64) -> Options {
             })
         })),
     }
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -57,7 +46,7 @@ async fn a_call_that_would_pass_the_budget_is_refused_and_not_held_against_the_s
         );
         assert_eq!(d["complete"], false);
     }
-    let m = metrics(&app).await;
+    let m = app.metrics().await;
     assert!(
         m.contains(r#"ketenportaal_source_call_errors_total{adapter="uwv-uitkeringen",status="over_budget"} 3"#),
         "its own kind: {m}"

@@ -111,10 +111,7 @@ async fn a_registration_on_one_gateway_is_served_by_another_on_the_same_database
     };
     let a = spawn_app_launched(Options::default(), launch()).await;
     let b = spawn_app_launched(Options::default(), launch()).await;
-    let body =
-        std::fs::read_to_string(crate::helpers::root().join("adapters/uwv-uitkeringen.yaml"))
-            .unwrap()
-            .replace("id: uwv-uitkeringen", "id: uwv-elders");
+    let body = crate::helpers::uwv_variant("uwv-elders");
     let started = Instant::now();
     let r = a
         .http

@@ -6,14 +6,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{
     CITIZEN, Launch, Options, SECRET, root, source, spawn_app, spawn_app_launched, spawn_app_with,
+    uwv_variant,
 };
 use ketenportaal::demo::demo_key;
-
-fn uwv_variant(id: &str) -> String {
-    std::fs::read_to_string(root().join("adapters/uwv-uitkeringen.yaml"))
-        .unwrap()
-        .replace("id: uwv-uitkeringen", &format!("id: {id}"))
-}
 
 async fn put(
     app: &crate::helpers::TestApp,

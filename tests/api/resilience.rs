@@ -230,15 +230,7 @@ async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open
         assert_eq!(source(&d, "uwv-uitkeringen")["status"], "error");
     }
     assert_eq!(app.chaos.hits(UWV), 3);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 2"#),
         "{metrics}"
@@ -257,15 +249,7 @@ async fn an_open_circuit_makes_no_upstream_calls_then_recovers_through_half_open
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok");
     assert_eq!(app.chaos.hits(UWV), 4);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 0"#));
 }
 
@@ -398,15 +382,7 @@ async fn a_source_outage_is_logged_once_per_interval_not_once_per_request() {
         .collect();
     assert_eq!(lines.len(), 1, "{text}");
     // The metrics still count every one.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let counted: f64 = metrics
         .lines()
         .filter(|l| {

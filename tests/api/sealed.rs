@@ -3,14 +3,10 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Behaviour, Options, SECRET, TestApp, root, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Behaviour, Options, SECRET, TestApp, root, spawn_app, spawn_app_with, uwv_variant,
+};
 use ketenportaal::demo::demo_key;
-
-fn uwv_variant(id: &str) -> String {
-    std::fs::read_to_string(root().join("adapters/uwv-uitkeringen.yaml"))
-        .unwrap()
-        .replace("id: uwv-uitkeringen", &format!("id: {id}"))
-}
 
 fn toeslagen_variant(id: &str) -> String {
     std::fs::read_to_string(root().join("adapters/toeslagen.yaml"))

@@ -188,15 +188,7 @@ async fn a_second_instance_serves_what_the_first_fetched_without_calling_the_sou
         "{shared}"
     );
     assert!(!status.to_string().contains(KEY));
-    let metrics = b
-        .http
-        .get(format!("{}/metrics", b.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.metrics().await;
     assert!(
         metrics.contains(&format!(
             "ketenportaal_cache_shared_total{{op=\"read\",result=\"hit\"}} {fetched}"
