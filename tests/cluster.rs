@@ -30,6 +30,7 @@ async fn three_instances_lose_nothing_when_one_is_killed_and_postgresql_restarts
     assert_eq!(f.delivered_twice, 0, "{f}");
     assert_eq!(f.keys_with_two_ids, 0, "{f}");
     assert!(f.chain_intact, "{f}");
+    assert_eq!(f.changes_not_written, 0, "{f}");
     assert!(f.audit_records as u64 >= f.reads_ok, "{f}");
     assert_eq!(f.versions_after.len(), 1, "{f}");
     for d in f

@@ -117,6 +117,8 @@ pub struct Figures {
     pub redis_stopped_p99: Duration,
     pub redis_up_p99: Duration,
     pub versions_after: BTreeSet<String>,
+    /// Store changes the running instances gave up on (goal 0: every batch committed).
+    pub changes_not_written: u64,
     pub latency_p99: Duration,
     pub latency_max: Duration,
     pub elapsed: Duration,
@@ -196,6 +198,11 @@ impl fmt::Display for Figures {
             self.redis_stopped_failures,
             ms(&self.redis_stopped_p99),
             ms(&self.redis_up_p99)
+        )?;
+        writeln!(
+            f,
+            "  store changes given up on by the running instances: {} (goal 0)",
+            self.changes_not_written
         )?;
         write!(
             f,
@@ -691,6 +698,7 @@ pub async fn run(size: Size, pg: Postgres, mut redis: Redis) -> Figures {
             .push(invalidation_propagation(&http, &instances, &citizens[0]).await);
     }
     figures.versions_after = config_versions(&http, &instances).await;
+    figures.changes_not_written = changes_not_written(&http, &instances).await;
 
     // Redis stopped: reads go on, from L1 and the sources, within the budget.
     let (_, up) = timed_reads(&http, &front, &citizens, 200).await;
@@ -735,6 +743,26 @@ async fn wait_front(http: &reqwest::Client, front: &str, log: &Path) {
 
 fn admin_token() -> String {
     demo::demo_key(SECRET, "admin")
+}
+
+/// Changes the instances' store writers gave up on (their callers got an error), summed over
+/// the instances running now (a killed instance's counts died with it).
+async fn changes_not_written(http: &reqwest::Client, instances: &[Instance]) -> u64 {
+    let mut failed = 0;
+    for i in instances {
+        if let Ok(r) = http
+            .get(format!("{}/admin/status", i.url()))
+            .bearer_auth(admin_token())
+            .send()
+            .await
+            && let Ok(v) = r.json::<Value>().await
+        {
+            failed += v["store"]["writer"]["failed"]
+                .as_u64()
+                .unwrap_or(u64::MAX / 4);
+        }
+    }
+    failed
 }
 
 /// The config version each instance reports.
