@@ -174,3 +174,52 @@ async fn a_registration_on_one_gateway_is_served_by_another_on_the_same_database
         .unwrap();
     assert!(r.status() == 403 || r.status() == 422, "{}", r.status());
 }
+
+/// Loads the demo config with its `store:` section replaced by `store` (YAML lines); the
+/// problems, if any.
+fn load_with_store(store: &str) -> Result<ketenportaal::config::Config, String> {
+    let dir = tempfile::tempdir().unwrap();
+    crate::helpers::copy_repo_dirs(dir.path(), &["config", "adapters"]);
+    let file = dir.path().join("config/demo.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    // The demo's whole `store:` section, up to the next one.
+    let start = text.find("\nstore:\n").unwrap() + 1;
+    let end = start + text[start..].find("\naudit:").unwrap() + 1;
+    let text = format!("{}store:\n{store}\n{}", &text[..start], &text[end..]);
+    std::fs::write(&file, text).unwrap();
+    let env = ketenportaal::demo::demo_env("http://127.0.0.1:9".into(), SECRET.into());
+    ketenportaal::config::Config::load_with_env(&file, &env).map_err(|e| e.to_string())
+}
+
+#[test]
+fn the_config_refuses_a_postgres_store_without_a_url_and_a_url_that_is_not_postgres() {
+    let c =
+        load_with_store("  backend: postgres\n  url: postgres://kp:geheim@db:5432/kp\n  path: x\n")
+            .unwrap();
+    assert_eq!(
+        ketenportaal::app::store_location(&c),
+        StoreLocation::Postgres("postgres://kp:geheim@db:5432/kp".into())
+    );
+    let e = load_with_store("  backend: postgres\n  path: x\n").unwrap_err();
+    assert!(
+        e.contains("`store.backend: postgres` needs `store.url`"),
+        "{e}"
+    );
+    let e = load_with_store("  backend: postgres\n  url: mysql://kp:geheim@db/kp\n  path: x\n")
+        .unwrap_err();
+    assert!(e.contains("`store.url` must be a postgres:// URL"), "{e}");
+    assert!(!e.contains("geheim"), "no password in the message: {e}");
+    let e = load_with_store("  url: postgres://db/kp\n  path: x\n").unwrap_err();
+    assert!(e.contains("`store.backend` is `sqlite`"), "{e}");
+    let e = load_with_store("  backend: postgres\n  url: postgres://db/kp\n  pool_size: 0\n  lease: 10ms\n  timeout: 1ms\n  path: x\n")
+        .unwrap_err();
+    for want in [
+        "`store.pool_size` must be between 1 and 256",
+        "`store.lease` must be at least 1s",
+        "`store.timeout` must be at least 50ms",
+    ] {
+        assert!(e.contains(want), "{want}: {e}");
+    }
+    let e = load_with_store("  backend: mongodb\n  path: x\n").unwrap_err();
+    assert!(e.contains("mongodb"), "{e}");
+}
