@@ -574,6 +574,7 @@ async fn run(
             "portal.demo_sign_in is on: anyone who reaches this gateway can sign in as the demo accounts. Never in production."
         );
     }
+    keep_running_past_file_limits();
     let app = App::build(Launch {
         config,
         env,
@@ -591,6 +592,20 @@ async fn run(
         .context("serving")?;
     tracing::info!("Gateway stopped.");
     Ok(())
+}
+
+/// A write past the file size limit (`ulimit -f`) kills the process by default (`SIGXFSZ`);
+/// handled, the write fails with `EFBIG` instead, so the store refuses that request (fail
+/// closed, a 503) and the gateway goes on answering what needs no write.
+fn keep_running_past_file_limits() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Once registered, tokio's handler stays for the life of the process.
+        if let Err(e) = signal(SignalKind::from_raw(libc::SIGXFSZ)) {
+            tracing::warn!(error = %e, "SIGXFSZ not handled; a file size limit would stop the gateway.");
+        }
+    }
 }
 
 async fn shutdown_signal() {

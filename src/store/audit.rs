@@ -74,6 +74,21 @@ impl Entry {
             bsn: record.bsn,
         }
     }
+
+    /// The entry of a record read back as stored (its canonical JSON, which the chain hashes,
+    /// kept as it is); `None` when it is not a record.
+    pub(super) fn from_json(json: String) -> Option<Entry> {
+        let r = serde_json::from_str::<AccessRecord>(&json).ok()?;
+        Some(Entry {
+            time: r.time.to_rfc3339(),
+            kind: r.kind,
+            trace_id: r.trace_id,
+            actor: r.actor,
+            actor_type: r.actor_type,
+            bsn: r.bsn,
+            json,
+        })
+    }
 }
 
 /// A stored record as it reads with its outcome (the JSON of a [`Completion`], when one was
@@ -112,7 +127,7 @@ impl Head {
     }
 }
 
-fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
+pub(super) fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(seq.to_be_bytes());
@@ -163,6 +178,12 @@ pub enum Verdict {
     Broken {
         seq: i64,
     },
+    /// The journal of an embedded store is damaged where a crash cannot have torn it.
+    JournalDamaged {
+        segment: String,
+        offset: u64,
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Verdict {
@@ -182,6 +203,14 @@ impl std::fmt::Display for Verdict {
                 f,
                 "record {seq} does not follow its predecessor (reordered or replaced)"
             ),
+            Verdict::JournalDamaged {
+                segment,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "the audit journal is damaged: segment {segment}, byte {offset}: {reason}"
+            ),
         }
     }
 }
@@ -200,6 +229,11 @@ impl Check {
             head: Head::genesis(),
             records: 0,
         }
+    }
+
+    /// The sequence number of the last record that checked out.
+    pub(super) fn last(&self) -> i64 {
+        self.head.seq
     }
 
     /// The next record row: its sequence number, canonical JSON, and the two hashes it holds.

@@ -48,6 +48,7 @@ pub use audit::{AuditLog, Verdict};
 pub use record::{AccessRecord, Completion};
 pub use registrations::Registrations;
 pub use report::{Report, dutch_time};
+pub use sqlite::journal::JournalError;
 
 use crate::bsn::Bsn;
 use crate::config::compile::Registration;
@@ -65,6 +66,19 @@ pub enum StoreError {
     NotWritten { path: PathBuf, reason: String },
     #[error("the store's writer has stopped")]
     WriterGone,
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Another gateway (or store) has the file open.
+    #[error("store {0}: in use by another process (its lock is held)")]
+    InUse(PathBuf),
+    /// A read of the audit waited for the index to hold every acknowledged record in vain
+    /// (the records are safe in the journal; the index cannot be written now).
+    #[error("store {}: the audit index is {records} records behind the journal after {} s", path.display(), after.as_secs())]
+    IndexBehind {
+        path: PathBuf,
+        records: u64,
+        after: Duration,
+    },
     /// PostgreSQL refused or failed an operation (nothing of it was stored); `location` is the
     /// URL without its password.
     #[error("store {location}: {reason}")]
@@ -248,6 +262,13 @@ pub trait Backend: AuditLog + Outbox + Registrations {
     /// Can the store take writes? (readiness)
     fn writable(&self) -> BoxFuture<'_, bool>;
 
+    /// Waits until every record acknowledged so far can be queried (the embedded store fills
+    /// its index from its journal off the request path); a store whose records are queryable
+    /// once written has nothing to wait for.
+    fn settle(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// The changes other instances make, as they are made; `None` for a store no other
     /// instance writes.
     fn signals(&self) -> Option<broadcast::Receiver<Signal>> {
@@ -326,6 +347,13 @@ impl AuditStore {
     /// Can the store take writes? (readiness)
     pub async fn writable(&self) -> bool {
         self.backend.writable().await
+    }
+
+    /// Waits until every record acknowledged so far is in the store's index, where SQL (the
+    /// `processing_log` view, a tool reading the file) sees it. The store's own reads of the
+    /// audit wait for this themselves.
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        self.backend.settle().await
     }
 
     /// Appends a record; its sequence number once it is durable (see [`AuditLog::append`]).

@@ -54,6 +54,7 @@ pub(super) async fn filled(n: u32) -> (tempfile::TempDir, PathBuf) {
     for r in futures::future::join_all(writes).await {
         r.unwrap();
     }
+    store.settle().await.unwrap();
     (dir, path)
 }
 

@@ -120,7 +120,68 @@ async fn auditors_query_by_bsn_in_a_post_body_and_others_cannot() {
 }
 
 #[tokio::test]
-async fn when_the_record_cannot_be_written_the_dossier_is_not_served() {
+async fn when_the_journal_cannot_be_written_nothing_is_answered_and_nothing_answered_is_lost() {
+    // The gateway runs under a file size limit (`ulimit -f`): once the audit journal reaches
+    // it, every write of it fails (EFBIG), as on a full disk.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.sqlite");
+    let limit = (2u64 << 20).to_string();
+    let mut demo = crate::helpers::start_demo_limited(&db, &limit);
+    let url = demo
+        .citizen_curl
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap()
+        .to_string();
+    let token = demo.citizen_token();
+    let client = reqwest::Client::new();
+    let mut answered = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20_000 {
+        let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if status == 200 {
+            answered.push(body["trace_id"].as_str().unwrap().to_string());
+            continue;
+        }
+        // Refused, and nothing of the dossier shown.
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(
+            body["type"],
+            "https://ketenportaal.example/problems/audit-unavailable"
+        );
+        assert!(body.get("sections").is_none(), "{body}");
+        refused += 1;
+        if refused == 20 {
+            break;
+        }
+    }
+    assert_eq!(refused, 20, "the limit was never reached");
+    assert!(answered.len() > 100, "{} answered", answered.len());
+    demo.kill();
+    // Opened again without the limit: every answered read has its record, the chain holds.
+    let store = ketenportaal::store::AuditStore::open(&db, b"x".to_vec()).unwrap();
+    for t in &answered {
+        assert!(store.has_trace(t.clone()).await.unwrap(), "{t} lost");
+    }
+    let (records, _) = store.counts().await.unwrap();
+    assert!(records >= answered.len() as i64);
+    drop(store);
+    assert!(matches!(
+        ketenportaal::store::verify(&ketenportaal::store::StoreLocation::Sqlite(db.clone()))
+            .await
+            .unwrap(),
+        ketenportaal::store::Verdict::Intact { .. }
+    ));
+    eprintln!(
+        "journal at its limit: {} reads answered before, 20 refused (503), 0 answered without a record",
+        answered.len()
+    );
+}
+
+#[tokio::test]
+async fn when_the_index_cannot_be_written_reads_go_on_and_the_index_catches_up() {
     let app = spawn_app().await;
     let db = app.dir.path().join("audit.sqlite");
     let c = Connection::open(&db).unwrap();
@@ -129,16 +190,11 @@ async fn when_the_record_cannot_be_written_the_dossier_is_not_served() {
     )
     .unwrap();
     let citizen = app.citizen_token(CITIZEN);
-    let r = app.me_dossier(&citizen).await;
-    assert_eq!(r.status(), 503);
-    let p: Value = r.json().await.unwrap();
-    assert_eq!(
-        p["type"],
-        "https://ketenportaal.example/problems/audit-unavailable"
-    );
-    assert!(p.get("sections").is_none());
-    c.execute_batch("DROP TRIGGER refuse;").unwrap();
+    // The journal is the durability point: the read is recorded there and answered.
     assert_eq!(app.me_dossier(&citizen).await.status(), 200);
+    c.execute_batch("DROP TRIGGER refuse;").unwrap();
+    // The index catches up; a read of the audit sees the record.
+    assert_eq!(app.store.counts().await.unwrap().0, 1);
     assert!(matches!(
         ketenportaal::store::verify(&ketenportaal::store::StoreLocation::Sqlite(db.clone()))
             .await
@@ -161,6 +217,9 @@ async fn processing_records_follow_logboek_dataverwerkingen() {
         .send()
         .await
         .unwrap();
+    // The processing log is a view over the index, which the journal fills off the request
+    // path.
+    app.store.settle().await.unwrap();
     let c = Connection::open(app.dir.path().join("audit.sqlite")).unwrap();
     let row: (
         String,
@@ -250,13 +309,16 @@ async fn audit_verify_and_report_from_the_command_line() {
     assert_eq!(r["top_users"][0], json!(["medewerker.test", "uwv", 3]));
     assert_eq!(r["per_purpose"]["re-integratie"], 3);
 
-    Connection::open(&db)
+    // Changed in the index (once the record is in it).
+    app.store.settle().await.unwrap();
+    let changed = Connection::open(&db)
         .unwrap()
         .execute(
             "UPDATE audit_log SET record = replace(record, 'werkcoach', 'klant') WHERE seq = 2",
             [],
         )
         .unwrap();
+    assert_eq!(changed, 1);
     let out = Command::new(bin)
         .args(["audit", "verify", "--store"])
         .arg(&db)

@@ -407,8 +407,26 @@ pub fn start_demo(
     config: Option<&std::path::Path>,
     env: &[(&str, &str)],
 ) -> DemoProcess {
+    let cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"));
+    demo_process(cmd, store, config, env)
+}
+
+/// `demo` under a file size limit of `bytes` (util-linux `prlimit`, which execs it).
+pub fn start_demo_limited(store: &std::path::Path, bytes: &str) -> DemoProcess {
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg(format!("--fsize={bytes}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_ketenportaal"));
+    demo_process(cmd, store, None, &[])
+}
+
+fn demo_process(
+    mut cmd: std::process::Command,
+    store: &std::path::Path,
+    config: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> DemoProcess {
     use std::io::{BufRead, BufReader};
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ketenportaal"));
     cmd.args(["demo", "--listen", "127.0.0.1:0", "--store"])
         .arg(store);
     if let Some(c) = config {

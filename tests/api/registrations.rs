@@ -603,7 +603,14 @@ async fn the_test_app_starts_as_serve_does_registrations_layered_and_reload_arme
     .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let config_file = first.dir.path().join("config/demo.yaml");
-    let store = first.dir.path().join("audit.sqlite");
+    // The second gateway on a copy of the first's store (a store file has one gateway: the
+    // journal's lock), as a new instance restored from it would start.
+    let copy = tempfile::tempdir().unwrap();
+    let store = copy.path().join("audit.sqlite");
+    rusqlite::Connection::open(first.dir.path().join("audit.sqlite"))
+        .unwrap()
+        .execute("VACUUM INTO ?1", [store.to_str().unwrap()])
+        .unwrap();
     let second = spawn_app_launched(
         Options::default(),
         Launch {

@@ -459,8 +459,16 @@ async fn no_partner_route_shows_a_value_from_the_gateways_environment() {
         "the log holds the canary:\n{output}"
     );
     let mut stored = Vec::new();
+    // The SQLite file and its WAL, and the audit journal's segments.
     for e in std::fs::read_dir(dir.path()).unwrap().flatten() {
-        if e.file_name().to_string_lossy().starts_with("store.sqlite") {
+        if !e.file_name().to_string_lossy().starts_with("store.sqlite") {
+            continue;
+        }
+        if e.path().is_dir() {
+            for f in std::fs::read_dir(e.path()).unwrap().flatten() {
+                stored.extend(std::fs::read(f.path()).unwrap());
+            }
+        } else {
             stored.extend(std::fs::read(e.path()).unwrap());
         }
     }

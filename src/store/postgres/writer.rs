@@ -192,7 +192,7 @@ impl Writer {
                 l.broken.clone(),
                 doubt_tx.clone(),
             );
-            tokio::spawn(async move {
+            let mut task = Box::pin(async move {
                 let sent = Sent {
                     shared: &shared,
                     client: &client,
@@ -204,6 +204,13 @@ impl Writer {
                 sent.commit(batch, in_doubt).await;
                 drop(slot);
             });
+            // Polled once here, in queue order: the first poll sends the batch's statement, so
+            // batches reach PostgreSQL in the order their changes were queued (an outcome
+            // before the record queued after it), whichever task the runtime runs first.
+            let mut first = std::task::Context::from_waker(std::task::Waker::noop());
+            if task.as_mut().poll(&mut first).is_pending() {
+                tokio::spawn(task);
+            }
         }
     }
 

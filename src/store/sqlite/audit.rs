@@ -12,15 +12,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::{self, Frame};
 use super::writer::Work;
 use super::{SqliteStore, open_read_only, sqlite_error};
 use crate::bsn::Bsn;
-use crate::store::StoreError;
 use crate::store::audit::{
     AuditLog, Check, Entry, Head, Verdict, completed, outcome_hash, pseudonym,
 };
 use crate::store::record::{AccessRecord, Completion};
 use crate::store::report::{Report, Tally};
+use crate::store::{JournalError, StoreError};
 
 /// The head of the chain as the file holds it.
 pub(super) fn chain_head(c: &Connection) -> rusqlite::Result<Head> {
@@ -45,16 +46,31 @@ pub(super) fn append(
     key: &Hmac<Sha256>,
     r: &Entry,
 ) -> rusqlite::Result<i64> {
+    let next = chain.next(&r.json);
+    insert(tx, next.seq, &chain.hash, &next.hash, r, key)?;
+    *chain = next;
+    Ok(chain.seq)
+}
+
+/// Writes record `seq`, already chained (`prev`, `hash`: by the journal's writer, or by
+/// [`append`]), into the index.
+pub(super) fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    prev: &str,
+    hash: &str,
+    r: &Entry,
+    key: &Hmac<Sha256>,
+) -> rusqlite::Result<()> {
     // One row per record: the processing log is a view over these rows, so a dossier read
     // costs one insert, not two.
-    let next = chain.next(&r.json);
     tx.prepare_cached(
         "INSERT INTO audit_log (seq, time, kind, trace_id, actor, actor_type, bsn, record,
              prev_hash, hash, data_subject_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
-        next.seq,
+        seq,
         r.time,
         r.kind,
         r.trace_id,
@@ -62,12 +78,11 @@ pub(super) fn append(
         r.actor_type,
         r.bsn.as_ref().map(Bsn::as_str),
         r.json,
-        chain.hash,
-        next.hash,
+        prev,
+        hash,
         r.bsn.as_ref().map(|b| pseudonym(key, b)),
     ])?;
-    *chain = next;
-    Ok(chain.seq)
+    Ok(())
 }
 
 /// Writes the outcome (JSON) completing record `of`, bound to the record's hash.
@@ -118,7 +133,7 @@ impl AuditLog for SqliteStore {
         bsn: Bsn,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<(i64, AccessRecord)>, StoreError>> {
-        Box::pin(self.read(move |c| {
+        Box::pin(self.read_audit(move |c| {
             let mut st = c.prepare(
                 "SELECT a.seq, a.record, o.outcome FROM audit_log a
                  LEFT JOIN audit_outcome o ON o.seq = a.seq
@@ -143,7 +158,7 @@ impl AuditLog for SqliteStore {
     }
 
     fn has_trace(&self, trace_id: String) -> BoxFuture<'_, Result<bool, StoreError>> {
-        Box::pin(self.read(move |c| {
+        Box::pin(self.read_audit(move |c| {
             c.query_row(
                 "SELECT 1 FROM audit_log WHERE trace_id = ?1 LIMIT 1",
                 [trace_id],
@@ -155,8 +170,8 @@ impl AuditLog for SqliteStore {
     }
 
     fn counts(&self) -> BoxFuture<'_, Result<(i64, i64), StoreError>> {
-        Box::pin(self.read(|c| {
-            let a = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get(0))?;
+        Box::pin(self.read_audit(|c| {
+            let a = c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))?;
             let p = c.query_row("SELECT COUNT(*) FROM processing_log", [], |r| r.get(0))?;
             Ok((a, p))
         }))
@@ -168,9 +183,16 @@ impl AuditLog for SqliteStore {
 // ----------------------------------------------------------------------------------------------
 
 /// Walks the whole chain of the file at `path`: every record in sequence order, then every
-/// outcome. Opens the file read-only; safe next to a running gateway.
+/// outcome, then the records in the journal past the index (acknowledged by a running gateway,
+/// not yet indexed). Opens everything read-only; safe next to a running gateway.
 pub(crate) fn verify(path: &Path) -> Result<Verdict, StoreError> {
+    // The journal is listed (its segments opened) before the index is read: a segment the
+    // live indexer removes in between is in the index read next.
+    let segments = journal::list(&journal::folder(path))?;
+    let err = sqlite_error(path);
     let c = open_read_only(path)?;
+    // One snapshot for both walks.
+    c.execute_batch("BEGIN").map_err(&err)?;
     let mut check = Check::new();
     let walked = walk(
         &c,
@@ -192,11 +214,42 @@ pub(crate) fn verify(path: &Path) -> Result<Verdict, StoreError> {
             },
         )
     });
+    let _ = c.execute_batch("COMMIT");
     match walked {
-        Ok(()) => Ok(check.intact()),
-        Err(Walk::Broken(verdict)) => Ok(verdict),
-        Err(Walk::Failed(e)) => Err(sqlite_error(path)(e)),
+        Ok(()) => {}
+        Err(Walk::Broken(verdict)) => return Ok(verdict),
+        Err(Walk::Failed(e)) => return Err(err(e)),
     }
+    // A torn tail at the end of the last segment is a batch being written as this reads.
+    let frames = match journal::scan(&segments) {
+        Ok((frames, _)) => frames,
+        Err(JournalError::Corrupt {
+            segment,
+            offset,
+            reason,
+        }) => {
+            return Ok(Verdict::JournalDamaged {
+                segment: segment.display().to_string(),
+                offset,
+                reason,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for f in &frames {
+        if let Frame::Record {
+            seq,
+            prev,
+            hash,
+            json,
+        } = f
+            && *seq > check.last()
+            && let ControlFlow::Break(verdict) = check.record(*seq, json, prev, hash)
+        {
+            return Ok(verdict);
+        }
+    }
+    Ok(check.intact())
 }
 
 /// Why a walk stopped before its last row.
@@ -229,19 +282,44 @@ pub(crate) fn report(
     to: DateTime<Utc>,
     top: usize,
 ) -> Result<Report, StoreError> {
+    let segments = journal::list(&journal::folder(path))?;
     let err = sqlite_error(path);
     let c = open_read_only(path)?;
+    c.execute_batch("BEGIN").map_err(&err)?;
     let mut st = c
-        .prepare("SELECT record FROM audit_log WHERE kind = 'dossier.read' AND time >= ?1 AND time < ?2 ORDER BY seq")
+        .prepare("SELECT seq, record FROM audit_log WHERE kind = 'dossier.read' AND time >= ?1 AND time < ?2 ORDER BY seq")
         .map_err(&err)?;
     let rows = st
         .query_map(params![from.to_rfc3339(), to.to_rfc3339()], |r| {
-            r.get::<_, String>(0)
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
         })
         .map_err(&err)?;
     let mut tally = Tally::new(from, to);
+    let mut last = 0;
     for row in rows {
-        if let Ok(rec) = serde_json::from_str::<AccessRecord>(&row.map_err(&err)?) {
+        let (seq, json) = row.map_err(&err)?;
+        last = seq;
+        if let Ok(rec) = serde_json::from_str::<AccessRecord>(&json) {
+            tally.add(rec);
+        }
+    }
+    drop(st);
+    let last = c
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit_log", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(&err)?
+        .max(last);
+    let _ = c.execute_batch("COMMIT");
+    // The records a running gateway acknowledged and has not indexed yet.
+    for f in journal::scan(&segments)?.0 {
+        if let Frame::Record { seq, json, .. } = f
+            && seq > last
+            && let Ok(rec) = serde_json::from_str::<AccessRecord>(&json)
+            && rec.kind == "dossier.read"
+            && rec.time >= from
+            && rec.time < to
+        {
             tally.add(rec);
         }
     }

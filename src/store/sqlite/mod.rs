@@ -13,13 +13,15 @@
 
 mod applications;
 mod audit;
+pub(super) mod journal;
 mod registrations;
 mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc as chan};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rusqlite::Connection;
@@ -30,7 +32,13 @@ pub(super) use audit::{report, verify};
 use super::applications::Application;
 use super::{Backend, Counters, StoreError, StoreStats};
 use crate::bsn::Bsn;
-use writer::{Work, Writer};
+use writer::{Appender, Indexer, Progress, ToIndex, Work, Writer};
+
+/// How long a reader of the audit waits for the index to hold every acknowledged record.
+const CATCH_UP: Duration = Duration::from_secs(5);
+/// How long `open` waits for another store on the same file (one closing in this process) to
+/// let go of it.
+const LOCK_FOR: Duration = Duration::from_secs(10);
 
 /// How many citizens' application lists the store remembers (most are empty: ~150 bytes each
 /// with moka's bookkeeping, so ~2.5 MiB, outside `cache.max_bytes`).
@@ -52,6 +60,10 @@ pub(super) struct SqliteStore {
     /// hear of it), so a read that raced a write is not remembered.
     application_writes: Arc<AtomicU64>,
     stats: Arc<Counters>,
+    /// How far the journal and the index are.
+    progress: Arc<Progress>,
+    /// To the indexer, to ask it to commit now (a reader of the audit waits).
+    hurry: chan::Sender<ToIndex>,
 }
 
 /// Turns an SQLite error into the store's, naming the file.
@@ -82,24 +94,33 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (and creates) the store, brings an older file to the current schema, and starts
-    /// the writer thread.
+    /// Opens (and creates) the store, brings an older file to the current schema, replays the
+    /// audit journal into it, and starts the writer threads.
     pub(super) fn open(path: &Path, pseudonym_key: Vec<u8>) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Folder(dir.to_path_buf(), e))?;
         }
+        let dir = journal::folder(path);
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Folder(dir.clone(), e))?;
+        let lock = lock(&dir)?;
         let sqlite = sqlite_error(path);
-        let writer = open_conn(path)?;
+        let mut writer = open_conn(path)?;
         schema::create(&writer)
             .and_then(|()| writer.busy_timeout(writer::LOCK_WAIT))
             .map_err(&sqlite)?;
+        let key = crate::store::audit::pseudonym_mac(&pseudonym_key);
+        let recovered = journal::recover(path, &mut writer, &key)?;
+        let tail = journal::Tail::create(&dir, recovered.next_segment)?;
         let reader = open_conn(path)?;
-        // The writer thread is the only one that writes; this connection cannot.
+        // The writer threads are the only ones that write; this connection cannot.
         reader
             .execute_batch("PRAGMA query_only=ON;")
             .map_err(&sqlite)?;
         let (tx, rx) = mpsc::channel::<Work>(8192);
+        let (to_sync, from_appender) = chan::channel();
+        let (to_index, from_syncer) = chan::channel();
         let stats = Arc::new(Counters::default());
+        let progress = Arc::new(Progress::new());
         let application_writes: Arc<AtomicU64> = Arc::default();
         let w = Writer::new(
             &pseudonym_key,
@@ -107,10 +128,38 @@ impl SqliteStore {
             stats.clone(),
             application_writes.clone(),
         );
-        std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || w.run(writer, rx))
-            .map_err(|e| StoreError::Folder(path.to_path_buf(), e))?;
+        let indexer = Indexer {
+            writer: w,
+            progress: progress.clone(),
+            dir: dir.clone(),
+            first_segment: tail.number,
+            lock,
+        };
+        let appender = Appender {
+            tail,
+            head: recovered.head,
+            frames: 0,
+            to_sync,
+            progress: progress.clone(),
+            stats: stats.clone(),
+        };
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map(drop)
+                .map_err(|e| StoreError::Folder(path.to_path_buf(), e))
+        };
+        spawn(
+            "audit-index",
+            Box::new(move || indexer.run(writer, from_syncer)),
+        )?;
+        let (p, s, i) = (progress.clone(), stats.clone(), to_index.clone());
+        spawn(
+            "audit-sync",
+            Box::new(move || writer::sync(from_appender, i, p, s)),
+        )?;
+        spawn("audit-journal", Box::new(move || appender.run(rx)))?;
         Ok(SqliteStore {
             tx,
             reader: Arc::new(Mutex::new(reader)),
@@ -118,7 +167,29 @@ impl SqliteStore {
             applications: moka::future::Cache::new(APPLICATION_LISTS),
             application_writes,
             stats,
+            progress,
+            hurry: to_index,
         })
+    }
+
+    /// Waits until the index holds every record acknowledged so far (and every outcome sent
+    /// before them): a read of the audit sees all of it.
+    async fn caught_up(&self) -> Result<(), StoreError> {
+        let target = self.progress.synced.load(Ordering::SeqCst);
+        let mut indexed = self.progress.indexed.subscribe();
+        if *indexed.borrow() >= target {
+            return Ok(());
+        }
+        let _ = self.hurry.send(ToIndex::Hurry);
+        match tokio::time::timeout(CATCH_UP, indexed.wait_for(|n| *n >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(StoreError::WriterGone),
+            Err(_) => Err(StoreError::IndexBehind {
+                path: self.path.clone(),
+                records: target.saturating_sub(*self.progress.indexed.borrow()),
+                after: CATCH_UP,
+            }),
+        }
     }
 
     /// Hands `work` to the writer and waits until its transaction has committed (or failed).
@@ -141,6 +212,15 @@ impl SqliteStore {
         }
     }
 
+    /// A read of the audit, once the index holds every acknowledged record.
+    async fn read_audit<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.caught_up().await?;
+        self.read(f).await
+    }
+
     /// Runs a read on the reader connection, off the async threads.
     async fn read<T: Send + 'static>(
         &self,
@@ -154,6 +234,29 @@ impl SqliteStore {
         })
         .await
         .map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Takes the journal's lock: one store per file. A store closing in this process lets go of it
+/// once its indexer has finished; one in another process holds it while it runs.
+fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join("lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Folder(path.clone(), e))?;
+    let until = Instant::now() + LOCK_FOR;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::InUse(path)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::Folder(path, e)),
+        }
     }
 }
 
@@ -172,6 +275,11 @@ impl Backend for SqliteStore {
                 .await
                 .is_ok()
                 && !self.tx.is_closed()
+                && self.progress.stopped.get().is_none()
         })
+    }
+
+    fn settle(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.caught_up())
     }
 }

@@ -183,6 +183,7 @@ mod tests {
         drop(c);
         let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
         store.append(rec(1, "999993653", 10)).await.unwrap();
+        store.settle().await.unwrap();
         let c = Connection::open(&path).unwrap();
         let traces: Vec<String> = rows(
             &c,

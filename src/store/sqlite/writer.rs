@@ -1,20 +1,29 @@
-//! The writer thread, the only connection that writes: audit records and their outcomes,
-//! applications (each with its `application.submit` record, in the same transaction), delivery
-//! outcomes and registrations. It commits in groups: every change waiting when a transaction
-//! starts is written in it, and all of their requests are released by one fsync. Durability
-//! costs one fsync per *batch*, not per request, and is never skipped.
+//! The writers of the embedded store, three threads in a row:
 //!
-//! Transactions take the write lock when they begin (`BEGIN IMMEDIATE`), so none can fail
-//! half-way for want of it; one that finds the file locked by another process is tried again,
-//! and a batch that fails for any other reason is tried again change by change, so one change
-//! that cannot be written does not take the others with it. A request whose change cannot be
-//! committed gets an error and nothing of it is stored: its answer is withheld (fail closed).
+//! 1. The **appender** is where every change arrives. It chains each access record (sequence
+//!    number and hash), frames records and outcomes into the audit journal (`journal`), and
+//!    writes all that is waiting in one `write`: a batch.
+//! 2. The **syncer** makes batches durable, one `fdatasync` for every batch written while the
+//!    last one ran (group commit, without holding up the appender), then acknowledges their
+//!    records: an answer waits for its record's acknowledgement, never for SQLite.
+//! 3. The **indexer** owns the SQLite connection. It fills the index from the synced batches in
+//!    large transactions (every [`FLUSH_RECORDS`] records, [`FLUSH_AFTER`], or at once when a
+//!    reader of the audit asks), deletes journal segments the durable index holds, and commits
+//!    the other changes (applications, each with its `application.submit` record, delivery
+//!    outcomes, registrations) itself, with an fsync, after the records before them.
+//!
+//! An application's submit record is chained in SQLite, not in the journal: the appender
+//! hands the change on with its head and waits for the head after it, so the chain has one
+//! order. A batch that cannot be written is cut off the journal and its callers get an error
+//! (fail closed); a failed `fdatasync` stops the journal for good (what the kernel kept is not
+//! known after one), and every write after it fails until the gateway restarts and replays.
 //!
 //! This file knows batches, not tables: each change's SQL is in the module of its kind.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, mpsc as chan};
 use std::time::{Duration, Instant};
 
 use hmac::Hmac;
@@ -22,6 +31,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot};
 
+use super::journal::{self, Tail};
 use super::{applications, audit, registrations};
 use crate::config::compile::Registration;
 use crate::store::Counters;
@@ -29,8 +39,15 @@ use crate::store::applications::Application;
 use crate::store::audit::{Entry, Head, pseudonym_mac};
 use crate::store::record::AccessRecord;
 
-/// Largest group committed in one transaction.
+/// Largest batch the appender writes at once.
 const MAX_BATCH: usize = 512;
+/// The indexer commits once this many records wait...
+pub(super) const FLUSH_RECORDS: usize = 4096;
+/// ... or the oldest has waited this long (or a reader of the audit asks).
+pub(super) const FLUSH_AFTER: Duration = Duration::from_millis(200);
+/// Records acknowledged but not yet in the index past which the appender refuses new ones
+/// (the index cannot be written: the journal would grow without bound).
+const MAX_LAG: u64 = 1 << 20;
 /// How long the writer keeps trying a transaction that finds the file locked (by another
 /// process: this one has no other writer) before its callers get an error.
 const RETRY_FOR: Duration = Duration::from_secs(30);
@@ -140,72 +157,6 @@ impl Writer {
         }
     }
 
-    pub(super) fn run(&self, mut c: Connection, mut rx: mpsc::Receiver<Work>) {
-        let mut chain = match audit::chain_head(&c) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(store = %self.path.display(), error = %e, "Audit store unreadable; refusing all writes.");
-                while let Some(work) = rx.blocking_recv() {
-                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                    work.fail(format!("store unreadable: {e}"));
-                }
-                return;
-            }
-        };
-        let mut batch: Vec<Work> = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(j) => batch.push(j),
-                    Err(_) => break,
-                }
-            }
-            let deadline = Instant::now() + RETRY_FOR;
-            match self.commit(&mut c, &batch, &chain, deadline) {
-                Ok((next, done)) => {
-                    chain = next;
-                    self.committed(&batch);
-                    for (work, d) in batch.drain(..).zip(done) {
-                        work.reply(Ok(d));
-                    }
-                }
-                Err(e) if is_busy(&e) => {
-                    tracing::error!(store = %self.path.display(), error = %e, changes = batch.len(), "Store locked by another process for too long; changes not written.");
-                    self.stats
-                        .failed
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    for work in batch.drain(..) {
-                        work.fail(e.to_string());
-                    }
-                }
-                Err(e) => {
-                    // Tried again change by change, so that one change that cannot be written
-                    // (a full disk fails them all) does not take the others with it.
-                    tracing::warn!(store = %self.path.display(), error = %e, changes = batch.len(), "Batch not committed; writing its changes one by one.");
-                    self.stats.split.fetch_add(1, Ordering::Relaxed);
-                    for work in batch.drain(..) {
-                        match self.commit(&mut c, std::slice::from_ref(&work), &chain, deadline) {
-                            Ok((next, mut done)) => {
-                                chain = next;
-                                self.committed(std::slice::from_ref(&work));
-                                match done.pop() {
-                                    Some(d) => work.reply(Ok(d)),
-                                    None => work.fail("the store gave no result".into()),
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(store = %self.path.display(), error = %e, "Change not committed.");
-                                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                                work.fail(e.to_string());
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
     /// After a commit, before any caller hears of it.
     fn committed(&self, batch: &[Work]) {
         if batch.iter().any(Work::touches_applications) {
@@ -280,11 +231,445 @@ impl Writer {
     }
 }
 
+// ----------------------------------------------------------------------------------------------
+// The three threads
+// ----------------------------------------------------------------------------------------------
+
+/// What the threads tell the store's readers, counted in frames (records and outcomes) since
+/// the store was opened.
+pub(super) struct Progress {
+    /// Frames acknowledged durable (in the journal).
+    pub(super) synced: AtomicU64,
+    /// Frames in the index (committed).
+    pub(super) indexed: tokio::sync::watch::Sender<u64>,
+    /// Why the journal stopped, once it has (a failed `fdatasync`).
+    pub(super) stopped: OnceLock<String>,
+}
+
+impl Progress {
+    pub(super) fn new() -> Progress {
+        Progress {
+            synced: AtomicU64::new(0),
+            indexed: tokio::sync::watch::Sender::new(0),
+            stopped: OnceLock::new(),
+        }
+    }
+
+    fn stop(&self, why: String) {
+        tracing::error!(error = %why, "The audit journal stopped: every audited request is refused until the gateway restarts (it replays the journal).");
+        let _ = self.stopped.set(why);
+    }
+}
+
+/// A record or outcome on its way to the index, chained by the appender.
+pub(super) enum Indexed {
+    Record {
+        seq: i64,
+        prev: String,
+        hash: String,
+        entry: Entry,
+    },
+    Outcome {
+        of: i64,
+        json: String,
+    },
+}
+
+/// A change handed on to the indexer with the head of the chain at its turn, and where the
+/// head after it goes (an application, whose submit record the indexer chains).
+type Handed = (Work, Head, Option<chan::SyncSender<Head>>);
+
+/// From the appender to the syncer.
+pub(super) enum ToSync {
+    Batch {
+        file: Arc<File>,
+        segment: u64,
+        /// The frame count once this batch is in.
+        upto: u64,
+        acks: Vec<(Reply<i64>, i64)>,
+        entries: Vec<Indexed>,
+    },
+    Hand(Handed),
+}
+
+/// From the syncer (and the store's readers) to the indexer.
+pub(super) enum ToIndex {
+    Entries {
+        segment: u64,
+        upto: u64,
+        entries: Vec<Indexed>,
+    },
+    Hand(Handed),
+    /// A reader of the audit waits: commit what is pending now.
+    Hurry,
+}
+
+/// The appender thread: chains, frames and writes; the journal's only writer.
+pub(super) struct Appender {
+    pub(super) tail: Tail,
+    pub(super) head: Head,
+    pub(super) frames: u64,
+    pub(super) to_sync: chan::Sender<ToSync>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) stats: Arc<Counters>,
+}
+
+/// The batch the appender is making.
+#[derive(Default)]
+struct Batch {
+    buf: Vec<u8>,
+    acks: Vec<(Reply<i64>, i64)>,
+    entries: Vec<Indexed>,
+}
+
+impl Appender {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Work>) {
+        let mut batch = Batch {
+            buf: Vec::with_capacity(256 << 10),
+            ..Batch::default()
+        };
+        // Where the batch started: restored when it cannot be written.
+        let mut before = (self.head.clone(), self.frames);
+        while let Some(first) = rx.blocking_recv() {
+            let mut work = Some(first);
+            let mut taken = 0;
+            while let Some(w) = work.take() {
+                self.take(w, &mut batch, &mut before);
+                taken += 1;
+                if taken < MAX_BATCH {
+                    work = rx.try_recv().ok();
+                }
+            }
+            self.write_out(&mut batch, &mut before);
+        }
+    }
+
+    fn take(&mut self, work: Work, batch: &mut Batch, before: &mut (Head, u64)) {
+        match work {
+            Work::Record(entry, reply) => {
+                if let Some(why) = self.refusal() {
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    let _ = reply.send(Err(why));
+                    return;
+                }
+                let next = self.head.next(&entry.json);
+                journal::put_record(
+                    &mut batch.buf,
+                    next.seq,
+                    &self.head.hash,
+                    &next.hash,
+                    &entry.json,
+                );
+                let prev = std::mem::replace(&mut self.head, next);
+                batch.acks.push((reply, self.head.seq));
+                batch.entries.push(Indexed::Record {
+                    seq: self.head.seq,
+                    prev: prev.hash,
+                    hash: self.head.hash.clone(),
+                    entry,
+                });
+                self.frames += 1;
+            }
+            Work::Outcome { of, json } => {
+                if self.progress.stopped.get().is_some() {
+                    return;
+                }
+                journal::put_outcome(&mut batch.buf, of, &json);
+                batch.entries.push(Indexed::Outcome { of, json });
+                self.frames += 1;
+            }
+            Work::Apply(..) => {
+                // Its record is chained by the indexer, after everything before it.
+                self.write_out(batch, before);
+                let (back, head) = chan::sync_channel(1);
+                if self
+                    .to_sync
+                    .send(ToSync::Hand((work, self.head.clone(), Some(back))))
+                    .is_ok()
+                {
+                    match head.recv() {
+                        Ok(h) => self.head = h,
+                        Err(_) => self.progress.stop("the indexer has stopped".into()),
+                    }
+                }
+                *before = (self.head.clone(), self.frames);
+            }
+            other => {
+                self.write_out(batch, before);
+                let _ = self
+                    .to_sync
+                    .send(ToSync::Hand((other, self.head.clone(), None)));
+            }
+        }
+    }
+
+    /// Why a record is refused now, if it is.
+    fn refusal(&self) -> Option<String> {
+        if let Some(why) = self.progress.stopped.get() {
+            return Some(format!("the audit journal has stopped: {why}"));
+        }
+        let behind = self.frames.saturating_sub(*self.progress.indexed.borrow());
+        (behind > MAX_LAG).then(|| {
+            format!("the audit index is {behind} records behind the journal and cannot be written")
+        })
+    }
+
+    /// Writes the batch, hands it to the syncer, and starts the next one.
+    fn write_out(&mut self, batch: &mut Batch, before: &mut (Head, u64)) {
+        if !batch.buf.is_empty() {
+            match self.tail.append(&batch.buf) {
+                Ok(()) => {
+                    let sent = self.to_sync.send(ToSync::Batch {
+                        file: self.tail.file.clone(),
+                        segment: self.tail.number,
+                        upto: self.frames,
+                        acks: std::mem::take(&mut batch.acks),
+                        entries: std::mem::take(&mut batch.entries),
+                    });
+                    if sent.is_err() {
+                        self.progress.stop("the syncer has stopped".into());
+                    }
+                    if let Err(e) = self.tail.rotate() {
+                        self.progress
+                            .stop(format!("syncing a full journal segment: {e}"));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = batch.acks.len(), "Audit journal batch not written; its requests are refused.");
+                    self.stats
+                        .failed
+                        .fetch_add(batch.acks.len() as u64, Ordering::Relaxed);
+                    for (reply, _) in batch.acks.drain(..) {
+                        let _ =
+                            reply.send(Err(format!("the audit journal cannot be written: {e}")));
+                    }
+                    batch.entries.clear();
+                    (self.head, self.frames) = before.clone();
+                }
+            }
+            batch.buf.clear();
+        }
+        *before = (self.head.clone(), self.frames);
+    }
+}
+
+/// The syncer thread: one `fdatasync` per file for all batches written since the last, then
+/// the acknowledgements, then the batches on to the indexer.
+pub(super) fn sync(
+    rx: chan::Receiver<ToSync>,
+    to_index: chan::Sender<ToIndex>,
+    progress: Arc<Progress>,
+    stats: Arc<Counters>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut messages = vec![first];
+        messages.extend(rx.try_iter());
+        let mut synced: Vec<&Arc<File>> = Vec::new();
+        for m in &messages {
+            if let ToSync::Batch { file, .. } = m
+                && progress.stopped.get().is_none()
+                && !synced.iter().any(|f| Arc::ptr_eq(f, file))
+            {
+                match file.sync_data() {
+                    Ok(()) => synced.push(file),
+                    Err(e) => progress.stop(format!("fdatasync failed: {e}")),
+                }
+            }
+        }
+        if !synced.is_empty() {
+            stats.committed.fetch_add(1, Ordering::Relaxed);
+        }
+        let stopped = progress.stopped.get().cloned();
+        for m in messages {
+            match (m, &stopped) {
+                (
+                    ToSync::Batch {
+                        segment,
+                        upto,
+                        acks,
+                        entries,
+                        ..
+                    },
+                    None,
+                ) => {
+                    // Counted first: a reader told of its record then waits for it.
+                    progress.synced.store(upto, Ordering::SeqCst);
+                    for (reply, seq) in acks {
+                        let _ = reply.send(Ok(seq));
+                    }
+                    let _ = to_index.send(ToIndex::Entries {
+                        segment,
+                        upto,
+                        entries,
+                    });
+                }
+                (ToSync::Batch { acks, .. }, Some(why)) => {
+                    stats.failed.fetch_add(acks.len() as u64, Ordering::Relaxed);
+                    for (reply, _) in acks {
+                        let _ = reply.send(Err(format!("the audit journal has stopped: {why}")));
+                    }
+                }
+                (ToSync::Hand(h), None) => {
+                    let _ = to_index.send(ToIndex::Hand(h));
+                }
+                (ToSync::Hand((work, head, back)), Some(why)) => {
+                    work.fail(format!("the audit journal has stopped: {why}"));
+                    if let Some(back) = back {
+                        let _ = back.send(head);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The indexer's state beside the writer's.
+pub(super) struct Indexer {
+    pub(super) writer: Writer,
+    pub(super) progress: Arc<Progress>,
+    pub(super) dir: PathBuf,
+    /// Segments before this one are removed.
+    pub(super) first_segment: u64,
+    /// Held while the indexer lives: one store per file (see `SqliteStore::open`).
+    pub(super) lock: File,
+}
+
+impl Indexer {
+    pub(super) fn run(mut self, mut c: Connection, rx: chan::Receiver<ToIndex>) {
+        let mut pending: Vec<Indexed> = Vec::with_capacity(FLUSH_RECORDS);
+        let mut upto = (0u64, self.first_segment);
+        let mut due: Option<Instant> = None;
+        loop {
+            let message = match due {
+                None => rx.recv().ok(),
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(m) => Some(m),
+                    Err(chan::RecvTimeoutError::Timeout) => {
+                        due = self.flush(&mut c, &mut pending, upto);
+                        continue;
+                    }
+                    Err(chan::RecvTimeoutError::Disconnected) => None,
+                },
+            };
+            match message {
+                Some(ToIndex::Entries {
+                    segment,
+                    upto: u,
+                    entries,
+                }) => {
+                    pending.extend(entries);
+                    upto = (u, segment);
+                    if pending.len() >= FLUSH_RECORDS {
+                        due = self.flush(&mut c, &mut pending, upto);
+                    } else if due.is_none() {
+                        due = Some(Instant::now() + FLUSH_AFTER);
+                    }
+                }
+                Some(ToIndex::Hurry) => due = self.flush(&mut c, &mut pending, upto),
+                Some(ToIndex::Hand((work, head, back))) => {
+                    due = self.flush(&mut c, &mut pending, upto);
+                    let head = if due.is_some() {
+                        // The records before it are not in the index: neither is it (a submit
+                        // record chained past them would hide them from recovery).
+                        work.fail("the audit index cannot be written".into());
+                        head
+                    } else {
+                        self.hand(&mut c, work, head)
+                    };
+                    if let Some(back) = back {
+                        let _ = back.send(head);
+                    }
+                }
+                None => {
+                    // The store is closed: what is pending goes in now (or at the next open,
+                    // from the journal).
+                    for _ in 0..3 {
+                        if self.flush(&mut c, &mut pending, upto).is_none() {
+                            break;
+                        }
+                    }
+                    drop(self.lock);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Commits what is pending in one transaction (with an fsync: segments before the last one
+    /// written from are then removed). `None` when done; when not, when to try again.
+    fn flush(
+        &mut self,
+        c: &mut Connection,
+        pending: &mut Vec<Indexed>,
+        (upto, segment): (u64, u64),
+    ) -> Option<Instant> {
+        if pending.is_empty() {
+            return None;
+        }
+        let key = &self.writer.key;
+        let written = (|| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for e in pending.iter() {
+                match e {
+                    Indexed::Record {
+                        seq,
+                        prev,
+                        hash,
+                        entry,
+                    } => audit::insert(&tx, *seq, prev, hash, entry, key)?,
+                    Indexed::Outcome { of, json } => audit::complete(&tx, *of, json)?,
+                }
+            }
+            tx.commit()
+        })();
+        match written {
+            Ok(()) => {
+                pending.clear();
+                self.progress.indexed.send_replace(upto);
+                if segment > self.first_segment {
+                    Tail::remove_before(&self.dir, self.first_segment, segment);
+                    self.first_segment = segment;
+                }
+                None
+            }
+            Err(e) => {
+                self.writer.stats.retried.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(store = %self.writer.path.display(), error = %e, records = pending.len(), "Audit index not written; the records are in the journal, tried again in 1 s.");
+                Some(Instant::now() + Duration::from_secs(1))
+            }
+        }
+    }
+
+    /// Commits one change handed on by the appender; the head after it.
+    fn hand(&self, c: &mut Connection, work: Work, head: Head) -> Head {
+        let deadline = Instant::now() + RETRY_FOR;
+        match self
+            .writer
+            .commit(c, std::slice::from_ref(&work), &head, deadline)
+        {
+            Ok((next, mut done)) => {
+                self.writer.committed(std::slice::from_ref(&work));
+                match done.pop() {
+                    Some(d) => work.reply(Ok(d)),
+                    None => work.fail("the store gave no result".into()),
+                }
+                next
+            }
+            Err(e) => {
+                tracing::error!(store = %self.writer.path.display(), error = %e, "Change not committed.");
+                self.writer.stats.failed.fetch_add(1, Ordering::Relaxed);
+                work.fail(e.to_string());
+                head
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Verdict;
     use crate::store::testing::{open_temp, rec};
+    use crate::store::{AuditStore, JournalError, StoreError, Verdict};
 
     #[tokio::test]
     async fn a_transaction_that_finds_the_file_locked_waits_and_is_tried_again() {
@@ -314,38 +699,122 @@ mod tests {
         ));
     }
 
-    #[tokio::test]
-    async fn a_change_that_cannot_be_written_does_not_take_its_batch_with_it() {
-        let (_dir, path, store) = open_temp();
-        let c = Connection::open(&path).unwrap();
+    /// Every record of the journal's segments in the store's folder.
+    fn journal_records(path: &Path) -> usize {
+        let segments = journal::list(&journal::folder(path)).unwrap();
+        let (frames, _) = journal::scan(&segments).unwrap();
+        frames
+            .iter()
+            .filter(|f| matches!(f, journal::Frame::Record { .. }))
+            .count()
+    }
+
+    fn refuse_index(path: &Path) -> Connection {
+        let c = Connection::open(path).unwrap();
         c.execute_batch(
-            "CREATE TRIGGER refuse BEFORE INSERT ON audit_log WHEN NEW.actor = 'poison'
+            "CREATE TRIGGER refuse BEFORE INSERT ON audit_log
              BEGIN SELECT RAISE(ABORT, 'refused'); END;",
         )
         .unwrap();
-        // Held briefly, so that all the records queue up and go in one batch.
-        c.execute_batch("BEGIN IMMEDIATE;").unwrap();
-        let writes = (0..41).map(|i| {
-            let mut r = rec(i, "999993653", 10);
-            if i == 20 {
-                r.actor = "poison".into();
-            }
-            store.append(r)
-        });
-        let release = async {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            c.execute_batch("COMMIT;").unwrap();
-        };
-        let (results, ()) = futures::join!(futures::future::join_all(writes), release);
-        for (i, r) in results.iter().enumerate() {
-            assert_eq!(r.is_ok(), i != 20, "record {i}: {r:?}");
+        c
+    }
+
+    #[tokio::test]
+    async fn an_index_that_cannot_be_written_loses_nothing_and_readers_say_so() {
+        let (_dir, path, store) = open_temp();
+        let c = refuse_index(&path);
+        // Acknowledged from the journal, whatever the index does.
+        for i in 0..41 {
+            store.append(rec(i, "999993653", 10)).await.unwrap();
         }
-        let stats = store.stats();
-        assert_eq!(stats.failed, 1, "{stats:?}");
-        assert!(stats.split >= 1, "{stats:?}");
+        // A read of the audit waits for the index, in vain, and says why.
+        let e = store.counts().await.unwrap_err();
+        assert!(
+            matches!(e, StoreError::IndexBehind { records: 41, .. }),
+            "{e}"
+        );
+        // The CLI's verify reads index and journal: all 41 are there.
         assert!(matches!(
             crate::store::sqlite::verify(&path).unwrap(),
-            Verdict::Intact { records: 40, .. }
+            Verdict::Intact { records: 41, .. }
         ));
+        assert!(store.stats().retried >= 1);
+        // Once the index can be written, everything is in it, and the segments go.
+        c.execute_batch("DROP TRIGGER refuse;").unwrap();
+        assert_eq!(store.counts().await.unwrap(), (41, 41));
+        assert_eq!(store.stats().failed, 0);
+    }
+
+    #[tokio::test]
+    async fn records_only_in_the_journal_are_replayed_at_the_next_open() {
+        let (_dir, path, store) = open_temp();
+        store.append(rec(0, "999993653", 10)).await.unwrap();
+        store.settle().await.unwrap();
+        // As after a crash: acknowledged, in the journal, not in the index.
+        let c = refuse_index(&path);
+        for i in 1..30 {
+            store.append(rec(i, "999993653", 10)).await.unwrap();
+        }
+        drop(store);
+        c.execute_batch("DROP TRIGGER refuse;").unwrap();
+        let indexed = |c: &Connection| {
+            c.query_row("SELECT COUNT(*) FROM audit_log", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+        };
+        // The closed store's indexer may still be trying; the next open waits for its lock.
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        assert_eq!(indexed(&c), 30);
+        assert_eq!(journal_records(&path), 0, "replayed segments are removed");
+        // The chain goes on from the replayed head.
+        store.append(rec(30, "999993653", 10)).await.unwrap();
+        assert!(matches!(
+            crate::store::sqlite::verify(&path).unwrap(),
+            Verdict::Intact { records: 31, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_write_is_kept_aside_and_corruption_refuses_to_open() {
+        let (_dir, path, store) = open_temp();
+        let c = refuse_index(&path);
+        for i in 0..10 {
+            store.append(rec(i, "999993653", 10)).await.unwrap();
+        }
+        drop(store);
+        // Wait until the closed store has let go (its lock), then tear its last write.
+        let dir = journal::folder(&path);
+        let lock = File::options().write(true).open(dir.join("lock")).unwrap();
+        lock.lock().unwrap();
+        drop(lock);
+        let segments = journal::list(&dir).unwrap();
+        let last = segments.last().unwrap().path.clone();
+        let whole = std::fs::read(&last).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..40]);
+        std::fs::write(&last, &torn).unwrap();
+
+        // Damage in the middle: the store does not open, and nothing is removed.
+        let mut damaged = torn.clone();
+        damaged[whole.len() / 2] ^= 0x20;
+        std::fs::write(&last, &damaged).unwrap();
+        let e = AuditStore::open(&path, b"key".to_vec()).err().unwrap();
+        assert!(
+            matches!(&e, StoreError::Journal(JournalError::Corrupt { reason, .. }) if reason.contains("follows")),
+            "{e}"
+        );
+        assert!(matches!(
+            crate::store::sqlite::verify(&path).unwrap(),
+            Verdict::JournalDamaged { .. }
+        ));
+        assert_eq!(std::fs::read(&last).unwrap(), damaged);
+
+        // Only the torn tail: opened, the 10 records replayed, the tail kept aside.
+        std::fs::write(&last, &torn).unwrap();
+        c.execute_batch("DROP TRIGGER refuse;").unwrap();
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        assert_eq!(store.counts().await.unwrap().0, 10);
+        let mut kept = last.as_os_str().to_os_string();
+        kept.push(".torn");
+        assert_eq!(std::fs::read(kept).unwrap(), &whole[..40]);
     }
 }
