@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end load benchmark of ketenportaal (issue "critical-path speed", docs/design.md, "Bars").
 #
-#   bash benches/load.sh                 # the full run, about 9 minutes after the build
+#   bash benches/load.sh                 # the full run, about 12 minutes after the build
 #   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test
 #   bash benches/load.sh --soak 600      # also soak the memory scenario for 600 s
-#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ONLY=c, ONLY=d, ONLY=e, ONLY=ab, ...
+#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ..., ONLY=f, ONLY=ab, ...
 #
-# Settings (environment): SECS (10) seconds per measured run, ROUNDS (3) rounds for (a) and
-# B_ROUNDS (= ROUNDS) for (b), CONNS (64) connections for (a), RATE (200) requests/s and
-# DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64) for (c), APPLICATIONS
-# (1000) for (d), BURST (60) citizens at once and BURST_ROUNDS (5) for (e); LOAD_BIN=path skips
-# the build and uses that binary (for repeated runs).
+# Settings (environment): SECS (10) seconds per measured run, ROUNDS (3) rounds for (a), (d)
+# and (f) and B_ROUNDS (= ROUNDS) for (b), CONNS (64) connections for (a), (d) and (f), RATE
+# (200) requests/s and DELAY_MS (20) source delay for (b), SUBJECTS (100000) and CACHE_MIB (64)
+# for (c), APPLICATIONS (1000) for (d), BURST (60) citizens at once and BURST_ROUNDS (5) for
+# (e); LOAD_BIN=path skips the build and uses that binary (for repeated runs).
 #
 # It builds the `load` bench in release, then measures side by side:
 #   (a) cached GET /v1/me/dossier: the real gateway (demo config, fixture agencies, cache warm,
@@ -38,7 +38,18 @@
 #       answers are just under 4 MiB (mostly an unmapped attachment); the gateway's peak RSS per
 #       round and its RSS after IDLE_SECS (5) idle; with the default in-flight budget (64 MiB)
 #       and with one the burst never reaches (1 GiB), side by side.
-# Servers run pinned to core 0, the load generator (and the sources of (b) and (c)) to core 1,
+#   (f) saturation ("b'"): the uncached 3-way fan-out of (b) at full load: closed loop, CONNS
+#       connections, the 3 REST sources answering at once (delay 0), the gateway's cache off
+#       (every request makes 3 source calls; checked on the answers' `sources` and on the
+#       gateway's cache counters: 0 hit, 0 joined, 0 stale); side by side in the same rounds,
+#       order rotating, medians: the gateway with its durable SQLite audit store, the gateway
+#       with log-only audit, nginx + njs doing the same fan-out and merge (benches/nginx), and
+#       a naive axum + reqwest fan-out (one shared client, the 3 calls joined, the answers
+#       merged; no auth, no audit). Per server: req/s, p50/p99, server CPU µs per request, and
+#       the source calls and new source connections per request (from the sources' counters);
+#       ratios gateway/nginx+njs throughput (bar: >= 2), gateway/naive axum, and durable/
+#       log-only CPU per request.
+# Servers run pinned to core 0, the load generator (and the sources of (b), (c) and (f)) to core 1,
 # when `taskset` exists and there are two cores. Everything listens on 127.0.0.1 only, every
 # wait is bounded, and every process started here is stopped on exit.
 set -euo pipefail
@@ -57,12 +68,12 @@ BURST_ROUNDS=${BURST_ROUNDS:-5}
 IDLE_SECS=${IDLE_SECS:-5}
 SOAK=0
 APPLICATIONS=${APPLICATIONS:-1000}
-ONLY=${ONLY:-abcde}
+ONLY=${ONLY:-abcdef}
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; BURST_ROUNDS=2; shift ;;
         --soak) SOAK=${2:?--soak needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -187,9 +198,10 @@ echo "== (a') the cached dossier's CPU by stage, in one process"
 generator attribute --iters $((SECS * 2000))
 fi
 
-if [[ $ONLY == *b* ]]; then
-# nginx with the njs module, for the side-by-side 3-way fan-out (installed when apt can).
+# nginx with the njs module, for the side-by-side 3-way fan-out of (b) and (f) (installed when
+# apt can).
 NGINX_OK=0
+if [[ $ONLY == *b* || $ONLY == *f* ]]; then
 if [ ! -f /usr/lib/nginx/modules/ngx_http_js_module.so ] && command -v apt-get >/dev/null 2>&1 &&
     [ "$(id -u)" = 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-http-js >/dev/null 2>&1 || true
@@ -199,6 +211,9 @@ if command -v nginx >/dev/null 2>&1 && [ -f /usr/lib/nginx/modules/ngx_http_js_m
 else
     echo "== nginx + njs not installed (apt-get install nginx libnginx-mod-http-js): its column is skipped"
 fi
+fi
+
+if [[ $ONLY == *b* ]]; then
 
 for N in 3 10; do
     echo
@@ -262,6 +277,26 @@ for MIB in 64 1024; do
         --idle-secs "$IDLE_SECS" --label ", in-flight budget $MIB MiB"
     stop_all
 done
+fi
+
+if [[ $ONLY == *f* ]]; then
+echo
+echo "== (f) saturation: uncached 3-way fan-out, sources answering at once, closed loop"
+start sources "$PIN_CLIENT" serve-sources --kind slow --delay-ms 0
+# The fan-out config of (b), whose cache is off: every request calls the 3 sources.
+start gateway "$PIN_SERVER" serve-gateway --scenario fanout --n 3 --sources "http://$(api sources)"
+start gateway-log "$PIN_SERVER" serve-gateway --scenario fanout --n 3 --audit log \
+    --sources "http://$(api sources)"
+NGINX=()
+if [ "$NGINX_OK" = 1 ]; then
+    start nginx "$PIN_SERVER" serve-nginx --n 3 --sources "$(api sources)"
+    NGINX=(--nginx "$T/nginx.addr")
+fi
+start naive "$PIN_SERVER" serve-naive --n 3 --sources "$(api sources)"
+generator saturation --gateway "$T/gateway.addr" --gateway-log "$T/gateway-log.addr" "${NGINX[@]}" \
+    --naive "$T/naive.addr" --sources "$T/sources.addr" --n 3 --rounds "$ROUNDS" --secs "$SECS" \
+    --conns "$CONNS"
+stop_all
 fi
 
 echo

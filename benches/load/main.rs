@@ -1,19 +1,21 @@
 //! End-to-end load benchmark (issue "critical-path speed", docs/design.md, "Bars"): the real gateway over
 //! HTTP against a bare hyper baseline, uncached fan-out to slow sources, memory under the
-//! cache's byte budget, and memory through bursts of huge answers.
+//! cache's byte budget, memory through bursts of huge answers, and the uncached fan-out at
+//! saturation against nginx + njs and a naive axum server.
 //!
 //! One binary plays every role, chosen by subcommand, so that the servers and the load generator
 //! run in separate processes pinned to different cores. `benches/load.sh` drives it; run that
 //! rather than this directly.
 //! - `serve-sources --kind fixtures|slow|synthetic|huge`: the organisations upstream (the demo's
-//!   fixture agencies; REST sources answering after a delay; a source answering any BSN, with a
-//!   ~2 KB or a ~4 MiB answer);
+//!   fixture agencies; REST sources answering after a delay, or at once; a source answering any
+//!   BSN, with a ~2 KB or a ~4 MiB answer);
 //! - `serve-gateway --scenario cached|fanout|memory|burst`: the library's `Gateway` behind
 //!   `server::serve`, on the demo config or on a config written for the scenario;
 //! - `serve-bare --from-gateway FILE`: bare hyper answering the gateway's own dossier bytes;
-//! - `serve-nginx`: nginx + njs doing the fan-out of part (b), as a child process;
-//! - `cached`, `fanout`, `memory`, `burst`: the load generator for parts (a) and (d), (b), (c)
-//!   and (e) of `load.sh`;
+//! - `serve-nginx`: nginx + njs doing the fan-out of parts (b) and (f), as a child process;
+//! - `serve-naive`: the same fan-out as a naive axum + reqwest handler (part f);
+//! - `cached`, `fanout`, `memory`, `burst`, `saturation`: the load generator for parts (a) and
+//!   (d), (b), (c), (e) and (f) of `load.sh`;
 //! - `attribute`: the cached dossier's CPU by stage, in one process (part (a'));
 //! - `token`, `report`: helpers for the script.
 //!
@@ -29,11 +31,12 @@
 //! - `procfs`: readings of `/proc` (RSS, peak RSS, CPU ticks of a process and of a core);
 //! - `serve`: the server roles (`serve/sources.rs` the organisations upstream, `serve/gateway.rs`
 //!   the gateway on each scenario's config, `serve/bare.rs` the bare hyper baseline,
-//!   `serve/nginx.rs` the nginx + njs peer), the shared HTTP/1.1 server and the control port;
+//!   `serve/nginx.rs` the nginx + njs peer, `serve/naive.rs` the naive axum fan-out), the shared
+//!   HTTP/1.1 server and the control port;
 //! - `generator`: the load generator (address files, tokens, connections, closed and open
 //!   loops, CPU over a measured window);
 //! - `scenarios`: one module per part: `cached` (a) and (d), `attribute` (a'), `fanout` (b),
-//!   `memory` (c), `burst` (e);
+//!   `memory` (c), `burst` (e), `saturation` (f);
 //! - `report`: the summary rows each part writes, and the final table.
 
 mod generator;
@@ -166,6 +169,16 @@ enum Cmd {
         #[command(flatten)]
         out: ServeOut,
     },
+    /// The same fan-out as a naive axum handler with one shared reqwest client (part f).
+    ServeNaive {
+        /// `host:port` of the slow sources.
+        #[arg(long)]
+        sources: String,
+        #[arg(long, default_value_t = 3)]
+        n: usize,
+        #[command(flatten)]
+        out: ServeOut,
+    },
     /// (a) cached dossier, gateway vs bare hyper, closed loop, alternating rounds.
     Cached {
         #[arg(long)]
@@ -212,6 +225,32 @@ enum Cmd {
         rounds: usize,
         #[arg(long, default_value_t = 20)]
         delay_ms: u64,
+        #[arg(long)]
+        results: Option<PathBuf>,
+    },
+    /// (f) uncached fan-out at saturation, closed loop: the gateway (durable and log-only
+    /// audit), nginx + njs and the naive axum server in the same rounds.
+    Saturation {
+        #[arg(long)]
+        gateway: PathBuf,
+        #[arg(long)]
+        gateway_log: PathBuf,
+        /// Optionally nginx + njs doing the same fan-out.
+        #[arg(long)]
+        nginx: Option<PathBuf>,
+        #[arg(long)]
+        naive: PathBuf,
+        /// The sources, whose control port counts the calls and connections they got.
+        #[arg(long)]
+        sources: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        n: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 64)]
+        conns: usize,
         #[arg(long)]
         results: Option<PathBuf>,
     },
@@ -295,6 +334,7 @@ fn main() -> std::process::ExitCode {
             | Cmd::ServeGateway { .. }
             | Cmd::ServeBare { .. }
             | Cmd::ServeNginx { .. }
+            | Cmd::ServeNaive { .. }
     );
     // Servers get the multi-threaded runtime the real binary uses (one worker per core it may
     // run on); the generator is one thread on its own core.
@@ -347,6 +387,7 @@ async fn run(cmd: Cmd) -> Result<(), String> {
         }
         Cmd::ServeBare { from_gateway, out } => serve::bare::serve_bare(&from_gateway, &out).await,
         Cmd::ServeNginx { sources, n, out } => serve::nginx::serve_nginx(&sources, n, &out).await,
+        Cmd::ServeNaive { sources, n, out } => serve::naive::serve_naive(&sources, n, &out).await,
         Cmd::Cached {
             gateway,
             bare,
@@ -397,6 +438,35 @@ async fn run(cmd: Cmd) -> Result<(), String> {
                 &gateway,
                 gateway_log.as_deref(),
                 nginx.as_deref(),
+                &sources,
+                &o,
+                results.as_deref(),
+            )
+            .await
+        }
+        Cmd::Saturation {
+            gateway,
+            gateway_log,
+            nginx,
+            naive,
+            sources,
+            n,
+            rounds,
+            secs,
+            conns,
+            results,
+        } => {
+            let o = scenarios::saturation::SaturationOpts {
+                n,
+                rounds: rounds.max(1),
+                measure: Duration::from_secs(secs),
+                conns: conns.max(1),
+            };
+            scenarios::saturation::cmd_saturation(
+                &gateway,
+                &gateway_log,
+                nginx.as_deref(),
+                &naive,
                 &sources,
                 &o,
                 results.as_deref(),

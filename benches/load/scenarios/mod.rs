@@ -6,6 +6,7 @@ pub mod burst;
 pub mod cached;
 pub mod fanout;
 pub mod memory;
+pub mod saturation;
 
 use ketenportaal::bsn::Bsn;
 

@@ -1,8 +1,10 @@
 //! The server roles, and what they share: an HTTP/1.1 server, the control port (`/stats`,
-//! allocation counting, peak reset) and the address file that announces both ports.
+//! allocation counting, peak reset, a gateway's source lookups) and the address file that
+//! announces both ports.
 
 pub mod bare;
 pub mod gateway;
+pub mod naive;
 pub mod nginx;
 pub mod sources;
 
@@ -10,7 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -38,6 +40,19 @@ where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    serve_http1_counting(listener, None, handler);
+}
+
+/// [`serve_http1`], counting the connections it accepts in `accepted` (the sources do, so the
+/// generator sees whether a fan-out keeps its connections or opens new ones).
+pub fn serve_http1_counting<F, Fut>(
+    listener: TcpListener,
+    accepted: Option<&'static AtomicU64>,
+    handler: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
@@ -47,6 +62,9 @@ where
                     continue;
                 }
             };
+            if let Some(n) = accepted {
+                n.fetch_add(1, Relaxed);
+            }
             let h = handler.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
@@ -71,7 +89,7 @@ pub fn json_response(body: Bytes) -> Response<Body> {
     r
 }
 
-/// The control port: stats and allocation counting.
+/// The control port: stats and allocation counting; `/sources`, a gateway's source lookups.
 async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<Body> {
     match req.uri().path() {
         "/count/on" => COUNT_ON.store(true, Relaxed),
@@ -80,6 +98,9 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
         "/peak/reset" => {
             let _ = std::fs::write("/proc/self/clear_refs", "5");
         }
+        // Its own path, so `/stats` (read at both ends of every measured window) stays as cheap
+        // as it was.
+        "/sources" => return json_response(Bytes::from(source_lookups(gw.as_deref()).to_string())),
         _ => {}
     }
     let (rss_kb, mut cpu) = proc_self();
@@ -103,6 +124,9 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
         "cpu_ticks": cpu,
         "allocs": ALLOCS.load(Relaxed),
         "alloc_bytes": ALLOC_BYTES.load(Relaxed),
+        // Non-zero in the sources' process only.
+        "source_calls": sources::CALLS.load(Relaxed),
+        "source_connections": sources::CONNECTIONS.load(Relaxed),
     });
     if let Some(s) = gw {
         s.gateway.cache.sync().await;
@@ -114,6 +138,41 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
         v["render_bytes"] = json!(bytes);
     }
     json_response(Bytes::from(v.to_string()))
+}
+
+/// A gateway's source lookups since it started, summed over its adapters: the cache's (`hit`,
+/// `miss`: a call made, `joined`: another request's call waited for, `stale`) and the outcomes
+/// the dossiers reported (`ok`, `cached`, `stale`, `timeout`, `error`, `unavailable`, from
+/// `/metrics`). Empty for the other roles.
+fn source_lookups(gw: Option<&AppState>) -> serde_json::Value {
+    let Some(s) = gw else { return json!({}) };
+    let (mut hit, mut miss, mut joined, mut stale) = (0, 0, 0, 0);
+    for id in s.gateway.runtime().adapters.keys() {
+        let (h, m, j, st) = s.gateway.metrics.cache_counts(&Arc::from(id.as_str()));
+        (hit, miss, joined, stale) = (hit + h, miss + m, joined + j, stale + st);
+    }
+    // `ketenportaal_source_results_total{adapter="…",status="…"} N`, one line a series.
+    let mut results = serde_json::Map::new();
+    for line in s.gateway.metrics.encode().lines() {
+        let Some(rest) = line.strip_prefix("ketenportaal_source_results_total{") else {
+            continue;
+        };
+        let status = rest
+            .split_once("status=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .map(|(st, _)| st);
+        let count = rest
+            .rsplit_once(' ')
+            .and_then(|(_, n)| n.parse::<u64>().ok());
+        if let (Some(status), Some(count)) = (status, count) {
+            let sum = results.get(status).and_then(|v| v.as_u64()).unwrap_or(0);
+            results.insert(status.to_string(), json!(sum + count));
+        }
+    }
+    json!({
+        "cache_lookups": {"hit": hit, "miss": miss, "joined": joined, "stale": stale},
+        "source_results": results,
+    })
 }
 
 /// Binds the control port, announces both addresses, and keeps the process up until

@@ -1,8 +1,11 @@
 //! The organisations upstream: the demo's fixture agencies, REST sources that answer after a
-//! delay (fan-out), and a source that answers any BSN with a ~2 KB or a ~4 MiB document
-//! (memory, bursts).
+//! delay (fan-out; at once with `--delay-ms 0`, the saturation part), and a source that answers
+//! any BSN with a ~2 KB or a ~4 MiB document (memory, bursts).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,8 +16,14 @@ use serde_json::{Value, json};
 
 use ketenportaal::demo::agencies::AgencyServer;
 
-use super::{announce_and_wait, bind_loopback, json_response, serve_http1};
+use super::{announce_and_wait, bind_loopback, json_response, serve_http1, serve_http1_counting};
 use crate::{ServeOut, SourceKind, root};
+
+/// Calls the slow sources answered, and connections they accepted, since the start: the
+/// control port reports both, so the generator can tell how many source calls a request made
+/// (no cache in between: one per source) and whether the caller kept its connections.
+pub static CALLS: AtomicU64 = AtomicU64::new(0);
+pub static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
 
 pub async fn serve_sources(
     kind: SourceKind,
@@ -40,19 +49,36 @@ pub async fn serve_sources(
         }
         SourceKind::Slow => {
             let (l, api) = bind_loopback().await?;
-            serve_http1(l, move |req: Request<Incoming>| async move {
-                let source = req
-                    .uri()
-                    .path()
-                    .trim_start_matches('/')
-                    .split('/')
-                    .next()
-                    .unwrap_or("bron")
-                    .to_string();
-                // Read the request as a real server would, then take the source's time.
-                let _ = req.into_body().collect().await;
-                tokio::time::sleep(delay).await;
-                json_response(zaken_body(&source))
+            // Each source's answer is made once: at saturation the sources share the
+            // generator's core, and should spend it on HTTP, not on building the same JSON.
+            let bodies: Arc<Mutex<HashMap<String, Bytes>>> = Arc::default();
+            serve_http1_counting(l, Some(&CONNECTIONS), move |req: Request<Incoming>| {
+                let bodies = bodies.clone();
+                async move {
+                    CALLS.fetch_add(1, Relaxed);
+                    let source = req
+                        .uri()
+                        .path()
+                        .trim_start_matches('/')
+                        .split('/')
+                        .next()
+                        .unwrap_or("bron")
+                        .to_string();
+                    // Read the request as a real server would, then take the source's time
+                    // (none at all with delay 0: not even a timer).
+                    let _ = req.into_body().collect().await;
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let body = match bodies.lock() {
+                        Ok(mut b) => b
+                            .entry(source)
+                            .or_insert_with_key(|s| zaken_body(s))
+                            .clone(),
+                        Err(_) => zaken_body(&source),
+                    };
+                    json_response(body)
+                }
             });
             announce_and_wait(api, None, out).await
         }
