@@ -62,8 +62,9 @@ pub(super) struct SqliteStore {
     stats: Arc<Counters>,
     /// How far the journal and the index are.
     progress: Arc<Progress>,
-    /// To the indexer, to ask it to commit now (a reader of the audit waits).
+    /// To the indexer, to ask it to commit now (a reader of the audit waits), and its thread.
     hurry: chan::Sender<ToIndex>,
+    indexer: std::thread::Thread,
 }
 
 /// Turns an SQLite error into the store's, naming the file.
@@ -117,8 +118,7 @@ impl SqliteStore {
             .execute_batch("PRAGMA query_only=ON;")
             .map_err(&sqlite)?;
         let (tx, rx) = mpsc::channel::<Work>(8192);
-        let (to_sync, from_appender) = chan::channel();
-        let (to_index, from_syncer) = chan::channel();
+        let (to_index, from_appender) = chan::channel();
         let stats = Arc::new(Counters::default());
         let progress = Arc::new(Progress::new());
         let application_writes: Arc<AtomicU64> = Arc::default();
@@ -135,30 +135,27 @@ impl SqliteStore {
             first_segment: tail.number,
             lock,
         };
-        let appender = Appender {
-            tail,
-            head: recovered.head,
-            frames: 0,
-            to_sync,
-            progress: progress.clone(),
-            stats: stats.clone(),
-        };
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
                 .spawn(f)
-                .map(drop)
+                .map(|t| t.thread().clone())
                 .map_err(|e| StoreError::Folder(path.to_path_buf(), e))
         };
-        spawn(
+        let indexer = spawn(
             "audit-index",
-            Box::new(move || indexer.run(writer, from_syncer)),
+            Box::new(move || indexer.run(writer, from_appender)),
         )?;
-        let (p, s, i) = (progress.clone(), stats.clone(), to_index.clone());
-        spawn(
-            "audit-sync",
-            Box::new(move || writer::sync(from_appender, i, p, s)),
-        )?;
+        let appender = Appender {
+            tail,
+            head: recovered.head,
+            frames: 0,
+            to_index: to_index.clone(),
+            indexer: indexer.clone(),
+            nudged: 0,
+            progress: progress.clone(),
+            stats: stats.clone(),
+        };
         spawn("audit-journal", Box::new(move || appender.run(rx)))?;
         Ok(SqliteStore {
             tx,
@@ -169,6 +166,7 @@ impl SqliteStore {
             stats,
             progress,
             hurry: to_index,
+            indexer,
         })
     }
 
@@ -181,6 +179,7 @@ impl SqliteStore {
             return Ok(());
         }
         let _ = self.hurry.send(ToIndex::Hurry);
+        self.indexer.unpark();
         match tokio::time::timeout(CATCH_UP, indexed.wait_for(|n| *n >= target)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(_)) => Err(StoreError::WriterGone),

@@ -1,12 +1,11 @@
-//! The writers of the embedded store, three threads in a row:
+//! The writers of the embedded store, two threads in a row:
 //!
 //! 1. The **appender** is where every change arrives. It chains each access record (sequence
-//!    number and hash), frames records and outcomes into the audit journal (`journal`), and
-//!    writes all that is waiting in one `write`: a batch.
-//! 2. The **syncer** makes batches durable, one `fdatasync` for every batch written while the
-//!    last one ran (group commit, without holding up the appender), then acknowledges their
-//!    records: an answer waits for its record's acknowledgement, never for SQLite.
-//! 3. The **indexer** owns the SQLite connection. It fills the index from the synced batches in
+//!    number and hash), frames records and outcomes into the audit journal (`journal`), writes
+//!    all that is waiting in one `write` and makes it durable with one `fdatasync` (group
+//!    commit: what arrives meanwhile is the next batch), then acknowledges the batch's records.
+//!    An answer waits for its record's acknowledgement, never for SQLite.
+//! 2. The **indexer** owns the SQLite connection. It fills the index from the synced batches in
 //!    large transactions (every [`FLUSH_RECORDS`] records, [`FLUSH_AFTER`], or at once when a
 //!    reader of the audit asks), deletes journal segments the durable index holds, and commits
 //!    the other changes (applications, each with its `application.submit` record, delivery
@@ -279,20 +278,7 @@ pub(super) enum Indexed {
 /// head after it goes (an application, whose submit record the indexer chains).
 type Handed = (Work, Head, Option<chan::SyncSender<Head>>);
 
-/// From the appender to the syncer.
-pub(super) enum ToSync {
-    Batch {
-        file: Arc<File>,
-        segment: u64,
-        /// The frame count once this batch is in.
-        upto: u64,
-        acks: Vec<(Reply<i64>, i64)>,
-        entries: Vec<Indexed>,
-    },
-    Hand(Handed),
-}
-
-/// From the syncer (and the store's readers) to the indexer.
+/// From the appender (and the store's readers) to the indexer.
 pub(super) enum ToIndex {
     Entries {
         segment: u64,
@@ -309,7 +295,11 @@ pub(super) struct Appender {
     pub(super) tail: Tail,
     pub(super) head: Head,
     pub(super) frames: u64,
-    pub(super) to_sync: chan::Sender<ToSync>,
+    pub(super) to_index: chan::Sender<ToIndex>,
+    /// The indexer's thread, unparked when it has work to do now.
+    pub(super) indexer: std::thread::Thread,
+    /// The frame count when the indexer was last unparked for a flush's worth.
+    pub(super) nudged: u64,
     pub(super) progress: Arc<Progress>,
     pub(super) stats: Arc<Counters>,
 }
@@ -383,10 +373,11 @@ impl Appender {
                 self.write_out(batch, before);
                 let (back, head) = chan::sync_channel(1);
                 if self
-                    .to_sync
-                    .send(ToSync::Hand((work, self.head.clone(), Some(back))))
+                    .to_index
+                    .send(ToIndex::Hand((work, self.head.clone(), Some(back))))
                     .is_ok()
                 {
+                    self.indexer.unpark();
                     match head.recv() {
                         Ok(h) => self.head = h,
                         Err(_) => self.progress.stop("the indexer has stopped".into()),
@@ -397,8 +388,9 @@ impl Appender {
             other => {
                 self.write_out(batch, before);
                 let _ = self
-                    .to_sync
-                    .send(ToSync::Hand((other, self.head.clone(), None)));
+                    .to_index
+                    .send(ToIndex::Hand((other, self.head.clone(), None)));
+                self.indexer.unpark();
             }
         }
     }
@@ -414,34 +406,58 @@ impl Appender {
         })
     }
 
-    /// Writes the batch, hands it to the syncer, and starts the next one.
+    /// Writes the batch and syncs it, acknowledges its records, hands it to the indexer, and
+    /// starts the next one. While the sync runs, what arrives waits for the next batch: under
+    /// load a batch is everything that came during one `fdatasync`.
     fn write_out(&mut self, batch: &mut Batch, before: &mut (Head, u64)) {
         if !batch.buf.is_empty() {
-            match self.tail.append(&batch.buf) {
-                Ok(()) => {
-                    let sent = self.to_sync.send(ToSync::Batch {
-                        file: self.tail.file.clone(),
+            let failed = match self.tail.append(&batch.buf) {
+                Err(e) => Some(format!("the audit journal cannot be written: {e}")),
+                // Outcomes alone are not synced: nobody waits for them, and the next batch's
+                // sync covers them (a crash in between leaves their records `requested`).
+                Ok(()) if batch.acks.is_empty() => None,
+                Ok(()) => match self.tail.file.sync_data() {
+                    Err(e) => {
+                        self.progress.stop(format!("fdatasync failed: {e}"));
+                        Some(format!("the audit journal cannot be synced: {e}"))
+                    }
+                    Ok(()) => None,
+                },
+            };
+            match failed {
+                None => {
+                    if !batch.acks.is_empty() {
+                        self.stats.committed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // Counted first: a reader told of its record then waits for it.
+                    self.progress.synced.store(self.frames, Ordering::SeqCst);
+                    for (reply, seq) in batch.acks.drain(..) {
+                        let _ = reply.send(Ok(seq));
+                    }
+                    let sent = self.to_index.send(ToIndex::Entries {
                         segment: self.tail.number,
                         upto: self.frames,
-                        acks: std::mem::take(&mut batch.acks),
                         entries: std::mem::take(&mut batch.entries),
                     });
                     if sent.is_err() {
-                        self.progress.stop("the syncer has stopped".into());
+                        self.progress.stop("the indexer has stopped".into());
+                    }
+                    if self.frames - self.nudged >= FLUSH_RECORDS as u64 {
+                        self.nudged = self.frames;
+                        self.indexer.unpark();
                     }
                     if let Err(e) = self.tail.rotate() {
                         self.progress
                             .stop(format!("syncing a full journal segment: {e}"));
                     }
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, records = batch.acks.len(), "Audit journal batch not written; its requests are refused.");
+                Some(why) => {
+                    tracing::error!(error = %why, records = batch.acks.len(), "Audit journal batch not written; its requests are refused.");
                     self.stats
                         .failed
                         .fetch_add(batch.acks.len() as u64, Ordering::Relaxed);
                     for (reply, _) in batch.acks.drain(..) {
-                        let _ =
-                            reply.send(Err(format!("the audit journal cannot be written: {e}")));
+                        let _ = reply.send(Err(why.clone()));
                     }
                     batch.entries.clear();
                     (self.head, self.frames) = before.clone();
@@ -450,76 +466,6 @@ impl Appender {
             batch.buf.clear();
         }
         *before = (self.head.clone(), self.frames);
-    }
-}
-
-/// The syncer thread: one `fdatasync` per file for all batches written since the last, then
-/// the acknowledgements, then the batches on to the indexer.
-pub(super) fn sync(
-    rx: chan::Receiver<ToSync>,
-    to_index: chan::Sender<ToIndex>,
-    progress: Arc<Progress>,
-    stats: Arc<Counters>,
-) {
-    while let Ok(first) = rx.recv() {
-        let mut messages = vec![first];
-        messages.extend(rx.try_iter());
-        let mut synced: Vec<&Arc<File>> = Vec::new();
-        for m in &messages {
-            if let ToSync::Batch { file, .. } = m
-                && progress.stopped.get().is_none()
-                && !synced.iter().any(|f| Arc::ptr_eq(f, file))
-            {
-                match file.sync_data() {
-                    Ok(()) => synced.push(file),
-                    Err(e) => progress.stop(format!("fdatasync failed: {e}")),
-                }
-            }
-        }
-        if !synced.is_empty() {
-            stats.committed.fetch_add(1, Ordering::Relaxed);
-        }
-        let stopped = progress.stopped.get().cloned();
-        for m in messages {
-            match (m, &stopped) {
-                (
-                    ToSync::Batch {
-                        segment,
-                        upto,
-                        acks,
-                        entries,
-                        ..
-                    },
-                    None,
-                ) => {
-                    // Counted first: a reader told of its record then waits for it.
-                    progress.synced.store(upto, Ordering::SeqCst);
-                    for (reply, seq) in acks {
-                        let _ = reply.send(Ok(seq));
-                    }
-                    let _ = to_index.send(ToIndex::Entries {
-                        segment,
-                        upto,
-                        entries,
-                    });
-                }
-                (ToSync::Batch { acks, .. }, Some(why)) => {
-                    stats.failed.fetch_add(acks.len() as u64, Ordering::Relaxed);
-                    for (reply, _) in acks {
-                        let _ = reply.send(Err(format!("the audit journal has stopped: {why}")));
-                    }
-                }
-                (ToSync::Hand(h), None) => {
-                    let _ = to_index.send(ToIndex::Hand(h));
-                }
-                (ToSync::Hand((work, head, back)), Some(why)) => {
-                    work.fail(format!("the audit journal has stopped: {why}"));
-                    if let Some(back) = back {
-                        let _ = back.send(head);
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -535,61 +481,67 @@ pub(super) struct Indexer {
 }
 
 impl Indexer {
+    /// Runs until the store is closed. The thread sleeps between flushes rather than in the
+    /// channel, so a batch handed to it wakes nobody: the appender unparks it only when a
+    /// flush's worth waits or a change is handed on, and a reader when it waits (`Hurry`).
     pub(super) fn run(mut self, mut c: Connection, rx: chan::Receiver<ToIndex>) {
         let mut pending: Vec<Indexed> = Vec::with_capacity(FLUSH_RECORDS);
         let mut upto = (0u64, self.first_segment);
         let mut due: Option<Instant> = None;
         loop {
-            let message = match due {
-                None => rx.recv().ok(),
-                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
-                    Ok(m) => Some(m),
-                    Err(chan::RecvTimeoutError::Timeout) => {
-                        due = self.flush(&mut c, &mut pending, upto);
-                        continue;
+            let now = Instant::now();
+            if let Some(at) = due
+                && at <= now
+            {
+                due = self.flush(&mut c, &mut pending, upto);
+            }
+            let sleep = due.map_or(FLUSH_AFTER, |at| at.saturating_duration_since(now));
+            std::thread::park_timeout(sleep);
+            loop {
+                let message = match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(chan::TryRecvError::Empty) => break,
+                    Err(chan::TryRecvError::Disconnected) => {
+                        // The store is closed: what is pending goes in now (or at the next
+                        // open, from the journal).
+                        for _ in 0..3 {
+                            if self.flush(&mut c, &mut pending, upto).is_none() {
+                                break;
+                            }
+                        }
+                        drop(self.lock);
+                        return;
                     }
-                    Err(chan::RecvTimeoutError::Disconnected) => None,
-                },
-            };
-            match message {
-                Some(ToIndex::Entries {
-                    segment,
-                    upto: u,
-                    entries,
-                }) => {
-                    pending.extend(entries);
-                    upto = (u, segment);
-                    if pending.len() >= FLUSH_RECORDS {
-                        due = self.flush(&mut c, &mut pending, upto);
-                    } else if due.is_none() {
-                        due = Some(Instant::now() + FLUSH_AFTER);
-                    }
-                }
-                Some(ToIndex::Hurry) => due = self.flush(&mut c, &mut pending, upto),
-                Some(ToIndex::Hand((work, head, back))) => {
-                    due = self.flush(&mut c, &mut pending, upto);
-                    let head = if due.is_some() {
-                        // The records before it are not in the index: neither is it (a submit
-                        // record chained past them would hide them from recovery).
-                        work.fail("the audit index cannot be written".into());
-                        head
-                    } else {
-                        self.hand(&mut c, work, head)
-                    };
-                    if let Some(back) = back {
-                        let _ = back.send(head);
-                    }
-                }
-                None => {
-                    // The store is closed: what is pending goes in now (or at the next open,
-                    // from the journal).
-                    for _ in 0..3 {
-                        if self.flush(&mut c, &mut pending, upto).is_none() {
-                            break;
+                };
+                match message {
+                    ToIndex::Entries {
+                        segment,
+                        upto: u,
+                        entries,
+                    } => {
+                        pending.extend(entries);
+                        upto = (u, segment);
+                        if pending.len() >= FLUSH_RECORDS {
+                            due = self.flush(&mut c, &mut pending, upto);
+                        } else if due.is_none() {
+                            due = Some(Instant::now() + FLUSH_AFTER);
                         }
                     }
-                    drop(self.lock);
-                    return;
+                    ToIndex::Hurry => due = self.flush(&mut c, &mut pending, upto),
+                    ToIndex::Hand((work, head, back)) => {
+                        due = self.flush(&mut c, &mut pending, upto);
+                        let head = if due.is_some() {
+                            // The records before it are not in the index: neither is it (a
+                            // submit record chained past them would hide them from recovery).
+                            work.fail("the audit index cannot be written".into());
+                            head
+                        } else {
+                            self.hand(&mut c, work, head)
+                        };
+                        if let Some(back) = back {
+                            let _ = back.send(head);
+                        }
+                    }
                 }
             }
         }
