@@ -15,7 +15,7 @@
 //! - here: [`Backend`] (the three with the store's health), the façade, [`StoreError`].
 //!
 //! Backends, each implementing [`Backend`]:
-//! - `sqlite`: one file (WAL), one writer thread with group commit; its schema, migrations and
+//! - `sqlite`: an append-only journal (group commit) indexed into one SQLite file; its schema, migrations and
 //!   SQL.
 //! - `postgres`: a PostgreSQL database shared by every instance of a cluster (one chain that
 //!   concurrent writers cannot fork, group-committed and pipelined; leases on deliveries;
@@ -301,7 +301,7 @@ pub struct AuditStore {
 
 impl AuditStore {
     /// Opens (and creates) the SQLite store at `path`, bringing an older file to the current
-    /// schema, and starts its writer thread.
+    /// schema, replays its audit journal, and starts its writer threads.
     pub fn open(path: &Path, pseudonym_key: Vec<u8>) -> Result<AuditStore, StoreError> {
         sqlite::SqliteStore::open(path, pseudonym_key).map(AuditStore::with_backend)
     }

@@ -1,9 +1,12 @@
-//! The SQLite backend: one file (WAL, `synchronous=FULL`), one writer thread, one read-only
+//! The embedded backend: an append-only audit journal (the durability point, [`journal`]), a
+//! SQLite file (WAL, `synchronous=FULL`) as its index, two writer threads, one read-only
 //! connection. It implements [`Backend`] and must not restate the chain's, the outbox's or the
 //! report's rules: those are in [`super::audit`], [`super::applications`] and
 //! [`super::report`]; what is here is how SQLite keeps them.
 //!
-//! - [`writer`]: the writer thread, the only connection that writes; group commit.
+//! - [`journal`]: the journal's format, its segments read back, recovery.
+//! - [`writer`]: the appender (journal, group commit) and the indexer (the only connection
+//!   that writes).
 //! - [`schema`]: the tables, the `processing_log` view, and the migrations of older files.
 //! - [`audit`], [`applications`], [`registrations`]: each kind's SQL, read and written, and its
 //!   trait implemented.

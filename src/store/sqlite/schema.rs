@@ -1,6 +1,6 @@
 //! The SQLite schema: the tables, the `processing_log` view over the audit log, and the
 //! migrations that bring a file written by an older version to it. Run once, by `open`, on the
-//! writer's connection before the writer thread starts.
+//! writer's connection before the writer threads start.
 
 use rusqlite::{Connection, OptionalExtension};
 
