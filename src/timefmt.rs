@@ -80,6 +80,17 @@ pub fn rfc3339(t: &DateTime<Utc>) -> Rfc3339 {
     out
 }
 
+/// `t` as chrono's `to_rfc3339()` writes it (`+00:00` for `Z`), the form the audit index's
+/// `time` column holds.
+pub fn rfc3339_offset(t: &DateTime<Utc>) -> String {
+    let z = rfc3339(t);
+    let z = z.as_str();
+    let mut out = String::with_capacity(z.len() + 5);
+    out.push_str(z.strip_suffix('Z').unwrap_or(z));
+    out.push_str("+00:00");
+    out
+}
+
 /// `#[serde(with = "crate::timefmt")]`: serialises like chrono, without per-character escaping.
 pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(rfc3339(t).as_str())
@@ -157,6 +168,7 @@ mod tests {
         }
         cases.push(Utc::now());
         for t in cases {
+            assert_eq!(rfc3339_offset(&t), t.to_rfc3339(), "{t:?}");
             let mut ours = Vec::new();
             serialize(&t, &mut serde_json::Serializer::new(&mut ours)).unwrap();
             assert_eq!(String::from_utf8(ours).unwrap(), chrono_json(&t), "{t:?}");

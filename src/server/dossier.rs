@@ -4,7 +4,7 @@
 //! this module takes the request apart and shapes the answer.
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -34,14 +34,12 @@ pub(super) struct MeQuery {
                (status = 502, description = "No source answered"),
                (status = 503, description = "The access could not be recorded, so the dossier is not shown"),
                (status = 504, description = "No source answered in time")))]
-pub(super) async fn me_dossier(
-    State(s): State<Shared>,
-    headers: HeaderMap,
-    q: Result<Query<MeQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
+pub(super) async fn me_dossier(State(s): State<Shared>, req: Request) -> Response {
     let started = std::time::Instant::now();
-    let r = match q {
-        Ok(Query(q)) => me_dossier_inner(&s, &headers, q).await,
+    // The request itself, not a `HeaderMap` extractor: that one clones every header, on the
+    // route the portals call most.
+    let r = match Query::<MeQuery>::try_from_uri(req.uri()) {
+        Ok(Query(q)) => me_dossier_inner(&s, req.headers(), q).await,
         Err(e) => Err(Problem::bad_request(e.body_text())),
     };
     observed(&s, "/v1/me/dossier", started, r)

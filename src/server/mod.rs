@@ -98,10 +98,8 @@ pub fn router(state: Shared, max_body: usize) -> Router {
         .route("/admin/admin.js", get(portal::admin_script))
         .route("/admin/shared/{file}", get(portal::admin_shared))
         .fallback(|| async { Problem::not_found("no such endpoint") })
-        // The framework's own refusals (body limit, path decoding, method) as problem+json.
-        .layer(axum::middleware::map_response(problem::framework_errors))
-        // Outermost: every response, errors included, carries the API version.
-        .layer(axum::middleware::map_response(api_version))
+        // Every response on its way out (one layer: each costs a boxed future per request).
+        .layer(axum::middleware::map_response(outgoing))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
 }
@@ -114,7 +112,10 @@ pub fn openapi() -> &'static str {
     OPENAPI.get().map(String::as_str).unwrap_or("{}")
 }
 
-async fn api_version(mut r: Response) -> Response {
+/// The framework's own refusals (body limit, path decoding, method) become problem+json, and
+/// every response, errors included, carries the API version.
+async fn outgoing(r: Response) -> Response {
+    let mut r = problem::framework_errors(r).await;
     r.headers_mut()
         .insert("api-version", HeaderValue::from_static(API_VERSION));
     r

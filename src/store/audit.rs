@@ -66,7 +66,7 @@ impl Entry {
         Entry {
             // Serialising a struct of strings, numbers and a JSON value cannot fail.
             json: serde_json::to_string(&record).unwrap_or_default(),
-            time: record.time.to_rfc3339(),
+            time: crate::timefmt::rfc3339_offset(&record.time),
             kind: record.kind,
             trace_id: record.trace_id,
             actor: record.actor,
@@ -80,7 +80,7 @@ impl Entry {
     pub(super) fn from_json(json: String) -> Option<Entry> {
         let r = serde_json::from_str::<AccessRecord>(&json).ok()?;
         Some(Entry {
-            time: r.time.to_rfc3339(),
+            time: crate::timefmt::rfc3339_offset(&r.time),
             kind: r.kind,
             trace_id: r.trace_id,
             actor: r.actor,
