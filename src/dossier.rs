@@ -164,6 +164,18 @@ pub fn merge<'a>(
                 // Each field's distinct values, most authoritative first; only fields with
                 // more than one become conflicts (and only those are copied).
                 let mut seen: BTreeMap<&'a str, Vec<(&'a Arc<str>, &'a Value)>> = BTreeMap::new();
+                if let [(a, recs)] = ranked.as_slice() {
+                    // One source: nothing to compare its values with.
+                    let a: &'a SourceAnswer = a;
+                    if let Some(rec) = recs.first() {
+                        fields = rec
+                            .iter()
+                            .filter(|(_, v)| !v.is_null())
+                            .map(|(f, v)| (f.as_str(), (v, &a.adapter)))
+                            .collect();
+                    }
+                    ranked.clear();
+                }
                 for (a, recs) in &ranked {
                     let Some(rec) = recs.first() else { continue };
                     for (f, v) in rec {
@@ -199,6 +211,13 @@ pub fn merge<'a>(
                 let mut seen: BTreeMap<Vec<String>, (usize, &'a Arc<str>)> = BTreeMap::new();
                 let mut records: Vec<(&'a Record, &'a Arc<str>)> = Vec::new();
                 let mut differ: BTreeMap<(Vec<String>, String), SourcedValues> = BTreeMap::new();
+                if let [(a, recs)] = ranked.as_slice() {
+                    // One source: only another source's record can be a duplicate, so every
+                    // record stays and no key is needed.
+                    let a: &'a SourceAnswer = a;
+                    records.extend(recs.iter().map(|r| (r, &a.adapter)));
+                    ranked.clear();
+                }
                 for (a, recs) in &ranked {
                     for r in recs.iter() {
                         let key: Option<Vec<String>> = def
