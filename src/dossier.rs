@@ -174,20 +174,20 @@ pub fn merge<'a>(
                             .map(|(f, v)| (f.as_str(), (v, &a.adapter)))
                             .collect();
                     }
-                    ranked.clear();
-                }
-                for (a, recs) in &ranked {
-                    let Some(rec) = recs.first() else { continue };
-                    for (f, v) in rec {
-                        if v.is_null() {
-                            continue;
+                } else {
+                    for (a, recs) in &ranked {
+                        let Some(rec) = recs.first() else { continue };
+                        for (f, v) in rec {
+                            if v.is_null() {
+                                continue;
+                            }
+                            let vals = seen.entry(f.as_str()).or_default();
+                            let decimal = is_decimal(f);
+                            if !vals.iter().any(|(_, x)| same(decimal, x, v)) {
+                                vals.push((&a.adapter, v));
+                            }
+                            fields.entry(f.as_str()).or_insert((v, &a.adapter));
                         }
-                        let vals = seen.entry(f.as_str()).or_default();
-                        let decimal = is_decimal(f);
-                        if !vals.iter().any(|(_, x)| same(decimal, x, v)) {
-                            vals.push((&a.adapter, v));
-                        }
-                        fields.entry(f.as_str()).or_insert((v, &a.adapter));
                     }
                 }
                 for (field, values) in seen {
@@ -216,45 +216,49 @@ pub fn merge<'a>(
                     // record stays and no key is needed.
                     let a: &'a SourceAnswer = a;
                     records.extend(recs.iter().map(|r| (r, &a.adapter)));
-                    ranked.clear();
-                }
-                for (a, recs) in &ranked {
-                    for r in recs.iter() {
-                        let key: Option<Vec<String>> = def
-                            .key
-                            .iter()
-                            .map(|k| {
-                                r.get(k)
-                                    .filter(|v| !v.is_null())
-                                    .map(|v| key_part(is_decimal(k), v))
-                            })
-                            .collect();
-                        // A record with an incomplete key, or a second record with the same
-                        // key from the same source, is its own record: only the same record
-                        // reported by *another* source is a duplicate.
-                        let Some(key) = key else {
-                            records.push((r, &a.adapter));
-                            continue;
-                        };
-                        match seen.get(&key) {
-                            Some((i, src)) if **src != a.adapter => {
-                                // Keep the more authoritative record; note what it disagrees on.
-                                let (kept, kept_src) = records[*i];
-                                for (f, v) in r {
-                                    let k = kept.get(f).unwrap_or(&Value::Null);
-                                    if !v.is_null() && !k.is_null() && !same(is_decimal(f), v, k) {
-                                        let e = differ.entry((key.clone(), f.clone())).or_default();
-                                        if e.is_empty() {
-                                            e.push((kept_src.clone(), k.clone()));
+                } else {
+                    for (a, recs) in &ranked {
+                        for r in recs.iter() {
+                            let key: Option<Vec<String>> = def
+                                .key
+                                .iter()
+                                .map(|k| {
+                                    r.get(k)
+                                        .filter(|v| !v.is_null())
+                                        .map(|v| key_part(is_decimal(k), v))
+                                })
+                                .collect();
+                            // A record with an incomplete key, or a second record with the same
+                            // key from the same source, is its own record: only the same record
+                            // reported by *another* source is a duplicate.
+                            let Some(key) = key else {
+                                records.push((r, &a.adapter));
+                                continue;
+                            };
+                            match seen.get(&key) {
+                                Some((i, src)) if **src != a.adapter => {
+                                    // Keep the more authoritative record; note what it disagrees on.
+                                    let (kept, kept_src) = records[*i];
+                                    for (f, v) in r {
+                                        let k = kept.get(f).unwrap_or(&Value::Null);
+                                        if !v.is_null()
+                                            && !k.is_null()
+                                            && !same(is_decimal(f), v, k)
+                                        {
+                                            let e =
+                                                differ.entry((key.clone(), f.clone())).or_default();
+                                            if e.is_empty() {
+                                                e.push((kept_src.clone(), k.clone()));
+                                            }
+                                            e.push((a.adapter.clone(), v.clone()));
                                         }
-                                        e.push((a.adapter.clone(), v.clone()));
                                     }
                                 }
-                            }
-                            Some(_) => records.push((r, &a.adapter)),
-                            None => {
-                                seen.insert(key, (records.len(), &a.adapter));
-                                records.push((r, &a.adapter));
+                                Some(_) => records.push((r, &a.adapter)),
+                                None => {
+                                    seen.insert(key, (records.len(), &a.adapter));
+                                    records.push((r, &a.adapter));
+                                }
                             }
                         }
                     }
