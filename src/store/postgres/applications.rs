@@ -248,13 +248,19 @@ impl PgStore {
     }
 
     /// The write of [`Outbox::update_application`]: whether it changed the application.
+    ///
+    /// Repeated on a new connection when the one it had was lost (PostgreSQL restarting):
+    /// the values it sets are absolute, and a first try that did commit a final status
+    /// leaves the application no longer `received`, so the repeat changes nothing. Without
+    /// the repeat, a delivery the organisation took would be sent to it again.
     async fn record_delivery(&self, a: Application) -> Result<bool, StoreError> {
         let shared = self.inner.shared.clone();
         let next = timestamp(&shared, "next_attempt_at", &a.next_attempt_at)?;
         let note = listener::note(&shared, listener::APPLICATIONS, Some(a.bsn.clone()));
-        self.with_client(move |c| {
+        let attempts = i32::try_from(a.attempts).unwrap_or(i32::MAX);
+        self.repeatable(move |c| {
+            let (a, next, note) = (a.clone(), next, note.clone());
             Box::pin(async move {
-                let attempts = i32::try_from(a.attempts).unwrap_or(i32::MAX);
                 let rows = c
                     .query(
                         &c.prepare_cached(UPDATE).await?,
@@ -328,7 +334,7 @@ impl Outbox for PgStore {
     }
 
     fn application(&self, id: String) -> BoxFuture<'_, Result<Option<Application>, StoreError>> {
-        Box::pin(self.read(move |c| {
+        Box::pin(self.repeatable(move |c| {
             let id = id.clone();
             Box::pin(async move {
                 let sql = concat!(
@@ -361,7 +367,7 @@ impl Outbox for PgStore {
             let changes = lists.changes.load(Ordering::SeqCst);
             let remember = lists.listening.load(Ordering::SeqCst);
             let list = self
-                .read(move |c| {
+                .repeatable(move |c| {
                     Box::pin(async move {
                         let n = i64::from(limit);
                         let open = c
@@ -415,7 +421,7 @@ impl Outbox for PgStore {
         let (id, bsn) = (a.id.clone(), a.bsn.clone());
         Box::pin(self.write_application(bsn, async move {
             if !this.record_delivery(a).await? {
-                tracing::info!(application = %id, "Delivery outcome not recorded: the application was already finished (by another instance).");
+                tracing::info!(application = %id, "Delivery outcome not recorded: the application was already finished (by another instance, or by this write's first try on a connection that was then lost).");
             }
             Ok(())
         }))

@@ -70,7 +70,7 @@ impl AuditLog for PgStore {
         bsn: Bsn,
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<(i64, AccessRecord)>, StoreError>> {
-        Box::pin(self.read(move |c| {
+        Box::pin(self.repeatable(move |c| {
             Box::pin(async move {
                 let rows = c
                     .query(

@@ -306,10 +306,11 @@ impl PgStore {
             .await
     }
 
-    /// A read on a pooled connection ([`PgStore::with_client`]), asked again on a new one
-    /// when the connection it had was lost (a server restarting under it): reading twice is
-    /// harmless. All of it within one timeout.
-    async fn read<T>(
+    /// An operation that is safe to repeat (a read, or a write whose second run changes
+    /// nothing the first did not) on a pooled connection ([`PgStore::with_client`]), asked
+    /// again on a new one when the connection it had was lost (a server restarting under it).
+    /// All of it within one timeout.
+    async fn repeatable<T>(
         &self,
         f: impl for<'c> Fn(&'c mut Object) -> BoxFuture<'c, Result<T, tokio_postgres::Error>>,
     ) -> Result<T, StoreError> {
