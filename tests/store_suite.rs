@@ -1257,3 +1257,69 @@ async fn pg_writes_ride_through_a_restart_shorter_than_the_timeout() {
         "received"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_delivery_outcome_whose_connection_is_lost_mid_write_is_written_on_a_new_one() {
+    let Some(pg) = postgres::postgres() else {
+        return;
+    };
+    let url = pg.fresh_database("delivery_lost").await;
+    let store = open_pg_with(
+        &url,
+        StoreOptions {
+            timeout: Duration::from_secs(5),
+            ..options("a")
+        },
+    )
+    .await;
+    let (app, _) = store
+        .insert_application(application(3, "received"), submit_record())
+        .await
+        .unwrap();
+    // Another session holds the application's row, so the outcome's UPDATE waits on it...
+    let holder = postgres::client(&url).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder
+        .execute(
+            "SELECT 1 FROM applications WHERE id = $1 FOR UPDATE",
+            &[&app.id],
+        )
+        .await
+        .unwrap();
+    let update = tokio::spawn({
+        let store = store.clone();
+        let mut done = app.clone();
+        done.status = "delivered".into();
+        done.reference = Some("ZAAK-1".into());
+        async move { store.update_application(done).await }
+    });
+    // ... and its connection is ended under it, mid-statement (what a restart does).
+    let admin = postgres::client(&url).await;
+    let mut ended = false;
+    for _ in 0..200 {
+        let n = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE applications%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .len();
+        if n > 0 {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ended, "the outcome's UPDATE never waited on the lock");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    // Written on a new connection: the caller gets Ok, the application is delivered, and
+    // nothing was given up on (a give-up would send the delivery to the organisation again).
+    update.await.unwrap().unwrap();
+    let stored = store.application(app.id).await.unwrap().unwrap();
+    assert_eq!(stored.status, "delivered");
+    assert_eq!(stored.reference.as_deref(), Some("ZAAK-1"));
+    assert_eq!(store.stats().failed, 0);
+}
