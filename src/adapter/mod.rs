@@ -112,12 +112,18 @@ impl AdapterClient {
     /// Calls the source once and maps its answer. The caller applies the timeout.
     pub async fn fetch(&self, ctx: &CallContext) -> Result<SourceAnswer, SourceError> {
         let vars = [("bsn", ctx.bsn.as_str())];
-        let url = &self.spec.url;
+        let Some(url) = self.spec.endpoint.clone() else {
+            return Err(SourceError::Transport(format!(
+                "the adapter's endpoint `{}` is not a URL",
+                self.spec.url
+            )));
+        };
         let req = match self.spec.def.call() {
             Some(Call::Soap(soap)) => {
                 let id = uuid::Uuid::new_v4().to_string();
                 soap::request(
                     &self.http,
+                    &self.spec.url,
                     url,
                     soap,
                     &id,

@@ -161,6 +161,7 @@ pub async fn attempt(
         Some(Call::Soap(s)) => soap::request(
             http,
             url,
+            url,
             s,
             &app.id,
             &template::render_xml_vars(&s.body, &vars),

@@ -7,7 +7,7 @@ use crate::model::RestDef;
 /// body) when the definition has one.
 pub fn request(
     http: &reqwest::Client,
-    url: &str,
+    url: impl reqwest::IntoUrl,
     rest: &RestDef,
     header: impl Fn(&str) -> String,
     body: Option<String>,

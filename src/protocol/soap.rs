@@ -59,10 +59,13 @@ pub fn envelope(soap: &SoapDef, to: &str, message_id: &str, body: &str) -> Strin
     x
 }
 
-/// The request: the envelope POSTed to `url` with the version's content type and action.
+/// The request: the envelope POSTed to `url` with the version's content type and action;
+/// `to` is the endpoint as configured (the envelope's WS-Addressing `To`), `url` the same
+/// endpoint parsed.
 pub fn request(
     http: &reqwest::Client,
-    url: &str,
+    to: &str,
+    url: impl reqwest::IntoUrl,
     soap: &SoapDef,
     message_id: &str,
     body: &str,
@@ -84,7 +87,7 @@ pub fn request(
             format!("\"{}\"", soap.action.as_deref().unwrap_or("")),
         );
     }
-    req.body(envelope(soap, url, message_id, body))
+    req.body(envelope(soap, to, message_id, body))
 }
 
 #[cfg(test)]

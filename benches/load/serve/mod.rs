@@ -194,7 +194,27 @@ pub async fn announce_and_wait(
     )
     .and_then(|()| std::fs::rename(&tmp, &out.addr_file))
     .map_err(|e| format!("{}: {e}", out.addr_file.display()))?;
-    tokio::time::sleep(Duration::from_secs(out.max_secs)).await;
+    // Until the time is up or the bench stops it (SIGTERM, or Ctrl-C): returning lets a
+    // server that has a child (nginx) stop it, instead of leaving it running.
+    let stop = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs(out.max_secs)) => {}
+        () = stop => {}
+    }
     Ok(())
 }
 

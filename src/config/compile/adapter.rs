@@ -104,6 +104,7 @@ pub(super) fn compile_adapter(
     canonical.extend_from_slice(&tls_material);
     Some(AdapterSpec {
         origin: file.to_path_buf(),
+        endpoint: reqwest::Url::parse(&url).ok(),
         url,
         organisation_name: org.name.clone(),
         oin: org.oin.clone(),

@@ -69,6 +69,9 @@ pub struct AdapterSpec {
     pub origin: PathBuf,
     /// The endpoint with the organisation's base URL applied.
     pub url: String,
+    /// `url`, parsed when the config loaded (a source call clones it instead of parsing the
+    /// text, host and all, again); `None` for an adapter without an endpoint.
+    pub endpoint: Option<reqwest::Url>,
     pub organisation_name: String,
     pub oin: String,
     pub mapping: Mapping,
