@@ -104,7 +104,7 @@ fn respond(
             .iter()
             .map(|a| SourceReport {
                 adapter: a.adapter.clone(),
-                organisation: a.organisation.to_string(),
+                organisation: a.organisation.clone(),
                 status: "ok",
                 latency_ms: 0,
                 age_ms: None,

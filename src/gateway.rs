@@ -214,7 +214,7 @@ pub struct DossierRequest {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SourceReport {
     pub adapter: Arc<str>,
-    pub organisation: String,
+    pub organisation: Arc<str>,
     pub status: &'static str,
     pub latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -529,7 +529,7 @@ impl Gateway {
             if !needed.iter().any(|n| n.client.id().as_ref() == id) {
                 sources.push(SourceReport {
                     adapter: a.client.id().clone(),
-                    organisation: a.client.spec.def.organisation.clone(),
+                    organisation: a.client.organisation().clone(),
                     status: "skipped",
                     latency_ms: 0,
                     age_ms: None,
@@ -707,7 +707,7 @@ impl Gateway {
                 Outcome {
                     report: SourceReport {
                         adapter: client.id().clone(),
-                        organisation: spec.def.organisation.clone(),
+                        organisation: client.organisation().clone(),
                         status,
                         latency_ms,
                         age_ms: age,
@@ -735,7 +735,7 @@ impl Gateway {
                 Outcome {
                     report: SourceReport {
                         adapter: client.id().clone(),
-                        organisation: spec.def.organisation.clone(),
+                        organisation: client.organisation().clone(),
                         status: e.status(),
                         latency_ms,
                         age_ms: None,

@@ -105,6 +105,11 @@ impl AdapterClient {
         &self.id
     }
 
+    /// The organisation's id, shared by every report of this source.
+    pub fn organisation(&self) -> &Arc<str> {
+        &self.organisation
+    }
+
     pub fn timeout(&self) -> Duration {
         self.spec.def.timeout.0
     }

@@ -163,7 +163,7 @@ async fn add_zaken(s: &App, rt: &Runtime, allowed: &[String], resp: &mut Dossier
     resp.own_sections.insert(ZAKEN.into(), Value::Array(list));
     resp.sources.push(SourceReport {
         adapter: std::sync::Arc::from("ketenportaal"),
-        organisation: "ketenportaal".into(),
+        organisation: Arc::from("ketenportaal"),
         status,
         latency_ms: started.elapsed().as_millis() as u64,
         age_ms: None,
