@@ -258,22 +258,16 @@ impl PgStore {
         let next = timestamp(&shared, "next_attempt_at", &a.next_attempt_at)?;
         let note = listener::note(&shared, listener::APPLICATIONS, Some(a.bsn.clone()));
         let attempts = i32::try_from(a.attempts).unwrap_or(i32::MAX);
+        // The statement's values, shared by every try (not the whole application, data and
+        // all, copied per try).
+        let values = Arc::new((a.id, a.status, a.reference, a.reason, attempts, next, note));
         self.repeatable(move |c| {
-            let (a, next, note) = (a.clone(), next, note.clone());
+            let v = values.clone();
             Box::pin(async move {
                 let rows = c
                     .query(
                         &c.prepare_cached(UPDATE).await?,
-                        &[
-                            &a.id,
-                            &a.status,
-                            &a.reference,
-                            &a.reason,
-                            &attempts,
-                            &next,
-                            &CHANNEL,
-                            &note,
-                        ],
+                        &[&v.0, &v.1, &v.2, &v.3, &v.4, &v.5, &CHANNEL, &v.6],
                     )
                     .await?;
                 Ok(!rows.is_empty())
