@@ -17,7 +17,7 @@ use serde_json_path::JsonPath;
 
 use self::fast::{Keep, Node, Token};
 use super::{
-    CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_json,
+    CompileError, FieldName, MapError, MapLimits, Record, Sections, bad_value, convert_json,
     convert_json_number, convert_text, field_entry,
 };
 use crate::model::{FieldType, SectionMap};
@@ -86,7 +86,8 @@ impl Selector {
 
 #[derive(Debug, Clone)]
 struct JsonField {
-    name: String,
+    /// Shared by every record this field fills.
+    name: FieldName,
     path: String,
     sel: Selector,
     ty: FieldType,
@@ -160,7 +161,7 @@ impl JsonMapping {
             for (fname, spec) in &sm.fields {
                 match Selector::compile(&spec.path) {
                     Ok(sel) => fields.push(JsonField {
-                        name: fname.clone(),
+                        name: FieldName::from(fname.as_str()),
                         path: spec.path.clone(),
                         sel,
                         ty: spec.r#type,
@@ -315,8 +316,8 @@ impl JsonMapping {
                             };
                             field_entry(&s.name, &f.name, &f.path, f.required, value)
                         })
-                        .collect::<Result<Record, MapError>>()?;
-                mapped.push(r);
+                        .collect::<Result<Vec<_>, MapError>>()?;
+                mapped.push(Record::from_sorted(r));
             }
             out.insert(s.name.clone(), mapped);
         }
@@ -329,7 +330,7 @@ impl JsonMapping {
         rec: &Value,
         texts: &FloatTexts<'_>,
     ) -> Result<Record, MapError> {
-        let mut r = Record::new();
+        let mut r = Vec::with_capacity(s.fields.len());
         for f in &s.fields {
             let value = match f.sel.first(rec) {
                 Some(v) => match texts.get(&std::ptr::from_ref(v)) {
@@ -339,10 +340,10 @@ impl JsonMapping {
                 .map_err(bad_value(&s.name, &f.name, f.ty))?,
                 None => Value::Null,
             };
-            let (name, value) = field_entry(&s.name, &f.name, &f.path, f.required, value)?;
-            r.insert(name, value);
+            r.push(field_entry(&s.name, &f.name, &f.path, f.required, value)?);
         }
-        Ok(r)
+        // In name order: the fields are.
+        Ok(Record::from_sorted(r))
     }
 }
 

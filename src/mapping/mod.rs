@@ -8,6 +8,7 @@
 //! This module must not perform I/O or know about HTTP.
 
 pub mod json;
+mod record;
 pub mod xml;
 
 use std::collections::BTreeMap;
@@ -16,8 +17,7 @@ use serde_json::Value;
 
 use crate::model::FieldType;
 
-/// One record of a section: field name -> typed value (`null` when the source has no value).
-pub type Record = serde_json::Map<String, Value>;
+pub use record::{FieldName, Record};
 
 /// Section name -> records, as mapped from one source answer.
 pub type Sections = BTreeMap<String, Vec<Record>>;
@@ -95,19 +95,19 @@ pub(crate) fn bad_value(
 /// A mapped field as a record entry; a required field without a value is an error.
 pub(crate) fn field_entry(
     section: &str,
-    field: &str,
+    field: &FieldName,
     path: &str,
     required: bool,
     value: Value,
-) -> Result<(String, Value), MapError> {
+) -> Result<(FieldName, Value), MapError> {
     if required && value.is_null() {
         return Err(MapError::MissingField {
             section: section.to_owned(),
-            field: field.to_owned(),
+            field: field.to_string(),
             path: path.to_owned(),
         });
     }
-    Ok((field.to_owned(), value))
+    Ok((field.clone(), value))
 }
 
 fn excerpt(s: &str) -> String {

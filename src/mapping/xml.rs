@@ -19,7 +19,8 @@ use quick_xml::reader::NsReader;
 use serde_json::Value;
 
 use super::{
-    CompileError, MapError, MapLimits, Record, Sections, bad_value, convert_text, field_entry,
+    CompileError, FieldName, MapError, MapLimits, Record, Sections, bad_value, convert_text,
+    field_entry,
 };
 use crate::model::{FieldType, SectionMap};
 
@@ -45,7 +46,8 @@ struct XName {
 
 #[derive(Debug, Clone)]
 struct XField {
-    name: String,
+    /// Shared by every record this field fills.
+    name: FieldName,
     path: String,
     attr: Option<XName>,
     ty: FieldType,
@@ -234,7 +236,7 @@ impl XmlMapping {
                             );
                         }
                         fields.push(XField {
-                            name: fname.clone(),
+                            name: FieldName::from(fname.as_str()),
                             path: spec.path.clone(),
                             attr,
                             ty: spec.r#type,
@@ -641,7 +643,8 @@ impl<'m, 'i> Run<'m, 'i> {
                     v.unwrap_or(Value::Null),
                 )
             })
-            .collect()
+            .collect::<Result<Vec<_>, MapError>>()
+            .map(Record::from_sorted)
     }
 
     fn finish(self) -> Result<Sections, MapError> {
