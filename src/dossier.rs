@@ -113,8 +113,8 @@ fn key_part(decimal: bool, v: &Value) -> String {
 /// A merged section, before any view. It borrows the answers: merging copies no values.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MergedSection<'a> {
-    /// Field -> (value, adapter it came from).
-    Single(BTreeMap<&'a str, (&'a Value, &'a Arc<str>)>),
+    /// `(field, value, adapter it came from)`, in field order.
+    Single(Vec<(&'a str, &'a Value, &'a Arc<str>)>),
     /// Records with the adapter each came from, de-duplicated and sorted.
     List(Vec<(&'a Record, &'a Arc<str>)>),
 }
@@ -174,43 +174,44 @@ pub fn merge<'a>(
         });
         match def.kind {
             SectionKind::Single => {
-                let mut fields: BTreeMap<&'a str, (&'a Value, &'a Arc<str>)> = BTreeMap::new();
-                // Each field's distinct values, most authoritative first; only fields with
-                // more than one become conflicts (and only those are copied).
-                let mut seen: BTreeMap<&'a str, Vec<(&'a Arc<str>, &'a Value)>> = BTreeMap::new();
-                if let [(a, recs)] = ranked.as_slice() {
-                    // One source: nothing to compare its values with.
-                    let a: &'a SourceAnswer = a;
-                    if let Some(rec) = recs.first() {
-                        fields = rec
-                            .iter()
+                // Every non-null field of each source's record, most authoritative source
+                // first. Each record is in name order, so with one source this is the
+                // section; with more, a stable sort by name merges the sorted runs and lines
+                // up each field's values in authority order. No map is built or searched.
+                let mut all: Vec<(&'a str, &'a Value, &'a Arc<str>)> = ranked
+                    .iter()
+                    .filter_map(|(a, recs)| Some((&a.adapter, recs.first()?)))
+                    .flat_map(|(src, rec)| {
+                        rec.iter()
                             .filter(|(_, v)| !v.is_null())
-                            .map(|(f, v)| (f, (v, &a.adapter)))
-                            .collect();
+                            .map(move |(f, v)| (f, v, src))
+                    })
+                    .collect();
+                if ranked.len() > 1 {
+                    all.sort_by(|x, y| x.0.cmp(y.0));
+                }
+                let mut fields = Vec::with_capacity(all.len());
+                for group in all.chunk_by(|x, y| x.0 == y.0) {
+                    let (field, chosen, src) = group[0];
+                    fields.push((field, chosen, src));
+                    if group.len() == 1 {
+                        continue;
                     }
-                } else {
-                    for (a, recs) in &ranked {
-                        let Some(rec) = recs.first() else { continue };
-                        for (f, v) in rec {
-                            if v.is_null() {
-                                continue;
-                            }
-                            let vals = seen.entry(f).or_default();
-                            let decimal = is_decimal(f);
-                            if !vals.iter().any(|(_, x)| same(decimal, x, v)) {
-                                vals.push((&a.adapter, v));
-                            }
-                            fields.entry(f).or_insert((v, &a.adapter));
+                    // The field's distinct values, the chosen one first; only a field with more
+                    // than one becomes a conflict (and only its values are copied).
+                    let decimal = is_decimal(field);
+                    let mut distinct: Vec<(&'a Arc<str>, &'a Value)> = vec![(src, chosen)];
+                    for &(_, v, s) in &group[1..] {
+                        if !distinct.iter().any(|(_, x)| same(decimal, x, v)) {
+                            distinct.push((s, v));
                         }
                     }
-                }
-                for (field, values) in seen {
-                    if values.len() > 1 {
+                    if distinct.len() > 1 {
                         out.conflicts.push(Conflict {
                             section: name.clone(),
                             field: field.to_string(),
                             key: None,
-                            values: values
+                            values: distinct
                                 .into_iter()
                                 .map(|(a, v)| (a.clone(), v.clone()))
                                 .collect(),
@@ -391,7 +392,7 @@ pub fn render(merged: &Merged, view: &ViewDef) -> (Map<String, Value>, Vec<Confl
             MergedSection::Single(fields) => {
                 let mut obj = Map::new();
                 let mut prov = Map::new();
-                for (f, (v, src)) in fields {
+                for (f, v, src) in fields {
                     if visible(f) {
                         obj.insert(f.to_string(), (*v).clone());
                         prov.insert(f.to_string(), Value::String(src.to_string()));
@@ -525,8 +526,8 @@ fn render_json(merged: &Merged, view: &ViewDef) -> Vec<(String, Box<RawValue>)> 
             MergedSection::Single(fields) => serde_json::value::to_raw_value(&SingleOut {
                 fields: fields
                     .iter()
-                    .filter(|(f, _)| visible(f))
-                    .map(|(f, (v, src))| (*f, *v, *src))
+                    .filter(|(f, _, _)| visible(f))
+                    .copied()
                     .collect(),
             }),
             MergedSection::List(records) => {
