@@ -730,6 +730,10 @@ pub struct StoreConfig {
     /// latest), so that a citizen with hundreds of applications costs a read no more than one
     /// with a few.
     pub zaken_limit: u32,
+    /// The longest a small batch of audit records waits for more before its `fdatasync`
+    /// (`backend: sqlite`), taken only when records come fast enough that the wait gathers at
+    /// least two more; `0s`: never wait. Up to 10ms.
+    pub commit_delay: Dur,
 }
 
 /// Which store backend keeps the durable state.
@@ -754,6 +758,7 @@ impl Default for StoreConfig {
             lease: Dur(Duration::from_secs(30)),
             timeout: Dur(Duration::from_secs(2)),
             zaken_limit: ZAKEN_LIMIT,
+            commit_delay: Dur(crate::store::COMMIT_DELAY),
         }
     }
 }

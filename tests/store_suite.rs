@@ -97,6 +97,7 @@ fn options(instance: &str) -> StoreOptions {
         lease: Duration::from_secs(30),
         timeout: Duration::from_secs(2),
         instance: instance.into(),
+        ..StoreOptions::default()
     }
 }
 

@@ -137,5 +137,6 @@ fn store_options(config: &Config, instance: String) -> StoreOptions {
         lease: store.lease.0,
         timeout: store.timeout.0,
         instance,
+        commit_delay: store.commit_delay.0,
     }
 }

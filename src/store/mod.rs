@@ -214,7 +214,15 @@ pub struct StoreOptions {
     pub timeout: Duration,
     /// This instance's name in the cluster (the status page, the audit records' writer).
     pub instance: String,
+    /// The longest a small batch of audit records waits for more before it is synced (the
+    /// embedded store; see `store.commit_delay`).
+    pub commit_delay: Duration,
 }
+
+/// The default of `store.commit_delay`: at 1 ms, a saturated uncached fan-out served 28 % more
+/// with the durable audit on one core (load bench (f)), and a read waits at most that long
+/// more, only at rates where it gathers two or more records.
+pub const COMMIT_DELAY: Duration = Duration::from_millis(1);
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -223,6 +231,7 @@ impl Default for StoreOptions {
             lease: Duration::from_secs(30),
             timeout: Duration::from_secs(2),
             instance: "local".into(),
+            commit_delay: COMMIT_DELAY,
         }
     }
 }
@@ -303,7 +312,17 @@ impl AuditStore {
     /// Opens (and creates) the SQLite store at `path`, bringing an older file to the current
     /// schema, replays its audit journal, and starts its writer threads.
     pub fn open(path: &Path, pseudonym_key: Vec<u8>) -> Result<AuditStore, StoreError> {
-        sqlite::SqliteStore::open(path, pseudonym_key).map(AuditStore::with_backend)
+        AuditStore::open_with(path, pseudonym_key, COMMIT_DELAY)
+    }
+
+    /// [`AuditStore::open`], a small batch of records waiting up to `commit_delay` for more
+    /// (see `store.commit_delay`).
+    pub fn open_with(
+        path: &Path,
+        pseudonym_key: Vec<u8>,
+        commit_delay: Duration,
+    ) -> Result<AuditStore, StoreError> {
+        sqlite::SqliteStore::open(path, pseudonym_key, commit_delay).map(AuditStore::with_backend)
     }
 
     /// Opens the store at `location`: the SQLite file (see [`AuditStore::open`]), or the
@@ -317,9 +336,12 @@ impl AuditStore {
         match location {
             StoreLocation::Sqlite(path) => {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || AuditStore::open(&path, pseudonym_key))
-                    .await
-                    .map_err(|_| StoreError::WriterGone)?
+                let delay = options.commit_delay;
+                tokio::task::spawn_blocking(move || {
+                    AuditStore::open_with(&path, pseudonym_key, delay)
+                })
+                .await
+                .map_err(|_| StoreError::WriterGone)?
             }
             StoreLocation::Postgres(url) => {
                 postgres::PgStore::connect(url, pseudonym_key, options).await

@@ -211,15 +211,19 @@ fn the_config_refuses_a_postgres_store_without_a_url_and_a_url_that_is_not_postg
     assert!(!e.contains("geheim"), "no password in the message: {e}");
     let e = load_with_store("  url: postgres://db/kp\n  path: x\n").unwrap_err();
     assert!(e.contains("`store.backend` is `sqlite`"), "{e}");
-    let e = load_with_store("  backend: postgres\n  url: postgres://db/kp\n  pool_size: 0\n  lease: 10ms\n  timeout: 1ms\n  path: x\n")
+    let e = load_with_store("  backend: postgres\n  url: postgres://db/kp\n  pool_size: 0\n  lease: 10ms\n  timeout: 1ms\n  commit_delay: 50ms\n  path: x\n")
         .unwrap_err();
     for want in [
         "`store.pool_size` must be between 1 and 256",
         "`store.lease` must be at least 1s",
         "`store.timeout` must be at least 50ms",
+        "`store.commit_delay` must be at most 10ms",
     ] {
         assert!(e.contains(want), "{want}: {e}");
     }
+    // No wait at all is allowed (the sync is then shared only by what came during the last).
+    let c = load_with_store("  commit_delay: 0s\n  path: x\n").unwrap();
+    assert_eq!(c.gateway.store.commit_delay.0, std::time::Duration::ZERO);
     let e = load_with_store("  backend: mongodb\n  path: x\n").unwrap_err();
     assert!(e.contains("mongodb"), "{e}");
 }

@@ -357,6 +357,16 @@ impl GatewayFile<'_> {
                 "`store.pool_size` must be between 1 and 256",
             ));
         }
+        if store.commit_delay.0 > std::time::Duration::from_millis(10) {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    self.at(&["store", "commit_delay"]),
+                    "`store.commit_delay` must be at most 10ms",
+                )
+                .hint("it is the longest an audit record may wait for others to share its sync; 1ms is the default, 0s never waits"),
+            );
+        }
         if store.lease.0 < std::time::Duration::from_secs(1) {
             errors.push(ConfigError::new(
                 file,

@@ -100,7 +100,11 @@ fn open_read_only(path: &Path) -> Result<Connection, StoreError> {
 impl SqliteStore {
     /// Opens (and creates) the store, brings an older file to the current schema, replays the
     /// audit journal into it, and starts the writer threads.
-    pub(super) fn open(path: &Path, pseudonym_key: Vec<u8>) -> Result<SqliteStore, StoreError> {
+    pub(super) fn open(
+        path: &Path,
+        pseudonym_key: Vec<u8>,
+        commit_delay: Duration,
+    ) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Folder(dir.to_path_buf(), e))?;
         }
@@ -158,6 +162,7 @@ impl SqliteStore {
             nudged: 0,
             progress: progress.clone(),
             stats: stats.clone(),
+            commit_delay,
         };
         spawn("audit-journal", Box::new(move || appender.run(rx)))?;
         Ok(SqliteStore {

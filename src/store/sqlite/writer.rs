@@ -302,6 +302,58 @@ pub(super) struct Appender {
     pub(super) nudged: u64,
     pub(super) progress: Arc<Progress>,
     pub(super) stats: Arc<Counters>,
+    /// The longest a small batch waits for more records under load (see [`Pace`]); zero:
+    /// never.
+    pub(super) commit_delay: Duration,
+}
+
+/// A batch with fewer records than this may wait for more (see [`Pace`]).
+const SMALL_BATCH: usize = 8;
+/// ... when at least this many more are expected during the wait.
+const EXPECTED_MORE: f64 = 2.0;
+
+/// When a small batch waits before its sync (PostgreSQL's `commit_delay`, keyed on the rate).
+///
+/// A sync costs the same for one record as for a hundred. When records come fast enough for
+/// a batch to fill during one sync (the cached path, thousands per second), group commit
+/// batches on its own. Between that and an idle gateway, a batch is one or two records and
+/// nearly every record pays a whole `fdatasync`, plus the thread switches around it, on the
+/// core the requests need. There a short wait gathers the records that are about to come, so
+/// the sync is shared: the wait is taken only when the recent rate says at least
+/// [`EXPECTED_MORE`] records arrive during it, so a lightly loaded gateway never waits.
+struct Pace {
+    delay: Duration,
+    /// Records acknowledged per second, smoothed over recent batches.
+    rate: f64,
+    last: Instant,
+}
+
+impl Pace {
+    fn new(delay: Duration, now: Instant) -> Pace {
+        Pace {
+            delay,
+            rate: 0.0,
+            last: now,
+        }
+    }
+
+    /// How long the batch waits for more records, if at all.
+    fn wait(&self, records: usize) -> Option<Duration> {
+        let worth = records > 0
+            && records < SMALL_BATCH
+            && self.rate * self.delay.as_secs_f64() >= EXPECTED_MORE;
+        worth.then_some(self.delay)
+    }
+
+    /// A batch of `records` was written at `now`.
+    fn written(&mut self, records: usize, now: Instant) {
+        if records == 0 {
+            return;
+        }
+        let secs = now.duration_since(self.last).as_secs_f64().max(1e-6);
+        self.last = now;
+        self.rate = 0.8 * self.rate + 0.2 * (records as f64 / secs);
+    }
 }
 
 /// The batch the appender is making.
@@ -320,17 +372,36 @@ impl Appender {
         };
         // Where the batch started: restored when it cannot be written.
         let mut before = (self.head.clone(), self.frames);
+        let mut pace = Pace::new(self.commit_delay, Instant::now());
         while let Some(first) = rx.blocking_recv() {
-            let mut work = Some(first);
             let mut taken = 0;
-            while let Some(w) = work.take() {
-                self.take(w, &mut batch, &mut before);
-                taken += 1;
-                if taken < MAX_BATCH {
-                    work = rx.try_recv().ok();
-                }
+            self.drain(Some(first), &mut rx, &mut taken, &mut batch, &mut before);
+            if let Some(delay) = pace.wait(batch.acks.len()) {
+                std::thread::sleep(delay);
+                let next = rx.try_recv().ok();
+                self.drain(next, &mut rx, &mut taken, &mut batch, &mut before);
             }
+            let records = batch.acks.len();
             self.write_out(&mut batch, &mut before);
+            pace.written(records, Instant::now());
+        }
+    }
+
+    /// Takes `work` and what else waits, up to [`MAX_BATCH`] changes in all.
+    fn drain(
+        &mut self,
+        mut work: Option<Work>,
+        rx: &mut mpsc::Receiver<Work>,
+        taken: &mut usize,
+        batch: &mut Batch,
+        before: &mut (Head, u64),
+    ) {
+        while let Some(w) = work.take() {
+            self.take(w, batch, before);
+            *taken += 1;
+            if *taken < MAX_BATCH {
+                work = rx.try_recv().ok();
+            }
         }
     }
 
@@ -622,6 +693,39 @@ mod tests {
     use super::*;
     use crate::store::testing::{open_temp, rec};
     use crate::store::{AuditStore, JournalError, StoreError, Verdict};
+
+    /// `pace` after batches of `records` every `every`, from `start`; returns the time after.
+    fn feed(pace: &mut Pace, start: Instant, records: usize, every: Duration, n: u32) -> Instant {
+        let mut t = start;
+        for _ in 0..n {
+            t += every;
+            pace.written(records, t);
+        }
+        t
+    }
+
+    #[test]
+    fn a_small_batch_waits_only_when_the_rate_fills_the_wait() {
+        let ms = Duration::from_millis(1);
+        let start = Instant::now();
+        let mut pace = Pace::new(ms, start);
+        // Nothing known yet: no wait.
+        assert_eq!(pace.wait(1), None);
+        // 2 records every 500 µs (4 000/s): 4 expected during 1 ms.
+        let t = feed(&mut pace, start, 2, Duration::from_micros(500), 40);
+        assert_eq!(pace.wait(1), Some(ms));
+        assert_eq!(pace.wait(SMALL_BATCH - 1), Some(ms));
+        // A batch already large enough, or one without records (outcomes only), never waits.
+        assert_eq!(pace.wait(SMALL_BATCH), None);
+        assert_eq!(pace.wait(0), None);
+        // The rate falls to 100/s (a quiet gateway): 0.1 expected, no wait.
+        feed(&mut pace, t, 1, Duration::from_millis(10), 40);
+        assert_eq!(pace.wait(1), None);
+        // `commit_delay: 0s` never waits, whatever the rate.
+        let mut off = Pace::new(Duration::ZERO, start);
+        feed(&mut off, start, 2, Duration::from_micros(100), 40);
+        assert_eq!(off.wait(1), None);
+    }
 
     #[tokio::test]
     async fn a_transaction_that_finds_the_file_locked_waits_and_is_tried_again() {
