@@ -323,10 +323,15 @@ const EXPECTED_MORE: f64 = 2.0;
 /// [`EXPECTED_MORE`] records arrive during it, so a lightly loaded gateway never waits.
 struct Pace {
     delay: Duration,
-    /// Records acknowledged per second, smoothed over recent batches.
+    /// Records acknowledged per second: each batch counts `records / RATE_WINDOW` and fades
+    /// with `exp(-age / RATE_WINDOW)`, so a steady rate reads as itself and an idle spell
+    /// reads as nothing at once (the first record after one never waits).
     rate: f64,
     last: Instant,
 }
+
+/// The time constant of [`Pace`]'s rate.
+const RATE_WINDOW: Duration = Duration::from_millis(25);
 
 impl Pace {
     fn new(delay: Duration, now: Instant) -> Pace {
@@ -337,11 +342,17 @@ impl Pace {
         }
     }
 
-    /// How long the batch waits for more records, if at all.
-    fn wait(&self, records: usize) -> Option<Duration> {
+    /// The rate as of `now`.
+    fn rate_at(&self, now: Instant) -> f64 {
+        let age = now.saturating_duration_since(self.last).as_secs_f64();
+        self.rate * (-age / RATE_WINDOW.as_secs_f64()).exp()
+    }
+
+    /// How long a batch of `records` waits for more at `now`, if at all.
+    fn wait(&self, records: usize, now: Instant) -> Option<Duration> {
         let worth = records > 0
             && records < SMALL_BATCH
-            && self.rate * self.delay.as_secs_f64() >= EXPECTED_MORE;
+            && self.rate_at(now) * self.delay.as_secs_f64() >= EXPECTED_MORE;
         worth.then_some(self.delay)
     }
 
@@ -350,9 +361,8 @@ impl Pace {
         if records == 0 {
             return;
         }
-        let secs = now.duration_since(self.last).as_secs_f64().max(1e-6);
+        self.rate = self.rate_at(now) + records as f64 / RATE_WINDOW.as_secs_f64();
         self.last = now;
-        self.rate = 0.8 * self.rate + 0.2 * (records as f64 / secs);
     }
 }
 
@@ -376,7 +386,7 @@ impl Appender {
         while let Some(first) = rx.blocking_recv() {
             let mut taken = 0;
             self.drain(Some(first), &mut rx, &mut taken, &mut batch, &mut before);
-            if let Some(delay) = pace.wait(batch.acks.len()) {
+            if let Some(delay) = pace.wait(batch.acks.len(), Instant::now()) {
                 std::thread::sleep(delay);
                 let next = rx.try_recv().ok();
                 self.drain(next, &mut rx, &mut taken, &mut batch, &mut before);
@@ -694,7 +704,7 @@ mod tests {
     use crate::store::testing::{open_temp, rec};
     use crate::store::{AuditStore, JournalError, StoreError, Verdict};
 
-    /// `pace` after batches of `records` every `every`, from `start`; returns the time after.
+    /// `pace` after `n` batches of `records`, one every `every` from `start`; the time after.
     fn feed(pace: &mut Pace, start: Instant, records: usize, every: Duration, n: u32) -> Instant {
         let mut t = start;
         for _ in 0..n {
@@ -710,21 +720,25 @@ mod tests {
         let start = Instant::now();
         let mut pace = Pace::new(ms, start);
         // Nothing known yet: no wait.
-        assert_eq!(pace.wait(1), None);
-        // 2 records every 500 µs (4 000/s): 4 expected during 1 ms.
-        let t = feed(&mut pace, start, 2, Duration::from_micros(500), 40);
-        assert_eq!(pace.wait(1), Some(ms));
-        assert_eq!(pace.wait(SMALL_BATCH - 1), Some(ms));
+        assert_eq!(pace.wait(1, start), None);
+        // 2 records every 500 µs (4 000/s): about 4 expected during 1 ms.
+        let t = feed(&mut pace, start, 2, Duration::from_micros(500), 400);
+        let rate = pace.rate_at(t);
+        assert!((3_600.0..4_400.0).contains(&rate), "{rate}");
+        assert_eq!(pace.wait(1, t), Some(ms));
+        assert_eq!(pace.wait(SMALL_BATCH - 1, t), Some(ms));
         // A batch already large enough, or one without records (outcomes only), never waits.
-        assert_eq!(pace.wait(SMALL_BATCH), None);
-        assert_eq!(pace.wait(0), None);
-        // The rate falls to 100/s (a quiet gateway): 0.1 expected, no wait.
-        feed(&mut pace, t, 1, Duration::from_millis(10), 40);
-        assert_eq!(pace.wait(1), None);
+        assert_eq!(pace.wait(SMALL_BATCH, t), None);
+        assert_eq!(pace.wait(0, t), None);
+        // After a quiet second the first record does not wait.
+        assert_eq!(pace.wait(1, t + Duration::from_secs(1)), None);
+        // A rate of 100/s (a quiet gateway): 0.1 expected, no wait.
+        let t = feed(&mut pace, t, 1, Duration::from_millis(10), 100);
+        assert_eq!(pace.wait(1, t), None);
         // `commit_delay: 0s` never waits, whatever the rate.
         let mut off = Pace::new(Duration::ZERO, start);
-        feed(&mut off, start, 2, Duration::from_micros(100), 40);
-        assert_eq!(off.wait(1), None);
+        let t = feed(&mut off, start, 2, Duration::from_micros(100), 400);
+        assert_eq!(off.wait(1, t), None);
     }
 
     #[tokio::test]
