@@ -145,7 +145,10 @@ impl SqliteStore {
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
-                .spawn(f)
+                .spawn(move || {
+                    yield_to_requests();
+                    f()
+                })
                 .map(|t| t.thread().clone())
                 .map_err(|e| StoreError::Folder(path.to_path_buf(), e))
         };
@@ -288,5 +291,32 @@ impl Backend for SqliteStore {
 
     fn settle(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(self.caught_up())
+    }
+}
+
+/// How much the store's writer threads yield to the request workers: a nice value (see
+/// [`yield_to_requests`]).
+const WRITER_NICE: i32 = 10;
+
+/// Lowers the calling thread's scheduling priority by [`WRITER_NICE`], so that on a busy core
+/// a writer that wakes up (a record arrived, a sync returned) does not preempt the worker
+/// serving requests at once: it runs a little later, with more gathered, and the core switches
+/// threads less often (load bench (f), the server on one core: the worker was preempted 0.6 to
+/// 0.9 times per request, 0.23 to 0.36 with this, and served 7 to 12% more). Its share stays guaranteed:
+/// at nice 10 a thread gets a tenth of a core against one busy worker, and each writer needs
+/// less than that. An idle core runs it at once, so a quiet gateway's latency is unchanged.
+/// A no-op off Linux.
+fn yield_to_requests() {
+    #[cfg(target_os = "linux")]
+    {
+        // On Linux the nice value is per thread; raising it needs no privilege. Relative to
+        // the thread's own, so a gateway started with `nice` keeps its writers below it.
+        let tid = Some(rustix::thread::gettid());
+        let nice = rustix::process::getpriority_process(tid)
+            .map(|now| (now + WRITER_NICE).min(19))
+            .and_then(|nice| rustix::process::setpriority_process(tid, nice));
+        if let Err(e) = nice {
+            tracing::debug!(error = %e, "Cannot lower the priority of a store writer thread.");
+        }
     }
 }

@@ -714,6 +714,40 @@ mod tests {
         t
     }
 
+    /// The nice value of each of this process's threads named `name` (from `/proc`).
+    #[cfg(target_os = "linux")]
+    fn nice_of(name: &str) -> Vec<i64> {
+        let mut out = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // After the `(comm)` field: state is field 3, nice field 19.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if comm.trim_end() == name {
+                out.push(rest.split_whitespace().nth(16).unwrap().parse().unwrap());
+            }
+        }
+        out
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_writer_threads_yield_to_the_request_workers() {
+        let own = rustix::process::getpriority_process(Some(rustix::thread::gettid())).unwrap();
+        let _store = open_temp();
+        let want = i64::from((own + 10).min(19));
+        for name in ["audit-journal", "audit-index"] {
+            let nice = nice_of(name);
+            assert!(!nice.is_empty(), "no thread named {name}");
+            assert!(
+                nice.iter().all(|n| *n == want),
+                "{name}: {nice:?}, want {want}"
+            );
+        }
+    }
+
     #[test]
     fn a_small_batch_waits_only_when_the_rate_fills_the_wait() {
         let ms = Duration::from_millis(1);
