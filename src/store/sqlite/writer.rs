@@ -386,7 +386,10 @@ impl Appender {
         while let Some(first) = rx.blocking_recv() {
             let mut taken = 0;
             self.drain(Some(first), &mut rx, &mut taken, &mut batch, &mut before);
-            if let Some(delay) = pace.wait(batch.acks.len(), Instant::now()) {
+            // A full batch has no room to gather more.
+            if taken < MAX_BATCH
+                && let Some(delay) = pace.wait(batch.acks.len(), Instant::now())
+            {
                 std::thread::sleep(delay);
                 let next = rx.try_recv().ok();
                 self.drain(next, &mut rx, &mut taken, &mut batch, &mut before);
