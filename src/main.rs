@@ -541,23 +541,6 @@ async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How many connections may wait to be accepted (the kernel caps it at `net.core.somaxconn`).
-/// `TcpListener::bind` takes std's 128: a wave of more connects at once than that (portals or a
-/// load balancer reconnecting after a restart) had its surplus SYNs dropped, each retried by
-/// its client only after a second.
-const BACKLOG: u32 = 4096;
-
-/// The gateway's listening socket, as `TcpListener::bind` makes it but with [`BACKLOG`].
-fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
-}
-
 async fn run(
     config: Config,
     env: Arc<EnvFn>,
@@ -565,7 +548,8 @@ async fn run(
     store: Option<String>,
     demo: Option<Demo>,
 ) -> Result<()> {
-    let listener = listen(addr).with_context(|| format!("binding {addr}"))?;
+    let listener =
+        server::listen(addr, server::BACKLOG).with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     purge_every_second();
     let summary = format!(

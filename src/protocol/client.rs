@@ -238,14 +238,11 @@ mod pool_tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpSocket;
 
     /// A keep-alive HTTP/1.1 server that answers every GET after `delay`; counts connections.
     async fn slow_server(delay: Duration) -> (String, Arc<AtomicUsize>) {
         // A backlog for the whole wave (std's 128 would hold back the rest of its connects).
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let listener = socket.listen(1024).unwrap();
+        let listener = crate::server::listen("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
         let url = format!("http://{}/", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();

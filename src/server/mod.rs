@@ -130,6 +130,26 @@ pub(crate) fn json(status: StatusCode, body: Vec<u8>) -> Response {
     r
 }
 
+/// How many connections may wait to be accepted (the kernel caps it at `net.core.somaxconn`).
+/// `TcpListener::bind` takes std's 128: a wave of more connects at once than that (portals or a
+/// load balancer reconnecting after a restart) had its surplus SYNs dropped, each retried by
+/// its client only after a second.
+pub const BACKLOG: u32 = 4096;
+
+/// A listening socket as `TcpListener::bind` makes it (address reuse on), with `backlog`.
+pub fn listen(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
 /// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
 /// Terminates TLS when the config has `tls`.
 pub async fn serve(
