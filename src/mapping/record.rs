@@ -73,7 +73,7 @@ impl Record {
 
     /// The fields in name order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> + DoubleEndedIterator {
-        self.fields.iter().map(|(f, v)| (&**f, v))
+        self.into_iter()
     }
 
     /// The fields in name order, with their shared names.

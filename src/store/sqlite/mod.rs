@@ -302,10 +302,10 @@ const WRITER_NICE: i32 = 10;
 /// a writer that wakes up (a record arrived, a sync returned) does not preempt the worker
 /// serving requests at once: it runs a little later, with more gathered, and the core switches
 /// threads less often (load bench (f), the server on one core: the worker was preempted 0.6 to
-/// 0.9 times per request, 0.23 to 0.36 with this, and served 7 to 12% more). Its share stays guaranteed:
-/// at nice 10 a thread gets a tenth of a core against one busy worker, and each writer needs
-/// less than that. An idle core runs it at once, so a quiet gateway's latency is unchanged.
-/// A no-op off Linux.
+/// 0.9 times per request, 0.23 to 0.36 with this, and served 7 to 12% more). Its share stays
+/// guaranteed: at nice 10 a thread gets a tenth of a core against one busy worker, and each
+/// writer needs less than that. An idle core runs it at once, so a quiet gateway's latency is
+/// unchanged. A no-op off Linux.
 fn yield_to_requests() {
     #[cfg(target_os = "linux")]
     {
