@@ -1295,25 +1295,7 @@ async fn pg_a_delivery_outcome_whose_connection_is_lost_mid_write_is_written_on_
         async move { store.update_application(done).await }
     });
     // ... and its connection is ended under it, mid-statement (what a restart does).
-    let admin = postgres::client(&url).await;
-    let mut ended = false;
-    for _ in 0..200 {
-        let n = admin
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE applications%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .len();
-        if n > 0 {
-            ended = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(ended, "the outcome's UPDATE never waited on the lock");
+    end_the_session_waiting_in(&url, "UPDATE applications").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     holder.batch_execute("COMMIT").await.unwrap();
     // Written on a new connection: the caller gets Ok, the application is delivered, and
@@ -1322,5 +1304,91 @@ async fn pg_a_delivery_outcome_whose_connection_is_lost_mid_write_is_written_on_
     let stored = store.application(app.id).await.unwrap().unwrap();
     assert_eq!(stored.status, "delivered");
     assert_eq!(stored.reference.as_deref(), Some("ZAAK-1"));
+    assert_eq!(store.stats().failed, 0);
+}
+
+/// Ends the session whose statement (`query` containing `statement`) waits on a lock, as a
+/// server restart would end it mid-statement.
+async fn end_the_session_waiting_in(url: &str, statement: &str) {
+    let admin = postgres::client(url).await;
+    let pattern = format!("%{statement}%");
+    for _ in 0..200 {
+        let n = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE wait_event_type = 'Lock' AND query LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .unwrap()
+            .len();
+        if n > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no statement like `{statement}` waited on a lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_a_registration_change_whose_connection_is_lost_mid_write_is_made_on_a_new_one() {
+    let Some(pg) = postgres::postgres() else {
+        return;
+    };
+    let url = pg.fresh_database("registration_lost").await;
+    let store = open_pg_with(
+        &url,
+        StoreOptions {
+            timeout: Duration::from_secs(5),
+            ..options("a")
+        },
+    )
+    .await;
+    assert!(
+        store
+            .put_registration(registration("svc", "org", "one"))
+            .await
+            .unwrap()
+    );
+    let holder = postgres::client(&url).await;
+    let hold = "SELECT 1 FROM registrations WHERE id = 'svc' FOR UPDATE";
+
+    // A replacement waits on the row, loses its connection, and is made on a new one.
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder.execute(hold, &[]).await.unwrap();
+    let put = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .put_registration(registration("svc", "org", "two"))
+                .await
+        }
+    });
+    end_the_session_waiting_in(&url, "INSERT INTO registrations").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert!(put.await.unwrap().unwrap(), "the replacement was refused");
+    assert_eq!(
+        store.registrations().await.unwrap(),
+        vec![registration("svc", "org", "two")]
+    );
+
+    // A removal loses its connection, and the row is gone by the time it asks again (here
+    // taken by another session; after a restart, its own first try may have committed with
+    // only the answer lost): it was removed, not "not found".
+    holder.batch_execute("BEGIN").await.unwrap();
+    holder.execute(hold, &[]).await.unwrap();
+    let delete = tokio::spawn({
+        let store = store.clone();
+        async move { store.delete_registration("svc".into(), "org".into()).await }
+    });
+    end_the_session_waiting_in(&url, "DELETE FROM registrations").await;
+    holder
+        .execute("DELETE FROM registrations WHERE id = 'svc'", &[])
+        .await
+        .unwrap();
+    holder.batch_execute("COMMIT").await.unwrap();
+    assert!(delete.await.unwrap().unwrap(), "the removal said not found");
+    assert!(store.registrations().await.unwrap().is_empty());
     assert_eq!(store.stats().failed, 0);
 }

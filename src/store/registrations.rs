@@ -18,7 +18,9 @@ pub trait Registrations: Send + Sync {
     /// cluster may be asked for the same id at once; the store decides, atomically).
     fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>>;
 
-    /// Removes registration `id` of `organisation`; true when there was one.
+    /// Removes registration `id` of `organisation`; true when there was one (a backend that
+    /// asks again after losing its connection counts a row already gone as removed: its first
+    /// try may have committed with only the answer lost).
     fn delete_registration(
         &self,
         id: String,

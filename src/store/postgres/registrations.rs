@@ -2,6 +2,9 @@
 //! id. Each change tells every instance in its own transaction (the notification is delivered
 //! on commit, and only if it commits), so that all of them serve the same adapters.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use futures::future::BoxFuture;
 
 use super::{CHANNEL, PgStore, listener};
@@ -55,10 +58,16 @@ impl Registrations for PgStore {
         }))
     }
 
+    /// Asked again on a new connection when the one it had was lost (PostgreSQL restarting):
+    /// the row it writes is the same each time, so a first try that did commit makes the
+    /// repeat an update to the same values, and the same answer.
     fn put_registration(&self, r: Registration) -> BoxFuture<'_, Result<bool, StoreError>> {
         let note = listener::note(self.shared(), listener::REGISTRATIONS, None);
-        Box::pin(self.counted(self.with_client(move |c| {
+        let values = Arc::new((r, note));
+        Box::pin(self.counted(self.repeatable(move |c| {
+            let v = values.clone();
             Box::pin(async move {
+                let (r, note) = &*v;
                 let rows = c
                     .query(
                         &c.prepare_cached(PUT).await?,
@@ -70,7 +79,7 @@ impl Registrations for PgStore {
                             &r.updated_at,
                             &r.updated_by,
                             &CHANNEL,
-                            &note,
+                            note,
                         ],
                     )
                     .await?;
@@ -79,21 +88,29 @@ impl Registrations for PgStore {
         })))
     }
 
+    /// Asked again on a new connection when the one it had was lost. A first try may have
+    /// committed and lost only its answer, so a repeat that finds no row counts as removed:
+    /// the registration is gone either way (the caller found it before it asked).
     fn delete_registration(
         &self,
         id: String,
         organisation: String,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let note = listener::note(self.shared(), listener::REGISTRATIONS, None);
-        Box::pin(self.counted(self.with_client(move |c| {
+        let values = Arc::new((id, organisation, note));
+        let tries = Arc::new(AtomicU32::new(0));
+        Box::pin(self.counted(self.repeatable(move |c| {
+            let v = values.clone();
+            let repeat = tries.fetch_add(1, Ordering::Relaxed) > 0;
             Box::pin(async move {
+                let (id, organisation, note) = &*v;
                 let rows = c
                     .query(
                         &c.prepare_cached(DELETE).await?,
-                        &[&id, &organisation, &CHANNEL, &note],
+                        &[id, organisation, &CHANNEL, note],
                     )
                     .await?;
-                Ok(!rows.is_empty())
+                Ok(repeat || !rows.is_empty())
             })
         })))
     }
