@@ -4,7 +4,7 @@
 #   bash benches/load.sh                 # the full run, about 12 minutes after the build
 #   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test
 #   bash benches/load.sh --soak 600      # also soak the memory scenario for 600 s
-#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ..., ONLY=f, ONLY=ab, ...
+#   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ..., ONLY=g, ONLY=ab, ...
 #
 # Settings (environment): SECS (10) seconds per measured run, ROUNDS (3) rounds for (a), (d)
 # and (f) and B_ROUNDS (= ROUNDS) for (b), CONNS (64) connections for (a), (d) and (f), RATE
@@ -49,6 +49,11 @@
 #       the source calls and new source connections per request (from the sources' counters);
 #       ratios gateway/nginx+njs throughput (bar: >= 2), gateway/naive axum, and durable/
 #       log-only CPU per request.
+#   (g) the cached dossier of (a) with the durable store on PostgreSQL (a throwaway server,
+#       Debian's `postgresql`, fsync on, on the generator's core as a database on another
+#       machine would be off the gateway's) beside the same gateway on SQLite, and bare hyper:
+#       req/s, the gateway's CPU per request, and PostgreSQL's own CPU per request (postmaster
+#       and backends). Skipped when PostgreSQL is not installed.
 # Servers run pinned to core 0, the load generator (and the sources of (b), (c) and (f)) to core 1,
 # when `taskset` exists and there are two cores. Everything listens on 127.0.0.1 only, every
 # wait is bounded, and every process started here is stopped on exit.
@@ -68,12 +73,12 @@ BURST_ROUNDS=${BURST_ROUNDS:-5}
 IDLE_SECS=${IDLE_SECS:-5}
 SOAK=0
 APPLICATIONS=${APPLICATIONS:-1000}
-ONLY=${ONLY:-abcdef}
+ONLY=${ONLY:-abcdefg}
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) SECS=3; ROUNDS=1; B_ROUNDS=1; SUBJECTS=20000; BURST_ROUNDS=2; shift ;;
         --soak) SOAK=${2:?--soak needs seconds}; shift 2 ;;
-        -h|--help) sed -n '2,54p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,59p' "$0"; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -108,6 +113,9 @@ else
 fi
 
 T=$(mktemp -d)
+# Traversable, so that PostgreSQL, run as its own user when this runs as root, reaches its
+# folder inside (part g); nothing in it is secret (loopback only, a throwaway server).
+chmod a+x "$T"
 RESULTS="$T/results.tsv"
 PIDS=()
 
@@ -296,6 +304,24 @@ start naive "$PIN_SERVER" serve-naive --n 3 --sources "$(api sources)"
 generator saturation --gateway "$T/gateway.addr" --gateway-log "$T/gateway-log.addr" "${NGINX[@]}" \
     --naive "$T/naive.addr" --sources "$T/sources.addr" --n 3 --rounds "$ROUNDS" --secs "$SECS" \
     --conns "$CONNS"
+stop_all
+fi
+
+if [[ $ONLY == *g* ]]; then
+echo
+echo "== (g) cached dossier with the store on PostgreSQL beside SQLite"
+if start postgres "$PIN_CLIENT" serve-postgres --url-file "$T/postgres.url"; then
+    start agencies "$PIN_CLIENT" serve-sources --kind fixtures
+    start gateway "$PIN_SERVER" serve-gateway --scenario cached --sources "http://$(api agencies)"
+    start gateway-pg "$PIN_SERVER" serve-gateway --scenario cached \
+        --postgres "$(cat "$T/postgres.url")" --sources "http://$(api agencies)"
+    start bare "$PIN_SERVER" serve-bare --from-gateway "$T/gateway.addr"
+    generator cached --gateway "$T/gateway.addr" --gateway-pg "$T/gateway-pg.addr" \
+        --postgres "$T/postgres.addr" --bare "$T/bare.addr" --rounds "$ROUNDS" --secs "$SECS" \
+        --conns "$CONNS"
+else
+    echo "== PostgreSQL did not start (apt-get install postgresql): (g) is skipped"
+fi
 stop_all
 fi
 

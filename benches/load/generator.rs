@@ -156,6 +156,10 @@ pub struct Run {
     /// Generator CPU over the window, as a share of one core.
     pub gen_cpu: f64,
     pub server_ticks: u64,
+    /// CPU of the server's peer (its PostgreSQL) over the window, as a share of one core, and
+    /// its ticks; 0 without one.
+    pub peer_cpu: f64,
+    pub peer_ticks: u64,
     /// The server's core over the window: busy with any process, and stolen by the host.
     pub core_busy: f64,
     pub core_steal: f64,
@@ -172,6 +176,8 @@ impl Run {
             server_cpu: 0.0,
             gen_cpu: 0.0,
             server_ticks: 0,
+            peer_cpu: 0.0,
+            peer_ticks: 0,
             core_busy: 0.0,
             core_steal: 0.0,
         }
@@ -191,6 +197,10 @@ impl Run {
     pub fn max_ms(&self) -> f64 {
         self.hist.max() as f64 / 1000.0
     }
+    /// The peer's CPU per answered request, in µs.
+    pub fn peer_us_per_req(&self) -> f64 {
+        self.peer_ticks as f64 * 10_000.0 / self.ok.max(1) as f64
+    }
     /// Server CPU per answered request, in µs (clock ticks are 10 ms on Linux).
     pub fn cpu_us_per_req(&self) -> f64 {
         self.server_ticks as f64 * 10_000.0 / self.ok.max(1) as f64
@@ -201,24 +211,34 @@ impl Run {
 /// core as a whole (all processes), from `/proc/stat`.
 struct CpuSample {
     server: u64,
+    /// The peer's ticks, when there is one.
+    peer: Option<u64>,
     generator: u64,
     at: Instant,
     /// `(busy, steal, total)` ticks of the server's core, when it runs on exactly one.
     core: Option<(u64, u64, u64)>,
 }
 
-async fn cpu_now(control: SocketAddr) -> Option<CpuSample> {
-    let ep = Endpoint {
-        api: control,
-        control,
+async fn cpu_now(control: SocketAddr, peer: Option<SocketAddr>) -> Option<CpuSample> {
+    let ticks_of = |control: SocketAddr| async move {
+        let ep = Endpoint {
+            api: control,
+            control,
+        };
+        ep.stats("/stats").await.ok()
     };
-    let stats = ep.stats("/stats").await.ok()?;
+    let stats = ticks_of(control).await?;
+    let peer = match peer {
+        Some(p) => Some(ticks_of(p).await?["cpu_ticks"].as_u64()?),
+        None => None,
+    };
     let core = stats["cpus"]
         .as_str()
         .and_then(|c| c.parse::<usize>().ok())
         .and_then(core_ticks);
     Some(CpuSample {
         server: stats["cpu_ticks"].as_u64()?,
+        peer,
         generator: cpu_ticks("/proc/self/stat"),
         at: Instant::now(),
         core,
@@ -226,10 +246,14 @@ async fn cpu_now(control: SocketAddr) -> Option<CpuSample> {
 }
 
 /// Reads the CPU counters at `from`, the start of the measured window.
-fn cpu_at(control: SocketAddr, from: Instant) -> tokio::task::JoinHandle<Option<CpuSample>> {
+fn cpu_at(
+    control: SocketAddr,
+    peer: Option<SocketAddr>,
+    from: Instant,
+) -> tokio::task::JoinHandle<Option<CpuSample>> {
     tokio::spawn(async move {
         tokio::time::sleep_until(from.into()).await;
-        cpu_now(control).await
+        cpu_now(control, peer).await
     })
 }
 
@@ -237,6 +261,7 @@ fn cpu_at(control: SocketAddr, from: Instant) -> tokio::task::JoinHandle<Option<
 async fn cpu_until_now(
     run: &mut Run,
     control: SocketAddr,
+    peer: Option<SocketAddr>,
     first: tokio::task::JoinHandle<Option<CpuSample>>,
 ) {
     if !first.is_finished() {
@@ -244,10 +269,14 @@ async fn cpu_until_now(
         first.abort();
         return;
     }
-    if let (Ok(Some(a)), Some(b)) = (first.await, cpu_now(control).await) {
+    if let (Ok(Some(a)), Some(b)) = (first.await, cpu_now(control, peer).await) {
         let secs = b.at.duration_since(a.at).as_secs_f64().max(1e-3);
         run.server_ticks = b.server - a.server;
         run.server_cpu = run.server_ticks as f64 / 100.0 / secs;
+        if let (Some(p1), Some(p2)) = (a.peer, b.peer) {
+            run.peer_ticks = p2.saturating_sub(p1);
+            run.peer_cpu = run.peer_ticks as f64 / 100.0 / secs;
+        }
         run.gen_cpu = (b.generator - a.generator) as f64 / 100.0 / secs;
         if let (Some((b1, s1, t1)), Some((b2, s2, t2))) = (a.core, b.core) {
             let total = (t2 - t1).max(1) as f64;
@@ -267,9 +296,23 @@ pub async fn closed_loop(
     warmup: Duration,
     measure: Duration,
 ) -> Run {
+    closed_loop_with_peer(target, control, None, make, conns, warmup, measure).await
+}
+
+/// [`closed_loop`], also measuring the CPU of the server's `peer` (the control port of its
+/// PostgreSQL) over the same window.
+pub async fn closed_loop_with_peer(
+    target: SocketAddr,
+    control: SocketAddr,
+    peer: Option<SocketAddr>,
+    make: MakeReq,
+    conns: usize,
+    warmup: Duration,
+    measure: Duration,
+) -> Run {
     let from = Instant::now() + warmup;
     let until = from + measure;
-    let cpu = cpu_at(control, from);
+    let cpu = cpu_at(control, peer, from);
     let tasks: Vec<_> = (0..conns)
         .map(|_| {
             let make = make.clone();
@@ -320,7 +363,7 @@ pub async fn closed_loop(
         .min(Instant::now())
         .saturating_duration_since(from)
         .as_secs_f64();
-    cpu_until_now(&mut total, control, cpu).await;
+    cpu_until_now(&mut total, control, peer, cpu).await;
     total
 }
 
@@ -347,7 +390,7 @@ pub async fn open_loop(
     let total_reqs = ((warmup + measure).as_secs_f64() * rate as f64) as u64;
     let period = Duration::from_secs_f64(1.0 / rate as f64);
     let next = Arc::new(AtomicU64::new(0));
-    let cpu = cpu_at(control, from);
+    let cpu = cpu_at(control, None, from);
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
             let make = make.clone();
@@ -420,7 +463,7 @@ pub async fn open_loop(
         }
     }
     total.secs = measure.as_secs_f64();
-    cpu_until_now(&mut total, control, cpu).await;
+    cpu_until_now(&mut total, control, None, cpu).await;
     total
 }
 

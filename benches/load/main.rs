@@ -40,6 +40,8 @@
 //! - `report`: the summary rows each part writes, and the final table.
 
 mod generator;
+#[path = "../../tests/support/postgres.rs"]
+mod postgres;
 mod procfs;
 mod report;
 mod runtime;
@@ -148,6 +150,17 @@ enum Cmd {
         /// fifty still open): what the dossier's `zaken` section is made from.
         #[arg(long, default_value_t = 0)]
         applications: u32,
+        /// The store on this PostgreSQL instead of a fresh SQLite file (part g).
+        #[arg(long)]
+        postgres: Option<String>,
+        #[command(flatten)]
+        out: ServeOut,
+    },
+    /// A throwaway PostgreSQL (fresh database, fsync on) for part (g): its URL to `--url-file`,
+    /// its CPU (postmaster and backends) on the control port.
+    ServePostgres {
+        #[arg(long)]
+        url_file: PathBuf,
         #[command(flatten)]
         out: ServeOut,
     },
@@ -194,6 +207,12 @@ enum Cmd {
         gateway_zaken: Option<PathBuf>,
         #[arg(long, default_value_t = 1000)]
         zaken: u32,
+        /// Optionally a gateway whose store is on PostgreSQL, measured in the same rounds
+        /// (part g), with `--postgres`, that server's address file (its CPU is measured too).
+        #[arg(long, requires = "postgres")]
+        gateway_pg: Option<PathBuf>,
+        #[arg(long, requires = "gateway_pg")]
+        postgres: Option<PathBuf>,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         #[arg(long, default_value_t = 10)]
@@ -335,6 +354,7 @@ fn main() -> std::process::ExitCode {
             | Cmd::ServeBare { .. }
             | Cmd::ServeNginx { .. }
             | Cmd::ServeNaive { .. }
+            | Cmd::ServePostgres { .. }
     );
     // Servers get the multi-threaded runtime the real binary uses (one worker per core it may
     // run on); the generator is one thread on its own core.
@@ -376,14 +396,19 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             inflight_mib,
             audit,
             applications,
+            postgres,
             out,
         } => {
             let knobs = serve::gateway::Knobs {
                 cache_mib,
                 inflight_mib,
                 applications,
+                postgres,
             };
             serve::gateway::serve_gateway(scenario, &sources, n, knobs, audit, &out).await
+        }
+        Cmd::ServePostgres { url_file, out } => {
+            serve::postgres::serve_postgres(&url_file, &out).await
         }
         Cmd::ServeBare { from_gateway, out } => serve::bare::serve_bare(&from_gateway, &out).await,
         Cmd::ServeNginx { sources, n, out } => serve::nginx::serve_nginx(&sources, n, &out).await,
@@ -394,6 +419,8 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             gateway_log,
             gateway_zaken,
             zaken,
+            gateway_pg,
+            postgres,
             rounds,
             secs,
             conns,
@@ -405,11 +432,13 @@ async fn run(cmd: Cmd) -> Result<(), String> {
                 conns: conns.max(1),
             };
             let zaken = gateway_zaken.as_deref().map(|f| (f, zaken));
+            let pg = gateway_pg.as_deref().zip(postgres.as_deref());
             scenarios::cached::cmd_cached(
                 &gateway,
                 &bare,
                 gateway_log.as_deref(),
                 zaken,
+                pg,
                 &o,
                 results.as_deref(),
             )

@@ -49,3 +49,30 @@ pub fn core_ticks(n: usize) -> Option<(u64, u64, u64)> {
     let busy = user + nice + system + irq + softirq;
     Some((busy, steal, busy + idle + iowait + steal))
 }
+
+/// CPU ticks of process `root` and of its children (a PostgreSQL postmaster and its backends,
+/// writers and checkpointer): what that server spends, summed. Children that ended since the
+/// last reading take their ticks with them (a backend per connection lives as long as it).
+pub fn tree_ticks(root: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut ticks = 0;
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // After the `(comm)`: state, then the parent's pid.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid == root || ppid == Some(root) {
+            ticks += cpu_ticks(&format!("/proc/{pid}/stat"));
+        }
+    }
+    ticks
+}

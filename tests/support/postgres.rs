@@ -272,6 +272,17 @@ impl Postgres {
             .collect()
     }
 
+    /// The postmaster's pid (the first line of `postmaster.pid`), while the server runs.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

@@ -68,7 +68,7 @@ pub async fn cmd_attribute(iters: u32, results: Option<&Path>) -> Result<(), Str
     let state = build_app(
         config,
         Arc::new(env),
-        dir.path().join("audit.sqlite"),
+        ketenportaal::store::StoreLocation::Sqlite(dir.path().join("audit.sqlite")),
         AuditMode::LogOnly,
     )
     .await?;

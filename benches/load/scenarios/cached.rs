@@ -14,8 +14,8 @@ use ketenportaal::demo;
 
 use crate::PATH_DOSSIER;
 use crate::generator::{
-    Endpoint, Run, citizen_token, closed_loop, dossier_request, dossier_supply, median, once,
-    token_auth,
+    Endpoint, Run, citizen_token, closed_loop, closed_loop_with_peer, dossier_request,
+    dossier_supply, median, once, token_auth,
 };
 use crate::report::{Rows, verdict};
 
@@ -30,6 +30,7 @@ pub async fn cmd_cached(
     bare_file: &Path,
     gw_log_file: Option<&Path>,
     gw_zaken: Option<(&Path, u32)>,
+    gw_pg: Option<(&Path, &Path)>,
     o: &CachedOpts,
     results: Option<&Path>,
 ) -> Result<(), String> {
@@ -44,6 +45,12 @@ pub async fn cmd_cached(
     let zaken_name = gw_zaken.map(|(_, n)| format!("gateway, {n} zaken"));
     if let (Some((f, _)), Some(name)) = (gw_zaken, &zaken_name) {
         targets.push((name.as_str(), Endpoint::read(f)?));
+    }
+    // Part (g): the gateway on PostgreSQL, and that server's CPU over each of its runs.
+    let mut peers: Vec<Option<SocketAddr>> = vec![None; targets.len()];
+    if let Some((f, pg)) = gw_pg {
+        targets.push(("gateway, PostgreSQL", Endpoint::read(f)?));
+        peers.push(Some(Endpoint::read(pg)?.control));
     }
     let token = citizen_token(&token_auth(), demo::DEMO_CITIZEN)?;
 
@@ -125,9 +132,10 @@ pub async fn cmd_cached(
         for k in 0..targets.len() {
             let which = (round + k) % targets.len();
             let (name, ep) = targets[which];
-            let r = closed_loop(
+            let r = closed_loop_with_peer(
                 ep.api,
                 ep.control,
+                peers[which],
                 make_for(ep.api),
                 o.conns,
                 Duration::from_secs(1),
@@ -149,6 +157,13 @@ pub async fn cmd_cached(
                 r.core_busy * 100.0,
                 r.core_steal * 100.0
             );
+            if peers[which].is_some() {
+                println!(
+                    "          its PostgreSQL: {:.1} µs CPU/req ({:.0}% of a core)",
+                    r.peer_us_per_req(),
+                    r.peer_cpu * 100.0
+                );
+            }
             runs[which].push(r);
         }
     }
@@ -199,6 +214,19 @@ pub async fn cmd_cached(
             allocs[w].1
         );
     }
+    for (w, _) in peers.iter().enumerate().filter(|(_, p)| p.is_some()) {
+        println!(
+            "      its PostgreSQL        {:.1} µs CPU/req ({:.0}% of a core); gateway + PostgreSQL {:.1} µs/req",
+            med(w, &Run::peer_us_per_req),
+            med(w, &|r: &Run| r.peer_cpu) * 100.0,
+            med(w, &|r: &Run| r.cpu_us_per_req() + r.peer_us_per_req())
+        );
+        println!(
+            "      PostgreSQL/SQLite: throughput {:.2}, gateway CPU per request {:.2}",
+            rps[w] / rps[1].max(1e-9),
+            cpu[w] / cpu[1].max(1e-9)
+        );
+    }
     for (w, (name, _)) in targets.iter().enumerate().skip(1) {
         println!(
             "      {name}/bare: throughput {:.2}, CPU per request {:.2} (target >= 0.5)",
@@ -222,6 +250,8 @@ pub async fn cmd_cached(
 
     let s = if gw_zaken.is_some() {
         "(d) cached dossier, many zaken"
+    } else if gw_pg.is_some() {
+        "(g) cached dossier, PostgreSQL"
     } else {
         "(a) cached dossier"
     };
@@ -272,6 +302,30 @@ pub async fn cmd_cached(
         "",
         "",
     );
+    for (w, _) in peers.iter().enumerate().filter(|(_, p)| p.is_some()) {
+        rows.add(
+            s,
+            "gateway, PostgreSQL: PostgreSQL's CPU µs/req, core use",
+            format!(
+                "{:.1}, {:.0}%",
+                med(w, &Run::peer_us_per_req),
+                med(w, &|r: &Run| r.peer_cpu) * 100.0
+            ),
+            "",
+            "",
+        );
+        rows.add(
+            s,
+            "PostgreSQL/SQLite: throughput, gateway CPU per request",
+            format!(
+                "{:.2}, {:.2}",
+                rps[w] / rps[1].max(1e-9),
+                cpu[w] / cpu[1].max(1e-9)
+            ),
+            "",
+            "",
+        );
+    }
     for (w, (name, _)) in targets.iter().enumerate().skip(1) {
         if zaken_name.as_deref() == Some(*name) {
             // Part (d) compares the citizen with many applications to the one with none.

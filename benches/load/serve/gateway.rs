@@ -10,7 +10,7 @@ use ketenportaal::config::Config;
 use ketenportaal::demo;
 use ketenportaal::model::Dur;
 use ketenportaal::server;
-use ketenportaal::store::AuditStore;
+use ketenportaal::store::{AuditStore, StoreLocation};
 
 use super::{announce_and_wait, bind_loopback};
 use crate::runtime::purge_every_second;
@@ -186,13 +186,13 @@ fn write_burst_config(
 pub async fn build_app(
     config: Config,
     env: Arc<ketenportaal::app::reload::EnvFn>,
-    store: PathBuf,
+    store: StoreLocation,
     audit: AuditMode,
 ) -> Result<Arc<App>, String> {
     App::build(Launch {
         config,
         env,
-        store: Some(ketenportaal::store::StoreLocation::Sqlite(store)),
+        store: Some(store),
         watch: false,
         audit,
     })
@@ -216,6 +216,8 @@ pub struct Knobs {
     pub inflight_mib: Option<u64>,
     /// Applications seeded into the store for the demo citizen.
     pub applications: u32,
+    /// The store on this PostgreSQL instead of a fresh SQLite file.
+    pub postgres: Option<String>,
 }
 
 pub async fn serve_gateway(
@@ -230,6 +232,7 @@ pub async fn serve_gateway(
         cache_mib,
         inflight_mib,
         applications,
+        postgres,
     } = knobs;
     let env = demo::demo_env(sources.to_string(), SECRET.to_string());
     // Under `$TMPDIR`, which load.sh points into its own folder, so nothing outlives the run.
@@ -245,19 +248,26 @@ pub async fn serve_gateway(
     if matches!(scenario, Scenario::Cached) {
         keep_cache_warm(&mut config);
     }
-    // A fresh store beside the scenario's files (the same ext4 disk as the repo here), seeded
-    // before the gateway opens it.
-    let path = dir.path().join("audit.sqlite");
-    drop(
-        AuditStore::open(&path, config.pseudonym_key())
-            .map_err(|e| format!("store {}: {e}", path.display()))?,
-    );
-    seed_applications(&path, applications)?;
+    let store = match postgres {
+        Some(url) if applications == 0 => StoreLocation::Postgres(url),
+        Some(_) => return Err("--applications seeds a SQLite store only".into()),
+        None => {
+            // A fresh store beside the scenario's files (the same ext4 disk as the repo here),
+            // seeded before the gateway opens it.
+            let path = dir.path().join("audit.sqlite");
+            drop(
+                AuditStore::open(&path, config.pseudonym_key())
+                    .map_err(|e| format!("store {}: {e}", path.display()))?,
+            );
+            seed_applications(&path, applications)?;
+            StoreLocation::Sqlite(path)
+        }
+    };
     let mode = match audit {
         AuditKind::Store => AuditMode::Durable,
         AuditKind::Log => AuditMode::LogOnly,
     };
-    let state = build_app(config, Arc::new(env), path, mode).await?;
+    let state = build_app(config, Arc::new(env), store, mode).await?;
     purge_every_second();
     let (listener, api) = bind_loopback().await?;
     let serving = state.clone();
