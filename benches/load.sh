@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end load benchmark of ketenportaal (issue "critical-path speed", docs/design.md, "Bars").
 #
-#   bash benches/load.sh                 # the full run, about 12 minutes after the build
+#   bash benches/load.sh                 # the full run, about 14 minutes after the build
 #   bash benches/load.sh --quick         # 3 s runs, 1 round, 20 000 subjects: a smoke test
 #   bash benches/load.sh --soak 600      # also soak the memory scenario for 600 s
 #   ONLY=a bash benches/load.sh          # only scenario (a) (and (a')); ONLY=b, ..., ONLY=g, ONLY=ab, ...
