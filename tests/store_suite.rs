@@ -105,6 +105,24 @@ async fn open_pg(url: &str, instance: &str) -> AuditStore {
     open_pg_with(url, options(instance)).await
 }
 
+/// A fresh database on `pg` and instance "a"'s store on it, with `timeout`; and the URL.
+async fn fresh_pg_store(
+    pg: &postgres::Postgres,
+    name: &str,
+    timeout: Duration,
+) -> (String, AuditStore) {
+    let url = pg.fresh_database(name).await;
+    let store = open_pg_with(
+        &url,
+        StoreOptions {
+            timeout,
+            ..options("a")
+        },
+    )
+    .await;
+    (url, store)
+}
+
 async fn open_pg_with(url: &str, options: StoreOptions) -> AuditStore {
     AuditStore::connect(
         &StoreLocation::Postgres(url.to_string()),
@@ -1216,15 +1234,7 @@ async fn pg_writes_ride_through_a_restart_shorter_than_the_timeout() {
     let Some(pg) = postgres::postgres() else {
         return;
     };
-    let url = pg.fresh_database("restart").await;
-    let store = open_pg_with(
-        &url,
-        StoreOptions {
-            timeout: Duration::from_secs(3),
-            ..options("a")
-        },
-    )
-    .await;
+    let (url, store) = fresh_pg_store(&pg, "restart", Duration::from_secs(3)).await;
     fill(&store, 10).await;
     pg.stop();
     // Written while the server is down: each waits for it instead of failing.
@@ -1264,15 +1274,7 @@ async fn pg_a_delivery_outcome_whose_connection_is_lost_mid_write_is_written_on_
     let Some(pg) = postgres::postgres() else {
         return;
     };
-    let url = pg.fresh_database("delivery_lost").await;
-    let store = open_pg_with(
-        &url,
-        StoreOptions {
-            timeout: Duration::from_secs(5),
-            ..options("a")
-        },
-    )
-    .await;
+    let (url, store) = fresh_pg_store(&pg, "delivery_lost", Duration::from_secs(5)).await;
     let (app, _) = store
         .insert_application(application(3, "received"), submit_record())
         .await
@@ -1335,15 +1337,7 @@ async fn pg_a_registration_change_whose_connection_is_lost_mid_write_is_made_on_
     let Some(pg) = postgres::postgres() else {
         return;
     };
-    let url = pg.fresh_database("registration_lost").await;
-    let store = open_pg_with(
-        &url,
-        StoreOptions {
-            timeout: Duration::from_secs(5),
-            ..options("a")
-        },
-    )
-    .await;
+    let (url, store) = fresh_pg_store(&pg, "registration_lost", Duration::from_secs(5)).await;
     assert!(
         store
             .put_registration(registration("svc", "org", "one"))

@@ -214,17 +214,23 @@ pub async fn cmd_cached(
             allocs[w].1
         );
     }
-    for (w, _) in peers.iter().enumerate().filter(|(_, p)| p.is_some()) {
-        println!(
-            "      its PostgreSQL        {:.1} µs CPU/req ({:.0}% of a core); gateway + PostgreSQL {:.1} µs/req",
+    // Part (g): PostgreSQL's own CPU per request and core use, and the PostgreSQL gateway's
+    // throughput and CPU against the SQLite one's (index 1).
+    let pg = peers.iter().position(Option::is_some).map(|w| {
+        (
             med(w, &Run::peer_us_per_req),
             med(w, &|r: &Run| r.peer_cpu) * 100.0,
-            med(w, &|r: &Run| r.cpu_us_per_req() + r.peer_us_per_req())
+            med(w, &|r: &Run| r.cpu_us_per_req() + r.peer_us_per_req()),
+            rps[w] / rps[1].max(1e-9),
+            cpu[w] / cpu[1].max(1e-9),
+        )
+    });
+    if let Some((pg_us, pg_core, both_us, pg_rps, pg_cpu)) = pg {
+        println!(
+            "      its PostgreSQL        {pg_us:.1} µs CPU/req ({pg_core:.0}% of a core); gateway + PostgreSQL {both_us:.1} µs/req"
         );
         println!(
-            "      PostgreSQL/SQLite: throughput {:.2}, gateway CPU per request {:.2}",
-            rps[w] / rps[1].max(1e-9),
-            cpu[w] / cpu[1].max(1e-9)
+            "      PostgreSQL/SQLite: throughput {pg_rps:.2}, gateway CPU per request {pg_cpu:.2}"
         );
     }
     for (w, (name, _)) in targets.iter().enumerate().skip(1) {
@@ -302,26 +308,18 @@ pub async fn cmd_cached(
         "",
         "",
     );
-    for (w, _) in peers.iter().enumerate().filter(|(_, p)| p.is_some()) {
+    if let Some((pg_us, pg_core, _, pg_rps, pg_cpu)) = pg {
         rows.add(
             s,
             "gateway, PostgreSQL: PostgreSQL's CPU µs/req, core use",
-            format!(
-                "{:.1}, {:.0}%",
-                med(w, &Run::peer_us_per_req),
-                med(w, &|r: &Run| r.peer_cpu) * 100.0
-            ),
+            format!("{pg_us:.1}, {pg_core:.0}%"),
             "",
             "",
         );
         rows.add(
             s,
             "PostgreSQL/SQLite: throughput, gateway CPU per request",
-            format!(
-                "{:.2}, {:.2}",
-                rps[w] / rps[1].max(1e-9),
-                cpu[w] / cpu[1].max(1e-9)
-            ),
+            format!("{pg_rps:.2}, {pg_cpu:.2}"),
             "",
             "",
         );

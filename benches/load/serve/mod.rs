@@ -27,15 +27,13 @@ use tokio::net::TcpListener;
 
 use ketenportaal::app::App as AppState;
 
-use crate::procfs::{cpu_ticks, proc_self, status_kb, tree_ticks};
+use crate::procfs::{proc_self, status_kb, tree_ticks};
 use crate::runtime::{ALLOC_BYTES, ALLOCS, COUNT_ON};
 use crate::{Body, ServeOut};
 
-/// The process whose CPU the control port reports (0: this one; nginx's pid for serve-nginx).
+/// The process whose CPU, with its children's, the control port reports (0: this one; nginx's
+/// pid for serve-nginx, which runs as one process; the postmaster for serve-postgres).
 pub static STATS_PID: AtomicU32 = AtomicU32::new(0);
-/// When not 0, the control port reports the CPU of this process and its children instead (the
-/// PostgreSQL postmaster for serve-postgres).
-pub static STATS_TREE: AtomicU32 = AtomicU32::new(0);
 
 /// Serves HTTP/1.1 with keep-alive on `listener`, one task per connection, `handler` per
 /// request. Like `axum::serve`, it leaves Nagle on (no `TCP_NODELAY`).
@@ -110,11 +108,7 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
     let (rss_kb, mut cpu) = proc_self();
     let other = STATS_PID.load(Relaxed);
     if other != 0 {
-        cpu = cpu_ticks(&format!("/proc/{other}/stat"));
-    }
-    let tree = STATS_TREE.load(Relaxed);
-    if tree != 0 {
-        cpu = tree_ticks(tree);
+        cpu = tree_ticks(other);
     }
     let cpus = std::fs::read_to_string("/proc/self/status")
         .ok()

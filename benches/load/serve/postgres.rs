@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{STATS_TREE, announce_and_wait};
+use super::{STATS_PID, announce_and_wait};
 use crate::ServeOut;
 use crate::postgres;
 
@@ -18,7 +18,7 @@ pub async fn serve_postgres(url_file: &Path, out: &ServeOut) -> Result<(), Strin
     let root = pg
         .postmaster_pid()
         .ok_or("PostgreSQL runs, but its postmaster.pid cannot be read")?;
-    STATS_TREE.store(root, Relaxed);
+    STATS_PID.store(root, Relaxed);
     std::fs::write(url_file, format!("{url}\n"))
         .map_err(|e| format!("{}: {e}", url_file.display()))?;
     let api: SocketAddr = ([127, 0, 0, 1], pg.port()).into();

@@ -3,7 +3,7 @@
 //! on commit, and only if it commits), so that all of them serve the same adapters.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 
@@ -98,10 +98,10 @@ impl Registrations for PgStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let note = listener::note(self.shared(), listener::REGISTRATIONS, None);
         let values = Arc::new((id, organisation, note));
-        let tries = Arc::new(AtomicU32::new(0));
+        let tried = Arc::new(AtomicBool::new(false));
         Box::pin(self.counted(self.repeatable(move |c| {
             let v = values.clone();
-            let repeat = tries.fetch_add(1, Ordering::Relaxed) > 0;
+            let repeat = tried.swap(true, Ordering::Relaxed);
             Box::pin(async move {
                 let (id, organisation, note) = &*v;
                 let rows = c
