@@ -7,8 +7,14 @@
 //! # Format
 //! The journal is a folder beside the SQLite file, `<file>.journal/`, of segments named by a
 //! counter (`000000000001.kpj`, ...); the writer starts a new one past [`SEGMENT_BYTES`], and
-//! the indexer deletes a segment once all of it is in the index and the index is durable. A
-//! segment is a sequence of frames:
+//! the indexer deletes a segment once all of it is in the index and the index is durable. Once
+//! a segment is half full, the next one is made ahead of use: a file of [`SEGMENT_BYTES`]
+//! zeros, written and synced in the background (`spare.kpj.next`), renamed into place when the
+//! writer rotates. Batches then overwrite blocks the file already has, so the `fdatasync`
+//! after each writes data only, not the file's new size through the file system's journal
+//! (half the latency and CPU per sync on this machine's ext4, see `Tail::rotate`). A segment
+//! is a sequence of frames, and may end in zeros (the part of a made-ahead file not yet
+//! written):
 //!
 //! ```text
 //! "KPJ1" | len: u32 LE | crc32c(len bytes ++ payload): u32 LE | payload (len bytes)
@@ -19,13 +25,15 @@
 //!
 //! # Torn tail or corruption
 //! A crash can tear only the batch being written when it came, which nobody was told of: bad
-//! bytes at the end of the last segment, with no valid frame after them. Recovery keeps them in
-//! a `.torn` file beside the segment and goes on. Bad bytes anywhere else (a valid frame after
+//! bytes at the end of the last segment, with no valid frame after them (zeros after them are
+//! the unwritten rest of the file). Recovery keeps them in a `.torn` file beside the segment
+//! and goes on. Zeros alone after the last frame are a clean end, in any segment: records lost
+//! at the end of a segment that a later one follows break the chain, which is checked. Bad bytes anywhere else (a valid frame after
 //! them, or in a segment already closed), or a record that does not follow the chain, are
 //! corruption: the store refuses to open, names the segment and the byte, and drops nothing.
 
 use std::fs::File;
-use std::io::Read as _;
+use std::io::{ErrorKind, Read as _};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +65,15 @@ pub(super) fn folder(db: &Path) -> PathBuf {
 fn segment_path(dir: &Path, number: u64) -> PathBuf {
     dir.join(format!("{number:012}.kpj"))
 }
+
+/// The next segment's file, zeros written and synced, waiting to be renamed into place. Not a
+/// segment to [`list`]: it holds no frames.
+const SPARE: &str = "spare.kpj.next";
+/// The spare while it is being written (renamed to [`SPARE`] once whole and synced).
+const SPARE_PART: &str = "spare.kpj.part";
+/// How much of the spare is written between two syncs: the device queue stays short, so the
+/// appender's `fdatasync` meanwhile does not wait behind 64 MiB of zeros.
+const SPARE_CHUNK: usize = 8 << 20;
 
 /// What went wrong with the journal.
 #[derive(Debug, thiserror::Error)]
@@ -248,12 +265,20 @@ pub(super) fn scan(segments: &[Segment]) -> Result<(Vec<Frame>, Option<Torn>), J
                     at += len;
                 }
                 Err(reason) => {
+                    // The bytes past the last frame that are not the file's unwritten zeros.
+                    let end = data[at..]
+                        .iter()
+                        .rposition(|&b| b != 0)
+                        .map_or(at, |last| at + last + 1);
+                    if end == at {
+                        break;
+                    }
                     let corrupt = |reason: String| JournalError::Corrupt {
                         segment: s.path.clone(),
                         offset: at as u64,
                         reason,
                     };
-                    if let Some(next) = next_frame(&data, at + 1) {
+                    if let Some(next) = next_frame(&data[..end], at + 1) {
                         return Err(corrupt(format!(
                             "{reason}, and a valid frame follows at byte {next}"
                         )));
@@ -266,7 +291,7 @@ pub(super) fn scan(segments: &[Segment]) -> Result<(Vec<Frame>, Option<Torn>), J
                     torn = Some(Torn {
                         segment: s.path.clone(),
                         offset: at as u64,
-                        bytes: data[at..].to_vec(),
+                        bytes: data[at..end].to_vec(),
                     });
                     break;
                 }
@@ -402,6 +427,12 @@ pub(super) fn recover(
     for s in &segments {
         std::fs::remove_file(&s.path).map_err(io_error(&s.path))?;
     }
+    // A spare whose writing a stop cut short (a whole one is kept, for the first segment).
+    let part = dir.join(SPARE_PART);
+    match std::fs::remove_file(&part) {
+        Err(e) if e.kind() != ErrorKind::NotFound => return Err(io_error(&part)(e).into()),
+        _ => {}
+    }
     sync_folder(&dir)?;
     if replayed > 0 {
         tracing::info!(
@@ -434,28 +465,51 @@ pub(super) struct Tail {
     pub(super) file: Arc<File>,
     /// Where the last complete batch ends.
     len: u64,
+    /// The size past which the next segment starts ([`SEGMENT_BYTES`]; smaller in tests).
+    limit: u64,
+    /// The spare being written in the background, if one is.
+    spare: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Tail {
-    /// Creates segment `number` in `dir` (it must not exist).
+    /// Opens segment `number` in `dir` (it must not exist): the spare renamed into place when
+    /// there is one (left by an earlier run, or made while the last segment filled), else a new
+    /// empty file that grows as it is written.
     pub(super) fn create(dir: &Path, number: u64) -> Result<Tail, JournalError> {
+        Tail::with_limit(dir, number, SEGMENT_BYTES)
+    }
+
+    fn with_limit(dir: &Path, number: u64, limit: u64) -> Result<Tail, JournalError> {
         let path = segment_path(dir, number);
-        let file = File::options()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
+        if std::fs::exists(&path).map_err(io_error(&path))? {
+            return Err(io_error(&path)(std::io::Error::new(
+                ErrorKind::AlreadyExists,
+                "the next segment exists already",
+            )));
+        }
+        let spare = dir.join(SPARE);
+        let file = match std::fs::rename(&spare, &path) {
+            Ok(()) => File::options().write(true).open(&path),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                File::options().create_new(true).write(true).open(&path)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(io_error(&path))?;
         sync_folder(dir)?;
         Ok(Tail {
             dir: dir.to_path_buf(),
             number,
             file: Arc::new(file),
             len: 0,
+            limit,
+            spare: None,
         })
     }
 
     /// Writes one batch (durable only once the file is synced). A batch that could not be
-    /// written whole is cut off again, so the next one starts on a frame boundary.
+    /// written whole is cut off again, so the next one starts on a frame boundary (and no
+    /// frame of it is left for a later, shorter batch to end in front of).
     pub(super) fn append(&mut self, batch: &[u8]) -> std::io::Result<()> {
         match self.file.write_all_at(batch, self.len) {
             Ok(()) => {
@@ -469,21 +523,68 @@ impl Tail {
         }
     }
 
-    /// Past its size, the segment is synced and the next one created; `None` when it is not
-    /// full yet. An error syncing is returned; one creating the next segment only means this
-    /// one goes on growing (tried again after the next batch).
+    /// Called after each batch. Half-way through the segment, the spare for the next one is
+    /// started (if none is being written); past its size, the segment is synced and the next one
+    /// opened. An error syncing is returned; one opening the next segment only means this one
+    /// goes on growing (tried again after the next batch).
+    ///
+    /// Why the spare: `fdatasync` after a write that made the file longer also commits the new
+    /// size through ext4's journal; after one into blocks the file has, it writes the data
+    /// alone. On this machine (a virtual disk), 2,000 batches of 45 KB, each written and
+    /// synced, took 250-262 µs and 111-123 µs of CPU per batch appended to a growing file,
+    /// against 133-149 µs and 58-68 µs written over zeros; 110-118 and 47-51 µs against
+    /// 180-182 and 67-74 µs for batches of 4 KB. Writing a spare of 64 MiB costs 20-30 ms of
+    /// CPU (up to 0.1-0.2 s on a cold disk), a fraction of a µs per record.
     pub(super) fn rotate(&mut self) -> std::io::Result<()> {
-        if self.len < SEGMENT_BYTES {
+        if self.len >= self.limit / 2 && self.spare.is_none() {
+            self.start_spare();
+        }
+        if self.len < self.limit {
             return Ok(());
         }
         self.file.sync_data()?;
-        match Tail::create(&self.dir, self.number + 1) {
-            Ok(next) => *self = next,
+        // The spare is renamed into place if it is whole; one still being written is for the
+        // segment after (this one then grows). One whose writing failed is no loss either.
+        if let Some(done) = self.spare.take_if(|h| h.is_finished()) {
+            match done.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "The next audit journal segment was not made ahead; it grows as it is written.");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "The thread making the next audit journal segment ahead failed."
+                    );
+                }
+            }
+        }
+        match Tail::with_limit(&self.dir, self.number + 1, self.limit) {
+            Ok(mut next) => {
+                next.spare = self.spare.take();
+                *self = next;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "Next audit journal segment not created; the current one grows.");
             }
         }
         Ok(())
+    }
+
+    /// Starts writing the spare in a thread of its own, at the writers' lower priority.
+    fn start_spare(&mut self) {
+        let (dir, bytes) = (self.dir.clone(), self.limit);
+        let spawned = std::thread::Builder::new()
+            .name("audit-journal-spare".into())
+            .spawn(move || {
+                super::yield_to_requests();
+                make_spare(&dir, bytes)
+            });
+        match spawned {
+            Ok(h) => self.spare = Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot start the thread that makes the next audit journal segment ahead.");
+            }
+        }
     }
 
     /// Removes the segments before `number` (the indexer, once they are in the durable index).
@@ -499,6 +600,28 @@ impl Tail {
             }
         }
     }
+}
+
+/// Writes the spare: `bytes` zeros, synced a chunk at a time, then renamed into place (a
+/// spare is whole when it has its name). One already there is kept.
+pub(super) fn make_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
+    let spare = dir.join(SPARE);
+    if std::fs::exists(&spare)? {
+        return Ok(());
+    }
+    let part = dir.join(SPARE_PART);
+    let file = File::create(&part)?;
+    let zeros = vec![0u8; SPARE_CHUNK];
+    let mut at = 0;
+    while at < bytes {
+        let n = zeros.len().min((bytes - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        file.sync_data()?;
+        at += n as u64;
+    }
+    file.sync_all()?;
+    std::fs::rename(&part, &spare)?;
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -565,6 +688,102 @@ mod tests {
             matches!(&e, JournalError::Corrupt { reason, .. } if reason.contains("later one")),
             "{e}"
         );
+    }
+
+    #[test]
+    fn zeros_after_the_last_frame_are_a_clean_end_and_bad_bytes_before_them_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (buf, _) = records(4);
+        // A made-ahead segment, partly written: the frames, then the file's zeros.
+        let mut ahead = buf.clone();
+        ahead.resize(buf.len() + 5000, 0);
+        segment(dir.path(), 1, &ahead);
+        let (frames, torn) = scan(&list(dir.path()).unwrap()).unwrap();
+        assert_eq!((frames.len(), torn), (4, None));
+
+        // A batch torn part-way into the zeros: its bytes are the torn tail, not the zeros.
+        let mut torn_ahead = ahead.clone();
+        torn_ahead[buf.len()..buf.len() + 30].copy_from_slice(&buf[..30]);
+        segment(dir.path(), 1, &torn_ahead);
+        let (frames, torn) = scan(&list(dir.path()).unwrap()).unwrap();
+        let torn = torn.unwrap();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(
+            (torn.offset, torn.bytes),
+            (buf.len() as u64, buf[..30].to_vec())
+        );
+
+        // Zeros where frames were, and a valid frame after them: corruption, not an end.
+        let mut holed = buf.clone();
+        let first = frame_at(&buf).unwrap().1;
+        holed[first..first + 40].fill(0);
+        segment(dir.path(), 1, &holed);
+        let e = scan(&list(dir.path()).unwrap()).err().unwrap();
+        assert!(
+            matches!(&e, JournalError::Corrupt { offset, reason, .. } if *offset == first as u64 && reason.contains("follows")),
+            "{e}"
+        );
+
+        // Zeros closing a segment that a later one follows: the chain says what is missing.
+        let (more, _) = records(6);
+        // The records are the same size: records 1, then 5 and 6.
+        let size = frame_at(&more).unwrap().1;
+        let mut cut = more[..size].to_vec();
+        cut.resize(size + 100, 0);
+        segment(dir.path(), 1, &cut);
+        segment(dir.path(), 2, &more[4 * size..]);
+        let (frames, _) = scan(&list(dir.path()).unwrap()).unwrap();
+        let e = past(&frames, &Head::genesis(), dir.path(), |_| Ok(()))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("records are missing"), "{e}");
+    }
+
+    #[test]
+    fn half_way_through_a_segment_the_next_is_made_ahead_and_then_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let limit = 64 << 10;
+        let mut tail = Tail::with_limit(dir.path(), 1, limit).unwrap();
+        let (batch, _) = records(40);
+        let mut written = 0;
+        let mut append = |tail: &mut Tail| {
+            tail.append(&batch).unwrap();
+            written += 40;
+            tail.rotate().unwrap();
+        };
+        // The first segment grows as it is written; half-way, the spare is started.
+        let first = segment_path(dir.path(), 1);
+        while tail.spare.is_none() {
+            append(&mut tail);
+        }
+        assert!(tail.len >= limit / 2 && tail.len < limit);
+        assert_eq!(std::fs::metadata(&first).unwrap().len(), tail.len);
+        // Once written (here: waited for), the next segment is the spare, renamed.
+        for _ in 0..500 {
+            if tail.spare.as_ref().is_some_and(|h| h.is_finished()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            std::fs::metadata(dir.path().join(SPARE)).unwrap().len(),
+            limit
+        );
+        while tail.number == 1 {
+            append(&mut tail);
+        }
+        assert!(!std::fs::exists(dir.path().join(SPARE)).unwrap());
+        let second = segment_path(dir.path(), 2);
+        assert_eq!(std::fs::metadata(&second).unwrap().len(), limit);
+        // Written over the zeros: the size stays, and every frame reads back, with no tear.
+        append(&mut tail);
+        assert_eq!(std::fs::metadata(&second).unwrap().len(), limit);
+        let (frames, torn) = scan(&list(dir.path()).unwrap()).unwrap();
+        assert_eq!((frames.len(), torn), (written, None));
+        // Neither a spare nor one being written is a segment.
+        make_spare(dir.path(), limit).unwrap();
+        std::fs::write(dir.path().join(SPARE_PART), [0u8; 10]).unwrap();
+        assert_eq!(list(dir.path()).unwrap().len(), 2);
     }
 
     #[test]

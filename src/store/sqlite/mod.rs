@@ -306,7 +306,7 @@ const WRITER_NICE: i32 = 10;
 /// guaranteed: at nice 10 a thread gets a tenth of a core against one busy worker, and each
 /// writer needs less than that. An idle core runs it at once, so a quiet gateway's latency is
 /// unchanged. A no-op off Linux.
-fn yield_to_requests() {
+pub(super) fn yield_to_requests() {
     #[cfg(target_os = "linux")]
     {
         // On Linux the nice value is per thread; raising it needs no privilege. Relative to
