@@ -8,13 +8,13 @@
 //! The journal is a folder beside the SQLite file, `<file>.journal/`, of segments named by a
 //! counter (`000000000001.kpj`, ...); the writer starts a new one past [`SEGMENT_BYTES`], and
 //! the indexer deletes a segment once all of it is in the index and the index is durable. Once
-//! a segment is half full, the next one is made ahead of use: a file of [`SEGMENT_BYTES`]
-//! zeros, written and synced in the background (`spare.kpj.next`), renamed into place when the
-//! writer rotates. Batches then overwrite blocks the file already has, so the `fdatasync`
-//! after each writes data only, not the file's new size through the file system's journal
-//! (half the latency and CPU per sync on this machine's ext4, see `Tail::rotate`). A segment
-//! is a sequence of frames, and may end in zeros (the part of a made-ahead file not yet
-//! written):
+//! a segment is half full (or, one that grows, after [`GROWING_FOR`] batches), the next one is
+//! made ahead of use: a file of [`SEGMENT_BYTES`] zeros, written and synced in the background
+//! (`spare.kpj.next`), renamed into place when the writer rotates. Batches then overwrite
+//! blocks the file already has, so the `fdatasync` after each writes data only, not the file's
+//! new size through the file system's journal (half the latency and CPU per sync on this
+//! machine's ext4, see `Tail::rotate`). A segment is a sequence of frames, and may end in
+//! zeros (the part of a made-ahead file not yet written):
 //!
 //! ```text
 //! "KPJ1" | len: u32 LE | crc32c(len bytes ++ payload): u32 LE | payload (len bytes)
@@ -74,6 +74,11 @@ const SPARE_PART: &str = "spare.kpj.part";
 /// How much of the spare is written between two syncs: the device queue stays short, so the
 /// appender's `fdatasync` meanwhile does not wait behind 64 MiB of zeros.
 const SPARE_CHUNK: usize = 8 << 20;
+/// The batches after which a segment that grows (the first after a start) starts the spare,
+/// and gives way to it as soon as it is whole, full or not: a quiet gateway, whose batches hold
+/// one record each and which would take hours to fill half a segment, gets its syncs cheap
+/// within seconds too. A store that writes fewer batches (a test) never writes a spare.
+const GROWING_FOR: u64 = 1000;
 
 /// What went wrong with the journal.
 #[derive(Debug, thiserror::Error)]
@@ -469,6 +474,12 @@ pub(super) struct Tail {
     limit: u64,
     /// The spare being written in the background, if one is.
     spare: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// Whether this segment was a spare (else it grows as it is written).
+    made_ahead: bool,
+    /// The batches written to this segment.
+    batches: u64,
+    /// After how many batches a segment that grows starts the spare ([`GROWING_FOR`]).
+    growing_for: u64,
 }
 
 impl Tail {
@@ -476,10 +487,15 @@ impl Tail {
     /// there is one (left by an earlier run, or made while the last segment filled), else a new
     /// empty file that grows as it is written.
     pub(super) fn create(dir: &Path, number: u64) -> Result<Tail, JournalError> {
-        Tail::with_limit(dir, number, SEGMENT_BYTES)
+        Tail::with_limits(dir, number, SEGMENT_BYTES, GROWING_FOR)
     }
 
-    fn with_limit(dir: &Path, number: u64, limit: u64) -> Result<Tail, JournalError> {
+    fn with_limits(
+        dir: &Path,
+        number: u64,
+        limit: u64,
+        growing_for: u64,
+    ) -> Result<Tail, JournalError> {
         let path = segment_path(dir, number);
         if std::fs::exists(&path).map_err(io_error(&path))? {
             return Err(io_error(&path)(std::io::Error::new(
@@ -488,14 +504,15 @@ impl Tail {
             )));
         }
         let spare = dir.join(SPARE);
-        let file = match std::fs::rename(&spare, &path) {
-            Ok(()) => File::options().write(true).open(&path),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                File::options().create_new(true).write(true).open(&path)
-            }
-            Err(e) => Err(e),
-        }
-        .map_err(io_error(&path))?;
+        let (file, made_ahead) = match std::fs::rename(&spare, &path) {
+            Ok(()) => (File::options().write(true).open(&path), true),
+            Err(e) if e.kind() == ErrorKind::NotFound => (
+                File::options().create_new(true).write(true).open(&path),
+                false,
+            ),
+            Err(e) => (Err(e), false),
+        };
+        let file = file.map_err(io_error(&path))?;
         sync_folder(dir)?;
         Ok(Tail {
             dir: dir.to_path_buf(),
@@ -504,6 +521,9 @@ impl Tail {
             len: 0,
             limit,
             spare: None,
+            made_ahead,
+            batches: 0,
+            growing_for,
         })
     }
 
@@ -523,10 +543,11 @@ impl Tail {
         }
     }
 
-    /// Called after each batch. Half-way through the segment, the spare for the next one is
-    /// started (if none is being written); past its size, the segment is synced and the next one
-    /// opened. An error syncing is returned; one opening the next segment only means this one
-    /// goes on growing (tried again after the next batch).
+    /// Called after each batch. Half-way through the segment, or after [`GROWING_FOR`] batches
+    /// in one that grows, the spare for the next one is started (if none is being written).
+    /// Past its size, or in a segment that grows once the spare is whole, the segment is synced
+    /// and the next one opened. An error syncing is returned; one opening the next segment only
+    /// means this one goes on growing (tried again after the next batch).
     ///
     /// Why the spare: `fdatasync` after a write that made the file longer also commits the new
     /// size through ext4's journal; after one into blocks the file has, it writes the data
@@ -536,10 +557,15 @@ impl Tail {
     /// 180-182 and 67-74 µs for batches of 4 KB. Writing a spare of 64 MiB costs 20-30 ms of
     /// CPU (up to 0.1-0.2 s on a cold disk), a fraction of a µs per record.
     pub(super) fn rotate(&mut self) -> std::io::Result<()> {
-        if self.len >= self.limit / 2 && self.spare.is_none() {
+        self.batches += 1;
+        let growing = !self.made_ahead;
+        if self.spare.is_none()
+            && (self.len >= self.limit / 2 || growing && self.batches >= self.growing_for)
+        {
             self.start_spare();
         }
-        if self.len < self.limit {
+        let spare_whole = self.spare.as_ref().is_some_and(|h| h.is_finished());
+        if self.len < self.limit && !(growing && spare_whole) {
             return Ok(());
         }
         self.file.sync_data()?;
@@ -558,7 +584,7 @@ impl Tail {
                 }
             }
         }
-        match Tail::with_limit(&self.dir, self.number + 1, self.limit) {
+        match Tail::with_limits(&self.dir, self.number + 1, self.limit, self.growing_for) {
             Ok(mut next) => {
                 next.spare = self.spare.take();
                 *self = next;
@@ -743,7 +769,7 @@ mod tests {
     fn half_way_through_a_segment_the_next_is_made_ahead_and_then_used() {
         let dir = tempfile::tempdir().unwrap();
         let limit = 64 << 10;
-        let mut tail = Tail::with_limit(dir.path(), 1, limit).unwrap();
+        let mut tail = Tail::with_limits(dir.path(), 1, limit, GROWING_FOR).unwrap();
         let (batch, _) = records(40);
         let mut written = 0;
         let mut append = |tail: &mut Tail| {
@@ -784,6 +810,49 @@ mod tests {
         make_spare(dir.path(), limit).unwrap();
         std::fs::write(dir.path().join(SPARE_PART), [0u8; 10]).unwrap();
         assert_eq!(list(dir.path()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_segment_that_grows_gives_way_to_the_spare_after_a_number_of_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (batch, _) = records(1);
+        let mut tail = Tail::with_limits(dir.path(), 1, 1 << 20, 5).unwrap();
+        for _ in 0..4 {
+            tail.append(&batch).unwrap();
+            tail.rotate().unwrap();
+        }
+        assert!(tail.spare.is_none(), "not before the fifth batch");
+        tail.append(&batch).unwrap();
+        tail.rotate().unwrap();
+        assert!(tail.spare.is_some());
+        // Far from full, the segment gives way once the spare is whole.
+        let mut batches = 5;
+        for _ in 0..1000 {
+            if tail.number > 1 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            tail.append(&batch).unwrap();
+            tail.rotate().unwrap();
+            batches += 1;
+        }
+        assert_eq!(tail.number, 2);
+        assert!(tail.made_ahead && tail.spare.is_none());
+        assert_eq!(
+            std::fs::metadata(segment_path(dir.path(), 2))
+                .unwrap()
+                .len(),
+            1 << 20
+        );
+        // A segment made ahead waits until it is half full for the next spare.
+        for _ in 0..10 {
+            tail.append(&batch).unwrap();
+            tail.rotate().unwrap();
+            batches += 1;
+        }
+        assert!(tail.spare.is_none());
+        let (frames, torn) = scan(&list(dir.path()).unwrap()).unwrap();
+        assert_eq!((frames.len(), torn), (batches, None));
     }
 
     #[test]
