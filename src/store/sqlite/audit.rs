@@ -97,12 +97,23 @@ pub(super) fn complete(
         .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
         .query_row([of], |r| r.get(0))
         .optional()?;
-    if let Some(parent) = parent {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO audit_outcome (seq, outcome, hash) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![of, json, outcome_hash(&parent, json)])?;
+    match parent {
+        Some(parent) => complete_of(tx, of, &parent, json),
+        None => Ok(()),
     }
+}
+
+/// [`complete`] for a record whose hash the caller has (it wrote the record itself).
+pub(super) fn complete_of(
+    tx: &rusqlite::Transaction<'_>,
+    of: i64,
+    parent: &str,
+    json: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO audit_outcome (seq, outcome, hash) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![of, json, outcome_hash(parent, json)])?;
     Ok(())
 }
 
