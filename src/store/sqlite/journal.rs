@@ -630,14 +630,42 @@ impl Tail {
 
 /// Writes the spare: `bytes` zeros, synced a chunk at a time, then renamed into place (a
 /// spare is whole when it has its name). One already there is kept.
+///
+/// The zeros go past the page cache (`O_DIRECT`) where the file system allows it: through it,
+/// the kernel clears and copies every page, 40-200 ms of CPU per 64 MiB on this machine
+/// against about 10 ms direct (and 1.7 µs per cached dossier in load bench (a)).
 pub(super) fn make_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
     let spare = dir.join(SPARE);
     if std::fs::exists(&spare)? {
         return Ok(());
     }
     let part = dir.join(SPARE_PART);
-    let file = File::create(&part)?;
-    let zeros = vec![0u8; SPARE_CHUNK];
+    // A chunk of zeros aligned to PAGE, as O_DIRECT wants, from a buffer a page larger.
+    let buf = vec![0u8; SPARE_CHUNK + PAGE];
+    let from = buf.as_ptr().align_offset(PAGE).min(PAGE);
+    let zeros = &buf[from..from + SPARE_CHUNK];
+    let direct = fill(&part, zeros, bytes, true);
+    if let Err(e) = direct {
+        // tmpfs and some others refuse O_DIRECT: through the page cache, then.
+        tracing::debug!(error = %e, "The audit journal spare is written through the page cache.");
+        fill(&part, zeros, bytes, false)?;
+    }
+    std::fs::rename(&part, &spare)?;
+    File::open(dir)?.sync_all()
+}
+
+/// The block size `O_DIRECT` writes are aligned to (and a multiple of every device's).
+const PAGE: usize = 4096;
+
+/// Writes `bytes` zeros to a new file at `path`, a chunk at a time, each synced, then the file.
+fn fill(path: &Path, zeros: &[u8], bytes: u64, direct: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = File::options();
+    options.write(true).create(true).truncate(true);
+    if direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    let file = options.open(path)?;
     let mut at = 0;
     while at < bytes {
         let n = zeros.len().min((bytes - at) as usize);
@@ -645,9 +673,7 @@ pub(super) fn make_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
         file.sync_data()?;
         at += n as u64;
     }
-    file.sync_all()?;
-    std::fs::rename(&part, &spare)?;
-    File::open(dir)?.sync_all()
+    file.sync_all()
 }
 
 #[cfg(test)]
