@@ -28,9 +28,10 @@
 //! bytes at the end of the last segment, with no valid frame after them (zeros after them are
 //! the unwritten rest of the file). Recovery keeps them in a `.torn` file beside the segment
 //! and goes on. Zeros alone after the last frame are a clean end, in any segment: records lost
-//! at the end of a segment that a later one follows break the chain, which is checked. Bad bytes anywhere else (a valid frame after
-//! them, or in a segment already closed), or a record that does not follow the chain, are
-//! corruption: the store refuses to open, names the segment and the byte, and drops nothing.
+//! at the end of a segment that a later one follows break the chain, which is checked. Bad
+//! bytes anywhere else (a valid frame after them, or in a segment already closed), or a record
+//! that does not follow the chain, are corruption: the store refuses to open, names the
+//! segment and the byte, and drops nothing.
 
 use std::fs::File;
 use std::io::{ErrorKind, Read as _};
@@ -478,6 +479,10 @@ pub(super) struct Tail {
     made_ahead: bool,
     /// The batches written to this segment.
     batches: u64,
+    /// Whether this segment has started a spare (or was handed one still being written).
+    spare_tried: bool,
+    /// Whether that spare is whole (its thread ended well).
+    spare_whole: bool,
     /// After how many batches a segment that grows starts the spare ([`GROWING_FOR`]).
     growing_for: u64,
 }
@@ -523,6 +528,8 @@ impl Tail {
             spare: None,
             made_ahead,
             batches: 0,
+            spare_tried: false,
+            spare_whole: false,
             growing_for,
         })
     }
@@ -554,39 +561,43 @@ impl Tail {
     /// alone. On this machine (a virtual disk), 2,000 batches of 45 KB, each written and
     /// synced, took 250-262 µs and 111-123 µs of CPU per batch appended to a growing file,
     /// against 133-149 µs and 58-68 µs written over zeros; 110-118 and 47-51 µs against
-    /// 180-182 and 67-74 µs for batches of 4 KB. Writing a spare of 64 MiB costs 20-30 ms of
-    /// CPU (up to 0.1-0.2 s on a cold disk), a fraction of a µs per record.
+    /// 180-182 and 67-74 µs for batches of 4 KB. Writing the spare costs a fraction of a µs
+    /// per record (see [`make_spare`]).
     pub(super) fn rotate(&mut self) -> std::io::Result<()> {
         self.batches += 1;
         let growing = !self.made_ahead;
-        if self.spare.is_none()
+        // One try per segment: a spare that cannot be written (a full disk, a file size limit)
+        // is not tried again batch after batch.
+        if !self.spare_tried
             && (self.len >= self.limit / 2 || growing && self.batches >= self.growing_for)
         {
             self.start_spare();
         }
-        let spare_whole = self.spare.as_ref().is_some_and(|h| h.is_finished());
-        if self.len < self.limit && !(growing && spare_whole) {
-            return Ok(());
-        }
-        self.file.sync_data()?;
-        // The spare is renamed into place if it is whole; one still being written is for the
-        // segment after (this one then grows). One whose writing failed is no loss either.
         if let Some(done) = self.spare.take_if(|h| h.is_finished()) {
-            match done.join() {
-                Ok(Ok(())) => {}
+            self.spare_whole = match done.join() {
+                Ok(Ok(())) => true,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "The next audit journal segment was not made ahead; it grows as it is written.");
+                    false
                 }
                 Err(_) => {
                     tracing::warn!(
                         "The thread making the next audit journal segment ahead failed."
                     );
+                    false
                 }
-            }
+            };
         }
+        if self.len < self.limit && !(growing && self.spare_whole) {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        // The spare is renamed into place if it is whole; one still being written is for the
+        // segment after (this one, or that one if it grows, gives way to it once it is whole).
         match Tail::with_limits(&self.dir, self.number + 1, self.limit, self.growing_for) {
             Ok(mut next) => {
                 next.spare = self.spare.take();
+                next.spare_tried = next.spare.is_some();
                 *self = next;
             }
             Err(e) => {
@@ -605,6 +616,7 @@ impl Tail {
                 super::yield_to_requests();
                 make_spare(&dir, bytes)
             });
+        self.spare_tried = true;
         match spawned {
             Ok(h) => self.spare = Some(h),
             Err(e) => {
@@ -879,6 +891,34 @@ mod tests {
         assert!(tail.spare.is_none());
         let (frames, torn) = scan(&list(dir.path()).unwrap()).unwrap();
         assert_eq!((frames.len(), torn), (batches, None));
+    }
+
+    #[test]
+    fn a_spare_that_cannot_be_written_is_tried_once_and_the_segment_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (batch, _) = records(1);
+        let mut tail = Tail::with_limits(dir.path(), 1, 1 << 20, 3).unwrap();
+        // The spare's name is taken by a folder: renaming the part onto it fails.
+        std::fs::create_dir(dir.path().join(SPARE_PART)).unwrap();
+        for _ in 0..3 {
+            tail.append(&batch).unwrap();
+            tail.rotate().unwrap();
+        }
+        assert!(tail.spare_tried);
+        for _ in 0..500 {
+            if tail.spare.as_ref().is_none_or(|h| h.is_finished()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        for _ in 0..20 {
+            tail.append(&batch).unwrap();
+            tail.rotate().unwrap();
+        }
+        // No early rotation onto a spare that is not there, and no second try.
+        assert_eq!(tail.number, 1);
+        assert!(tail.spare.is_none() && !tail.spare_whole);
+        assert_eq!(list(dir.path()).unwrap().len(), 1);
     }
 
     #[test]
