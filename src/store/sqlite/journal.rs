@@ -510,7 +510,14 @@ impl Tail {
         }
         let spare = dir.join(SPARE);
         let (file, made_ahead) = match std::fs::rename(&spare, &path) {
-            Ok(()) => (File::options().write(true).open(&path), true),
+            Ok(()) => {
+                let opened = File::options().write(true).open(&path);
+                if opened.is_err() {
+                    // Not left in the way of the next try (the spare holds no records).
+                    let _ = std::fs::rename(&path, &spare);
+                }
+                (opened, true)
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => (
                 File::options().create_new(true).write(true).open(&path),
                 false,
