@@ -664,13 +664,16 @@ pub(super) fn make_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
     }
     let part = dir.join(SPARE_PART);
     let file = File::create(&part)?;
-    let zeros = vec![0u8; SPARE_CHUNK];
+    // Small, so the spare adds next to nothing to the gateway's memory.
+    let zeros = vec![0u8; 1 << 20];
     let mut at = 0;
     while at < bytes {
         let n = zeros.len().min((bytes - at) as usize);
         file.write_all_at(&zeros[..n], at)?;
-        file.sync_data()?;
         at += n as u64;
+        if at % SPARE_CHUNK as u64 == 0 || at >= bytes {
+            file.sync_data()?;
+        }
     }
     file.sync_all()?;
     std::fs::rename(&part, &spare)?;
