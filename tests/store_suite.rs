@@ -980,16 +980,8 @@ async fn pg_writes_fail_fast_while_postgres_is_down_and_recover_without_reopenin
     let Some(pg) = postgres::postgres() else {
         return;
     };
-    let url = pg.fresh_database("down").await;
     let timeout = Duration::from_secs(1);
-    let store = open_pg_with(
-        &url,
-        StoreOptions {
-            timeout,
-            ..options("a")
-        },
-    )
-    .await;
+    let (url, store) = fresh_pg_store(&pg, "down", timeout).await;
     let mut signals = store.signals().unwrap();
     fill(&store, 20).await;
     pg.kill();
@@ -1140,16 +1132,8 @@ async fn pg_a_silent_postgres_fails_requests_within_the_timeout() {
     let Some(pg) = postgres::postgres() else {
         return;
     };
-    let url = pg.fresh_database("silent").await;
     let timeout = Duration::from_secs(1);
-    let store = open_pg_with(
-        &url,
-        StoreOptions {
-            timeout,
-            ..options("a")
-        },
-    )
-    .await;
+    let (url, store) = fresh_pg_store(&pg, "silent", timeout).await;
     fill(&store, 20).await;
     pg.pause();
     let slack = Duration::from_millis(500);

@@ -647,7 +647,7 @@ impl Indexer {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // The records written so far in this transaction, in sequence order: an outcome
             // usually follows its record within a batch, and then needs no lookup of its hash.
-            let mut written: Vec<(i64, &str)> = Vec::with_capacity(pending.len());
+            let mut hashes: Vec<(i64, &str)> = Vec::with_capacity(pending.len());
             for e in pending.iter() {
                 match e {
                     Indexed::Record {
@@ -657,11 +657,11 @@ impl Indexer {
                         entry,
                     } => {
                         audit::insert(&tx, *seq, prev, hash, entry, key)?;
-                        written.push((*seq, hash));
+                        hashes.push((*seq, hash));
                     }
                     Indexed::Outcome { of, json } => {
-                        match written.binary_search_by_key(of, |(seq, _)| *seq) {
-                            Ok(i) => audit::complete_of(&tx, *of, written[i].1, json)?,
+                        match hashes.binary_search_by_key(of, |(seq, _)| *seq) {
+                            Ok(i) => audit::complete_of(&tx, *of, hashes[i].1, json)?,
                             Err(_) => audit::complete(&tx, *of, json)?,
                         }
                     }
