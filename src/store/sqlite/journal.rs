@@ -119,10 +119,12 @@ struct Aligned {
 }
 
 impl Aligned {
-    /// `len` zeros (a multiple of [`PAGE`]), aligned; the memory is kept for the next call.
-    fn zeros(&mut self, len: usize) -> &mut [u8] {
-        self.buf.clear();
-        self.buf.resize(len + PAGE, 0);
+    /// `len` bytes (a multiple of [`PAGE`]), aligned, holding what the last call left there
+    /// (zeros where none did); the memory is kept for the next call.
+    fn get(&mut self, len: usize) -> &mut [u8] {
+        if self.buf.len() < len + PAGE {
+            self.buf.resize(len + PAGE, 0);
+        }
         let start = self.buf.as_ptr().align_offset(PAGE).min(PAGE);
         &mut self.buf[start..start + len]
     }
@@ -611,9 +613,10 @@ impl Tail {
     pub(super) fn append(&mut self, batch: &[u8]) -> std::io::Result<()> {
         let start = self.len - self.partial.len() as u64;
         let data = self.partial.len() + batch.len();
-        let out = self.out.zeros(data.next_multiple_of(PAGE));
+        let out = self.out.get(data.next_multiple_of(PAGE));
         out[..self.partial.len()].copy_from_slice(&self.partial);
         out[self.partial.len()..data].copy_from_slice(batch);
+        out[data..].fill(0);
         let mut written = self.file.write_all_at(out, start);
         if self.direct
             && written
@@ -761,7 +764,7 @@ pub(super) fn make_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
     let bytes = bytes.next_multiple_of(PAGE as u64);
     // Small, so the spare adds next to nothing to the gateway's memory.
     let mut buf = Aligned::default();
-    let zeros = buf.zeros(1 << 20);
+    let zeros = buf.get(1 << 20);
     let mut at = 0;
     while at < bytes {
         let n = zeros.len().min((bytes - at) as usize);
