@@ -111,6 +111,28 @@ fn open_for_writing(path: &Path, create: bool) -> std::io::Result<(File, bool)> 
     }
 }
 
+/// Writes `buf` at `at`, past the page cache when `*direct`. A direct write the file system
+/// refuses (`EINVAL`: opened, but it wants a larger alignment) is made through the page cache
+/// instead, on the file opened again by `reopen`; that file is returned, to write to from now
+/// on, and `*direct` is cleared.
+fn write_all_at(
+    file: &File,
+    direct: &mut bool,
+    buf: &[u8],
+    at: u64,
+    reopen: impl FnOnce() -> std::io::Result<File>,
+) -> std::io::Result<Option<File>> {
+    match file.write_all_at(buf, at) {
+        Err(e) if *direct && e.raw_os_error() == Some(libc::EINVAL) => {
+            let buffered = reopen()?;
+            buffered.write_all_at(buf, at)?;
+            *direct = false;
+            Ok(Some(buffered))
+        }
+        written => written.map(|()| None),
+    }
+}
+
 /// A buffer handing out [`PAGE`]-aligned slices of itself (safe code: a page more is
 /// allocated than asked for, and the aligned part used).
 #[derive(Default)]
@@ -617,26 +639,16 @@ impl Tail {
         out[..self.partial.len()].copy_from_slice(&self.partial);
         out[self.partial.len()..data].copy_from_slice(batch);
         out[data..].fill(0);
-        let mut written = self.file.write_all_at(out, start);
-        if self.direct
-            && written
-                .as_ref()
-                .is_err_and(|e| e.raw_os_error() == Some(libc::EINVAL))
-        {
-            // `O_DIRECT` opened but refused here (an alignment this file system wants larger):
-            // through the page cache from now on.
-            written = File::options()
+        let written = write_all_at(&self.file, &mut self.direct, out, start, || {
+            File::options()
                 .write(true)
                 .open(segment_path(&self.dir, self.number))
-                .and_then(|f| {
-                    f.write_all_at(out, start)?;
-                    self.file = Arc::new(f);
-                    self.direct = false;
-                    Ok(())
-                });
-        }
+        });
         match written {
-            Ok(()) => {
+            Ok(reopened) => {
+                if let Some(f) = reopened {
+                    self.file = Arc::new(f);
+                }
                 self.len += batch.len() as u64;
                 let keep = (self.len % PAGE as u64) as usize;
                 self.partial.clear();
@@ -768,13 +780,10 @@ pub(super) fn make_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
     let mut at = 0;
     while at < bytes {
         let n = zeros.len().min((bytes - at) as usize);
-        match file.write_all_at(&zeros[..n], at) {
-            Err(e) if direct && e.raw_os_error() == Some(libc::EINVAL) => {
-                file = File::options().write(true).open(&part)?;
-                direct = false;
-                continue;
-            }
-            r => r?,
+        if let Some(f) = write_all_at(&file, &mut direct, &zeros[..n], at, || {
+            File::options().write(true).open(&part)
+        })? {
+            file = f;
         }
         at += n as u64;
         if at % SPARE_CHUNK as u64 == 0 || at >= bytes {
