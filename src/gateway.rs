@@ -27,6 +27,7 @@ use crate::config::compile::Config;
 use crate::dossier::{Conflict, Rendered};
 use crate::metrics::Metrics;
 use crate::model::{Audience, ViewDef};
+use crate::protocol::client::Outbound;
 use crate::resilience::{self, Breaker, Call, CircuitState, Stack};
 use crate::trace::TraceContext;
 
@@ -92,7 +93,7 @@ impl Runtime {
     /// the gateway's `budget` for answers in flight.
     pub fn build(
         config: Config,
-        http: &reqwest::Client,
+        http: &Outbound,
         metrics: &Arc<Metrics>,
         budget: &Arc<InflightBudget>,
         previous: Option<&Runtime>,
@@ -108,8 +109,7 @@ impl Runtime {
                     .filter(|a| a.client.spec.fingerprint == spec.fingerprint)
                     .cloned();
                 let rt = kept.unwrap_or_else(|| {
-                    let client =
-                        AdapterClient::new(spec.clone(), http.clone()).with_budget(budget.clone());
+                    let client = AdapterClient::new(spec.clone(), http).with_budget(budget.clone());
                     let breaker = Arc::new(Breaker::new(spec.def.resilience.circuit.clone()));
                     let stack = resilience::build(client.clone(), breaker.clone(), metrics.clone());
                     Arc::new(AdapterRuntime {
@@ -144,7 +144,7 @@ impl Runtime {
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot build the outbound HTTP client: {0}")]
-    HttpClient(reqwest::Error),
+    HttpClient(String),
     #[error("cannot set up the shared cache: {0}")]
     SharedCache(#[from] crate::cache::shared::SharedCacheError),
 }
@@ -389,7 +389,7 @@ pub struct Gateway {
     pub cache: SourceCache,
     pub metrics: Arc<Metrics>,
     audit: Arc<dyn AuditSink>,
-    http: reqwest::Client,
+    http: Outbound,
     /// Bytes of source answers being read and mapped, across all adapters (outside the
     /// snapshot: calls in flight over a reload still hold theirs).
     pub inflight: Arc<InflightBudget>,
@@ -403,7 +403,7 @@ struct Outcome {
 
 impl Gateway {
     pub fn new(config: Config, audit: Arc<dyn AuditSink>) -> Result<Gateway, GatewayError> {
-        let http = crate::protocol::client::http_client().map_err(GatewayError::HttpClient)?;
+        let http = Outbound::shared().map_err(GatewayError::HttpClient)?;
         let cache = SourceCache::new(
             source_share(config.gateway.cache.max_bytes.0),
             config.gateway.cache.enabled,
@@ -420,6 +420,12 @@ impl Gateway {
             http,
             inflight,
         })
+    }
+
+    /// The shared outbound client (its connection pool), for calls outside a source read:
+    /// adapter test calls, deliveries.
+    pub fn outbound(&self) -> &Outbound {
+        &self.http
     }
 
     /// The current snapshot; a request uses one snapshot from start to end.

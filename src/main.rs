@@ -515,7 +515,7 @@ async fn adapter_test(file: &Path, bsn: &str, config: &Path) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let client = ketenportaal::adapter::AdapterClient::new(
         Arc::new(spec),
-        ketenportaal::protocol::client::http_client()?,
+        &ketenportaal::protocol::client::Outbound::shared().map_err(anyhow::Error::msg)?,
     );
     let (result, took) = Gateway::run_adapter(&client, bsn).await;
     let out = match result {

@@ -19,6 +19,7 @@ use crate::bsn::Bsn;
 use crate::config::compile::{AdapterSpec, Mapping};
 use crate::mapping::MapError;
 use crate::model::Call;
+use crate::protocol::client::{OutResponse, Outbound, ReadError};
 use crate::protocol::{rest, soap, template};
 use budget::{InflightBudget, Reservation};
 
@@ -75,7 +76,7 @@ pub struct CallContext {
 #[derive(Debug, Clone)]
 pub struct AdapterClient {
     pub spec: Arc<AdapterSpec>,
-    http: reqwest::Client,
+    http: Outbound,
     /// The gateway's budget for answers in flight; `None` outside the gateway (`adapter test`).
     budget: Option<Arc<InflightBudget>>,
     id: Arc<str>,
@@ -83,9 +84,10 @@ pub struct AdapterClient {
 }
 
 impl AdapterClient {
-    /// A client for `spec`; it uses the adapter's own TLS client when it has one, else `http`.
-    pub fn new(spec: Arc<AdapterSpec>, http: reqwest::Client) -> Self {
-        let http = spec.http.clone().unwrap_or(http);
+    /// A client for `spec`; it uses the adapter's own TLS client when it has one, else
+    /// `shared`.
+    pub fn new(spec: Arc<AdapterSpec>, shared: &Outbound) -> Self {
+        let http = spec.http.clone().unwrap_or_else(|| shared.clone());
         AdapterClient {
             id: Arc::from(spec.def.id.as_str()),
             organisation: Arc::from(spec.def.organisation.as_str()),
@@ -127,7 +129,6 @@ impl AdapterClient {
             Some(Call::Soap(soap)) => {
                 let id = uuid::Uuid::new_v4().to_string();
                 soap::request(
-                    &self.http,
                     &self.spec.url,
                     url,
                     soap,
@@ -136,7 +137,6 @@ impl AdapterClient {
                 )
             }
             Some(Call::Rest(r)) => rest::request(
-                &self.http,
                 url,
                 r,
                 |h| template::render_plain(h, &vars),
@@ -148,16 +148,19 @@ impl AdapterClient {
                 ));
             }
         };
-        let req = match &ctx.traceparent {
-            Some(tp) => req.header("traceparent", tp),
-            None => req,
-        };
-        let resp = req.send().await.map_err(transport_error)?;
+        let mut req =
+            req.map_err(|e| SourceError::Transport(format!("the request cannot be built: {e}")))?;
+        if let Some(tp) = &ctx.traceparent
+            && let Ok(v) = http::HeaderValue::from_str(tp)
+        {
+            req.headers_mut().insert("traceparent", v);
+        }
+        let resp = self.http.send(req).await.map_err(|e| transport_error(&e))?;
         let status = resp.status();
         // The media type without parameters, when the source named one.
         let content_type = resp
             .headers()
-            .get(reqwest::header::CONTENT_TYPE)
+            .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| {
                 v.split(';')
@@ -253,21 +256,14 @@ impl AdapterClient {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> SourceError {
-    if let Some(t) = tls_failure(&e) {
+fn transport_error(e: &(dyn std::error::Error + 'static)) -> SourceError {
+    if let Some(t) = tls_failure(e) {
         return SourceError::Tls(t);
     }
-    // The chain of causes says what really happened (refused, reset). The URL is left out:
-    // the status already names the adapter, and an operator's URL may hold a value from the
-    // environment that a partner testing its adapter must not see.
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg = format!("{msg}: {s}");
-        src = s.source();
-    }
-    SourceError::Transport(msg)
+    // The chain of causes says what really happened (refused, reset). No error here names the
+    // URL: the status already names the adapter, and an operator's URL may hold a value from
+    // the environment that a partner testing its adapter must not see.
+    SourceError::Transport(crate::protocol::client::describe(e))
 }
 
 /// What a TLS failure in `e`'s causes means, in the operator's words.
@@ -331,35 +327,21 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-/// Reads the body up to `cap` bytes; a larger answer is cut off, not buffered. Twice the
-/// buffer's capacity is held in `held` before it is allocated (the bytes, and an allowance for
-/// the records mapped from them): for a declared Content-Length all of it up front, so a
-/// refused answer is not read at all; else at each growth.
+/// Reads the body up to `cap` bytes ([`crate::protocol::client::read_capped`]). Twice the
+/// buffer's capacity is held in `held` before it is allocated: the bytes, and an allowance for
+/// the records mapped from them.
 async fn read_capped(
-    mut resp: reqwest::Response,
+    resp: OutResponse,
     cap: u64,
     held: &mut Reservation,
 ) -> Result<Vec<u8>, SourceError> {
-    if resp.content_length().is_some_and(|l| l > cap) {
-        return Err(SourceError::TooLarge(cap));
-    }
-    let first = resp.content_length().unwrap_or(8192).min(cap);
-    held.hold(2 * first)?;
-    let mut buf = Vec::with_capacity(first as usize);
-    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-        let needed = buf.len() + chunk.len();
-        if needed as u64 > cap {
-            return Err(SourceError::TooLarge(cap));
-        }
-        if needed > buf.capacity() {
-            // Doubling, as `Vec` would, but never past the cap.
-            let grown = needed.max(2 * buf.capacity()).min(cap as usize);
-            held.hold(2 * grown as u64)?;
-            buf.reserve_exact(grown - buf.len());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
+    crate::protocol::client::read_capped(resp.into_body(), cap, |n| held.hold(2 * n))
+        .await
+        .map_err(|e| match e {
+            ReadError::TooLarge => SourceError::TooLarge(cap),
+            ReadError::Transport(e) => transport_error(&e),
+            ReadError::Held(e) => e,
+        })
 }
 
 /// `application/json`, `application/problem+json`, `application/hal+json`, `text/json`, ...

@@ -8,6 +8,7 @@
 //! backoff until `max_attempts`; a refusal (4xx, a Client fault) is final. Because state lives
 //! in the store, a restart (even kill -9) resumes where it stopped.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +17,13 @@ use serde_json::Value;
 
 use super::App;
 use crate::model::{Call, DeliveryDef, Protocol};
+use crate::protocol::client::{Outbound, ReadError, describe, read_capped};
 use crate::protocol::template::{self, Vars};
 use crate::protocol::{rest, soap};
 use crate::store::Application;
+
+/// The largest answer to a delivery that is read.
+const MAX_ANSWER: u64 = 1 << 20;
 
 /// How a delivery attempt ended.
 #[derive(Debug, PartialEq)]
@@ -32,10 +37,7 @@ pub enum Outcome {
 /// Starts the worker; it runs until the process ends.
 pub fn spawn(state: Arc<App>) {
     tokio::spawn(async move {
-        let Ok(http) = crate::protocol::client::http_client() else {
-            tracing::error!("Delivery worker cannot build its HTTP client; applications wait.");
-            return;
-        };
+        let http = state.gateway.outbound().clone();
         loop {
             let Some(store) = state.store.clone() else {
                 return;
@@ -54,7 +56,7 @@ pub fn spawn(state: Arc<App>) {
     });
 }
 
-async fn deliver_one(state: &App, http: &reqwest::Client, mut app: Application) {
+async fn deliver_one(state: &App, http: &Outbound, mut app: Application) {
     let rt = state.gateway.runtime();
     let g = &rt.config.gateway;
     let Some((svc, d)) = g
@@ -85,6 +87,13 @@ async fn deliver_one(state: &App, http: &reqwest::Client, mut app: Application) 
     } else {
         d.endpoint.clone()
     };
+    // The organisation's own TLS (its CAs, the gateway's client certificate) when it has any.
+    let http = rt
+        .config
+        .compiled
+        .organisation_clients
+        .get(&svc.organisation)
+        .unwrap_or(http);
     app.attempts += 1;
     let outcome = attempt(http, &url, d, &app).await;
     match outcome {
@@ -130,12 +139,7 @@ async fn deliver_one(state: &App, http: &reqwest::Client, mut app: Application) 
 }
 
 /// One delivery attempt.
-pub async fn attempt(
-    http: &reqwest::Client,
-    url: &str,
-    d: &DeliveryDef,
-    app: &Application,
-) -> Outcome {
+pub async fn attempt(http: &Outbound, url: &str, d: &DeliveryDef, app: &Application) -> Outcome {
     let empty = serde_json::Map::new();
     let data = app.data.as_object().unwrap_or(&empty);
     let scalars = [
@@ -147,10 +151,12 @@ pub async fn attempt(
         scalars: &scalars,
         data,
     };
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return Outcome::Retry(format!("the delivery endpoint `{url}` is not a URL"));
+    };
     let req = match d.call() {
         Some(Call::Rest(r)) => rest::request(
-            http,
-            url,
+            uri,
             r,
             |h| template::render_plain(h, &scalars),
             r.body
@@ -159,26 +165,40 @@ pub async fn attempt(
         ),
         // The application id is the WS-Addressing MessageID: a repeat is recognisable.
         Some(Call::Soap(s)) => soap::request(
-            http,
             url,
-            url,
+            uri,
             s,
             &app.id,
             &template::render_xml_vars(&s.body, &vars),
         ),
         None => return Outcome::Rejected("the delivery has no soap/rest block".into()),
     };
-    let req = req.header("idempotency-key", app.id.as_str());
-    let resp = match tokio::time::timeout(d.timeout.0, req.send()).await {
+    let mut req = match req {
+        Ok(r) => r,
+        Err(e) => return Outcome::Retry(format!("the request cannot be built: {e}")),
+    };
+    if let Ok(key) = http::HeaderValue::from_str(&app.id) {
+        req.headers_mut().insert("idempotency-key", key);
+    }
+    let resp = match tokio::time::timeout(d.timeout.0, http.send(req)).await {
         Err(_) => {
             return Outcome::Retry(format!("no answer within {} ms", d.timeout.0.as_millis()));
         }
-        Ok(Err(e)) => return Outcome::Retry(format!("cannot reach the organisation: {e}")),
+        Ok(Err(e)) => {
+            return Outcome::Retry(format!("cannot reach the organisation: {}", describe(&e)));
+        }
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
-    let body = match tokio::time::timeout(d.timeout.0, resp.bytes()).await {
-        Ok(Ok(b)) if b.len() <= 1 << 20 => b,
+    // An answer larger than this is not read: it is no acknowledgement of ours.
+    let read = read_capped(resp.into_body(), MAX_ANSWER, |_| Ok::<_, Infallible>(()));
+    let body = match tokio::time::timeout(d.timeout.0, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(ReadError::TooLarge)) => {
+            return Outcome::Retry(format!(
+                "the answer is larger than {MAX_ANSWER} bytes, and was not read"
+            ));
+        }
         _ => return Outcome::Retry("the answer could not be read".into()),
     };
     match d.protocol {
@@ -206,7 +226,7 @@ pub async fn attempt(
     }
 }
 
-fn soap_outcome(status: reqwest::StatusCode, body: &[u8], d: &DeliveryDef) -> Outcome {
+fn soap_outcome(status: http::StatusCode, body: &[u8], d: &DeliveryDef) -> Outcome {
     use std::collections::BTreeMap;
     let prefixes = d
         .soap

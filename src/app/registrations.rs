@@ -44,8 +44,6 @@ pub enum RegistrationError {
     NotATestPerson,
     #[error("at most {0} adapter tests run at a time; try again in a moment")]
     Busy(usize),
-    #[error("cannot build a client: {0}")]
-    Client(reqwest::Error),
     #[error("this gateway cannot change its configuration at run time")]
     NoReload,
 }
@@ -271,10 +269,9 @@ pub async fn test(
     let Ok(_slot) = TEST_CALLS.try_acquire() else {
         return Err(RegistrationError::Busy(MAX_TEST_CALLS));
     };
-    let http = crate::protocol::client::http_client().map_err(RegistrationError::Client)?;
     // Test answers count against the same in-flight budget as dossier reads.
-    let client =
-        crate::adapter::AdapterClient::new(spec, http).with_budget(app.gateway.inflight.clone());
+    let client = crate::adapter::AdapterClient::new(spec, app.gateway.outbound())
+        .with_budget(app.gateway.inflight.clone());
     Ok(crate::gateway::Gateway::run_adapter(&client, bsn).await)
 }
 

@@ -9,7 +9,7 @@
 //! slashes and backslashes (a server may decode `%2e%2e%2f` after we compared). Nothing here
 //! does I/O; the resolver that keeps DNS names on public addresses lives with the transport.
 
-use reqwest::Url;
+use url::Url;
 
 /// Why an endpoint was refused; the text is shown to the partner and names no secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

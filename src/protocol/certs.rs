@@ -12,10 +12,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// How long before expiry `check` starts warning.
 pub const EXPIRY_WARNING_DAYS: i64 = 30;
 
-/// A client certificate chain and its private key, as PEM text for the HTTP client.
+/// A client certificate chain and its private key, checked to belong together.
 #[derive(Debug)]
 pub struct ClientIdentity {
-    /// Certificate chain followed by the key, as reqwest's `Identity::from_pem` wants it.
+    /// The certificate chain, leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+    /// Certificate chain followed by the key, as read (for the adapter's fingerprint).
     pub pem: Vec<u8>,
     /// `notAfter` of the leaf certificate.
     pub not_after: Option<DateTime<Utc>>,
@@ -65,7 +69,7 @@ pub fn client_identity(cert: &Path, key: Option<&Path>) -> Result<ClientIdentity
         }
     };
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    match rustls::sign::CertifiedKey::from_der(certs, parsed, &provider) {
+    match rustls::sign::CertifiedKey::from_der(certs.clone(), parsed.clone_key(), &provider) {
         Ok(_) => {}
         Err(rustls::Error::InconsistentKeys(_)) => {
             return Err(format!(
@@ -87,6 +91,8 @@ pub fn client_identity(cert: &Path, key: Option<&Path>) -> Result<ClientIdentity
         pem.extend_from_slice(&key_pem);
     }
     Ok(ClientIdentity {
+        chain: certs,
+        key: parsed,
         pem,
         not_after: Some(not_after),
     })
@@ -161,7 +167,10 @@ mod tests {
         assert!(two.is_ok(), "{two:?}");
         let one = client_identity(&dir.path().join("both.pem"), None);
         assert!(one.is_ok(), "{one:?}");
-        assert!(reqwest::Identity::from_pem(&one.unwrap().pem).is_ok());
+        let one = one.unwrap();
+        assert_eq!(one.chain.len(), 1);
+        let expected = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        assert_eq!(one.key.secret_der(), expected.secret_der());
         let e = client_identity(&dir.path().join("c.pem"), None).unwrap_err();
         assert!(e.contains("c.pem") && e.contains("no private key"), "{e}");
     }

@@ -6,6 +6,7 @@
 //! `wsa:MessageID` and an anonymous `wsa:ReplyTo`. The Body's namespace prefixes are declared
 //! on the Body element.
 
+use super::client::{OutBody, OutRequest};
 use super::template::escape_xml;
 use crate::mapping::xml::{SOAP11_NS, SOAP12_NS};
 use crate::model::{SoapDef, SoapVersion};
@@ -59,17 +60,17 @@ pub fn envelope(soap: &SoapDef, to: &str, message_id: &str, body: &str) -> Strin
     x
 }
 
-/// The request: the envelope POSTed to `url` with the version's content type and action;
-/// `to` is the endpoint as configured (the envelope's WS-Addressing `To`), `url` the same
-/// endpoint parsed.
+/// The request: the envelope POSTed to `uri` with the version's content type and action;
+/// `to` is the endpoint as configured (the envelope's WS-Addressing `To`), `uri` the same
+/// endpoint parsed. Fails only when the action is not a valid header value (checked when the
+/// config loaded).
 pub fn request(
-    http: &reqwest::Client,
     to: &str,
-    url: impl reqwest::IntoUrl,
+    uri: http::Uri,
     soap: &SoapDef,
     message_id: &str,
     body: &str,
-) -> reqwest::RequestBuilder {
+) -> Result<OutRequest, http::Error> {
     let content_type = match (soap.version, &soap.action) {
         (SoapVersion::V11, _) => "text/xml; charset=utf-8".to_string(),
         (SoapVersion::V12, Some(a)) => {
@@ -77,17 +78,16 @@ pub fn request(
         }
         (SoapVersion::V12, None) => "application/soap+xml; charset=utf-8".to_string(),
     };
-    let mut req = http
-        .post(url)
-        .header("content-type", content_type)
-        .header("accept", "text/xml, application/soap+xml");
+    let mut req = http::Request::post(uri)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::ACCEPT, "text/xml, application/soap+xml");
     if soap.version == SoapVersion::V11 {
         req = req.header(
             "soapaction",
             format!("\"{}\"", soap.action.as_deref().unwrap_or("")),
         );
     }
-    req.body(envelope(soap, to, message_id, body))
+    req.body(OutBody::from(envelope(soap, to, message_id, body)))
 }
 
 #[cfg(test)]

@@ -140,12 +140,6 @@ pub(super) fn registration_problem(e: RegistrationError) -> Problem {
             "Too many adapter tests at once",
         )
         .detail(text),
-        RegistrationError::Client(_) => Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "client",
-            "Cannot build a client",
-        )
-        .detail(text),
     }
 }
 

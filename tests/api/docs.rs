@@ -123,7 +123,7 @@ async fn the_partner_guide_examples_load_and_run() {
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let client = AdapterClient::new(
             std::sync::Arc::new(spec),
-            ketenportaal::protocol::client::http_client().unwrap(),
+            &ketenportaal::protocol::client::Outbound::shared().unwrap(),
         );
         let (r, _) = Gateway::run_adapter(&client, Bsn::parse("999993653").unwrap()).await;
         let a = r.unwrap_or_else(|e| panic!("{}: {e}", client.id()));

@@ -76,6 +76,23 @@ fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
 
 /// An agency that requires a client certificate issued by `client_ca`.
 async fn mtls_agency(server: &(String, String), client_ca: &Ca) -> String {
+    let body = std::fs::read_to_string(
+        crate::helpers::root().join("fixtures/agencies/toeslagen/999993653.json"),
+    )
+    .unwrap();
+    let app = Router::new().route(
+        TOESLAGEN_PATH,
+        post(move || {
+            let body = body.clone();
+            async move { ([("content-type", "application/json")], body) }
+        }),
+    );
+    mtls_server(server, client_ca, app).await
+}
+
+/// Serves `app` over TLS with `server`'s certificate, to clients with a certificate issued by
+/// `client_ca` only; returns its base URL.
+async fn mtls_server(server: &(String, String), client_ca: &Ca, app: Router) -> String {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&client_ca.pem) {
@@ -96,17 +113,6 @@ async fn mtls_agency(server: &(String, String), client_ca: &Ca) -> String {
             PrivateKeyDer::from_pem_slice(server.1.as_bytes()).unwrap(),
         )
         .unwrap();
-    let body = std::fs::read_to_string(
-        crate::helpers::root().join("fixtures/agencies/toeslagen/999993653.json"),
-    )
-    .unwrap();
-    let app = Router::new().route(
-        TOESLAGEN_PATH,
-        post(move || {
-            let body = body.clone();
-            async move { ([("content-type", "application/json")], body) }
-        }),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "https://127.0.0.1:{}",
@@ -157,7 +163,8 @@ fn config(dir: &Path, base_url: &str, adapter_tls: &str) -> Result<Config, Strin
 
 async fn run(c: &Config) -> Result<ketenportaal::adapter::SourceAnswer, SourceError> {
     let spec = c.adapters["toeslagen"].clone();
-    let client = AdapterClient::new(spec, ketenportaal::protocol::client::http_client().unwrap());
+    let shared = ketenportaal::protocol::client::Outbound::shared().unwrap();
+    let client = AdapterClient::new(spec, &shared);
     Gateway::run_adapter(&client, Bsn::parse("999993653").unwrap())
         .await
         .0
@@ -437,4 +444,93 @@ async fn built(d: &std::path::Path) -> Arc<ketenportaal::app::App> {
     })
     .await
     .unwrap()
+}
+
+/// A delivery goes out with its organisation's `tls:`: only its CAs trusted, the gateway's
+/// client certificate presented. The municipality here accepts only clients with a certificate
+/// from its own CA, under a server certificate from a CA the system does not trust, so the
+/// application arrives only over the organisation's own client.
+#[tokio::test]
+async fn a_delivery_uses_its_organisations_tls_and_client_certificate() {
+    use crate::helpers::{CITIZEN, Options, spawn_app_with};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let pki = ca("Test PKIoverheid Private Services CA");
+    let server_ca = ca("Test Gemeente Server CA");
+    let server = leaf(&server_ca, "zaken.gemeente.test", true, None);
+    let (cert, key) = leaf(&pki, "ketenportaal-test", false, Some(OIN));
+    write(&d, "server-ca.pem", &server_ca.pem);
+    write(&d, "client.pem", &cert);
+    write(&d, "client.key", &key);
+    let arrived = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let seen = arrived.clone();
+    let zaken = Router::new().route(
+        "/zaken",
+        post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(v);
+                (
+                    axum::http::StatusCode::CREATED,
+                    axum::Json(serde_json::json!({"identificatie": "ZAAK-MTLS-1"})),
+                )
+            }
+        }),
+    );
+    let url = mtls_server(&server, &pki, zaken).await;
+    let at = |f: &str| Some(d.join(f).to_string_lossy().into_owned());
+    let tls = ketenportaal::model::AdapterTls {
+        ca: at("server-ca.pem"),
+        client_cert: at("client.pem"),
+        client_key: at("client.key"),
+    };
+    let (client, _) = ketenportaal::protocol::client::source_client(Some(&tls), &d, None).unwrap();
+    let app = spawn_app_with(Options {
+        tweak: Some(Box::new(move |c| {
+            let svc = c.gateway.services.get_mut("bijstand-aanvragen").unwrap();
+            let org = svc.organisation.clone();
+            svc.application.as_mut().unwrap().delivery.endpoint = format!("{url}/zaken");
+            // As `organisations.<id>.tls` in the file: compiled into its client (the app
+            // compiles its config again when it layers registrations over it).
+            c.gateway.organisations.get_mut(&org).unwrap().tls = Some(tls.clone());
+            std::sync::Arc::make_mut(&mut c.compiled.organisation_clients)
+                .insert(org, client.clone());
+        })),
+        ..Options::default()
+    })
+    .await;
+    let token = app.citizen_token(CITIZEN);
+    let r = app
+        .http
+        .post(format!("{}/v1/me/applications", app.url))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "mtls-1")
+        .json(&serde_json::json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let v = loop {
+        let v: serde_json::Value = app
+            .http
+            .get(format!("{}{location}", app.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["status"] != "received" || started.elapsed() > Duration::from_secs(10) {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(v["status"], "delivered", "{v}");
+    assert_eq!(v["reference"], "ZAAK-MTLS-1");
+    let arrived = arrived.lock().unwrap();
+    assert_eq!(arrived.len(), 1);
+    assert_eq!(arrived[0]["rollen"][0]["inpBsn"], CITIZEN);
 }

@@ -73,7 +73,7 @@ pub(super) fn compile_adapter(
     check_id(&d, errors);
     let org = organisation(&d, gw, errors);
     let url = endpoint_url(&d, org, trust, errors);
-    if !url.is_empty() && reqwest::Url::parse(&url).is_err() {
+    if !url.is_empty() && url::Url::parse(&url).is_err() {
         errors.push(d.problem(
             &["endpoint"],
             format!("endpoint `{url}` is not a valid URL"),
@@ -104,7 +104,9 @@ pub(super) fn compile_adapter(
     canonical.extend_from_slice(&tls_material);
     Some(AdapterSpec {
         origin: file.to_path_buf(),
-        endpoint: reqwest::Url::parse(&url).ok(),
+        endpoint: url::Url::parse(&url)
+            .ok()
+            .and_then(|u| u.as_str().parse().ok()),
         url,
         organisation_name: org.name.clone(),
         oin: org.oin.clone(),
@@ -355,7 +357,7 @@ fn source_client(
     base_dir: &Path,
     trust: Trust,
     errors: &mut Vec<ConfigError>,
-) -> (Option<reqwest::Client>, Vec<u8>) {
+) -> (Option<crate::protocol::client::Outbound>, Vec<u8>) {
     let own_tls = match trust {
         Trust::Operator => d.def.tls.as_ref(),
         Trust::Partner => None,
@@ -391,7 +393,7 @@ fn source_client(
 /// Whether `url`'s host is `localhost` (or below it): a name the partner does not control, so
 /// the operator who declared it meant the local machine.
 fn is_localhost(url: &str) -> bool {
-    reqwest::Url::parse(url)
+    url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
         .is_some_and(|h| h == "localhost" || h.ends_with(".localhost"))

@@ -52,7 +52,7 @@ pub(super) fn validate_gateway(
     let catalogue = g.rules(errors);
     let schemas = g.applications(errors);
     g.service_references(errors);
-    g.organisations(errors);
+    let organisation_clients = g.organisations(errors);
     g.credentials(errors);
     validate_portal(file, tree, gw, errors);
     let listen = g.listen(errors);
@@ -78,6 +78,7 @@ pub(super) fn validate_gateway(
         catalogue: Arc::new(catalogue),
         schemas: Arc::new(schemas),
         server_tls,
+        organisation_clients: Arc::new(organisation_clients),
     };
     listen.map(|l| (l, compiled))
 }
@@ -148,13 +149,18 @@ impl GatewayFile<'_> {
         }
     }
 
-    /// Each organisation's `allowed_endpoints` and TLS towards it.
-    fn organisations(&self, errors: &mut Vec<ConfigError>) {
+    /// Each organisation's `allowed_endpoints` and TLS towards it; returns the client of each
+    /// organisation with a `tls:` (for deliveries to it).
+    fn organisations(
+        &self,
+        errors: &mut Vec<ConfigError>,
+    ) -> BTreeMap<String, crate::protocol::client::Outbound> {
         let GatewayFile { file, tree, gw, .. } = *self;
+        let mut clients = BTreeMap::new();
         for (id, o) in &gw.organisations {
             let org_at = |key: &str| tree.pos_at_keys(&["organisations", id, key]);
             for (i, prefix) in o.allowed_endpoints.iter().enumerate() {
-                let ok = reqwest::Url::parse(prefix).is_ok_and(|u| {
+                let ok = url::Url::parse(prefix).is_ok_and(|u| {
                     matches!(u.scheme(), "http" | "https")
                         && u.host().is_some()
                         && u.username().is_empty()
@@ -179,15 +185,19 @@ impl GatewayFile<'_> {
                     );
                 }
             }
-            if let Some(t) = &o.tls
-                && let Err(e) = crate::protocol::client::source_client(Some(t), self.base(), None)
-            {
-                errors.push(
-                    ConfigError::new(file, org_at("tls"), e)
-                        .hint("paths are relative to this file; PEM files expected"),
-                );
+            if let Some(t) = &o.tls {
+                match crate::protocol::client::source_client(Some(t), self.base(), None) {
+                    Ok((client, _)) => {
+                        clients.insert(id.clone(), client);
+                    }
+                    Err(e) => errors.push(
+                        ConfigError::new(file, org_at("tls"), e)
+                            .hint("paths are relative to this file; PEM files expected"),
+                    ),
+                }
             }
         }
+        clients
     }
 
     /// Partner credentials and the admin token: hashes, never secrets; OINs for certificates.

@@ -69,16 +69,18 @@ pub struct AdapterSpec {
     pub origin: PathBuf,
     /// The endpoint with the organisation's base URL applied.
     pub url: String,
-    /// `url`, parsed when the config loaded (a source call clones it instead of parsing the
-    /// text, host and all, again); `None` for an adapter without an endpoint.
-    pub endpoint: Option<reqwest::Url>,
+    /// `url`, parsed (and normalised as a URL) when the config loaded: a source call clones
+    /// it instead of parsing the text, host and all, again; `None` for an adapter without an
+    /// endpoint.
+    pub endpoint: Option<http::Uri>,
     pub organisation_name: String,
     pub oin: String,
     pub mapping: Mapping,
     pub limits: MapLimits,
     pub max_response_body: u64,
-    /// A client with this source's own TLS settings (CA, client certificate), when it has any.
-    pub http: Option<reqwest::Client>,
+    /// A client with this source's own TLS settings (CA, client certificate) or a registered
+    /// adapter's resolver, when it has either; else the gateway's shared client is used.
+    pub http: Option<crate::protocol::client::Outbound>,
     /// SHA-256 of the canonical descriptor: unchanged adapters keep their state on reload.
     pub fingerprint: String,
     /// The descriptor as it may be shown to its partner: the text as sent for a registration;
@@ -136,6 +138,9 @@ pub struct Compiled {
     /// Service id → the validator of its application schema.
     pub schemas: Arc<BTreeMap<String, Arc<jsonschema::Validator>>>,
     pub server_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Organisation id → the client with its `tls:` (CAs, client certificate), for deliveries
+    /// to it; organisations without `tls:` use the gateway's shared client.
+    pub organisation_clients: Arc<BTreeMap<String, crate::protocol::client::Outbound>>,
 }
 
 impl std::fmt::Debug for Compiled {
