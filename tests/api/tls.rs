@@ -87,12 +87,17 @@ async fn mtls_agency(server: &(String, String), client_ca: &Ca) -> String {
             async move { ([("content-type", "application/json")], body) }
         }),
     );
-    mtls_server(server, client_ca, app).await
+    mtls_server(server, client_ca, app, &[]).await
 }
 
 /// Serves `app` over TLS with `server`'s certificate, to clients with a certificate issued by
-/// `client_ca` only; returns its base URL.
-async fn mtls_server(server: &(String, String), client_ca: &Ca, app: Router) -> String {
+/// `client_ca` only, offering the `alpn` protocols (none: HTTP/1.1); returns its base URL.
+async fn mtls_server(
+    server: &(String, String),
+    client_ca: &Ca,
+    app: Router,
+    alpn: &[&[u8]],
+) -> String {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for c in certs(&client_ca.pem) {
@@ -104,7 +109,7 @@ async fn mtls_server(server: &(String, String), client_ca: &Ca, app: Router) -> 
     )
     .build()
     .unwrap();
-    let cfg = ServerConfig::builder_with_provider(provider)
+    let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_client_cert_verifier(verifier)
@@ -113,6 +118,7 @@ async fn mtls_server(server: &(String, String), client_ca: &Ca, app: Router) -> 
             PrivateKeyDer::from_pem_slice(server.1.as_bytes()).unwrap(),
         )
         .unwrap();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!(
         "https://127.0.0.1:{}",
@@ -449,7 +455,7 @@ async fn built(d: &std::path::Path) -> Arc<ketenportaal::app::App> {
 /// A delivery goes out with its organisation's `tls:`: only its CAs trusted, the gateway's
 /// client certificate presented. The municipality here accepts only clients with a certificate
 /// from its own CA, under a server certificate from a CA the system does not trust, so the
-/// application arrives only over the organisation's own client.
+/// application arrives only over the organisation's own client; it offers HTTP/2, and gets it.
 #[tokio::test]
 async fn a_delivery_uses_its_organisations_tls_and_client_certificate() {
     use crate::helpers::{CITIZEN, Options, spawn_app_with};
@@ -462,22 +468,24 @@ async fn a_delivery_uses_its_organisations_tls_and_client_certificate() {
     write(&d, "server-ca.pem", &server_ca.pem);
     write(&d, "client.pem", &cert);
     write(&d, "client.key", &key);
-    let arrived = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let arrived = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = arrived.clone();
     let zaken = Router::new().route(
         "/zaken",
-        post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-            let seen = seen.clone();
-            async move {
-                seen.lock().unwrap().push(v);
-                (
-                    axum::http::StatusCode::CREATED,
-                    axum::Json(serde_json::json!({"identificatie": "ZAAK-MTLS-1"})),
-                )
-            }
-        }),
+        post(
+            move |version: axum::http::Version, axum::Json(v): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                async move {
+                    seen.lock().unwrap().push((version, v));
+                    (
+                        axum::http::StatusCode::CREATED,
+                        axum::Json(serde_json::json!({"identificatie": "ZAAK-MTLS-1"})),
+                    )
+                }
+            },
+        ),
     );
-    let url = mtls_server(&server, &pki, zaken).await;
+    let url = mtls_server(&server, &pki, zaken, &[b"h2", b"http/1.1"]).await;
     let at = |f: &str| Some(d.join(f).to_string_lossy().into_owned());
     let tls = ketenportaal::model::AdapterTls {
         ca: at("server-ca.pem"),
@@ -532,5 +540,6 @@ async fn a_delivery_uses_its_organisations_tls_and_client_certificate() {
     assert_eq!(v["reference"], "ZAAK-MTLS-1");
     let arrived = arrived.lock().unwrap();
     assert_eq!(arrived.len(), 1);
-    assert_eq!(arrived[0]["rollen"][0]["inpBsn"], CITIZEN);
+    assert_eq!(arrived[0].0, axum::http::Version::HTTP_2);
+    assert_eq!(arrived[0].1["rollen"][0]["inpBsn"], CITIZEN);
 }
