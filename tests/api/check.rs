@@ -487,3 +487,43 @@ async fn an_accepted_config_carries_everything_compiled() {
         &rt.config.compiled.verifier
     ));
 }
+
+/// A delivery endpoint is called as the worker will call it (a path under the organisation's
+/// base URL): one that is no URL is refused when the config loads, not retried at every
+/// application until it fails.
+#[test]
+fn check_refuses_a_delivery_endpoint_that_is_not_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let service = |endpoint: &str| {
+        format!(
+            "services:\n  ww-aanvragen:\n    title: WW aanvragen\n    organisation: uwv\n    description: WW.\n    relevant_when: \"true\"\n    reason: ja\n    reason_not: nee\n    application:\n      schema: {{type: object}}\n      delivery:\n        protocol: rest\n        endpoint: \"{endpoint}\"\n        rest: {{method: POST}}\n"
+        )
+    };
+    let gateway = GATEWAY
+        .replace("  - adapters/ontbreekt.yaml\n", "")
+        .replace("  max_depth: diep\n", "  max_depth: 64\n")
+        .replace("max_bytez", "max_bytes");
+    std::fs::write(dir.path().join("adapters/uwv.yaml"), ADAPTER).unwrap();
+    for (endpoint, ok) in [
+        ("/zaken/api/v1/zaken", true),
+        ("https://zaken.uwv.example/api/v1/zaken", true),
+        ("https://zaken uwv.example/api", false),
+        ("/zaken/api v1", false),
+    ] {
+        std::fs::write(
+            dir.path().join("gateway.yaml"),
+            format!("{gateway}{}", service(endpoint)),
+        )
+        .unwrap();
+        let (passed, text) = run_check(dir.path());
+        assert_eq!(passed, ok, "{endpoint}: {text}");
+        if !ok {
+            assert!(
+                text.contains("service `ww-aanvragen`: delivery endpoint")
+                    && text.contains("is not a valid URL"),
+                "{text}"
+            );
+        }
+    }
+}

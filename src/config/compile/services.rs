@@ -103,10 +103,26 @@ impl GatewayFile<'_> {
         let GatewayFile { file, gw, .. } = *self;
         let d = &app.delivery;
         let org = gw.organisations.get(&svc.organisation);
+        let base = org.and_then(|o| o.base_url.as_deref());
         if !(d.endpoint.starts_with("http://") || d.endpoint.starts_with("https://"))
-            && (!d.endpoint.starts_with('/') || org.is_none_or(|o| o.base_url.is_none()))
+            && (!d.endpoint.starts_with('/') || base.is_none())
         {
             errors.push(ConfigError::new(file, pos, format!("service `{id}`: delivery endpoint `{}` is neither a URL nor a path under the organisation's base_url", d.endpoint)));
+        } else {
+            // As the delivery worker will call it: a path goes under the base URL.
+            let full = match base {
+                Some(b) if d.endpoint.starts_with('/') => {
+                    format!("{}{}", b.trim_end_matches('/'), d.endpoint)
+                }
+                _ => d.endpoint.clone(),
+            };
+            if url::Url::parse(&full).is_err() || full.parse::<http::Uri>().is_err() {
+                errors.push(ConfigError::new(
+                    file,
+                    pos,
+                    format!("service `{id}`: delivery endpoint `{full}` is not a valid URL"),
+                ));
+            }
         }
         if d.call().is_none() {
             let (need, other) = match d.protocol {
