@@ -822,6 +822,17 @@ impl DeliveryDef {
     pub fn call(&self) -> Option<Call<'_>> {
         call(self.protocol, &self.soap, &self.rest)
     }
+
+    /// The URL a delivery goes to: the endpoint, or for a path the organisation's `base` URL
+    /// with the path under it.
+    pub fn url(&self, base: Option<&str>) -> String {
+        match base {
+            Some(b) if self.endpoint.starts_with('/') => {
+                format!("{}{}", b.trim_end_matches('/'), self.endpoint)
+            }
+            _ => self.endpoint.clone(),
+        }
+    }
 }
 
 /// One `adapters/*.yaml` file: how to reach one service of one organisation.

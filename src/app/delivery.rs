@@ -77,16 +77,8 @@ async fn deliver_one(state: &App, http: &Outbound, mut app: Application) {
     let base = g
         .organisations
         .get(&svc.organisation)
-        .and_then(|o| o.base_url.clone());
-    let url = if d.endpoint.starts_with('/') {
-        format!(
-            "{}{}",
-            base.unwrap_or_default().trim_end_matches('/'),
-            d.endpoint
-        )
-    } else {
-        d.endpoint.clone()
-    };
+        .and_then(|o| o.base_url.as_deref());
+    let url = d.url(base);
     // The organisation's own TLS (its CAs, the gateway's client certificate) when it has any.
     let http = rt
         .config

@@ -38,6 +38,13 @@ map:
     fields: {soort: "u:soort"}
 "#;
 
+/// A `services:` block with one UWV service whose applications are delivered to `endpoint`.
+fn delivery_service(endpoint: &str) -> String {
+    format!(
+        "services:\n  ww-aanvragen:\n    title: WW aanvragen\n    organisation: uwv\n    description: WW.\n    relevant_when: \"true\"\n    reason: ja\n    reason_not: nee\n    application:\n      schema: {{type: object}}\n      delivery:\n        protocol: rest\n        endpoint: \"{endpoint}\"\n        rest: {{method: POST}}\n"
+    )
+}
+
 fn run_check(dir: &std::path::Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ketenportaal"))
         .args(["check", "--config"])
@@ -331,6 +338,61 @@ fn check_warns_about_a_client_certificate_that_expires_soon_and_still_passes() {
             && text.contains("expired.pem"),
         "{text}"
     );
+    // Both certificates would go to a plain-HTTP endpoint, where they are never presented.
+    assert!(
+        text.contains("warning: [dir]/adapters/uwv.yaml:4:11: `http://127.0.0.1:9/uwv` is plain HTTP, but `tls:` applies to it"),
+        "{text}"
+    );
+}
+
+/// A delivery to an organisation with `tls:` over plain HTTP is valid but warned about: the
+/// client certificate is never presented. Over `https://` there is no warning.
+#[test]
+fn check_warns_about_a_delivery_with_tls_over_plain_http() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["gw.example".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(
+        dir.path().join("gw.pem"),
+        format!("{}{}", cert.pem(), key.serialize_pem()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("adapters/uwv.yaml"),
+        ADAPTER.replace("endpoint: /uwv\n", "endpoint: https://uwv.example/uwv\n"),
+    )
+    .unwrap();
+    for (endpoint, warned) in [
+        ("http://zaken.uwv.example/api", true),
+        ("https://zaken.uwv.example/api", false),
+    ] {
+        let gateway = GATEWAY
+            .replace("  - adapters/ontbreekt.yaml\n", "")
+            .replace("  max_depth: diep\n", "  max_depth: 64\n")
+            .replace("  max_bytez: 10MiB\n", "")
+            .replace(
+                "base_url: \"http://127.0.0.1:9\"}",
+                "base_url: \"http://127.0.0.1:9\", tls: {client_cert: gw.pem}}",
+            );
+        std::fs::write(
+            dir.path().join("gateway.yaml"),
+            gateway + &delivery_service(endpoint),
+        )
+        .unwrap();
+        let (ok, text) = run_check(dir.path());
+        assert!(ok, "{text}");
+        assert_eq!(
+            text.contains(&format!(
+                "`{endpoint}` is plain HTTP, but `tls:` applies to it"
+            )),
+            warned,
+            "{endpoint}: {text}"
+        );
+    }
 }
 
 #[test]
@@ -495,11 +557,6 @@ async fn an_accepted_config_carries_everything_compiled() {
 fn check_refuses_a_delivery_endpoint_that_is_not_a_url() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("adapters")).unwrap();
-    let service = |endpoint: &str| {
-        format!(
-            "services:\n  ww-aanvragen:\n    title: WW aanvragen\n    organisation: uwv\n    description: WW.\n    relevant_when: \"true\"\n    reason: ja\n    reason_not: nee\n    application:\n      schema: {{type: object}}\n      delivery:\n        protocol: rest\n        endpoint: \"{endpoint}\"\n        rest: {{method: POST}}\n"
-        )
-    };
     let gateway = GATEWAY
         .replace("  - adapters/ontbreekt.yaml\n", "")
         .replace("  max_depth: diep\n", "  max_depth: 64\n")
@@ -513,7 +570,7 @@ fn check_refuses_a_delivery_endpoint_that_is_not_a_url() {
     ] {
         std::fs::write(
             dir.path().join("gateway.yaml"),
-            format!("{gateway}{}", service(endpoint)),
+            format!("{gateway}{}", delivery_service(endpoint)),
         )
         .unwrap();
         let (passed, text) = run_check(dir.path());

@@ -109,13 +109,8 @@ impl GatewayFile<'_> {
         {
             errors.push(ConfigError::new(file, pos, format!("service `{id}`: delivery endpoint `{}` is neither a URL nor a path under the organisation's base_url", d.endpoint)));
         } else {
-            // As the delivery worker will call it: a path goes under the base URL.
-            let full = match base {
-                Some(b) if d.endpoint.starts_with('/') => {
-                    format!("{}{}", b.trim_end_matches('/'), d.endpoint)
-                }
-                _ => d.endpoint.clone(),
-            };
+            // As the delivery worker will call it.
+            let full = d.url(base);
             if url::Url::parse(&full).is_err() || full.parse::<http::Uri>().is_err() {
                 errors.push(ConfigError::new(
                     file,
