@@ -395,6 +395,13 @@ pub struct Gateway {
     pub inflight: Arc<InflightBudget>,
 }
 
+/// Where a dossier read's audit stands before its outcome is known: the whole record still to
+/// be written (every source answered at once), or written already by `begin`.
+enum Audited {
+    Whole(Box<AccessRecord>),
+    Begun(Begun),
+}
+
 struct Outcome {
     report: SourceReport,
     answer: Option<Arc<SourceAnswer>>,
@@ -502,7 +509,7 @@ impl Gateway {
         // why, which view and sections) now, concurrently, and attach the outcome afterwards.
         // The answer waits for both, so no data leaves without the durable record, but the
         // fsync no longer comes after the slowest source.
-        let ((outcomes, upstream_wait), begun) = {
+        let ((outcomes, upstream_wait), audited) = {
             let calls = needed
                 .iter()
                 .map(|adapter| self.call(adapter, &req, deadline));
@@ -511,16 +518,17 @@ impl Gateway {
                 (outcomes, started.elapsed())
             });
             match futures::poll!(fanout.as_mut()) {
-                std::task::Poll::Ready(done) => (done, None),
+                std::task::Poll::Ready(done) => (done, Audited::Whole(Box::new(record))),
                 std::task::Poll::Pending => {
-                    let mut intent = record.clone();
+                    // The record itself goes to the store now; only its outcome is left.
+                    let mut intent = record;
                     intent.outcome = "requested".into();
                     intent.sources = needed
                         .iter()
                         .map(|a| (a.client.id().clone(), "requested".to_string()))
                         .collect();
                     let (done, begun) = futures::join!(fanout, self.audit.begin(intent));
-                    (done, Some(begun?))
+                    (done, Audited::Begun(begun?))
                 }
             }
         };
@@ -544,7 +552,7 @@ impl Gateway {
                 });
             }
         }
-        record.sources = outcomes
+        let record_sources: Vec<(Arc<str>, String)> = outcomes
             .iter()
             .map(|o| (o.report.adapter.clone(), o.report.status.to_string()))
             .collect();
@@ -568,17 +576,23 @@ impl Gateway {
                         .join("; "),
                 )
             };
-            record.outcome = format!("failed: {err}");
-            record.time = Utc::now();
             // Even a failed access is an access attempt: audit it, fail closed.
-            self.finish(record, begun).await?;
+            let done = Completion {
+                time: Utc::now(),
+                outcome: format!("failed: {err}"),
+                sources: record_sources,
+            };
+            self.finish(audited, done).await?;
             return Err(err);
         }
 
         let rendered = self.render(rt, &req, &wanted, view, &answers).await;
-        record.outcome = if complete { "served" } else { "partial" }.into();
-        record.time = Utc::now();
-        self.finish(record, begun).await?;
+        let done = Completion {
+            time: Utc::now(),
+            outcome: if complete { "served" } else { "partial" }.into(),
+            sources: record_sources,
+        };
+        self.finish(audited, done).await?;
 
         Ok(DossierResponse {
             subject: Subject { bsn: req.bsn },
@@ -594,17 +608,16 @@ impl Gateway {
         })
     }
 
-    /// Records the access with its outcome: the whole record, durable before the answer; or,
-    /// when the record was written during the fan-out, its outcome (not waited for).
-    async fn finish(&self, record: AccessRecord, begun: Option<Begun>) -> Result<(), AuditError> {
-        match begun {
-            None => self.audit.record(record).await,
-            Some(begun) => {
-                let done = Completion {
-                    time: record.time,
-                    outcome: record.outcome,
-                    sources: record.sources,
-                };
+    /// Records the access with its outcome `done`: the whole record, durable before the
+    /// answer; or, when the record was written during the fan-out, its outcome (not waited
+    /// for).
+    async fn finish(&self, audited: Audited, done: Completion) -> Result<(), AuditError> {
+        match audited {
+            Audited::Whole(mut record) => {
+                done.apply(&mut record);
+                self.audit.record(*record).await
+            }
+            Audited::Begun(begun) => {
                 self.audit.complete(begun, &done);
                 Ok(())
             }
