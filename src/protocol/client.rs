@@ -568,41 +568,38 @@ mod outbound_tests {
         );
     }
 
-    #[tokio::test]
-    async fn an_answer_over_the_cap_is_refused_declared_or_as_it_arrives() {
-        // Declared: refused before a byte of the body is asked for.
-        let (url, _s) = one_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n").await;
+    /// Serves `answer` once, reads its body with a cap of 64 bytes; what came of it, and each
+    /// amount of memory asked for before it was allocated.
+    async fn read_64(answer: &'static [u8]) -> (Result<Vec<u8>, ReadError<()>>, Vec<u64>) {
+        let (url, _server) = one_answer(answer).await;
         let r = Outbound::shared().unwrap().send(get(&url)).await.unwrap();
         let mut asked = Vec::new();
         let got = read_capped(r.into_body(), 64, |n| {
             asked.push(n);
-            Ok::<_, ()>(())
+            Ok(())
         })
         .await;
+        (got, asked)
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_refused_declared_or_as_it_arrives() {
+        // Declared: refused before a byte of the body is asked for.
+        let (got, asked) = read_64(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n").await;
         assert!(matches!(got, Err(ReadError::TooLarge)), "{got:?}");
         assert!(
             asked.is_empty(),
             "nothing held for a refused answer: {asked:?}"
         );
         // Chunked: cut off where it passes the cap.
-        let (url, _s) = one_answer(
+        let (got, _) = read_64(
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n28\r\n0123456789012345678901234567890123456789\r\n28\r\n0123456789012345678901234567890123456789\r\n0\r\n\r\n",
         )
         .await;
-        let r = Outbound::shared().unwrap().send(get(&url)).await.unwrap();
-        let got = read_capped(r.into_body(), 64, |_| Ok::<_, ()>(())).await;
         assert!(matches!(got, Err(ReadError::TooLarge)), "{got:?}");
         // Within the cap: all of it, and the memory asked for before it was allocated.
-        let (url, _s) = one_answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhallo").await;
-        let r = Outbound::shared().unwrap().send(get(&url)).await.unwrap();
-        let mut asked = Vec::new();
-        let got = read_capped(r.into_body(), 64, |n| {
-            asked.push(n);
-            Ok::<_, ()>(())
-        })
-        .await
-        .unwrap();
-        assert_eq!(got, b"hallo");
+        let (got, asked) = read_64(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhallo").await;
+        assert_eq!(got.unwrap(), b"hallo");
         assert_eq!(asked, [5]);
     }
 }

@@ -5,63 +5,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{CITIZEN, Options, TestApp, source, spawn_app, spawn_app_with};
+use crate::helpers::{CITIZEN, Options, source, spawn_app, spawn_app_with};
 use ketenportaal::demo::intake::{UWV_AANVRAAG_PATH, ZAKEN_PATH};
-
-async fn apply(app: &TestApp, token: &str, key: Option<&str>, body: Value) -> reqwest::Response {
-    let mut r = app
-        .http
-        .post(format!("{}/v1/me/applications", app.url))
-        .bearer_auth(token)
-        .json(&body);
-    if let Some(k) = key {
-        r = r.header("Idempotency-Key", k);
-    }
-    r.send().await.unwrap()
-}
 
 fn bijstand() -> Value {
     json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand", "toelichting": "WW eindigt"}})
-}
-
-/// Polls the application until it leaves `received` (or 10 s pass).
-async fn settled(app: &TestApp, token: &str, location: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let v: Value = app
-            .http
-            .get(format!("{}{location}", app.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] != "received" || started.elapsed() > Duration::from_secs(10) {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]
 async fn an_application_is_accepted_then_delivered_over_rest_once_per_key() {
     let app = spawn_app().await;
     let token = app.citizen_token(CITIZEN);
-    let r = apply(&app, &token, Some("aanvraag-1"), bijstand()).await;
+    let r = app.apply(&token, Some("aanvraag-1"), bijstand()).await;
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_string();
     let first: Value = r.json().await.unwrap();
     assert_eq!(first["status"], "received");
     // The same key again: the same application, not a second one.
-    let again: Value = apply(&app, &token, Some("aanvraag-1"), bijstand())
+    let again: Value = app
+        .apply(&token, Some("aanvraag-1"), bijstand())
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(again["id"], first["id"]);
-    let v = settled(&app, &token, &location).await;
+    let v = app.settled(&token, &location).await;
     assert_eq!(v["status"], "delivered", "{v}");
     assert!(v["reference"].as_str().unwrap().starts_with("ZAAK-2026-"));
     assert_eq!(v["title"], "Bijstand (Participatiewet) aanvragen");
@@ -84,7 +52,7 @@ async fn an_application_is_accepted_then_delivered_over_rest_once_per_key() {
     assert_eq!(zaak["reference"], v["reference"]);
     assert_eq!(source(&d, "ketenportaal")["status"], "ok");
     // Without a key there is no application.
-    assert_eq!(apply(&app, &token, None, bijstand()).await.status(), 400);
+    assert_eq!(app.apply(&token, None, bijstand()).await.status(), 400);
 }
 
 #[tokio::test]
@@ -92,7 +60,7 @@ async fn a_schema_violation_gets_a_422_naming_each_field() {
     let app = spawn_app().await;
     let token = app.citizen_token(CITIZEN);
     let body = json!({"service": "ww-aanvragen", "data": {"laatste_werkdag": "gisteren", "iban": "NL00", "extra": 1}});
-    let r = apply(&app, &token, Some("k"), body).await;
+    let r = app.apply(&token, Some("k"), body).await;
     assert_eq!(r.status(), 422);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let p: Value = r.json().await.unwrap();
@@ -125,10 +93,10 @@ async fn soap_delivery_and_rejection() {
     let app = spawn_app().await;
     let token = app.citizen_token("999991772");
     let ww = json!({"service": "ww-aanvragen", "data": {"laatste_werkdag": "2026-11-30", "reden": "einde-contract", "iban": "NL91ABNA0417164300"}});
-    let r = apply(&app, &token, Some("ww-1"), ww).await;
+    let r = app.apply(&token, Some("ww-1"), ww).await;
     assert_eq!(r.status(), 202);
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let v = settled(&app, &token, &loc).await;
+    let v = app.settled(&token, &loc).await;
     assert_eq!(v["status"], "delivered", "{v}");
     assert!(
         v["reference"]
@@ -139,9 +107,9 @@ async fn soap_delivery_and_rejection() {
     assert_eq!(app.agencies.intake().distinct(UWV_AANVRAAG_PATH), 1);
     // The organisation refuses: final, with its reason.
     let refused = json!({"service": "ww-aanvragen", "data": {"laatste_werkdag": "2026-11-30", "reden": "ontslag", "iban": "NL91ABNA0417164300", "toelichting": "WEIGER"}});
-    let r = apply(&app, &token, Some("ww-2"), refused).await;
+    let r = app.apply(&token, Some("ww-2"), refused).await;
     let loc = r.headers()["location"].to_str().unwrap().to_string();
-    let v = settled(&app, &token, &loc).await;
+    let v = app.settled(&token, &loc).await;
     assert_eq!(v["status"], "rejected");
     assert_eq!(v["reason"], "De aanvraag is niet ontvankelijk.");
     // Only the owner (or the owning organisation's employees) can see it.
@@ -192,7 +160,7 @@ async fn delivery_retries_while_the_organisation_is_down_and_invalidates_the_cac
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     assert_eq!(source(&d, "uwv-uitkeringen")["status"], "cached");
     app.agencies.intake().set_down(true);
-    let r = apply(&app, &token, Some("down-1"), bijstand()).await;
+    let r = app.apply(&token, Some("down-1"), bijstand()).await;
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     // Wait for a few failed attempts.
     let started = Instant::now();
@@ -219,7 +187,7 @@ async fn delivery_retries_while_the_organisation_is_down_and_invalidates_the_cac
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     app.agencies.intake().set_down(false);
-    let v = settled(&app, &token, &loc).await;
+    let v = app.settled(&token, &loc).await;
     assert_eq!(v["status"], "delivered", "{v}");
     assert_eq!(app.agencies.intake().distinct(ZAKEN_PATH), 1);
     assert!(app.agencies.intake().requests() >= 3);

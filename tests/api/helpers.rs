@@ -316,6 +316,37 @@ impl TestApp {
         r.send().await.unwrap().json().await.unwrap()
     }
 
+    /// `POST /v1/me/applications` with `body`, as the citizen of `token`, with `key` as its
+    /// `Idempotency-Key` when given.
+    pub async fn apply(
+        &self,
+        token: &str,
+        key: Option<&str>,
+        body: serde_json::Value,
+    ) -> reqwest::Response {
+        let mut r = self
+            .http
+            .post(format!("{}/v1/me/applications", self.url))
+            .bearer_auth(token)
+            .json(&body);
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send().await.unwrap()
+    }
+
+    /// Polls the application at `location` until it leaves `received` (or 10 s pass).
+    pub async fn settled(&self, token: &str, location: &str) -> serde_json::Value {
+        let started = std::time::Instant::now();
+        loop {
+            let v = self.get_json(location, Some(token)).await;
+            if v["status"] != "received" || started.elapsed() > Duration::from_secs(10) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET /metrics`, as text.
     pub async fn metrics(&self) -> String {
         self.http

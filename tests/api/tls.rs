@@ -508,34 +508,11 @@ async fn a_delivery_uses_its_organisations_tls_and_client_certificate() {
     })
     .await;
     let token = app.citizen_token(CITIZEN);
-    let r = app
-        .http
-        .post(format!("{}/v1/me/applications", app.url))
-        .bearer_auth(&token)
-        .header("Idempotency-Key", "mtls-1")
-        .json(&serde_json::json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand"}}))
-        .send()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"service": "bijstand-aanvragen", "data": {"gewenste_ingangsdatum": "2027-01-16", "woonsituatie": "alleenstaand"}});
+    let r = app.apply(&token, Some("mtls-1"), body).await;
     assert_eq!(r.status(), 202);
     let location = r.headers()["location"].to_str().unwrap().to_string();
-    let started = std::time::Instant::now();
-    let v = loop {
-        let v: serde_json::Value = app
-            .http
-            .get(format!("{}{location}", app.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["status"] != "received" || started.elapsed() > Duration::from_secs(10) {
-            break v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let v = app.settled(&token, &location).await;
     assert_eq!(v["status"], "delivered", "{v}");
     assert_eq!(v["reference"], "ZAAK-MTLS-1");
     let arrived = arrived.lock().unwrap();
