@@ -110,7 +110,7 @@ pub(super) fn apply(
         // submission left none: a store from before the two were one transaction) gets it
         // now that the citizen sent it again, marked `resent`.
         let rec = submit_details(submit.clone(), &stored, !inserted);
-        let seq = super::audit::append(tx, chain, key, &Entry::new(rec))?;
+        let seq = super::audit::Rows::new(tx, key)?.append(chain, &Entry::new(rec))?;
         tx.prepare_cached("UPDATE applications SET submit_seq = ?2 WHERE id = ?1")?
             .execute(params![stored.id, seq])?;
     }

@@ -39,82 +39,91 @@ pub(super) fn chain_head(c: &Connection) -> rusqlite::Result<Head> {
     .map(|o| o.unwrap_or_else(Head::genesis))
 }
 
-/// Appends one record to the chain after `chain`, in `tx`; its sequence number.
-pub(super) fn append(
-    tx: &rusqlite::Transaction<'_>,
-    chain: &mut Head,
-    key: &Hmac<Sha256>,
-    r: &Entry,
-) -> rusqlite::Result<i64> {
-    let next = chain.next(&r.json);
-    insert(tx, next.seq, &chain.hash, &next.hash, r, key)?;
-    *chain = next;
-    Ok(chain.seq)
+/// The audit log's statements in one transaction, prepared once for all its rows (the indexer
+/// writes thousands per transaction; looking a statement up per row costs a hash of its text).
+pub(super) struct Rows<'t> {
+    record: rusqlite::CachedStatement<'t>,
+    outcome: rusqlite::CachedStatement<'t>,
+    parent: rusqlite::CachedStatement<'t>,
+    key: &'t Hmac<Sha256>,
 }
 
-/// Writes record `seq`, already chained (`prev`, `hash`: by the journal's writer, or by
-/// [`append`]), into the index.
-pub(super) fn insert(
-    tx: &rusqlite::Transaction<'_>,
-    seq: i64,
-    prev: &str,
-    hash: &str,
-    r: &Entry,
-    key: &Hmac<Sha256>,
-) -> rusqlite::Result<()> {
-    // One row per record: the processing log is a view over these rows, so a dossier read
-    // costs one insert, not two.
-    tx.prepare_cached(
-        "INSERT INTO audit_log (seq, time, kind, trace_id, actor, actor_type, bsn, record,
-             prev_hash, hash, data_subject_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?
-    .execute(params![
-        seq,
-        r.time,
-        r.kind,
-        r.trace_id,
-        r.actor,
-        r.actor_type,
-        r.bsn.as_ref().map(Bsn::as_str),
-        r.json,
-        prev,
-        hash,
-        r.bsn.as_ref().map(|b| pseudonym(key, b)),
-    ])?;
-    Ok(())
-}
-
-/// Writes the outcome (JSON) completing record `of`, bound to the record's hash.
-pub(super) fn complete(
-    tx: &rusqlite::Transaction<'_>,
-    of: i64,
-    json: &str,
-) -> rusqlite::Result<()> {
-    // The record is durable before its outcome is sent; an outcome without one (impossible)
-    // is dropped rather than failing the batch's other changes.
-    let parent: Option<String> = tx
-        .prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?
-        .query_row([of], |r| r.get(0))
-        .optional()?;
-    match parent {
-        Some(parent) => complete_of(tx, of, &parent, json),
-        None => Ok(()),
+impl<'t> Rows<'t> {
+    pub(super) fn new(
+        tx: &'t rusqlite::Transaction<'_>,
+        key: &'t Hmac<Sha256>,
+    ) -> rusqlite::Result<Rows<'t>> {
+        Ok(Rows {
+            // One row per record: the processing log is a view over these rows, so a dossier
+            // read costs one insert, not two.
+            record: tx.prepare_cached(
+                "INSERT INTO audit_log (seq, time, kind, trace_id, actor, actor_type, bsn, record,
+                     prev_hash, hash, data_subject_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?,
+            outcome: tx.prepare_cached(
+                "INSERT OR REPLACE INTO audit_outcome (seq, outcome, hash) VALUES (?1, ?2, ?3)",
+            )?,
+            parent: tx.prepare_cached("SELECT hash FROM audit_log WHERE seq = ?1")?,
+            key,
+        })
     }
-}
 
-/// [`complete`] for a record whose hash the caller has (it wrote the record itself).
-pub(super) fn complete_of(
-    tx: &rusqlite::Transaction<'_>,
-    of: i64,
-    parent: &str,
-    json: &str,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT OR REPLACE INTO audit_outcome (seq, outcome, hash) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![of, json, outcome_hash(parent, json)])?;
-    Ok(())
+    /// Appends one record to the chain after `chain`; its sequence number.
+    pub(super) fn append(&mut self, chain: &mut Head, r: &Entry) -> rusqlite::Result<i64> {
+        let next = chain.next(&r.json);
+        self.insert(next.seq, &chain.hash, &next.hash, r)?;
+        *chain = next;
+        Ok(chain.seq)
+    }
+
+    /// Writes record `seq`, already chained (`prev`, `hash`: by the journal's writer, or by
+    /// [`Rows::append`]), into the index.
+    pub(super) fn insert(
+        &mut self,
+        seq: i64,
+        prev: &str,
+        hash: &str,
+        r: &Entry,
+    ) -> rusqlite::Result<()> {
+        self.record.execute(params![
+            seq,
+            r.time,
+            r.kind,
+            r.trace_id,
+            r.actor,
+            r.actor_type,
+            r.bsn.as_ref().map(Bsn::as_str),
+            r.json,
+            prev,
+            hash,
+            r.bsn.as_ref().map(|b| pseudonym(self.key, b)),
+        ])?;
+        Ok(())
+    }
+
+    /// Writes the outcome (JSON) completing record `of`, bound to the record's hash.
+    pub(super) fn complete(&mut self, of: i64, json: &str) -> rusqlite::Result<()> {
+        // The record is durable before its outcome is sent; an outcome without one
+        // (impossible) is dropped rather than failing the batch's other changes.
+        let parent: Option<String> = self.parent.query_row([of], |r| r.get(0)).optional()?;
+        match parent {
+            Some(parent) => self.complete_of(of, &parent, json),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Rows::complete`] for a record whose hash the caller has (it wrote the record itself).
+    pub(super) fn complete_of(
+        &mut self,
+        of: i64,
+        parent: &str,
+        json: &str,
+    ) -> rusqlite::Result<()> {
+        self.outcome
+            .execute(params![of, json, outcome_hash(parent, json)])?;
+        Ok(())
+    }
 }
 
 impl AuditLog for SqliteStore {

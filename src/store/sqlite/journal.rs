@@ -457,6 +457,7 @@ pub(super) fn recover(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(&sqlite)?;
     let mut replayed = 0;
+    let mut rows = audit::Rows::new(&tx, key).map_err(&sqlite)?;
     let head = past(&frames, &head, &last, |f| {
         let written = match f {
             Frame::Record {
@@ -473,9 +474,9 @@ pub(super) fn recover(
                     });
                 };
                 replayed += 1;
-                audit::insert(&tx, *seq, prev, hash, &entry, key)
+                rows.insert(*seq, prev, hash, &entry)
             }
-            Frame::Outcome { of, json } => audit::complete(&tx, *of, json),
+            Frame::Outcome { of, json } => rows.complete(*of, json),
         };
         written.map_err(|e| JournalError::Io {
             path: db.to_path_buf(),
@@ -487,9 +488,10 @@ pub(super) fn recover(
         if let Frame::Outcome { of, json } = f
             && *of <= head.seq
         {
-            audit::complete(&tx, *of, json).map_err(&sqlite)?;
+            rows.complete(*of, json).map_err(&sqlite)?;
         }
     }
+    drop(rows);
     tx.commit().map_err(&sqlite)?;
     if let Some(t) = torn {
         let mut name = t.segment.as_os_str().to_os_string();

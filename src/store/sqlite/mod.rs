@@ -166,6 +166,9 @@ impl SqliteStore {
             progress: progress.clone(),
             stats: stats.clone(),
             commit_delay,
+            runtime: tokio::runtime::Handle::try_current()
+                .ok()
+                .filter(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread),
         };
         spawn("audit-journal", Box::new(move || appender.run(rx)))?;
         Ok(SqliteStore {

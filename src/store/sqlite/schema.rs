@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS audit_log (
     hash           TEXT NOT NULL,
     data_subject_id TEXT
 );
-CREATE INDEX IF NOT EXISTS audit_log_bsn ON audit_log (bsn, time);
+DROP INDEX IF EXISTS audit_log_bsn;
+CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log (bsn);
 CREATE INDEX IF NOT EXISTS audit_log_time ON audit_log (time);
 DROP INDEX IF EXISTS audit_log_trace;
 CREATE TABLE IF NOT EXISTS audit_outcome (
@@ -158,8 +159,8 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
 mod tests {
     use rusqlite::Connection;
 
-    use crate::store::AuditStore;
     use crate::store::testing::{application, open_temp, rec, rows, submit_record};
+    use crate::store::AuditStore;
 
     #[tokio::test]
     async fn a_store_from_before_the_one_row_schema_keeps_its_processing_records() {
@@ -195,6 +196,57 @@ mod tests {
         // Opening it again changes nothing.
         drop(store);
         AuditStore::open(&path, b"key".to_vec()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_subjects_records_are_read_newest_first_from_the_index_without_a_sort() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        // A store from before: its subject index also held the time, so the newest records
+        // of a subject came out of a sort of all of them.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL,
+                 trace_id TEXT NOT NULL, actor TEXT NOT NULL, actor_type TEXT NOT NULL, bsn TEXT,
+                 record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
+                 data_subject_id TEXT);
+             CREATE INDEX audit_log_bsn ON audit_log (bsn, time);",
+        )
+        .unwrap();
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        for (i, bsn) in ["999993653", "111222333", "999993653"].iter().enumerate() {
+            store.append(rec(i as u32, bsn, 10)).await.unwrap();
+        }
+        let plan: Vec<String> = rows(
+            &c,
+            "EXPLAIN QUERY PLAN SELECT a.seq, a.record, o.outcome FROM audit_log a
+             LEFT JOIN audit_outcome o ON o.seq = a.seq
+             WHERE a.bsn = ?1 ORDER BY a.seq DESC LIMIT ?2",
+            rusqlite::params!["999993653", 10],
+            |r| r.get(3),
+        );
+        assert!(
+            plan.iter()
+                .any(|p| p.contains("USING INDEX audit_log_subject")),
+            "{plan:?}"
+        );
+        assert!(!plan.iter().any(|p| p.contains("TEMP B-TREE")), "{plan:?}");
+        let indexes: Vec<String> = rows(
+            &c,
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_log'
+             ORDER BY name",
+            [],
+            |r| r.get(0),
+        );
+        assert_eq!(indexes, ["audit_log_subject", "audit_log_time"]);
+        let seqs: Vec<i64> = store
+            .by_subject(crate::bsn::Bsn::parse("999993653").unwrap(), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(seqs, [3, 1]);
     }
 
     #[tokio::test]

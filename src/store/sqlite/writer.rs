@@ -217,8 +217,12 @@ impl Writer {
         work: &Work,
     ) -> rusqlite::Result<Done> {
         match work {
-            Work::Record(e, _) => audit::append(tx, chain, &self.key, e).map(Done::Seq),
-            Work::Outcome { of, json } => audit::complete(tx, *of, json).map(|()| Done::Unit),
+            Work::Record(e, _) => audit::Rows::new(tx, &self.key)?
+                .append(chain, e)
+                .map(Done::Seq),
+            Work::Outcome { of, json } => audit::Rows::new(tx, &self.key)?
+                .complete(*of, json)
+                .map(|()| Done::Unit),
             Work::Apply(a, submit, _) => applications::apply(tx, chain, &self.key, a, submit)
                 .map(|(stored, new)| Done::Applied(stored, new)),
             Work::Update(a, _) => applications::update(tx, a).map(|()| Done::Unit),
@@ -305,6 +309,28 @@ pub(super) struct Appender {
     /// The longest a small batch waits for more records under load (see [`Pace`]); zero:
     /// never.
     pub(super) commit_delay: Duration,
+    /// The multi-thread runtime the store was opened on, which acknowledgements are sent
+    /// from (see [`Acks`]); `None`: they are sent from this thread.
+    pub(super) runtime: Option<tokio::runtime::Handle>,
+}
+
+/// A batch's acknowledgements, sent when dropped.
+///
+/// Sent from the journal's thread, each acknowledgement wakes its request from outside the
+/// runtime: a worker that has gone idle while the batch synced is unparked (a write to its
+/// event fd), and on a busy core the request runs before the next one is sent, so the
+/// journal's thread and the worker switch back and forth through the batch. Sent from a task
+/// on the runtime, every wake but the task's own is local to the worker that runs it. So on a
+/// multi-thread runtime the batch is dropped in a task; were the runtime gone, the task is
+/// dropped unrun and its acknowledgements are sent where that happens.
+struct Acks(Vec<(Reply<i64>, i64)>);
+
+impl Drop for Acks {
+    fn drop(&mut self) {
+        for (reply, seq) in self.0.drain(..) {
+            let _ = reply.send(Ok(seq));
+        }
+    }
 }
 
 /// A batch with fewer records than this may wait for more (see [`Pace`]).
@@ -515,8 +541,12 @@ impl Appender {
                     }
                     // Counted first: a reader told of its record then waits for it.
                     self.progress.synced.store(self.frames, Ordering::SeqCst);
-                    for (reply, seq) in batch.acks.drain(..) {
-                        let _ = reply.send(Ok(seq));
+                    let acks = Acks(std::mem::take(&mut batch.acks));
+                    match &self.runtime {
+                        Some(runtime) if !acks.0.is_empty() => {
+                            runtime.spawn(async move { drop(acks) });
+                        }
+                        _ => drop(acks),
                     }
                     let sent = self.to_index.send(ToIndex::Entries {
                         segment: self.tail.number,
@@ -648,6 +678,7 @@ impl Indexer {
             // The records written so far in this transaction, in sequence order: an outcome
             // usually follows its record within a batch, and then needs no lookup of its hash.
             let mut hashes: Vec<(i64, &str)> = Vec::with_capacity(pending.len());
+            let mut rows = audit::Rows::new(&tx, key)?;
             for e in pending.iter() {
                 match e {
                     Indexed::Record {
@@ -656,17 +687,18 @@ impl Indexer {
                         hash,
                         entry,
                     } => {
-                        audit::insert(&tx, *seq, prev, hash, entry, key)?;
+                        rows.insert(*seq, prev, hash, entry)?;
                         hashes.push((*seq, hash));
                     }
                     Indexed::Outcome { of, json } => {
                         match hashes.binary_search_by_key(of, |(seq, _)| *seq) {
-                            Ok(i) => audit::complete_of(&tx, *of, hashes[i].1, json)?,
-                            Err(_) => audit::complete(&tx, *of, json)?,
+                            Ok(i) => rows.complete_of(*of, hashes[i].1, json)?,
+                            Err(_) => rows.complete(*of, json)?,
                         }
                     }
                 }
             }
+            drop(rows);
             tx.commit()
         })();
         match written {
@@ -843,6 +875,51 @@ mod tests {
         )
         .unwrap();
         c
+    }
+
+    #[test]
+    fn records_are_acknowledged_from_the_runtime_the_store_was_opened_on_and_once_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.sqlite");
+        let multi = |workers| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let opened_on = multi(1);
+        let store = Arc::new(
+            opened_on
+                .block_on(async { AuditStore::open(&path, b"key".to_vec()) })
+                .unwrap(),
+        );
+        // Appended from another runtime, so that only the acknowledging task runs on the
+        // first: each batch is acknowledged there, and every record gets its own number.
+        let elsewhere = multi(2);
+        let appends = |from: u32, n: u32| {
+            let store = store.clone();
+            elsewhere.block_on(async move {
+                let all = (from..from + n).map(|i| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.append(rec(i, "999993653", 10)).await })
+                });
+                let done =
+                    tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(all))
+                        .await
+                        .expect("every append is acknowledged");
+                let mut seqs: Vec<i64> = done.into_iter().map(|r| r.unwrap().unwrap()).collect();
+                seqs.sort_unstable();
+                seqs
+            })
+        };
+        assert_eq!(appends(0, 64), (1..=64).collect::<Vec<_>>());
+        // The runtime is gone: the task acknowledging a batch is dropped unrun, and dropping
+        // it acknowledges the batch.
+        drop(opened_on);
+        assert_eq!(appends(64, 16), (65..=80).collect::<Vec<_>>());
+        let counts = elsewhere.block_on(async { store.counts().await.unwrap() });
+        assert_eq!(counts, (80, 80));
     }
 
     #[tokio::test]
