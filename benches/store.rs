@@ -20,6 +20,11 @@ const RECORD: &str = r#"{"kind":"dossier.read","started_at":"2026-12-06T20:51:35
 
 const REQUESTS: usize = 64;
 
+/// The allocator the `ketenportaal` binary runs on: cross-thread frees of what the journal and
+/// the indexer are handed cost what they cost there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// User and system ticks per thread (id), with its name.
 fn ticks() -> BTreeMap<u64, (String, u64, u64)> {
     let mut by_name = BTreeMap::new();

@@ -20,7 +20,84 @@ use super::record::{AccessRecord, Completion};
 use crate::bsn::Bsn;
 
 /// The hash the first record links to.
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const GENESIS: HexHash = HexHash([b'0'; 64]);
+
+/// A SHA-256 hash as the chain writes it, 64 lower-case hex digits, kept inline: the journal
+/// chains every record and hands its two hashes to the indexer, and a `String` each was two
+/// allocations per record, freed on another thread.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct HexHash([u8; 64]);
+
+impl HexHash {
+    fn of(digest: &[u8]) -> HexHash {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [b'0'; 64];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        HexHash(hex)
+    }
+
+    /// The hash a row holds. One that is not 64 lower-case hex digits (the file was altered)
+    /// is taken as the hash of that text, so the chain goes on from it and never matches it;
+    /// `verify` reports the altered row.
+    pub(super) fn from_stored(text: &str) -> HexHash {
+        let hex = text.as_bytes();
+        match <[u8; 64]>::try_from(hex) {
+            Ok(h) if h.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => HexHash(h),
+            _ => HexHash::of(&Sha256::digest(hex)),
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        // Only hex digits are ever put in.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for HexHash {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for HexHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for HexHash {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for HexHash {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<String> for HexHash {
+    fn eq(&self, other: &String) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl PartialEq<HexHash> for String {
+    fn eq(&self, other: &HexHash) -> bool {
+        other == self
+    }
+}
+
+impl PartialEq<HexHash> for &str {
+    fn eq(&self, other: &HexHash) -> bool {
+        other == self
+    }
+}
 
 /// The audit log: access records appended to the chain, the outcomes completing them, and the
 /// reads the API makes of it. Every append is durable before it returns (fail closed).
@@ -108,10 +185,10 @@ pub(super) fn completed(record_json: &str, outcome_json: Option<&str>) -> Option
 }
 
 /// The head of the hash chain: the last record's sequence number and hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Head {
     pub(super) seq: i64,
-    pub(super) hash: String,
+    pub(super) hash: HexHash,
 }
 
 impl Head {
@@ -119,7 +196,7 @@ impl Head {
     pub(super) fn genesis() -> Head {
         Head {
             seq: 0,
-            hash: GENESIS.to_string(),
+            hash: GENESIS,
         }
     }
 
@@ -133,12 +210,12 @@ impl Head {
     }
 }
 
-pub(super) fn chain_hash(prev: &str, seq: i64, record_json: &str) -> String {
+pub(super) fn chain_hash(prev: &str, seq: i64, record_json: &str) -> HexHash {
     let mut h = Sha256::new();
     h.update(prev.as_bytes());
     h.update(seq.to_be_bytes());
     h.update(record_json.as_bytes());
-    crate::lower_hex(&h.finalize())
+    HexHash::of(&h.finalize())
 }
 
 /// An outcome's hash: bound to the record it completes, so changing either shows.
@@ -264,7 +341,7 @@ impl Check {
         }
         self.head = Head {
             seq,
-            hash: hash.to_string(),
+            hash: HexHash::from_stored(hash),
         };
         self.records += 1;
         ControlFlow::Continue(())
@@ -309,7 +386,32 @@ impl Check {
     pub(super) fn intact(self) -> Verdict {
         Verdict::Intact {
             records: self.records,
-            head: self.head.hash,
+            head: self.head.hash.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hash_is_its_digest_in_lower_case_hex_and_a_stored_one_that_is_not_never_matches() {
+        let digest = Sha256::digest(b"record");
+        let hash = HexHash::of(&digest);
+        assert_eq!(hash.as_str(), crate::lower_hex(&digest));
+        assert_eq!(HexHash::from_stored(hash.as_str()), hash);
+        assert_eq!(&*Head::genesis().hash, "0".repeat(64));
+        // Altered text (upper case, short, not hex) is taken as the hash of itself.
+        for altered in [hash.as_str().to_uppercase(), "ab".into(), "z".repeat(64)] {
+            let taken = HexHash::from_stored(&altered);
+            assert_ne!(taken, altered);
+            assert_eq!(taken, HexHash::of(&Sha256::digest(altered.as_bytes())));
+            assert!(
+                taken
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            );
         }
     }
 }

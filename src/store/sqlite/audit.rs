@@ -17,7 +17,7 @@ use super::writer::Work;
 use super::{SqliteStore, open_read_only, sqlite_error};
 use crate::bsn::Bsn;
 use crate::store::audit::{
-    AuditLog, Check, Entry, Head, Verdict, completed, outcome_hash, pseudonym,
+    AuditLog, Check, Entry, Head, HexHash, Verdict, completed, outcome_hash, pseudonym,
 };
 use crate::store::record::{AccessRecord, Completion};
 use crate::store::report::{Report, Tally};
@@ -31,7 +31,7 @@ pub(super) fn chain_head(c: &Connection) -> rusqlite::Result<Head> {
         |r| {
             Ok(Head {
                 seq: r.get(0)?,
-                hash: r.get(1)?,
+                hash: HexHash::from_stored(&r.get::<_, String>(1)?),
             })
         },
     )

@@ -44,7 +44,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use sha2::Sha256;
 
 use super::audit;
-use crate::store::audit::{Entry, Head, chain_hash};
+use crate::store::audit::{Entry, Head, HexHash, chain_hash};
 
 const MAGIC: [u8; 4] = *b"KPJ1";
 const HEADER: usize = 12;
@@ -387,7 +387,7 @@ pub(super) fn past<'f>(
     segment: &Path,
     mut each: impl FnMut(&'f Frame) -> Result<(), JournalError>,
 ) -> Result<Head, JournalError> {
-    let mut chain = head.clone();
+    let mut chain = *head;
     let corrupt = |reason: String| JournalError::Corrupt {
         segment: segment.to_path_buf(),
         offset: 0,
@@ -415,7 +415,7 @@ pub(super) fn past<'f>(
                 }
                 chain = Head {
                     seq: *seq,
-                    hash: hash.clone(),
+                    hash: HexHash::from_stored(hash),
                 };
                 each(f)?;
             }
@@ -1080,7 +1080,7 @@ mod tests {
         // An index whose head is not record 1's: record 2 does not link to it.
         let other = Head {
             seq: 1,
-            hash: "ab".repeat(32),
+            hash: HexHash::from_stored(&"ab".repeat(32)),
         };
         let e = past(&frames, &other, dir.path(), |_| Ok(())).err().unwrap();
         assert!(e.to_string().contains("record 2 does not follow"), "{e}");

@@ -159,8 +159,8 @@ fn migrate(c: &Connection) -> rusqlite::Result<()> {
 mod tests {
     use rusqlite::Connection;
 
-    use crate::store::testing::{application, open_temp, rec, rows, submit_record};
     use crate::store::AuditStore;
+    use crate::store::testing::{application, open_temp, rec, rows, submit_record};
 
     #[tokio::test]
     async fn a_store_from_before_the_one_row_schema_keeps_its_processing_records() {

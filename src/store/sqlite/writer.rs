@@ -35,7 +35,7 @@ use super::{applications, audit, registrations};
 use crate::config::compile::Registration;
 use crate::store::Counters;
 use crate::store::applications::Application;
-use crate::store::audit::{Entry, Head, pseudonym_mac};
+use crate::store::audit::{Entry, Head, HexHash, pseudonym_mac};
 use crate::store::record::AccessRecord;
 
 /// Largest batch the appender writes at once.
@@ -200,7 +200,7 @@ impl Writer {
         // take it later once another connection had written (SQLite refuses that upgrade at
         // once, whatever the busy timeout).
         let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut chain = chain.clone();
+        let mut chain = *chain;
         let mut done = Vec::with_capacity(batch.len());
         for work in batch {
             done.push(self.write_one(&tx, &mut chain, work)?);
@@ -264,12 +264,14 @@ impl Progress {
     }
 }
 
-/// A record or outcome on its way to the index, chained by the appender.
+/// A record or outcome on its way to the index, chained by the appender. A record's hashes
+/// are inline (boxing them would be the allocation per record that `HexHash` saves).
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Indexed {
     Record {
         seq: i64,
-        prev: String,
-        hash: String,
+        prev: HexHash,
+        hash: HexHash,
         entry: Entry,
     },
     Outcome {
@@ -289,7 +291,8 @@ pub(super) enum ToIndex {
         upto: u64,
         entries: Vec<Indexed>,
     },
-    Hand(Handed),
+    /// Boxed: rare, and larger than the rest.
+    Hand(Box<Handed>),
     /// A reader of the audit waits: commit what is pending now.
     Hurry,
 }
@@ -407,7 +410,7 @@ impl Appender {
             ..Batch::default()
         };
         // Where the batch started: restored when it cannot be written.
-        let mut before = (self.head.clone(), self.frames);
+        let mut before = (self.head, self.frames);
         let mut pace = Pace::new(self.commit_delay, Instant::now());
         while let Some(first) = rx.blocking_recv() {
             let mut taken = 0;
@@ -465,7 +468,7 @@ impl Appender {
                 batch.entries.push(Indexed::Record {
                     seq: self.head.seq,
                     prev: prev.hash,
-                    hash: self.head.hash.clone(),
+                    hash: self.head.hash,
                     entry,
                 });
                 self.frames += 1;
@@ -484,7 +487,7 @@ impl Appender {
                 let (back, head) = chan::sync_channel(1);
                 if self
                     .to_index
-                    .send(ToIndex::Hand((work, self.head.clone(), Some(back))))
+                    .send(ToIndex::Hand(Box::new((work, self.head, Some(back)))))
                     .is_ok()
                 {
                     self.indexer.unpark();
@@ -493,13 +496,13 @@ impl Appender {
                         Err(_) => self.progress.stop("the indexer has stopped".into()),
                     }
                 }
-                *before = (self.head.clone(), self.frames);
+                *before = (self.head, self.frames);
             }
             other => {
                 self.write_out(batch, before);
                 let _ = self
                     .to_index
-                    .send(ToIndex::Hand((other, self.head.clone(), None)));
+                    .send(ToIndex::Hand(Box::new((other, self.head, None))));
                 self.indexer.unpark();
             }
         }
@@ -574,12 +577,12 @@ impl Appender {
                         let _ = reply.send(Err(why.clone()));
                     }
                     batch.entries.clear();
-                    (self.head, self.frames) = before.clone();
+                    (self.head, self.frames) = *before;
                 }
             }
             batch.buf.clear();
         }
-        *before = (self.head.clone(), self.frames);
+        *before = (self.head, self.frames);
     }
 }
 
@@ -642,7 +645,8 @@ impl Indexer {
                         }
                     }
                     ToIndex::Hurry => due = self.flush(&mut c, &mut pending, upto),
-                    ToIndex::Hand((work, head, back)) => {
+                    ToIndex::Hand(handed) => {
+                        let (work, head, back) = *handed;
                         due = self.flush(&mut c, &mut pending, upto);
                         let head = if due.is_some() {
                             // The records before it are not in the index: neither is it (a
