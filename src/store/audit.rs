@@ -124,8 +124,23 @@ pub trait AuditLog: Send + Sync {
     fn counts(&self) -> BoxFuture<'_, Result<(i64, i64), StoreError>>;
 }
 
-/// The room a record's JSON is serialised into at first.
-const RECORD_CAPACITY: usize = 1024;
+thread_local! {
+    /// Where a record's JSON is written before it is copied out at its exact length.
+    static SERIALISED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A record's canonical JSON, in a string of exactly its length. Written into a buffer the
+/// thread keeps, then copied out once: serialising into a fresh string grew it 128 → 256 →
+/// 512 → 1024 bytes (three copies), and left up to twice the record's size held while the
+/// record waits for the journal and the index.
+fn canonical_json(record: &AccessRecord) -> String {
+    SERIALISED.with_borrow_mut(|buf| {
+        buf.clear();
+        // Serialising a struct of strings, numbers and a JSON value cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, record);
+        String::from_utf8(buf.clone()).unwrap_or_default()
+    })
+}
 
 /// An access record on its way to be chained, serialised on the caller's thread: the writer
 /// (the store's bottleneck) only hashes, pseudonymises and inserts.
@@ -143,12 +158,8 @@ pub(super) struct Entry {
 
 impl Entry {
     pub(super) fn new(record: AccessRecord) -> Entry {
-        // Sized for a dossier read's record (about 600 bytes) so that it is written without
-        // growing; serialising a struct of strings, numbers and a JSON value cannot fail.
-        let mut json = Vec::with_capacity(RECORD_CAPACITY);
-        let _ = serde_json::to_writer(&mut json, &record);
         Entry {
-            json: String::from_utf8(json).unwrap_or_default(),
+            json: canonical_json(&record),
             time: crate::timefmt::rfc3339_offset(&record.time),
             kind: record.kind,
             trace_id: record.trace_id,
