@@ -30,12 +30,9 @@ pub(super) struct HexHash([u8; 64]);
 
 impl HexHash {
     fn of(digest: &[u8]) -> HexHash {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut hex = [b'0'; 64];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0xf)];
-        }
+        // A SHA-256 digest is 32 bytes: exactly the room; as `crate::lower_hex` encodes.
+        let _ = hex::encode_to_slice(digest, &mut hex);
         HexHash(hex)
     }
 
@@ -66,36 +63,6 @@ impl std::ops::Deref for HexHash {
 impl std::fmt::Debug for HexHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for HexHash {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for HexHash {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<String> for HexHash {
-    fn eq(&self, other: &String) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<HexHash> for String {
-    fn eq(&self, other: &HexHash) -> bool {
-        other == self
-    }
-}
-
-impl PartialEq<HexHash> for &str {
-    fn eq(&self, other: &HexHash) -> bool {
-        other == self
     }
 }
 
@@ -338,7 +305,7 @@ impl Check {
         prev: &str,
         hash: &str,
     ) -> ControlFlow<Verdict> {
-        if chain_hash(prev, seq, record_json) != hash {
+        if chain_hash(prev, seq, record_json).as_str() != hash {
             return ControlFlow::Break(Verdict::Modified { seq });
         }
         if seq != self.head.seq + 1 {
@@ -347,7 +314,7 @@ impl Check {
                 next: seq,
             });
         }
-        if prev != self.head.hash {
+        if prev != self.head.hash.as_str() {
             return ControlFlow::Break(Verdict::Broken { seq });
         }
         self.head = Head {
@@ -387,7 +354,7 @@ impl Check {
         if self.head.seq > seq {
             return ControlFlow::Break(Verdict::Broken { seq: seq + 1 });
         }
-        if self.head.hash != hash {
+        if self.head.hash.as_str() != hash {
             return ControlFlow::Break(Verdict::Modified { seq });
         }
         ControlFlow::Continue(())
@@ -416,7 +383,7 @@ mod tests {
         // Altered text (upper case, short, not hex) is taken as the hash of itself.
         for altered in [hash.as_str().to_uppercase(), "ab".into(), "z".repeat(64)] {
             let taken = HexHash::from_stored(&altered);
-            assert_ne!(taken, altered);
+            assert_ne!(taken.as_str(), altered);
             assert_eq!(taken, HexHash::of(&Sha256::digest(altered.as_bytes())));
             assert!(
                 taken

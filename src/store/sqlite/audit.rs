@@ -126,6 +126,11 @@ impl<'t> Rows<'t> {
     }
 }
 
+/// A subject's records, newest first, with their outcomes (`?1` the BSN, `?2` how many).
+pub(super) const BY_SUBJECT: &str = "SELECT a.seq, a.record, o.outcome FROM audit_log a
+     LEFT JOIN audit_outcome o ON o.seq = a.seq
+     WHERE a.bsn = ?1 ORDER BY a.seq DESC LIMIT ?2";
+
 impl AuditLog for SqliteStore {
     fn append(&self, record: AccessRecord) -> BoxFuture<'_, Result<i64, StoreError>> {
         Box::pin(async move {
@@ -154,11 +159,7 @@ impl AuditLog for SqliteStore {
         limit: u32,
     ) -> BoxFuture<'_, Result<Vec<(i64, AccessRecord)>, StoreError>> {
         Box::pin(self.read_audit(move |c| {
-            let mut st = c.prepare(
-                "SELECT a.seq, a.record, o.outcome FROM audit_log a
-                 LEFT JOIN audit_outcome o ON o.seq = a.seq
-                 WHERE a.bsn = ?1 ORDER BY a.seq DESC LIMIT ?2",
-            )?;
+            let mut st = c.prepare(BY_SUBJECT)?;
             let rows = st.query_map(params![bsn.as_str(), limit], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,

@@ -408,7 +408,7 @@ pub(super) fn past<'f>(
                         chain.seq
                     )));
                 }
-                if *prev != chain.hash || chain_hash(prev, *seq, json) != *hash {
+                if *prev != chain.hash.as_str() || chain_hash(prev, *seq, json).as_str() != hash {
                     return Err(corrupt(format!(
                         "record {seq} does not follow the chain (changed, or not written by this store)"
                     )));

@@ -162,12 +162,18 @@ mod tests {
     use crate::store::AuditStore;
     use crate::store::testing::{application, open_temp, rec, rows, submit_record};
 
-    #[tokio::test]
-    async fn a_store_from_before_the_one_row_schema_keeps_its_processing_records() {
+    /// A store file as an older version left it, made by `sql`; the connection stays open.
+    fn older_store(sql: &str) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.sqlite");
         let c = Connection::open(&path).unwrap();
-        c.execute_batch(
+        c.execute_batch(sql).unwrap();
+        (dir, path, c)
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_the_one_row_schema_keeps_its_processing_records() {
+        let (_dir, path, c) = older_store(
             "CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL,
                  trace_id TEXT NOT NULL, actor TEXT NOT NULL, actor_type TEXT NOT NULL, bsn TEXT,
                  record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -179,8 +185,7 @@ mod tests {
                  data_subject_id_type TEXT);
              INSERT INTO processing_log VALUES (1, 'old', 'span', NULL, 'ketenportaal.dossier.read',
                  't0', 't1', 'OK', NULL, NULL, 'pseudonym', 'BSN');",
-        )
-        .unwrap();
+        );
         drop(c);
         let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
         store.append(rec(1, "999993653", 10)).await.unwrap();
@@ -200,28 +205,22 @@ mod tests {
 
     #[tokio::test]
     async fn a_subjects_records_are_read_newest_first_from_the_index_without_a_sort() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.sqlite");
         // A store from before: its subject index also held the time, so the newest records
         // of a subject came out of a sort of all of them.
-        let c = Connection::open(&path).unwrap();
-        c.execute_batch(
+        let (_dir, path, c) = older_store(
             "CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL,
                  trace_id TEXT NOT NULL, actor TEXT NOT NULL, actor_type TEXT NOT NULL, bsn TEXT,
                  record TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL,
                  data_subject_id TEXT);
              CREATE INDEX audit_log_bsn ON audit_log (bsn, time);",
-        )
-        .unwrap();
+        );
         let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
         for (i, bsn) in ["999993653", "111222333", "999993653"].iter().enumerate() {
             store.append(rec(i as u32, bsn, 10)).await.unwrap();
         }
         let plan: Vec<String> = rows(
             &c,
-            "EXPLAIN QUERY PLAN SELECT a.seq, a.record, o.outcome FROM audit_log a
-             LEFT JOIN audit_outcome o ON o.seq = a.seq
-             WHERE a.bsn = ?1 ORDER BY a.seq DESC LIMIT ?2",
+            &format!("EXPLAIN QUERY PLAN {}", super::super::audit::BY_SUBJECT),
             rusqlite::params!["999993653", 10],
             |r| r.get(3),
         );
