@@ -379,8 +379,9 @@ impl AuditStore {
     }
 
     /// Appends a record; its sequence number once it is durable (see [`AuditLog::append`]).
-    pub async fn append(&self, record: AccessRecord) -> Result<i64, StoreError> {
-        self.backend.append(record).await
+    /// The backend's own future, not wrapped in another (on the cached dossier's path).
+    pub fn append(&self, record: AccessRecord) -> BoxFuture<'_, Result<i64, StoreError>> {
+        self.backend.append(record)
     }
 
     /// Completes record `seq` with its outcome, not waited for (see

@@ -24,10 +24,11 @@ const PAGE: i32 = 2048;
 
 impl AuditLog for PgStore {
     fn append(&self, record: AccessRecord) -> BoxFuture<'_, Result<i64, StoreError>> {
+        // As on SQLite: the future holds the entry, not the record as well.
+        let entry = Entry::new(record);
         Box::pin(async move {
             let shared = self.shared();
             let deadline = tokio::time::Instant::now() + shared.timeout;
-            let entry = Entry::new(record);
             let pseudonym = entry.bsn.as_ref().map(|b| pseudonym(&shared.key, b));
             let (reply, done) = oneshot::channel();
             let work = Work::Record {

@@ -133,11 +133,10 @@ pub(super) const BY_SUBJECT: &str = "SELECT a.seq, a.record, o.outcome FROM audi
 
 impl AuditLog for SqliteStore {
     fn append(&self, record: AccessRecord) -> BoxFuture<'_, Result<i64, StoreError>> {
-        Box::pin(async move {
-            let (done, wait) = oneshot::channel();
-            self.write(Work::Record(Entry::new(record), done), wait)
-                .await
-        })
+        // The record becomes its entry before the future is made, so the future holds the
+        // entry only, not the record as well.
+        let (done, wait) = oneshot::channel();
+        Box::pin(self.write(Work::Record(Entry::new(record), done), wait))
     }
 
     fn append_outcome(&self, seq: i64, outcome: &Completion) {

@@ -78,9 +78,19 @@ fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     }
 }
 
+/// The page size of a new file. The indexer writes each page of its transactions twice (to the
+/// WAL, then by the checkpoint to the file), one system call per page and frame header:
+/// 16 KiB pages make a quarter of the calls of SQLite's default 4 KiB for the same bytes
+/// (records are ~1 KiB and appended in sequence order). A file's page size is fixed once
+/// it has a table; an older file keeps its own.
+const PAGE_SIZE: u32 = 16 * 1024;
+
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     let err = sqlite_error(path);
     let c = Connection::open(path).map_err(&err)?;
+    // First: switching to WAL writes the file's header, and with it the page size.
+    c.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE};"))
+        .map_err(&err)?;
     c.execute_batch(
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;

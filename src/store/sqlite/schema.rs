@@ -172,6 +172,17 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_new_store_is_written_in_pages_of_its_own_size() {
+        let (_dir, path, store) = open_temp();
+        store.append(rec(1, "999993653", 10)).await.unwrap();
+        drop(store);
+        let c = Connection::open(&path).unwrap();
+        let size: u32 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(size, super::super::PAGE_SIZE);
+        assert_ne!(size, 4096, "not SQLite's default");
+    }
+
+    #[tokio::test]
     async fn a_store_from_before_the_one_row_schema_keeps_its_processing_records() {
         let (_dir, path, c) = older_store(
             "CREATE TABLE audit_log (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, kind TEXT NOT NULL,
@@ -215,6 +226,12 @@ mod tests {
              CREATE INDEX audit_log_bsn ON audit_log (bsn, time);",
         );
         let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        // Its page size is its own (it cannot change once the file has tables).
+        let page_size = |c: &Connection| {
+            c.query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))
+                .unwrap()
+        };
+        assert_eq!(page_size(&c), 4096);
         for (i, bsn) in ["999993653", "111222333", "999993653"].iter().enumerate() {
             store.append(rec(i as u32, bsn, 10)).await.unwrap();
         }

@@ -396,6 +396,13 @@ impl Pace {
 }
 
 /// The batch the appender is making.
+/// `v`'s items, leaving it empty with room for as many: the next batch is about as large, and
+/// grows without copying itself up from nothing (the entries were ~4.7 KiB by doublings).
+fn take_sized<T>(v: &mut Vec<T>) -> Vec<T> {
+    let room = v.len();
+    std::mem::replace(v, Vec::with_capacity(room))
+}
+
 #[derive(Default)]
 struct Batch {
     buf: Vec<u8>,
@@ -544,7 +551,7 @@ impl Appender {
                     }
                     // Counted first: a reader told of its record then waits for it.
                     self.progress.synced.store(self.frames, Ordering::SeqCst);
-                    let acks = Acks(std::mem::take(&mut batch.acks));
+                    let acks = Acks(take_sized(&mut batch.acks));
                     match &self.runtime {
                         Some(runtime) if !acks.0.is_empty() => {
                             runtime.spawn(async move { drop(acks) });
@@ -554,7 +561,7 @@ impl Appender {
                     let sent = self.to_index.send(ToIndex::Entries {
                         segment: self.tail.number,
                         upto: self.frames,
-                        entries: std::mem::take(&mut batch.entries),
+                        entries: take_sized(&mut batch.entries),
                     });
                     if sent.is_err() {
                         self.progress.stop("the indexer has stopped".into());
