@@ -78,11 +78,12 @@ fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
     }
 }
 
-/// The page size of a new file. The indexer writes each page of its transactions twice (to the
-/// WAL, then by the checkpoint to the file), one system call per page and frame header:
-/// 16 KiB pages make a quarter of the calls of SQLite's default 4 KiB for the same bytes
-/// (records are ~1 KiB and appended in sequence order). A file's page size is fixed once
-/// it has a table; an older file keeps its own.
+/// The page size of a new file. Each page the indexer's transactions change costs system calls
+/// per page, not per byte: two writes into the WAL (the frame's header, then the page), and at
+/// the checkpoint a read of the frame and a write into the file. With ~1 KiB records appended
+/// in sequence order, 16 KiB pages make a quarter of the calls of SQLite's default 4 KiB for
+/// the same bytes. A WAL file's page size is fixed once it has a table: an older file keeps
+/// its own (see `docs/operators.md` for moving one over).
 const PAGE_SIZE: u32 = 16 * 1024;
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {

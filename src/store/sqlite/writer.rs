@@ -395,7 +395,6 @@ impl Pace {
     }
 }
 
-/// The batch the appender is making.
 /// `v`'s items, leaving it empty with room for as many: the next batch is about as large, and
 /// grows without copying itself up from nothing (the entries were ~4.7 KiB by doublings).
 fn take_sized<T>(v: &mut Vec<T>) -> Vec<T> {
@@ -403,6 +402,7 @@ fn take_sized<T>(v: &mut Vec<T>) -> Vec<T> {
     std::mem::replace(v, Vec::with_capacity(room))
 }
 
+/// The batch the appender is making.
 #[derive(Default)]
 struct Batch {
     buf: Vec<u8>,
