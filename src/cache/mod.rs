@@ -536,6 +536,22 @@ impl SourceCache {
     }
 
     /// The last good answer within the stale window, if any.
+    /// A fresh answer for `key` from this process's cache, if it has one and may use it (the
+    /// cache is on, the source's `ttl` is not zero, no `no-cache`): the lookup
+    /// [`get_or_fetch`](Self::get_or_fetch) starts with, for a caller that keeps the rest of
+    /// the way out of its hit path.
+    pub async fn hit(
+        &self,
+        key: &CacheKey,
+        policy: Policy,
+        bypass: bool,
+    ) -> Option<(Arc<SourceAnswer>, Freshness)> {
+        if bypass || !self.enabled || policy.ttl.is_zero() {
+            return None;
+        }
+        self.fresh(key).await
+    }
+
     pub async fn stale_answer(
         &self,
         key: &CacheKey,
@@ -695,6 +711,29 @@ mod tests {
         let r = read(&cache, &src, false).await.unwrap();
         assert!(matches!(r.1, Freshness::Cached(_)), "{r:?}");
         assert_eq!(src.calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hit_is_a_fresh_answer_the_read_may_use_and_nothing_else() {
+        let cache = SourceCache::new(1 << 20, true);
+        assert!(cache.hit(&key(), POLICY, false).await.is_none(), "empty");
+        let src = Source::new(Ok(()));
+        src.open();
+        read(&cache, &src, false).await.unwrap();
+        let hit = cache.hit(&key(), POLICY, false).await;
+        assert!(matches!(hit, Some((_, Freshness::Cached(_)))), "{hit:?}");
+        // `no-cache`, or a source that is not cached: no hit.
+        assert!(cache.hit(&key(), POLICY, true).await.is_none());
+        let uncached = Policy {
+            ttl: Duration::ZERO,
+            ..POLICY
+        };
+        assert!(cache.hit(&key(), uncached, false).await.is_none());
+        assert_eq!(src.calls(), 1, "a lookup never calls the source");
+        // A cache that is off has no hits, even for what was read through it.
+        let off = SourceCache::new(1 << 20, false);
+        read(&off, &src, false).await.unwrap();
+        assert!(off.hit(&key(), POLICY, false).await.is_none(), "off");
     }
 
     #[tokio::test]
