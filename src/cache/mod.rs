@@ -279,7 +279,7 @@ impl SourceCache {
                 .await
                 .map(|a| (Arc::new(a), Freshness::Fetched));
         }
-        if !bypass && let Some(hit) = self.fresh(&key).await {
+        if let Some(hit) = self.hit(&key, policy, bypass).await {
             return Ok(hit);
         }
         // Boxed: the hit path's future stays small (it was a few percent of a cached dossier).

@@ -305,7 +305,8 @@ impl Check {
         prev: &str,
         hash: &str,
     ) -> ControlFlow<Verdict> {
-        if chain_hash(prev, seq, record_json).as_str() != hash {
+        let computed = chain_hash(prev, seq, record_json);
+        if computed.as_str() != hash {
             return ControlFlow::Break(Verdict::Modified { seq });
         }
         if seq != self.head.seq + 1 {
@@ -317,9 +318,10 @@ impl Check {
         if prev != self.head.hash.as_str() {
             return ControlFlow::Break(Verdict::Broken { seq });
         }
+        // The row's hash is the one just computed: no need to read its text again.
         self.head = Head {
             seq,
-            hash: HexHash::from_stored(hash),
+            hash: computed,
         };
         self.records += 1;
         ControlFlow::Continue(())

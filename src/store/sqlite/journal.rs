@@ -44,7 +44,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use sha2::Sha256;
 
 use super::audit;
-use crate::store::audit::{Entry, Head, HexHash, chain_hash};
+use crate::store::audit::{Entry, Head};
 
 const MAGIC: [u8; 4] = *b"KPJ1";
 const HEADER: usize = 12;
@@ -408,15 +408,14 @@ pub(super) fn past<'f>(
                         chain.seq
                     )));
                 }
-                if *prev != chain.hash.as_str() || chain_hash(prev, *seq, json).as_str() != hash {
+                // The record links to the head, and its hash is the head's next.
+                let next = chain.next(json);
+                if *prev != chain.hash.as_str() || next.hash.as_str() != hash {
                     return Err(corrupt(format!(
                         "record {seq} does not follow the chain (changed, or not written by this store)"
                     )));
                 }
-                chain = Head {
-                    seq: *seq,
-                    hash: HexHash::from_stored(hash),
-                };
+                chain = next;
                 each(f)?;
             }
             Frame::Outcome { of, .. } if *of <= head.seq => {}
@@ -800,6 +799,7 @@ pub(super) fn make_spare(dir: &Path, bytes: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::audit::{HexHash, chain_hash};
 
     fn records(n: i64) -> (Vec<u8>, Head) {
         let mut buf = Vec::new();
