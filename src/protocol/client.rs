@@ -11,10 +11,11 @@
 //! followed (a source that redirects is misconfigured, and following could leak a request
 //! elsewhere), no proxy from the environment is used, and connecting is bounded.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest as _, Sha256};
 
 /// The body of every outbound request: rendered in full before it is sent.
 pub type OutBody = Full<Bytes>;
@@ -61,10 +63,13 @@ const AGENT: &str = concat!("ketenportaal/", env!("CARGO_PKG_VERSION"));
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector<Resolver>>;
 
-/// A pooled HTTP/1.1 and HTTP/2 (over TLS, by ALPN) client. Cloning shares the pool.
+type Client = hyper_util::client::legacy::Client<Connector, OutBody>;
+
+/// A pooled HTTP/1.1 and HTTP/2 (over TLS, by ALPN) client. Cloning shares the pool, and so
+/// does every client made from the same TLS material and guard (see [`Recipe`]).
 #[derive(Clone)]
 pub struct Outbound {
-    client: hyper_util::client::legacy::Client<Connector, OutBody>,
+    client: Arc<Client>,
 }
 
 impl std::fmt::Debug for Outbound {
@@ -77,10 +82,29 @@ impl Outbound {
     /// The shared client: the system's trusted roots (as the platform verifier reads them),
     /// no client certificate.
     pub fn shared() -> Result<Outbound, String> {
-        Ok(Outbound::build(tls_config(None, None)?, None))
+        Outbound::made(Recipe::of(None, None, None), None, || {
+            tls_config(None, None)
+        })
     }
 
-    fn build(tls: ClientConfig, guard: Option<PublicAddresses>) -> Outbound {
+    /// The client of `recipe`: the one made already while any holder of it lives, else one
+    /// made now from the settings `tls` gives.
+    fn made(
+        recipe: Recipe,
+        guard: Option<PublicAddresses>,
+        tls: impl FnOnce() -> Result<ClientConfig, String>,
+    ) -> Result<Outbound, String> {
+        let mut made = MADE.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = made.get(&recipe).and_then(Weak::upgrade) {
+            return Ok(Outbound { client });
+        }
+        made.retain(|_, held| held.strong_count() > 0);
+        let client = Arc::new(Outbound::build(tls()?, guard));
+        made.insert(recipe, Arc::downgrade(&client));
+        Ok(Outbound { client })
+    }
+
+    fn build(tls: ClientConfig, guard: Option<PublicAddresses>) -> Client {
         let mut http = HttpConnector::new_with_resolver(Resolver { guard });
         // The TLS connector around it takes `https`.
         http.enforce_http(false);
@@ -91,13 +115,12 @@ impl Outbound {
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(http);
-        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE_TIMEOUT)
             .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(https);
-        Outbound { client }
+            .build(https)
     }
 
     /// Sends `req` (with the gateway's `User-Agent` unless it has one). The caller bounds the
@@ -109,6 +132,44 @@ impl Outbound {
         self.client.request(req)
     }
 }
+
+/// What a client is made of, as a digest: the CAs it trusts (or the system's), the client
+/// certificate and key it presents, and its resolver's guard. Clients of one recipe are one
+/// client, so one pool per host: an organisation's adapters on one host and its deliveries
+/// share their connections (and TLS sessions) instead of one pool each, as do a partner's
+/// registrations, and a reload that keeps the certificates keeps the connections.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Recipe([u8; 32]);
+
+impl Recipe {
+    fn of(
+        roots: Option<&[CertificateDer<'_>]>,
+        identity: Option<&[u8]>,
+        guard: Option<PublicAddresses>,
+    ) -> Recipe {
+        let mut digest = Sha256::new();
+        let mut part = |tag: u8, bytes: &[u8]| {
+            digest.update([tag]);
+            digest.update((bytes.len() as u64).to_le_bytes());
+            digest.update(bytes);
+        };
+        match roots {
+            None => part(0, b"system"),
+            Some(certs) => certs.iter().for_each(|c| part(1, c.as_ref())),
+        }
+        if let Some(pem) = identity {
+            part(2, pem);
+        }
+        if let Some(g) = guard {
+            part(3, &[u8::from(g.allow_private)]);
+        }
+        Recipe(digest.finalize().into())
+    }
+}
+
+/// The clients made, by recipe, while any holder of one lives (an adapter, an organisation's
+/// deliveries, the gateway's shared client).
+static MADE: LazyLock<Mutex<HashMap<Recipe, Weak<Client>>>> = LazyLock::new(Default::default);
 
 /// The rustls client settings: TLS 1.2 and 1.3 on the gateway's crypto provider; `roots` as the
 /// only trusted CAs when given, else the system's; `identity` as the client certificate.
@@ -156,7 +217,11 @@ pub fn source_client(
     guard: Option<PublicAddresses>,
 ) -> Result<(Outbound, Vec<u8>), String> {
     let Some(t) = tls else {
-        return Ok((Outbound::build(tls_config(None, None)?, guard), Vec::new()));
+        let recipe = Recipe::of(None, None, guard);
+        return Ok((
+            Outbound::made(recipe, guard, || tls_config(None, None))?,
+            Vec::new(),
+        ));
     };
     let mut material = Vec::new();
     let roots = match &t.ca {
@@ -178,7 +243,7 @@ pub fn source_client(
             let id = crate::protocol::certs::client_identity(&cert, key.as_deref())
                 .map_err(|e| format!("`tls.client_cert`: {e}"))?;
             material.extend_from_slice(&id.pem);
-            Some((id.chain, id.key))
+            Some(id)
         }
         (None, Some(_)) => {
             return Err(
@@ -187,10 +252,15 @@ pub fn source_client(
         }
         (None, None) => None,
     };
-    Ok((
-        Outbound::build(tls_config(roots, identity)?, guard),
-        material,
-    ))
+    let recipe = Recipe::of(
+        roots.as_deref(),
+        identity.as_ref().map(|id| id.pem.as_slice()),
+        guard,
+    );
+    let client = Outbound::made(recipe, guard, || {
+        tls_config(roots, identity.map(|id| (id.chain, id.key)))
+    })?;
+    Ok((client, material))
 }
 
 /// What went wrong, with its chain of causes (refused, reset, the TLS alert): the outer

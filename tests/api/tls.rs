@@ -520,3 +520,99 @@ async fn a_delivery_uses_its_organisations_tls_and_client_certificate() {
     assert_eq!(arrived[0].0, axum::http::Version::HTTP_2);
     assert_eq!(arrived[0].1["rollen"][0]["inpBsn"], CITIZEN);
 }
+
+/// A TCP relay in front of `to` (`host:port`) that counts the connections made through it;
+/// returns its address and the count.
+async fn counting_relay(to: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap().to_string();
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = made.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (at, made)
+}
+
+/// Two adapters of one organisation on one host, with the organisation's `tls:`, share one
+/// client: the second call goes over the connection (and TLS session) the first one opened.
+/// An adapter with a client certificate of its own keeps a client, and connections, apart.
+#[tokio::test]
+async fn an_organisations_adapters_on_one_host_share_their_connections() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let pki = ca("Test PKIoverheid Private Services CA");
+    let server = leaf(&pki, "toeslagen.belastingdienst.test", true, None);
+    for (name, cn) in [
+        ("gw", "ketenportaal.test"),
+        ("other", "ketenportaal-2.test"),
+    ] {
+        let (cert, key) = leaf(&pki, cn, false, Some(OIN));
+        write(d, &format!("{name}.pem"), &cert);
+        write(d, &format!("{name}.key"), &key);
+    }
+    write(d, "ca.pem", &pki.pem);
+    let agency = mtls_agency(&server, &pki).await;
+    let (relay, connections) = counting_relay(agency.trim_start_matches("https://").into()).await;
+    let base_url = format!("https://{relay}");
+    let org_tls = "tls: {ca: ca.pem, client_cert: gw.pem, client_key: gw.key}";
+    let adapter =
+        std::fs::read_to_string(crate::helpers::root().join("adapters/toeslagen.yaml")).unwrap();
+    let load = |second_tls: &str| {
+        std::fs::create_dir_all(d.join("adapters")).unwrap();
+        let gateway = gateway_yaml(&base_url, "").replace(
+            &format!("base_url: \"{base_url}\"}}"),
+            &format!("base_url: \"{base_url}\", {org_tls}}}"),
+        );
+        write(d, "gateway.yaml", &gateway);
+        write(&d.join("adapters"), "toeslagen.yaml", &adapter);
+        let second = adapter.replace("id: toeslagen\n", "id: toeslagen-2\n");
+        write(
+            &d.join("adapters"),
+            "toeslagen-2.yaml",
+            &format!("{second}\n{second_tls}"),
+        );
+        Config::load(&d.join("gateway.yaml")).unwrap()
+    };
+    let shared = ketenportaal::protocol::client::Outbound::shared().unwrap();
+    let call_both = |c: Config| {
+        let shared = shared.clone();
+        async move {
+            for id in ["toeslagen", "toeslagen-2"] {
+                let client = AdapterClient::new(c.adapters[id].clone(), &shared);
+                let a = Gateway::run_adapter(&client, Bsn::parse("999993653").unwrap())
+                    .await
+                    .0
+                    .unwrap();
+                assert_eq!(a.sections["toeslagen"].len(), 2, "{id}");
+            }
+        }
+    };
+
+    // The organisation's TLS, and the same files named again by the adapter itself: one client.
+    for second_tls in ["", org_tls] {
+        let before = connections.load(Ordering::SeqCst);
+        call_both(load(second_tls)).await;
+        assert_eq!(
+            connections.load(Ordering::SeqCst) - before,
+            1,
+            "one connection for both adapters (second adapter's tls: {second_tls:?})"
+        );
+    }
+    // Another client certificate: a client of its own.
+    let before = connections.load(Ordering::SeqCst);
+    call_both(load(
+        "tls: {ca: ca.pem, client_cert: other.pem, client_key: other.key}",
+    ))
+    .await;
+    assert_eq!(connections.load(Ordering::SeqCst) - before, 2);
+}
