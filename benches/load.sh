@@ -30,7 +30,8 @@
 #   (c) memory: SUBJECTS distinct citizens through the API into a cache of CACHE_MIB; RSS before
 #       and after, the caches' entries and weighted bytes; the same fill into a 1 MiB cache
 #       first, so the RSS the caches take is told apart from what grows whatever the budget;
-#       optionally a soak;
+#       the same for the live heap (mimalloc's size of each block held, counted in the
+#       gateway's allocator), against the caches' weighed bytes; optionally a soak;
 #   (d) the cached dossier of (a) for a citizen with APPLICATIONS applications in the store (the
 #       `zaken` section the gateway adds from it) beside the same citizen with none, and bare
 #       hyper; as (a), without the wrk cross-check.
@@ -251,13 +252,13 @@ start gateway "$PIN_SERVER" serve-gateway --scenario memory --cache-mib 1 \
     --sources "http://$(api synthetic)"
 # Not recorded in the summary: only its growth is used, by the next run.
 timeout 1800 $PIN_CLIENT "$BIN" memory --gateway "$T/gateway.addr" --subjects "$SUBJECTS" \
-    --cache-mib 1 --growth-out "$T/fixed.kb"
+    --cache-mib 1 --growth-out "$T/fixed.kb" --heap-out "$T/fixed.heap.kb"
 stop_all
 start synthetic "$PIN_CLIENT" serve-sources --kind synthetic
 start gateway "$PIN_SERVER" serve-gateway --scenario memory --cache-mib "$CACHE_MIB" \
     --sources "http://$(api synthetic)"
 generator memory --gateway "$T/gateway.addr" --subjects "$SUBJECTS" --cache-mib "$CACHE_MIB" \
-    --soak "$SOAK" --fixed-kb "$(cat "$T/fixed.kb")"
+    --soak "$SOAK" --fixed-kb "$(cat "$T/fixed.kb")" --fixed-heap-kb "$(cat "$T/fixed.heap.kb")"
 stop_all
 fi
 

@@ -294,6 +294,12 @@ enum Cmd {
         /// page cache); the verdict subtracts it.
         #[arg(long)]
         fixed_kb: Option<u64>,
+        /// Write the live heap's growth of the fill (KiB) to this file.
+        #[arg(long)]
+        heap_out: Option<PathBuf>,
+        /// The live heap's growth (KiB) of the same fill with a 1 MiB cache, as `fixed_kb`.
+        #[arg(long)]
+        fixed_heap_kb: Option<u64>,
         #[arg(long)]
         results: Option<PathBuf>,
     },
@@ -510,6 +516,8 @@ async fn run(cmd: Cmd) -> Result<(), String> {
             soak,
             growth_out,
             fixed_kb,
+            heap_out,
+            fixed_heap_kb,
             results,
         } => {
             let o = scenarios::memory::MemoryOpts {
@@ -519,6 +527,8 @@ async fn run(cmd: Cmd) -> Result<(), String> {
                 soak: Duration::from_secs(soak),
                 growth_out,
                 fixed_kb,
+                heap_out,
+                fixed_heap_kb,
             };
             scenarios::memory::cmd_memory(&gateway, &o, results.as_deref()).await
         }

@@ -234,6 +234,9 @@ pub async fn serve_gateway(
         applications,
         postgres,
     } = knobs;
+    if matches!(scenario, Scenario::Memory) {
+        crate::runtime::LIVE_ON.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let env = demo::demo_env(sources.to_string(), SECRET.to_string());
     // Under `$TMPDIR`, which load.sh points into its own folder, so nothing outlives the run.
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

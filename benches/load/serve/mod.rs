@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use ketenportaal::app::App as AppState;
 
 use crate::procfs::{proc_self, status_kb, tree_ticks};
-use crate::runtime::{ALLOC_BYTES, ALLOCS, COUNT_ON};
+use crate::runtime::{ALLOC_BYTES, ALLOCS, COUNT_ON, LIVE_BYTES, LIVE_ON};
 use crate::{Body, ServeOut};
 
 /// The process whose CPU, with its children's, the control port reports (0: this one; nginx's
@@ -126,6 +126,7 @@ async fn control(req: Request<Incoming>, gw: Option<Arc<AppState>>) -> Response<
         "cpu_ticks": cpu,
         "allocs": ALLOCS.load(Relaxed),
         "alloc_bytes": ALLOC_BYTES.load(Relaxed),
+        "live_heap_bytes": LIVE_ON.load(Relaxed).then(|| LIVE_BYTES.load(Relaxed)),
         // Non-zero in the sources' process only.
         "source_calls": sources::CALLS.load(Relaxed),
         "source_connections": sources::CONNECTIONS.load(Relaxed),
