@@ -161,6 +161,25 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Maintenance of the embedded store.
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Rewrite a SQLite store made by an older version in the current page size (16 KiB:
+    /// about a third less CPU per audit record). Offline: refuses while a gateway has the
+    /// store open; needs free space for a copy of the file; rows and the chain are kept.
+    Repage {
+        #[arg(long, default_value = "config/gateway.yaml")]
+        config: PathBuf,
+        /// The SQLite file (default: `store` from the config).
+        #[arg(long, env = "KETENPORTAAL_STORE")]
+        store: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -310,6 +329,9 @@ async fn real_main() -> Result<()> {
             Ok(())
         }
         Cmd::Audit { cmd } => audit_cmd(cmd).await,
+        Cmd::Store {
+            cmd: StoreCmd::Repage { config, store },
+        } => repage(&config, store),
         Cmd::Credential {
             cmd: CredentialCmd::New,
         } => {
@@ -434,6 +456,43 @@ fn must_exist(location: &StoreLocation) -> Result<()> {
         StoreLocation::Sqlite(path) if !path.exists() => bail!("no store at {}", path.display()),
         _ => Ok(()),
     }
+}
+
+/// `store repage`.
+fn repage(config: &Path, store: Option<String>) -> Result<()> {
+    let location = store_of(config, store)?;
+    let StoreLocation::Sqlite(path) = &location else {
+        bail!(
+            "{location}: `store repage` is for the embedded SQLite store; PostgreSQL keeps its own pages"
+        );
+    };
+    must_exist(&location)?;
+    let started = std::time::Instant::now();
+    let done = ketenportaal::store::repage(path).with_context(|| {
+        format!(
+            "rewriting {} (stop the gateway that has it open first)",
+            path.display()
+        )
+    })?;
+    let mib = |b: u64| b as f64 / 1048576.0;
+    if done.from == done.to {
+        println!(
+            "{}: already in {} KiB pages; nothing to do",
+            path.display(),
+            done.to / 1024
+        );
+    } else {
+        println!(
+            "{}: {} KiB pages -> {} KiB, {:.1} -> {:.1} MiB, in {:.1} s; `ketenportaal audit verify` walks the chain",
+            path.display(),
+            done.from / 1024,
+            done.to / 1024,
+            mib(done.bytes_before),
+            mib(done.bytes_after),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
 
 async fn audit_cmd(cmd: AuditCmd) -> Result<()> {

@@ -48,6 +48,7 @@ pub use audit::{AuditLog, Verdict};
 pub use record::{AccessRecord, Completion};
 pub use registrations::Registrations;
 pub use report::{Report, dutch_time};
+pub use sqlite::Repaged;
 pub use sqlite::journal::JournalError;
 
 use crate::bsn::Bsn;
@@ -497,6 +498,12 @@ pub async fn verify(location: &StoreLocation) -> Result<Verdict, StoreError> {
         }
         StoreLocation::Postgres(url) => postgres::verify(url).await,
     }
+}
+
+/// Rewrites the embedded store at `path`, made by an older version, in the current page size;
+/// offline (see `ketenportaal store repage`).
+pub fn repage(path: &Path) -> Result<Repaged, StoreError> {
+    sqlite::repage(path)
 }
 
 /// The security officer's report over `[from, to)` from the store at `location` (the whole

@@ -121,7 +121,7 @@ impl SqliteStore {
         }
         let dir = journal::folder(path);
         std::fs::create_dir_all(&dir).map_err(|e| StoreError::Folder(dir.clone(), e))?;
-        let lock = lock(&dir)?;
+        let lock = lock(&dir, LOCK_FOR)?;
         let sqlite = sqlite_error(path);
         let mut writer = open_conn(path)?;
         schema::create(&writer)
@@ -261,9 +261,74 @@ impl SqliteStore {
     }
 }
 
-/// Takes the journal's lock: one store per file. A store closing in this process lets go of it
-/// once its indexer has finished; one in another process holds it while it runs.
-fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+/// How long [`repage`] waits for the journal's lock: a gateway that has just stopped lets go
+/// of it once its indexer has finished; one still running holds it.
+const REPAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// What [`repage`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repaged {
+    /// The page size the file had, and has now.
+    pub from: u32,
+    pub to: u32,
+    /// The file's bytes (its WAL included) before, and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Rewrites a store made by an older version in [`PAGE_SIZE`] pages: SQLite's `VACUUM`, with
+/// the WAL set aside for it and taken up again after. Offline: it takes the journal's lock, so
+/// it refuses while a gateway has the store open (and a gateway started meanwhile waits for
+/// it). Rows and their sequence numbers, and so the chain, are copied as they are; the journal
+/// is not touched. `VACUUM` writes a copy of the file first, so it needs that much free space,
+/// and a failure leaves the file as it was. A file in the current page size is left alone.
+pub(crate) fn repage(path: &Path) -> Result<Repaged, StoreError> {
+    let err = sqlite_error(path);
+    // Not created when missing: there is nothing to rewrite.
+    let c = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(&err)?;
+    let dir = journal::folder(path);
+    std::fs::create_dir_all(&dir).map_err(|e| StoreError::Folder(dir.clone(), e))?;
+    let _lock = lock(&dir, REPAGE_WAIT)?;
+    let bytes = || {
+        [path.to_path_buf(), wal_of(path)]
+            .iter()
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum::<u64>()
+    };
+    let bytes_before = bytes();
+    let size = |c: &Connection| c.query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0));
+    let from = size(&c).map_err(&err)?;
+    if from != PAGE_SIZE {
+        // A WAL file's page size changes only outside WAL mode.
+        let rewritten = c.execute_batch(&format!(
+            "PRAGMA journal_mode=DELETE; PRAGMA page_size={PAGE_SIZE}; VACUUM;"
+        ));
+        let wal = c.execute_batch("PRAGMA journal_mode=WAL;");
+        rewritten.and(wal).map_err(&err)?;
+    }
+    let to = size(&c).map_err(&err)?;
+    drop(c);
+    Ok(Repaged {
+        from,
+        to,
+        bytes_before,
+        bytes_after: bytes(),
+    })
+}
+
+/// The WAL file beside the SQLite file at `path`.
+fn wal_of(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push("-wal");
+    std::path::PathBuf::from(name)
+}
+
+/// Takes the journal's lock: one store per file, waiting up to `wait` for it. A store closing
+/// in this process lets go of it once its indexer has finished; one in another process holds
+/// it while it runs.
+fn lock(dir: &Path, wait: Duration) -> Result<std::fs::File, StoreError> {
     let path = dir.join("lock");
     let file = std::fs::File::options()
         .create(true)
@@ -271,7 +336,7 @@ fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
         .write(true)
         .open(&path)
         .map_err(|e| StoreError::Folder(path.clone(), e))?;
-    let until = Instant::now() + LOCK_FOR;
+    let until = Instant::now() + wait;
     loop {
         match file.try_lock() {
             Ok(()) => return Ok(file),

@@ -182,6 +182,62 @@ mod tests {
         assert_ne!(size, 4096, "not SQLite's default");
     }
 
+    /// `store repage`: an older file in 4 KiB pages is rewritten in the current size, offline
+    /// only, and keeps its records, their chain and its WAL mode; the store goes on from it.
+    #[tokio::test]
+    async fn an_older_file_is_rewritten_in_the_current_page_size_offline_and_keeps_its_chain() {
+        use super::super::{PAGE_SIZE, repage};
+        use crate::store::{StoreError, StoreLocation, Verdict};
+        let (_dir, path, c) = older_store("PRAGMA page_size=4096; PRAGMA journal_mode=WAL;");
+        drop(c);
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        for i in 0..300 {
+            store.append(rec(i, "999993653", 10)).await.unwrap();
+        }
+        // Not while a gateway has it open.
+        assert!(matches!(repage(&path), Err(StoreError::InUse(_))));
+        drop(store);
+        use rusqlite::types::Value;
+        let pragma = |name: &str| {
+            let c = Connection::open(&path).unwrap();
+            c.query_row(&format!("PRAGMA {name}"), [], |r| r.get::<_, Value>(0))
+                .unwrap()
+        };
+        assert_eq!(pragma("page_size"), Value::Integer(4096));
+
+        let done = repage(&path).unwrap();
+        assert_eq!((done.from, done.to), (4096, PAGE_SIZE));
+        assert!(done.bytes_before > 0 && done.bytes_after > 0, "{done:?}");
+        assert_eq!(pragma("page_size"), Value::Integer(PAGE_SIZE.into()));
+        assert_eq!(pragma("journal_mode"), Value::Text("wal".into()));
+        let verdict = crate::store::verify(&StoreLocation::Sqlite(path.clone()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(verdict, Verdict::Intact { records: 300, .. }),
+            "{verdict}"
+        );
+        // The chain goes on from where it was.
+        let store = AuditStore::open(&path, b"key".to_vec()).unwrap();
+        assert_eq!(store.append(rec(300, "999993653", 10)).await.unwrap(), 301);
+        drop(store);
+        let verdict = crate::store::verify(&StoreLocation::Sqlite(path.clone()))
+            .await
+            .unwrap();
+        assert!(
+            matches!(verdict, Verdict::Intact { records: 301, .. }),
+            "{verdict}"
+        );
+        // A file in the current size is left as it is.
+        let again = repage(&path).unwrap();
+        assert_eq!((again.from, again.to), (PAGE_SIZE, PAGE_SIZE));
+        // A missing file is not made.
+        let missing = path.with_file_name("elders.sqlite");
+        assert!(repage(&missing).is_err());
+        assert!(!missing.exists());
+        assert!(!super::super::journal::folder(&missing).exists());
+    }
+
     #[tokio::test]
     async fn a_store_from_before_the_one_row_schema_keeps_its_processing_records() {
         let (_dir, path, c) = older_store(
