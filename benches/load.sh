@@ -28,7 +28,8 @@
 #       source called directly, and all N called at once by the load generator, timed until
 #       the slowest answers ("the slowest source", what the bar is measured against);
 #   (c) memory: SUBJECTS distinct citizens through the API into a cache of CACHE_MIB; RSS before
-#       and after, the caches' entries and weighted bytes; the same fill into a 1 MiB cache
+#       and after (3 s after, once freed pages are given back), the caches' entries and
+#       weighted bytes; the same fill into a 1 MiB cache
 #       first, so the RSS the caches take is told apart from what grows whatever the budget;
 #       the same for the live heap (mimalloc's size of each block held, counted in the
 #       gateway's allocator), against the caches' weighed bytes; optionally a soak;

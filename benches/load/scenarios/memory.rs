@@ -28,6 +28,9 @@ pub struct MemoryOpts {
     pub fixed_heap_kb: Option<u64>,
 }
 
+/// How long the fill's end is left to settle before the memory after it is read.
+const SETTLE: Duration = Duration::from_secs(3);
+
 /// The gateway's live heap in KiB, from its `/stats` (tracked in the memory scenario only).
 fn heap_kb(stats: &serde_json::Value) -> Result<i64, String> {
     stats["live_heap_bytes"]
@@ -92,6 +95,9 @@ pub async fn cmd_memory(
     )
     .await;
     let took = started.elapsed().as_secs_f64();
+    // What the process keeps, not what it has freed and gives back within a second (the
+    // gateway's purge, see `runtime` in src/main.rs).
+    tokio::time::sleep(SETTLE).await;
     let after = gw.stats("/stats").await?;
     let rss1 = after["rss_kb"].as_u64().unwrap_or(0);
     let heap_grown_kb = u64::try_from(heap_kb(&after)? - heap0).unwrap_or(0);
