@@ -82,9 +82,7 @@ impl Outbound {
     /// The shared client: the system's trusted roots (as the platform verifier reads them),
     /// no client certificate.
     pub fn shared() -> Result<Outbound, String> {
-        Outbound::made(Recipe::of(None, None, None), None, || {
-            tls_config(None, None)
-        })
+        source_client(None, std::path::Path::new("."), None).map(|(client, _)| client)
     }
 
     /// The client of `recipe`: the one made already while any holder of it lives, else one
