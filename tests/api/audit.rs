@@ -327,3 +327,43 @@ async fn audit_verify_and_report_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("record 2 was modified"));
 }
+
+/// A read that waits on a slow source has its record written while the sources are asked
+/// (`requested`) and its outcome after it; one answered at once (every source cached) is one
+/// record with its outcome in it.
+#[tokio::test]
+async fn a_read_waiting_on_a_slow_source_is_recorded_in_two_halves_and_a_cached_one_whole() {
+    use crate::helpers::{Behaviour, Options, spawn_app_with};
+    let app = spawn_app_with(Options {
+        cache: true,
+        ..Options::default()
+    })
+    .await;
+    let citizen = app.citizen_token(CITIZEN);
+    app.chaos.set("/uwv/UitkeringenService", Behaviour::Delay(100));
+    assert_eq!(app.me_dossier(&citizen).await.status(), 200);
+    app.chaos.clear("/uwv/UitkeringenService");
+    // Every source's answer is cached now.
+    assert_eq!(app.me_dossier(&citizen).await.status(), 200);
+    app.store.settle().await.unwrap();
+    let c = Connection::open(app.dir.path().join("audit.sqlite")).unwrap();
+    let mut st = c
+        .prepare(
+            "SELECT json_extract(a.record, '$.outcome'), json_extract(o.outcome, '$.outcome')
+             FROM audit_log a LEFT JOIN audit_outcome o ON o.seq = a.seq
+             WHERE a.kind = 'dossier.read' ORDER BY a.seq",
+        )
+        .unwrap();
+    let rows: Vec<(String, Option<String>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("requested".to_string(), Some("served".to_string())),
+            ("served".to_string(), None)
+        ]
+    );
+}
