@@ -340,7 +340,8 @@ async fn a_read_waiting_on_a_slow_source_is_recorded_in_two_halves_and_a_cached_
     })
     .await;
     let citizen = app.citizen_token(CITIZEN);
-    app.chaos.set("/uwv/UitkeringenService", Behaviour::Delay(100));
+    app.chaos
+        .set("/uwv/UitkeringenService", Behaviour::Delay(100));
     assert_eq!(app.me_dossier(&citizen).await.status(), 200);
     app.chaos.clear("/uwv/UitkeringenService");
     // Every source's answer is cached now.
