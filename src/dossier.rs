@@ -625,6 +625,45 @@ impl Rendered {
         SectionsOut { r: self, own }
     }
 
+    /// Writes the `sections` object as [`Rendered::sections_with`] serialises it, into `out`:
+    /// the rendered sections are copied as they are, `own` goes through serde_json.
+    pub fn write_sections(&self, own: &Map<String, Value>, out: &mut Vec<u8>) {
+        out.push(b'{');
+        let mut rendered = self
+            .sections
+            .iter()
+            .filter(|(k, _)| !own.contains_key(k))
+            .peekable();
+        let mut own = own.iter().peekable();
+        let mut first = true;
+        // Both are in key order: merged, so the object is too, as a `Map` would serialise.
+        loop {
+            let take_rendered = match (rendered.peek(), own.peek()) {
+                (Some((a, _)), Some((b, _))) => a.as_str() < b.as_str(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            if take_rendered {
+                if let Some((k, raw)) = rendered.next() {
+                    crate::jsonout::str(out, k);
+                    out.push(b':');
+                    out.extend_from_slice(raw.get().as_bytes());
+                }
+            } else if let Some((k, v)) = own.next() {
+                crate::jsonout::str(out, k);
+                out.push(b':');
+                // Writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, v);
+            }
+        }
+        out.push(b'}');
+    }
+
     /// Serialises the conflicts.
     pub fn conflicts_out(&self) -> impl Serialize + '_ {
         match &self.conflicts_json {
@@ -739,6 +778,21 @@ mod tests {
             serde_json::to_string(&r.sections()).unwrap()
         );
         assert_eq!(serde_json::to_string(&r.conflicts_out()).unwrap(), "[]");
+        // Written by hand, the same bytes: with own sections before, between, after and
+        // replacing rendered ones, with none, and with nothing rendered.
+        let mut more = own.clone();
+        more.insert("\"q\"".into(), json!("escaped key"));
+        more.insert("zzz".into(), json!({"last": true}));
+        for own in [own, more, Map::new()] {
+            for r in [&r, &Rendered::new(Map::new(), Vec::new())] {
+                let mut out = Vec::new();
+                r.write_sections(&own, &mut out);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    serde_json::to_string(&r.sections_with(&own)).unwrap()
+                );
+            }
+        }
     }
 
     #[test]

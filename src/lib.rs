@@ -40,7 +40,7 @@
 //! - [`mapping`]: source answers (SOAP streaming, JSON) into dossier sections.
 //! - [`dossier`]: merging answers into a dossier with provenance, and view filtering.
 //! - `rules`: CEL rules for services and life events. `decimal`: decimals as exact text.
-//! - [`bsn`]: the BSN (11-proef). `timefmt`: timestamps. [`trace`]: W3C trace context.
+//! - [`bsn`]: the BSN (11-proef). `timefmt`: timestamps. `jsonout`: JSON written by hand on hot paths. [`trace`]: W3C trace context.
 //!
 //! And [`demo`]: the built-in fixture agencies and the one-command demo.
 
@@ -56,6 +56,7 @@ pub(crate) mod decimal;
 pub mod demo;
 pub mod dossier;
 pub mod gateway;
+pub(crate) mod jsonout;
 pub(crate) mod lograte;
 pub mod mapping;
 pub(crate) mod metrics;

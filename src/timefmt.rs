@@ -17,6 +17,11 @@ pub struct Rfc3339 {
 }
 
 impl Rfc3339 {
+    /// ASCII digits and separators (or a chrono string copied whole).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII digits and separators are written, or a chrono string copied whole.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
@@ -29,8 +34,12 @@ pub fn rfc3339(t: &DateTime<Utc>) -> Rfc3339 {
         buf: [0; 40],
         len: 0,
     };
-    let year = t.year();
-    let nanos = t.nanosecond();
+    // The UTC fields from the naive time once: each of `DateTime`'s own accessors converts to
+    // local time (adding a zero offset) again.
+    let n = t.naive_utc();
+    let (date, time) = (n.date(), n.time());
+    let year = date.year();
+    let nanos = time.nanosecond();
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
         // Years beyond four digits and leap seconds: rare, so chrono's own formatting.
         let s = t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
@@ -40,44 +49,70 @@ pub fn rfc3339(t: &DateTime<Utc>) -> Rfc3339 {
         return out;
     }
     let b = &mut out.buf;
-    let mut put = |at: usize, v: u32, digits: usize| {
-        let mut v = v;
-        for i in (0..digits).rev() {
-            b[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, year as u32, 4);
-    put(5, t.month(), 2);
-    put(8, t.day(), 2);
-    put(11, t.hour(), 2);
-    put(14, t.minute(), 2);
-    put(17, t.second(), 2);
-    let mut len = 19;
-    let (fraction, digits) = if nanos == 0 {
-        (0, 0)
+    two(b, 0, year as u32 / 100);
+    two(b, 2, year as u32 % 100);
+    two(b, 5, date.month());
+    two(b, 8, date.day());
+    two(b, 11, time.hour());
+    two(b, 14, time.minute());
+    two(b, 17, time.second());
+    // The fraction in 0, 3, 6 or 9 digits, whichever shows it exactly.
+    let len = if nanos == 0 {
+        19
     } else if nanos.is_multiple_of(1_000_000) {
-        (nanos / 1_000_000, 3)
+        let ms = nanos / 1_000_000;
+        one(b, 20, ms / 100);
+        two(b, 21, ms % 100);
+        23
     } else if nanos.is_multiple_of(1_000) {
-        (nanos / 1_000, 6)
+        let us = nanos / 1_000;
+        two(b, 20, us / 10_000);
+        two(b, 22, us / 100 % 100);
+        two(b, 24, us % 100);
+        26
     } else {
-        (nanos, 9)
+        one(b, 20, nanos / 100_000_000);
+        two(b, 21, nanos / 1_000_000 % 100);
+        two(b, 23, nanos / 10_000 % 100);
+        two(b, 25, nanos / 100 % 100);
+        two(b, 27, nanos % 100);
+        29
     };
-    if digits > 0 {
-        put(20, fraction, digits);
-        len = 20 + digits;
-    }
     b[4] = b'-';
     b[7] = b'-';
     b[10] = b'T';
     b[13] = b':';
     b[16] = b':';
-    if digits > 0 {
+    if len > 19 {
         b[19] = b'.';
     }
     b[len] = b'Z';
     out.len = len + 1;
     out
+}
+
+/// "00" to "99".
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// `v` (below 100) in two digits at `at`.
+fn two(b: &mut [u8; 40], at: usize, v: u32) {
+    let i = 2 * (v as usize % 100);
+    b[at] = PAIRS[i];
+    b[at + 1] = PAIRS[i + 1];
+}
+
+/// `v` (below 10) in one digit at `at`.
+fn one(b: &mut [u8; 40], at: usize, v: u32) {
+    b[at] = b'0' + (v % 10) as u8;
 }
 
 /// `t` as chrono's `to_rfc3339()` writes it (`+00:00` for `Z`), the form the audit index's

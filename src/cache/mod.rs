@@ -279,7 +279,7 @@ impl SourceCache {
                 .await
                 .map(|a| (Arc::new(a), Freshness::Fetched));
         }
-        if let Some(hit) = self.hit(&key, policy, bypass).await {
+        if let Some(hit) = self.hit(&key, policy, bypass, Instant::now()).await {
             return Ok(hit);
         }
         // Boxed: the hit path's future stays small (it was a few percent of a cached dossier).
@@ -309,7 +309,7 @@ impl SourceCache {
             // map below, or has moved the count.
             let seen = if !bypass && looks < LOOKS {
                 let n = self.flights.finished[shard].load(Ordering::Acquire);
-                if let Some(hit) = self.fresh(&key).await {
+                if let Some(hit) = self.fresh(&key, Instant::now()).await {
                     return Ok(hit);
                 }
                 Some((shard, n))
@@ -374,11 +374,11 @@ impl SourceCache {
         }
     }
 
-    /// The fresh answer for `key`, if any.
-    async fn fresh(&self, key: &CacheKey) -> Option<(Arc<SourceAnswer>, Freshness)> {
+    /// The fresh answer for `key` at `now`, if any.
+    async fn fresh(&self, key: &CacheKey, now: Instant) -> Option<(Arc<SourceAnswer>, Freshness)> {
         let e = self.entries.get(key).await?;
-        // One clock read decides freshness and gives the age.
-        let age = e.stored.elapsed();
+        // One clock reading decides freshness and gives the age.
+        let age = now.saturating_duration_since(e.stored);
         (age < e.ttl).then(|| (e.answer.clone(), Freshness::Cached(age)))
     }
 
@@ -535,23 +535,25 @@ impl SourceCache {
             .await;
     }
 
-    /// The last good answer within the stale window, if any.
     /// A fresh answer for `key` from this process's cache, if it has one and may use it (the
     /// cache is on, the source's `ttl` is not zero, no `no-cache`): the lookup
     /// [`get_or_fetch`](Self::get_or_fetch) starts with, for a caller that keeps the rest of
-    /// the way out of its hit path.
+    /// the way out of its hit path. Its age is counted at `now` (a fan-out's start: one clock
+    /// reading for all of its lookups).
     pub async fn hit(
         &self,
         key: &CacheKey,
         policy: Policy,
         bypass: bool,
+        now: Instant,
     ) -> Option<(Arc<SourceAnswer>, Freshness)> {
         if bypass || !self.enabled || policy.ttl.is_zero() {
             return None;
         }
-        self.fresh(key).await
+        self.fresh(key, now).await
     }
 
+    /// The last good answer within the stale window, if any.
     pub async fn stale_answer(
         &self,
         key: &CacheKey,
@@ -716,24 +718,42 @@ mod tests {
     #[tokio::test]
     async fn a_hit_is_a_fresh_answer_the_read_may_use_and_nothing_else() {
         let cache = SourceCache::new(1 << 20, true);
-        assert!(cache.hit(&key(), POLICY, false).await.is_none(), "empty");
+        let now = Instant::now;
+        assert!(
+            cache.hit(&key(), POLICY, false, now()).await.is_none(),
+            "empty"
+        );
         let src = Source::new(Ok(()));
         src.open();
         read(&cache, &src, false).await.unwrap();
-        let hit = cache.hit(&key(), POLICY, false).await;
+        let hit = cache.hit(&key(), POLICY, false, now()).await;
         assert!(matches!(hit, Some((_, Freshness::Cached(_)))), "{hit:?}");
+        // The age is counted at the `now` given: later, older; past the ttl, no hit.
+        let later = cache
+            .hit(&key(), POLICY, false, now() + POLICY.ttl / 2)
+            .await;
+        assert!(
+            matches!(later, Some((_, Freshness::Cached(age))) if age >= POLICY.ttl / 2),
+            "{later:?}"
+        );
+        assert!(
+            cache
+                .hit(&key(), POLICY, false, now() + POLICY.ttl)
+                .await
+                .is_none()
+        );
         // `no-cache`, or a source that is not cached: no hit.
-        assert!(cache.hit(&key(), POLICY, true).await.is_none());
+        assert!(cache.hit(&key(), POLICY, true, now()).await.is_none());
         let uncached = Policy {
             ttl: Duration::ZERO,
             ..POLICY
         };
-        assert!(cache.hit(&key(), uncached, false).await.is_none());
+        assert!(cache.hit(&key(), uncached, false, now()).await.is_none());
         assert_eq!(src.calls(), 1, "a lookup never calls the source");
         // A cache that is off has no hits, even for what was read through it.
         let off = SourceCache::new(1 << 20, false);
         read(&off, &src, false).await.unwrap();
-        assert!(off.hit(&key(), POLICY, false).await.is_none(), "off");
+        assert!(off.hit(&key(), POLICY, false, now()).await.is_none(), "off");
     }
 
     #[tokio::test]
