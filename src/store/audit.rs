@@ -103,8 +103,7 @@ thread_local! {
 fn canonical_json(record: &AccessRecord) -> String {
     SERIALISED.with_borrow_mut(|buf| {
         buf.clear();
-        // Serialising a struct of strings, numbers and a JSON value cannot fail.
-        let _ = serde_json::to_writer(&mut *buf, record);
+        record.write_json(buf);
         String::from_utf8(buf.clone()).unwrap_or_default()
     })
 }
