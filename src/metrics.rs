@@ -66,6 +66,10 @@ pub struct Metrics {
     pub circuit_state: Family<AdapterLabel, Gauge>,
     request_seconds: HistogramFamily<RouteLabel>,
     overhead_seconds: HistogramFamily<RouteLabel>,
+    /// The two histograms of each route in [`ROUTES`] and status class, kept after the first
+    /// lookup (as [`AdapterSeries`] keeps its counters): a label lookup hashes the label under
+    /// the family's lock, twice per dossier request.
+    route_slots: [[OnceLock<(Histogram, Histogram)>; CODES.len()]; ROUTES.len()],
     pub cache_bytes: Gauge,
     pub cache_entries: Gauge,
     pub inflight_bytes: Gauge,
@@ -89,6 +93,7 @@ impl Metrics {
             circuit_state: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             overhead_seconds: Family::new_with_constructor(overhead_histogram),
+            route_slots: Default::default(),
             cache_bytes: Gauge::default(),
             cache_entries: Gauge::default(),
             inflight_bytes: Gauge::default(),
@@ -233,20 +238,30 @@ impl Metrics {
     }
 
     pub fn request(&self, route: &'static str, status: u16, took: Duration, upstream: Duration) {
-        let code = match status / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
+        let class = usize::from(status / 100).clamp(1, CODES.len()) - 1;
+        let l = RouteLabel {
+            route,
+            code: CODES[class],
         };
-        let l = RouteLabel { route, code };
-        self.request_seconds
-            .get_or_create(&l)
-            .observe(took.as_secs_f64());
-        self.overhead_seconds
-            .get_or_create(&l)
-            .observe(took.saturating_sub(upstream).as_secs_f64());
+        let own = took.saturating_sub(upstream).as_secs_f64();
+        let looked_up = || {
+            (
+                self.request_seconds.get_or_create(&l).clone(),
+                self.overhead_seconds.get_or_create(&l).clone(),
+            )
+        };
+        match ROUTES.iter().position(|r| *r == route) {
+            Some(i) => {
+                let (all, overhead) = self.route_slots[i][class].get_or_init(looked_up);
+                all.observe(took.as_secs_f64());
+                overhead.observe(own);
+            }
+            None => {
+                let (all, overhead) = looked_up();
+                all.observe(took.as_secs_f64());
+                overhead.observe(own);
+            }
+        }
     }
 
     /// Prometheus text exposition.
@@ -257,6 +272,11 @@ impl Metrics {
         out
     }
 }
+
+/// Routes whose request series are kept after their first lookup (`route_slots`).
+const ROUTES: [&str; 2] = ["/v1/me/dossier", "/v1/dossiers"];
+/// Status classes, `1xx` to `5xx` (anything above 5xx counts as 5xx).
+const CODES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Source outcomes counted per dossier request (`source_results`).
 const RESULTS: [&str; 6] = ["ok", "cached", "stale", "timeout", "error", "unavailable"];
@@ -302,5 +322,47 @@ impl AdapterSeries {
                 .inc(),
             None => family.get_or_create(&label()).inc(),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_series_kept_after_their_first_lookup_count_into_the_exposition() {
+        let m = Metrics::new();
+        let ms = Duration::from_millis;
+        m.request("/v1/me/dossier", 200, ms(3), ms(1));
+        m.request("/v1/me/dossier", 200, ms(4), ms(4));
+        m.request("/v1/me/dossier", 503, ms(2), ms(0));
+        m.request("/v1/dossiers", 403, ms(1), ms(0));
+        // A route without kept series is looked up each time.
+        m.request("/v1/other", 201, ms(1), ms(0));
+        m.request("/v1/other", 299, ms(1), ms(0));
+        let text = m.encode();
+        let count = |metric: &str, route: &str, code: &str| {
+            let line = format!("ketenportaal_{metric}_count{{route=\"{route}\",code=\"{code}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+                .to_string()
+        };
+        for metric in ["request_duration_seconds", "gateway_overhead_seconds"] {
+            assert_eq!(count(metric, "/v1/me/dossier", "2xx"), "2");
+            assert_eq!(count(metric, "/v1/me/dossier", "5xx"), "1");
+            assert_eq!(count(metric, "/v1/dossiers", "4xx"), "1");
+            assert_eq!(count(metric, "/v1/other", "2xx"), "2");
+        }
+        // The overhead is the time less the wait for sources: (3 - 1) + (4 - 4) ms for the 2xx pair.
+        let sum = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(
+                    "ketenportaal_gateway_overhead_seconds_sum{route=\"/v1/me/dossier\",code=\"2xx\"} ",
+                )
+            })
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(sum.is_some_and(|s| (s - 0.002).abs() < 1e-9), "{sum:?}");
     }
 }
