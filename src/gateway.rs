@@ -603,7 +603,7 @@ impl Gateway {
                     intent.outcome = "requested".into();
                     intent.sources = needed
                         .iter()
-                        .map(|a| (a.client.id().clone(), "requested".to_string()))
+                        .map(|a| (a.client.id().clone(), "requested".into()))
                         .collect();
                     let (done, begun) = futures::join!(fanout, self.audit.begin(intent));
                     (done, Audited::Begun(begun?))
@@ -617,8 +617,9 @@ impl Gateway {
             .collect();
         let complete = outcomes.iter().all(|o| o.answer.is_some());
         let mut sources: Vec<SourceReport> = outcomes.iter().map(|o| o.report.clone()).collect();
-        for (id, a) in &rt.adapters {
-            if !needed.iter().any(|n| n.client.id().as_ref() == id) {
+        for a in rt.adapters.values() {
+            // `needed` holds these very adapters: compared by address, not by name.
+            if !needed.iter().any(|n| std::ptr::eq(*n, a.as_ref())) {
                 sources.push(SourceReport {
                     adapter: a.client.id().clone(),
                     organisation: a.client.organisation().clone(),
@@ -630,9 +631,9 @@ impl Gateway {
                 });
             }
         }
-        let record_sources: Vec<(Arc<str>, String)> = outcomes
+        let record_sources: Vec<(Arc<str>, std::borrow::Cow<'static, str>)> = outcomes
             .iter()
-            .map(|o| (o.report.adapter.clone(), o.report.status.to_string()))
+            .map(|o| (o.report.adapter.clone(), o.report.status.into()))
             .collect();
 
         if answers.is_empty() && !needed.is_empty() {
@@ -665,8 +666,10 @@ impl Gateway {
         }
 
         let rendered = self.render(rt, &req, &wanted, view, &answers).await;
+        // The dossier is made now; its record's outcome bears the same time (one reading).
+        let generated_at = Utc::now();
         let done = Completion {
-            time: Utc::now(),
+            time: generated_at,
             outcome: if complete { "served" } else { "partial" }.into(),
             sources: record_sources,
         };
@@ -677,7 +680,7 @@ impl Gateway {
             view: req.view,
             purpose: req.purpose,
             complete,
-            generated_at: Utc::now(),
+            generated_at,
             rendered,
             own_sections: Map::new(),
             sources,

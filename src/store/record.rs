@@ -4,6 +4,7 @@
 //! and every backend persists them as they are (the record's canonical JSON is what the chain
 //! hashes). Nothing here does I/O.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -35,8 +36,9 @@ pub struct AccessRecord {
     pub purpose: Option<String>,
     pub processing_activity: Option<String>,
     pub sections: Vec<String>,
-    /// `(adapter, status)` per source consulted.
-    pub sources: Vec<(Arc<str>, String)>,
+    /// `(adapter, status)` per source consulted (statuses are the gateway's own words, so
+    /// borrowed when made; owned when read back).
+    pub sources: Vec<(Arc<str>, Cow<'static, str>)>,
     /// `served`, `partial`, `refused: ...`, `failed: ...`.
     pub outcome: String,
     /// Kind-specific details (an application id, a descriptor hash).
@@ -168,7 +170,7 @@ pub struct Completion {
     #[serde(with = "crate::timefmt")]
     pub time: DateTime<Utc>,
     pub outcome: String,
-    pub sources: Vec<(Arc<str>, String)>,
+    pub sources: Vec<(Arc<str>, Cow<'static, str>)>,
 }
 
 impl Completion {
