@@ -215,6 +215,7 @@ pub struct SourceDoc {
     #[schema(value_type = String, examples("ok"))]
     /// `ok`, `cached`, `stale`, `timeout`, `error`, `unavailable` or `skipped`.
     pub status: String,
+    /// Time this read spent on the source, in ms (0 when this instance's cache had the answer).
     pub latency_ms: u64,
     /// For `cached` and `stale`.
     pub age_ms: Option<u64>,
