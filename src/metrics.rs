@@ -244,24 +244,22 @@ impl Metrics {
             code: CODES[class],
         };
         let own = took.saturating_sub(upstream).as_secs_f64();
-        let looked_up = || {
+        let look_up = || {
             (
                 self.request_seconds.get_or_create(&l).clone(),
                 self.overhead_seconds.get_or_create(&l).clone(),
             )
         };
-        match ROUTES.iter().position(|r| *r == route) {
-            Some(i) => {
-                let (all, overhead) = self.route_slots[i][class].get_or_init(looked_up);
-                all.observe(took.as_secs_f64());
-                overhead.observe(own);
-            }
+        let looked_up;
+        let (all, overhead) = match ROUTES.iter().position(|r| *r == route) {
+            Some(i) => self.route_slots[i][class].get_or_init(look_up),
             None => {
-                let (all, overhead) = looked_up();
-                all.observe(took.as_secs_f64());
-                overhead.observe(own);
+                looked_up = look_up();
+                &looked_up
             }
-        }
+        };
+        all.observe(took.as_secs_f64());
+        overhead.observe(own);
     }
 
     /// Prometheus text exposition.
