@@ -76,6 +76,35 @@ pub struct Runtime {
     /// Rendered views of recent answers; part of the snapshot, so a reload (new views,
     /// sections, authority orders) starts empty.
     pub renders: RenderCache,
+    /// Each view's [`Plan`] for a read of all its sections (the usual request), made once
+    /// per snapshot instead of once per read.
+    plans: BTreeMap<String, Plan>,
+}
+
+/// The adapters a read of some sections calls, in config order, and the ones it skips (in
+/// id order, reported as `skipped`).
+struct Plan {
+    needed: Vec<Arc<AdapterRuntime>>,
+    skipped: Vec<Arc<AdapterRuntime>>,
+}
+
+impl Plan {
+    fn new(
+        config: &Config,
+        adapters: &BTreeMap<String, Arc<AdapterRuntime>>,
+        wanted: &BTreeSet<&str>,
+    ) -> Plan {
+        let needed: Vec<Arc<AdapterRuntime>> = config
+            .adapters_for(wanted)
+            .filter_map(|spec| adapters.get(spec.id()).cloned())
+            .collect();
+        let skipped = adapters
+            .values()
+            .filter(|a| !needed.iter().any(|n| Arc::ptr_eq(n, a)))
+            .cloned()
+            .collect();
+        Plan { needed, skipped }
+    }
 }
 
 /// The share of `cache.max_bytes` given to the render cache (one eighth); the source cache gets
@@ -125,6 +154,15 @@ impl Runtime {
                 (id.clone(), rt)
             })
             .collect();
+        let plans = config
+            .gateway
+            .views
+            .iter()
+            .map(|(name, view)| {
+                let all: BTreeSet<&str> = view.sections.keys().map(String::as_str).collect();
+                (name.clone(), Plan::new(&config, &adapters, &all))
+            })
+            .collect();
         let renders = RenderCache::new(if config.gateway.cache.enabled {
             config.gateway.cache.max_bytes.0 / RENDER_SHARE
         } else {
@@ -136,6 +174,7 @@ impl Runtime {
             verifier,
             catalogue,
             renders,
+            plans,
         }
     }
 }
@@ -560,10 +599,15 @@ impl Gateway {
 
         let started = Instant::now();
         let deadline = started + config.gateway.deadline.0;
-        let needed: Vec<&AdapterRuntime> = config
-            .adapters_for(&wanted)
-            .filter_map(|spec| rt.adapters.get(spec.id()).map(Arc::as_ref))
-            .collect();
+        let made;
+        let plan = match (&req.sections, rt.plans.get(&req.view)) {
+            (None, Some(plan)) => plan,
+            _ => {
+                made = Plan::new(config, &rt.adapters, &wanted);
+                &made
+            }
+        };
+        let needed = &plan.needed;
         let mut record =
             AccessRecord::new("dossier.read", Some(&req.actor), &req.trace, Some(req.bsn));
         record.started_at = req.started_at;
@@ -617,19 +661,16 @@ impl Gateway {
             .collect();
         let complete = outcomes.iter().all(|o| o.answer.is_some());
         let mut sources: Vec<SourceReport> = outcomes.iter().map(|o| o.report.clone()).collect();
-        for a in rt.adapters.values() {
-            // `needed` holds these very adapters: compared by address, not by name.
-            if !needed.iter().any(|n| std::ptr::eq(*n, a.as_ref())) {
-                sources.push(SourceReport {
-                    adapter: a.client.id().clone(),
-                    organisation: a.client.organisation().clone(),
-                    status: "skipped",
-                    latency_ms: 0,
-                    age_ms: None,
-                    fetched_at: None,
-                    error: None,
-                });
-            }
+        for a in &plan.skipped {
+            sources.push(SourceReport {
+                adapter: a.client.id().clone(),
+                organisation: a.client.organisation().clone(),
+                status: "skipped",
+                latency_ms: 0,
+                age_ms: None,
+                fetched_at: None,
+                error: None,
+            });
         }
         let record_sources: Vec<(Arc<str>, std::borrow::Cow<'static, str>)> = outcomes
             .iter()
