@@ -346,14 +346,9 @@ impl DossierResponse {
         jsonout::time(&mut out, &self.generated_at);
         out.extend_from_slice(b",\"sections\":");
         self.rendered.write_sections(&self.own_sections, &mut out);
-        out.extend_from_slice(b",\"sources\":[");
-        for (i, r) in self.sources.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            r.write_json(&mut out);
-        }
-        out.extend_from_slice(b"],\"conflicts\":");
+        out.extend_from_slice(b",\"sources\":");
+        jsonout::array(&mut out, &self.sources, |o, r| r.write_json(o));
+        out.extend_from_slice(b",\"conflicts\":");
         // Already-serialised JSON: writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut out, &self.rendered.conflicts_out());
         out.extend_from_slice(b",\"trace_id\":");

@@ -42,6 +42,30 @@ fn needs_escape(b: &[u8]) -> bool {
         .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
+/// `s` as a JSON string, or `null`.
+pub(crate) fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON array of `items`, each written by `each`.
+pub(crate) fn array<T>(
+    out: &mut Vec<u8>,
+    items: impl IntoIterator<Item = T>,
+    mut each: impl FnMut(&mut Vec<u8>, T),
+) {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        each(out, item);
+    }
+    out.push(b']');
+}
+
 /// `n` as a JSON number.
 pub(crate) fn u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
@@ -98,6 +122,20 @@ mod tests {
             let mut out = Vec::new();
             u64(&mut out, n);
             assert_eq!(out, serde_json::to_vec(&n).unwrap());
+        }
+        for (items, json) in [
+            (vec![], "[]"),
+            (vec!["a"], "[\"a\"]"),
+            (vec!["a", "b\""], "[\"a\",\"b\\\"\"]"),
+        ] {
+            let mut out = Vec::new();
+            array(&mut out, items, str);
+            assert_eq!(String::from_utf8(out).unwrap(), json);
+        }
+        for (v, json) in [(None, "null"), (Some("x"), "\"x\"")] {
+            let mut out = Vec::new();
+            opt_str(&mut out, v);
+            assert_eq!(String::from_utf8(out).unwrap(), json);
         }
         let t = chrono::DateTime::from_timestamp(1_764_355_219, 123_000_000).unwrap();
         let mut out = Vec::new();

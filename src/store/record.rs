@@ -95,21 +95,8 @@ impl AccessRecord {
     /// (the canonical form the chain hashes; a test holds them equal): through serde it was
     /// most of what the durable audit costs the request's own thread.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        use crate::jsonout::{str, time};
-        let opt = |out: &mut Vec<u8>, v: Option<&str>| match v {
-            Some(v) => str(out, v),
-            None => out.extend_from_slice(b"null"),
-        };
-        let list = |out: &mut Vec<u8>, items: &[String]| {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                str(out, v);
-            }
-            out.push(b']');
-        };
+        use crate::jsonout::{array, opt_str as opt, str, time};
+        let list = |out: &mut Vec<u8>, items: &[String]| array(out, items, |o, v| str(o, v));
         out.extend_from_slice(b"{\"kind\":");
         str(out, &self.kind);
         out.extend_from_slice(b",\"started_at\":");
@@ -140,15 +127,11 @@ impl AccessRecord {
         opt(out, self.processing_activity.as_deref());
         out.extend_from_slice(b",\"sections\":");
         list(out, &self.sections);
-        out.extend_from_slice(b",\"sources\":[");
-        for (i, (adapter, status)) in self.sources.iter().enumerate() {
-            out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
-            str(out, adapter);
-            out.push(b',');
-            str(out, status);
-            out.push(b']');
-        }
-        out.extend_from_slice(b"],\"outcome\":");
+        out.extend_from_slice(b",\"sources\":");
+        array(out, &self.sources, |o, (adapter, status)| {
+            array(o, [&**adapter, &**status], str)
+        });
+        out.extend_from_slice(b",\"outcome\":");
         str(out, &self.outcome);
         out.extend_from_slice(b",\"details\":");
         match &self.details {
