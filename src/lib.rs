@@ -1,4 +1,5 @@
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 //! ketenportaal: an integration gateway for Dutch government chain portals.
 //!
 //! # Layout

@@ -1,3 +1,4 @@
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 //! The `ketenportaal` command: a thin shell around the library.
 
 use std::net::SocketAddr;
