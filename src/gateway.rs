@@ -523,7 +523,11 @@ impl Gateway {
         );
         let metrics = Arc::new(Metrics::new());
         cache.set_shared(shared_cache(&config, &metrics)?);
-        let inflight = InflightBudget::new(config.gateway.limits.max_inflight_response_bytes.0);
+        let limits = &config.gateway.limits;
+        let inflight = InflightBudget::new(
+            limits.max_inflight_response_bytes.0,
+            limits.max_inflight_percent_per_organisation,
+        );
         let runtime = Runtime::build(config, &http, &metrics, &inflight, None);
         Ok(Gateway {
             runtime: ArcSwap::from_pointee(runtime),
@@ -561,7 +565,11 @@ impl Gateway {
                 }
             }
         }
-        let limit = config.gateway.limits.max_inflight_response_bytes.0;
+        let limits = &config.gateway.limits;
+        let (limit, share) = (
+            limits.max_inflight_response_bytes.0,
+            limits.max_inflight_percent_per_organisation,
+        );
         let rt = Runtime::build(
             config,
             &self.http,
@@ -569,7 +577,7 @@ impl Gateway {
             &self.inflight,
             Some(&previous),
         );
-        self.inflight.set_limit(limit);
+        self.inflight.set_limits(limit, share);
         self.runtime.store(Arc::new(rt));
     }
 

@@ -171,7 +171,7 @@ impl Metrics {
                 SourceError::Fault { .. } => "fault",
                 SourceError::Map(_) => "mapping",
                 SourceError::TooLarge(_) => "too_large",
-                SourceError::OverBudget(_) => "over_budget",
+                SourceError::OverBudget(_) | SourceError::OverShare { .. } => "over_budget",
                 SourceError::Transport(_) => "transport",
                 SourceError::Tls(_) => "tls",
                 SourceError::Unexpected(_) => "unexpected_answer",

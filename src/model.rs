@@ -236,6 +236,10 @@ pub struct Limits {
     /// call that would pass it fails at once (our limit, not the source's failure), so many
     /// large answers at the same moment cannot take the process's memory with them.
     pub max_inflight_response_bytes: ByteSize,
+    /// The percentage of that bound one organisation's answers may hold together (1 to 100),
+    /// so that one organisation's sources (a registered adapter that announces large answers
+    /// and sends them slowly, say) cannot leave the others without room.
+    pub max_inflight_percent_per_organisation: u8,
     /// Deepest element or JSON nesting accepted in a source answer.
     pub max_depth: u32,
     /// A client must send its request headers within this time (slow clients are cut off).
@@ -254,6 +258,7 @@ impl Default for Limits {
             max_request_body: ByteSize(64 * 1024),
             max_response_body: ByteSize(4 * 1024 * 1024),
             max_inflight_response_bytes: ByteSize(64 * 1024 * 1024),
+            max_inflight_percent_per_organisation: 50,
             max_depth: 64,
             header_timeout: Dur(Duration::from_secs(10)),
             max_header_bytes: ByteSize(16 * 1024),

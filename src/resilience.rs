@@ -115,7 +115,9 @@ fn is_source_failure(e: &SourceError) -> bool {
             let local = code.rsplit(':').next().unwrap_or(code);
             !(local.eq_ignore_ascii_case("Client") || local.eq_ignore_ascii_case("Sender"))
         }
-        SourceError::Unavailable | SourceError::OverBudget(_) => false,
+        SourceError::Unavailable | SourceError::OverBudget(_) | SourceError::OverShare { .. } => {
+            false
+        }
     }
 }
 
@@ -396,7 +398,9 @@ where
             guard.done = true;
             match &r {
                 // Refused by our own budget: says nothing about the source, either way.
-                Err(SourceError::OverBudget(_)) => breaker.abandon(),
+                Err(SourceError::OverBudget(_) | SourceError::OverShare { .. }) => {
+                    breaker.abandon()
+                }
                 _ => breaker.record(r.as_ref().err().is_some_and(is_source_failure)),
             }
             r

@@ -21,7 +21,7 @@ use crate::mapping::MapError;
 use crate::model::Call;
 use crate::protocol::client::{OutResponse, Outbound, ReadError};
 use crate::protocol::{rest, soap, template};
-use budget::{InflightBudget, Reservation};
+use budget::{InflightBudget, Reservation, Share};
 
 /// Why a source gave no usable answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -41,6 +41,11 @@ pub enum SourceError {
         "not read: answers in flight already fill the gateway's budget of {0} bytes (limits.max_inflight_response_bytes)"
     )]
     OverBudget(u64),
+    /// Our own limit too: this organisation's answers in flight already hold its share.
+    #[error(
+        "not read: answers in flight from `{organisation}` already fill its share of the gateway's budget, {bytes} bytes (limits.max_inflight_percent_per_organisation of limits.max_inflight_response_bytes)"
+    )]
+    OverShare { organisation: String, bytes: u64 },
     #[error("cannot reach the source: {0}")]
     Transport(String),
     /// The TLS handshake failed: it fails the same way every time, so it is not retried.
@@ -77,8 +82,9 @@ pub struct CallContext {
 pub struct AdapterClient {
     pub spec: Arc<AdapterSpec>,
     http: Outbound,
-    /// The gateway's budget for answers in flight; `None` outside the gateway (`adapter test`).
-    budget: Option<Arc<InflightBudget>>,
+    /// The gateway's budget for answers in flight, and this organisation's share of it;
+    /// `None` outside the gateway (`adapter test`).
+    budget: Option<(Arc<InflightBudget>, Arc<Share>)>,
     id: Arc<str>,
     organisation: Arc<str>,
 }
@@ -97,9 +103,10 @@ impl AdapterClient {
         }
     }
 
-    /// This client, reading its answers within `budget`.
+    /// This client, reading its answers within `budget` and its organisation's share of it.
     pub fn with_budget(mut self, budget: Arc<InflightBudget>) -> Self {
-        self.budget = Some(budget);
+        let share = budget.share(&self.organisation);
+        self.budget = Some((budget, share));
         self
     }
 
@@ -173,7 +180,7 @@ impl AdapterClient {
                     .collect::<String>()
             });
         let mut held = match &self.budget {
-            Some(b) => b.reservation(),
+            Some((budget, share)) => budget.reservation(Some(share)),
             None => Reservation::unbounded(),
         };
         if status.is_redirection() {

@@ -289,18 +289,22 @@ pub enum ReadError<E> {
 }
 
 /// Reads a body up to `cap` bytes; a larger answer is cut off, not buffered. Before the buffer
-/// is allocated, `hold` is asked for its capacity: for a declared length all of it up front,
-/// so a refused answer is not read at all; else at each growth.
+/// grows, `hold` is asked for its new capacity. The buffer grows with what has arrived (doubling,
+/// up to the declared length or the cap): a source that announces a large answer and sends it
+/// slowly holds no more than it has sent, and an answer declared above the cap is not read.
 pub async fn read_capped<E>(
     mut body: Incoming,
     cap: u64,
     mut hold: impl FnMut(u64) -> Result<(), E>,
 ) -> Result<Vec<u8>, ReadError<E>> {
+    /// What is held before the first byte: most answers fit in it.
+    const FIRST: u64 = 64 * 1024;
     let declared = body.size_hint().exact();
     if declared.is_some_and(|l| l > cap) {
         return Err(ReadError::TooLarge);
     }
-    let first = declared.unwrap_or(8192).min(cap);
+    let most = declared.unwrap_or(cap);
+    let first = declared.map_or(8192, |l| l.min(FIRST)).min(cap);
     hold(first).map_err(ReadError::Held)?;
     let mut buf = Vec::with_capacity(first as usize);
     while let Some(frame) = body.frame().await {
@@ -314,8 +318,11 @@ pub async fn read_capped<E>(
             return Err(ReadError::TooLarge);
         }
         if needed > buf.capacity() {
-            // Doubling, as `Vec` would, but never past the cap.
-            let grown = needed.max(2 * buf.capacity()).min(cap as usize);
+            // Doubling, as `Vec` would, but never past the declared length or the cap.
+            let grown = needed
+                .max(2 * buf.capacity())
+                .min(most as usize)
+                .max(needed);
             hold(grown as u64).map_err(ReadError::Held)?;
             buf.reserve_exact(grown - buf.len());
         }

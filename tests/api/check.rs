@@ -468,10 +468,42 @@ fn check_refuses_an_inflight_budget_that_cannot_hold_the_largest_answer() {
     let (ok, text) = run_check(dir.path());
     assert!(!ok, "{text}");
     assert!(
-        text.contains("[dir]/gateway.yaml:7:32: `limits.max_inflight_response_bytes` (16 MiB) cannot hold one answer of 10 MiB (adapter `uwv`) while it is mapped (20 MiB with its records)\n    hint: make the budget at least twice the largest `max_response_body`, or lower that cap"),
+        text.contains("[dir]/gateway.yaml:7:32: `limits.max_inflight_response_bytes` (16 MiB, of which one organisation may hold 50% (8 MiB)) cannot hold one answer of 10 MiB (adapter `uwv`) while it is mapped (20 MiB with its records)\n    hint: make an organisation's share of the budget at least twice the largest `max_response_body`, or lower that cap"),
         "{text}"
     );
     assert!(text.contains("1 problem(s) found"), "{text}");
+    // The whole budget would hold it; one organisation's share must too.
+    let with = |limits: &str| {
+        let g = GATEWAY
+            .replace("  - adapters/ontbreekt.yaml\n", "")
+            .replace("  max_depth: diep\n", &format!("  max_depth: 64\n{limits}"))
+            .replace("max_bytez", "max_bytes");
+        std::fs::write(dir.path().join("gateway.yaml"), g).unwrap();
+        run_check(dir.path())
+    };
+    let (ok, text) = with("  max_inflight_response_bytes: 40MiB\n");
+    assert!(ok, "half of 40 MiB holds a 10 MiB answer twice: {text}");
+    let (ok, text) =
+        with("  max_inflight_response_bytes: 40MiB\n  max_inflight_percent_per_organisation: 25\n");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "of which one organisation may hold 25% (10 MiB)) cannot hold one answer of 10 MiB"
+        ),
+        "{text}"
+    );
+    let (ok, text) = with(
+        "  max_inflight_response_bytes: 40MiB\n  max_inflight_percent_per_organisation: 100\n",
+    );
+    assert!(ok, "{text}");
+    let (ok, text) = with("  max_inflight_percent_per_organisation: 0\n");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "`limits.max_inflight_percent_per_organisation` is 0; it is a percentage from 1 to 100"
+        ),
+        "{text}"
+    );
 }
 
 /// What a request sends is settled when the config loads: a method that is not one is refused

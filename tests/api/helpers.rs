@@ -1,6 +1,7 @@
 //! Test harness: `spawn_app()` starts the fixture agencies, a "chaos" proxy in front of them
 //! (per path: pass through, hang, fail, answer garbage), and the gateway on port 0.
 
+use futures::StreamExt as _;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ pub enum Behaviour {
     Redirect(String),
     /// Answer with this status and body after a delay (a slow failure).
     StatusAfter(u64, u16, &'static str, String),
+    /// Announce a `Content-Length` of this many bytes of `<a>` elements, send 64 KiB of them,
+    /// wait this many ms, then send the rest (a source that drips a large answer).
+    Drip(u64, u64),
 }
 
 #[derive(Clone, Default)]
@@ -113,6 +117,29 @@ async fn chaos_handler(
             (
                 StatusCode::OK,
                 [("content-type", "text/xml")],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Some(Behaviour::Drip(total, pause)) => {
+            let unit = bytes::Bytes::from("<a>".repeat(64 * 1024 / 3));
+            let n = total / unit.len() as u64;
+            let stream = futures::stream::iter(0..n).then(move |i| {
+                let unit = unit.clone();
+                async move {
+                    if i == 1 {
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                    Ok::<_, std::io::Error>(unit)
+                }
+            });
+            let length = (n * (64 * 1024 / 3 * 3)).to_string();
+            (
+                StatusCode::OK,
+                [
+                    ("content-type", "text/xml"),
+                    ("content-length", length.as_str()),
+                ],
                 axum::body::Body::from_stream(stream),
             )
                 .into_response()

@@ -34,7 +34,7 @@ async fn a_call_that_would_pass_the_budget_is_refused_and_not_held_against_the_s
     // Other answers in flight hold all but 1 KiB of the budget: the UWV's answer (a few KiB,
     // counted twice while mapped) does not fit.
     let inflight = &app.state.gateway.inflight;
-    let mut others = inflight.reservation();
+    let mut others = inflight.reservation(None);
     others.hold(budget - 1024).unwrap();
     for _ in 0..3 {
         let d: Value = app.me_dossier(&token).await.json().await.unwrap();
@@ -86,4 +86,70 @@ async fn an_answer_without_content_length_is_cut_off_when_it_outgrows_the_budget
         "{s}"
     );
     assert_eq!(app.state.gateway.inflight.used(), 0, "nothing is left held");
+}
+
+#[tokio::test]
+async fn one_organisation_whose_answers_fill_its_share_leaves_the_others_room() {
+    let budget = 8 << 20;
+    let app = spawn_app_with(options(budget)).await;
+    let token = app.citizen_token(CITIZEN);
+    let inflight = &app.state.gateway.inflight;
+    assert_eq!(
+        inflight.share_limit(),
+        budget / 2,
+        "half the budget by default"
+    );
+    // UWV's answers in flight hold all but 1 KiB of its share: the whole budget has room.
+    let uwv = inflight.share(&std::sync::Arc::from("uwv"));
+    let mut held = inflight.reservation(Some(&uwv));
+    held.hold(budget / 2 - 1024).unwrap();
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    let s = source(&d, "uwv-uitkeringen");
+    assert_eq!(s["status"], "error", "{s}");
+    assert_eq!(
+        s["error"],
+        "not read: answers in flight from `uwv` already fill its share of the gateway's budget, 4194304 bytes (limits.max_inflight_percent_per_organisation of limits.max_inflight_response_bytes)"
+    );
+    for other in ["svb-regelingen", "brp-personen"] {
+        assert_eq!(source(&d, other)["status"], "ok", "{other}: {d}");
+    }
+    let m = app.metrics().await;
+    assert!(
+        m.contains(r#"ketenportaal_circuit_state{adapter="uwv-uitkeringen"} 0"#),
+        "a refusal is not the source's failure: {m}"
+    );
+    drop(held);
+    let d: Value = app.me_dossier(&token).await.json().await.unwrap();
+    assert_eq!(source(&d, "uwv-uitkeringen")["status"], "ok", "{d}");
+    assert_eq!(
+        (inflight.used(), uwv.used()),
+        (0, 0),
+        "every call gave its bytes back"
+    );
+}
+
+#[tokio::test]
+async fn a_source_that_announces_a_large_answer_and_drips_it_holds_only_what_it_sent() {
+    // The UWV announces 3 MiB, sends 64 KiB and waits: the call holds what has arrived (and
+    // its allowance for the records), not twice the announced 3 MiB.
+    let app = spawn_app_with(options(64 << 20)).await;
+    app.chaos.set(UWV, Behaviour::Drip(3 << 20, 600));
+    let token = app.citizen_token(CITIZEN);
+    let inflight = app.state.gateway.inflight.clone();
+    let read = app.me_dossier(&token);
+    tokio::pin!(read);
+    let mut most = 0;
+    let answer = loop {
+        tokio::select! {
+            r = &mut read => break r,
+            () = tokio::time::sleep(Duration::from_millis(5)) => most = most.max(inflight.used()),
+        }
+    };
+    assert!(answer.status().is_success());
+    assert!(most > 0, "the dripping answer was seen in flight");
+    assert!(
+        most <= 1 << 20,
+        "held {most} bytes for 64 KiB received (announced: 3 MiB)"
+    );
+    assert_eq!(inflight.used(), 0);
 }

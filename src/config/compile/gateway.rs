@@ -116,12 +116,26 @@ impl GatewayFile<'_> {
     }
 
     /// Each answer counts twice against the in-flight budget while it is mapped: the largest
-    /// one must fit, or that source could never answer.
+    /// one must fit in an organisation's share of it, or that source could never answer.
     fn inflight_budget(&self, errors: &mut Vec<ConfigError>) {
         let GatewayFile {
             file, gw, adapters, ..
         } = *self;
+        let percent = gw.limits.max_inflight_percent_per_organisation;
+        if !(1..=100).contains(&percent) {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    self.at(&["limits", "max_inflight_percent_per_organisation"]),
+                    format!("`limits.max_inflight_percent_per_organisation` is {percent}; it is a percentage from 1 to 100"),
+                )
+                .hint("50 lets one organisation's answers hold half the budget; 100 sets no share"),
+            );
+            return;
+        }
         let budget = gw.limits.max_inflight_response_bytes.0;
+        let share =
+            u64::try_from(u128::from(budget) * u128::from(percent) / 100).unwrap_or(u64::MAX);
         let largest = adapters
             .values()
             .map(|a| (a.max_response_body, format!("adapter `{}`", a.def.id)))
@@ -131,20 +145,28 @@ impl GatewayFile<'_> {
             )])
             .max_by_key(|(cap, _)| *cap);
         if let Some((cap, whose)) = largest
-            && cap.saturating_mul(2) > budget
+            && cap.saturating_mul(2) > share
         {
+            let of = if percent == 100 {
+                String::new()
+            } else {
+                format!(
+                    ", of which one organisation may hold {percent}% ({})",
+                    byte_size(share)
+                )
+            };
             errors.push(
                 ConfigError::new(
                     file,
                     self.at(&["limits", "max_inflight_response_bytes"]),
                     format!(
-                        "`limits.max_inflight_response_bytes` ({}) cannot hold one answer of {} ({whose}) while it is mapped ({} with its records)",
+                        "`limits.max_inflight_response_bytes` ({}{of}) cannot hold one answer of {} ({whose}) while it is mapped ({} with its records)",
                         byte_size(budget),
                         byte_size(cap),
                         byte_size(cap.saturating_mul(2))
                     ),
                 )
-                .hint("make the budget at least twice the largest `max_response_body`, or lower that cap"),
+                .hint("make an organisation's share of the budget at least twice the largest `max_response_body`, or lower that cap"),
             );
         }
     }
