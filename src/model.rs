@@ -244,6 +244,9 @@ pub struct Limits {
     pub max_depth: u32,
     /// A client must send its request headers within this time (slow clients are cut off).
     pub header_timeout: Dur,
+    /// A request's body must have arrived this long after its headers (a client that
+    /// announces a body and sends it slowly, or not at all, gets 408 and is disconnected).
+    pub body_timeout: Dur,
     /// Largest request head (request line and headers) accepted.
     pub max_header_bytes: ByteSize,
     /// Most request headers accepted.
@@ -261,6 +264,7 @@ impl Default for Limits {
             max_inflight_percent_per_organisation: 50,
             max_depth: 64,
             header_timeout: Dur(Duration::from_secs(10)),
+            body_timeout: Dur(Duration::from_secs(10)),
             max_header_bytes: ByteSize(16 * 1024),
             max_headers: 64,
             handshake_timeout: Dur(Duration::from_secs(10)),

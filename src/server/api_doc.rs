@@ -4,7 +4,7 @@
 //! Request schemas are derived from the very structs the handlers parse into (unknown fields
 //! refused, so `additionalProperties: false`); the response schemas here describe the shapes
 //! the handlers build. [`finish`] adds what every route has in common, by the same rules the
-//! server follows: a secured route answers 401, a route with a body 400 and 413, a route with
+//! server follows: a secured route answers 401, a route with a body 400, 408 and 413, a route with
 //! a path parameter 400, every error is `application/problem+json`, every answer carries
 //! `API-Version`.
 //!
@@ -599,6 +599,10 @@ fn finish_operation(op: &mut Value) {
         add(
             "400",
             "The body does not match this document (not JSON, a wrong type, an unknown field)",
+        );
+        add(
+            "408",
+            "The body did not arrive in time (`limits.body_timeout`); the connection is closed",
         );
         add(
             "413",

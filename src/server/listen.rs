@@ -2,8 +2,9 @@
 //! keep hostile or slow clients from holding resources, and graceful shutdown.
 //!
 //! Our own accept loop (rather than `axum::serve`) so that TLS termination, header size and
-//! count caps, the header read timeout (slowloris) and the handshake timeout are all set here,
-//! in one place, for both listeners.
+//! count caps, the header read timeout (slowloris), the first-byte and body deadlines
+//! ([`super::deadline`]) and the handshake timeout are all set here, in one place, for both
+//! listeners.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +17,17 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use super::deadline::{BodyDeadline, FirstBytes};
 
 /// Connection-level limits.
 #[derive(Clone, Debug)]
 pub struct ListenOptions {
     pub tls: Option<Arc<ServerConfig>>,
     pub header_timeout: Duration,
+    /// A request's body must have arrived this long after the request did.
+    pub body_timeout: Duration,
     pub handshake_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
@@ -75,7 +81,8 @@ pub async fn serve(
         let watcher = graceful.watcher();
         match &acceptor {
             None => {
-                let service = TowerToHyperService::new(app.clone());
+                let service = with_body_deadline(app.clone(), opts.body_timeout);
+                let stream = FirstBytes::new(stream, opts.header_timeout);
                 tokio::spawn(async move {
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -86,6 +93,7 @@ pub async fn serve(
                 let acceptor = acceptor.clone();
                 let app = app.clone();
                 let handshake = opts.handshake_timeout;
+                let (first_byte, body_timeout) = (opts.header_timeout, opts.body_timeout);
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
@@ -105,9 +113,11 @@ pub async fn serve(
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .and_then(|c| crate::credentials::oin_of(c));
-                    let service = TowerToHyperService::new(
+                    let service = with_body_deadline(
                         app.layer(axum::Extension(crate::credentials::ClientCert { oin })),
+                        body_timeout,
                     );
+                    let tls = FirstBytes::new(tls, first_byte);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 });
@@ -122,4 +132,22 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// `app` as hyper calls it, each request's body given `within` to arrive. The router boxes the
+/// body it is given either way, so wrapping it first costs no allocation.
+fn with_body_deadline(
+    app: Router,
+    within: Duration,
+) -> TowerToHyperService<
+    tower::util::MapRequest<
+        Router,
+        impl FnMut(hyper::Request<hyper::body::Incoming>) -> hyper::Request<BodyDeadline> + Clone,
+    >,
+> {
+    TowerToHyperService::new(
+        app.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+            req.map(|body| BodyDeadline::new(body, within))
+        }),
+    )
 }

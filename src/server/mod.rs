@@ -24,6 +24,7 @@ mod adapters;
 pub mod api_doc;
 mod applications;
 mod catalogue;
+mod deadline;
 mod dossier;
 mod errors;
 mod extract;
@@ -163,6 +164,7 @@ pub async fn serve(
     let opts = listen::ListenOptions {
         tls,
         header_timeout: g.limits.header_timeout.0,
+        body_timeout: g.limits.body_timeout.0,
         handshake_timeout: g.limits.handshake_timeout.0,
         max_header_bytes: g.limits.max_header_bytes.0 as usize,
         max_headers: g.limits.max_headers as usize,

@@ -140,7 +140,16 @@ pub async fn framework_errors(r: Response) -> Response {
         .await
         .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .unwrap_or_default();
+    // A body that did not arrive in time fails its extractor like any unreadable body (400):
+    // it is the client's lateness, and the connection cannot be used again.
+    let late = status == StatusCode::BAD_REQUEST && text.contains("(limits.body_timeout)");
+    let status = if late {
+        StatusCode::REQUEST_TIMEOUT
+    } else {
+        status
+    };
     let (code, title) = match status {
+        StatusCode::REQUEST_TIMEOUT => ("request-timeout", "The request did not arrive in time"),
         StatusCode::BAD_REQUEST => ("bad-request", "The request is not valid"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "The request body is too large"),
         StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "This method is not allowed here"),
@@ -155,6 +164,10 @@ pub async fn framework_errors(r: Response) -> Response {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().append(name.clone(), value.clone());
         }
+    }
+    if late {
+        out.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     out
 }

@@ -35,6 +35,8 @@ async fn an_application_is_accepted_then_delivered_over_rest_once_per_key() {
     assert_eq!(v["title"], "Bijstand (Participatiewet) aanvragen");
     assert_eq!(app.agencies.intake().distinct(ZAKEN_PATH), 1);
     // It is in the audit log.
+    // Read from the file: wait until the index holds every acknowledged record.
+    app.store.settle().await.unwrap();
     let c = rusqlite::Connection::open(app.dir.path().join("audit.sqlite")).unwrap();
     let n: i64 = c
         .query_row(

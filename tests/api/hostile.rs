@@ -136,10 +136,48 @@ async fn slow_clients_are_cut_off() {
         copy_config: false,
         tweak: Some(Box::new(|c| {
             c.gateway.limits.header_timeout = ketenportaal::model::Dur(Duration::from_millis(300));
+            c.gateway.limits.body_timeout = ketenportaal::model::Dur(Duration::from_millis(300));
         })),
     })
     .await;
     let addr = app.url.trim_start_matches("http://").to_string();
+    let closed_within = |mut s: tokio::net::TcpStream, secs| async move {
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(secs), s.read_to_end(&mut buf))
+            .await
+            .map(|_| String::from_utf8_lossy(&buf).into_owned())
+    };
+    // A connection that sends nothing at all (before the HTTP version is even known).
+    let silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let text = closed_within(silent, 5)
+        .await
+        .expect("a connection that sends nothing is closed");
+    assert!(text.is_empty(), "{text}");
+    // A connection idle after its first request.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = closed_within(idle, 5)
+        .await
+        .expect("an idle kept-alive connection is closed");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // A body announced and never sent in full, without a token (the body is read first).
+    let mut drip = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    drip.write_all(
+        b"POST /v1/dossiers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let text = closed_within(drip, 5)
+        .await
+        .expect("a body that does not arrive in time ends the connection");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(
+        text.contains("the request body did not arrive within 300ms (limits.body_timeout)"),
+        "{text}"
+    );
     let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await

@@ -55,6 +55,8 @@ async fn a_partner_registers_an_adapter_that_takes_effect_at_once_and_is_audited
     let body: Value = r.json().await.unwrap();
     let sha = body["descriptor_sha256"].as_str().unwrap().to_string();
     // The change is in the audit log with the descriptor's hash.
+    // Read from the file: wait until the index holds every acknowledged record.
+    app.store.settle().await.unwrap();
     let c = rusqlite::Connection::open(app.dir.path().join("audit.sqlite")).unwrap();
     let n: i64 = c
         .query_row(

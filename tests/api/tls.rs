@@ -127,6 +127,7 @@ async fn mtls_server(
     let opts = ListenOptions {
         tls: Some(Arc::new(cfg)),
         header_timeout: Duration::from_secs(5),
+        body_timeout: Duration::from_secs(5),
         handshake_timeout: Duration::from_secs(5),
         max_header_bytes: 16 * 1024,
         max_headers: 64,
