@@ -30,8 +30,9 @@ pub enum LogError {
     Audit(AuditError),
 }
 
-/// A citizen's own access log: the dossier reads about them, each with who (in the citizen's
-/// words), the organisation, view, purpose and its description, sections and outcome.
+/// A citizen's own access log: the dossier reads about them and employees' reads of their
+/// applications, each with who (in the citizen's words), the organisation, view, purpose and
+/// its description, sections and outcome.
 pub async fn citizen(
     app: &App,
     actor: &Actor,
@@ -51,8 +52,17 @@ pub async fn citizen(
     let views = &rt.config.gateway.views;
     let entries = rows
         .iter()
-        .filter(|(_, r)| r.kind == "dossier.read")
+        .filter(|(_, r)| {
+            r.kind == "dossier.read" || (r.kind == "application.read" && r.actor_type != "citizen")
+        })
         .map(|(_, r)| {
+            // An employee's read of one of the citizen's applications shows as a read of
+            // their applications (`zaken`).
+            let sections = if r.kind == "application.read" {
+                vec!["zaken".to_string()]
+            } else {
+                r.sections.clone()
+            };
             let purpose_description = r
                 .view
                 .as_ref()
@@ -68,7 +78,7 @@ pub async fn citizen(
                 "view": r.view,
                 "purpose": r.purpose,
                 "purpose_description": purpose_description,
-                "sections": r.sections,
+                "sections": sections,
                 "outcome": r.outcome,
             })
         })

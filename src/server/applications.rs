@@ -260,16 +260,31 @@ pub(super) async fn employee_apply(
 }
 
 #[utoipa::path(get, path = "/v1/applications/{id}", tag = "applications", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Application id (from the `Location` of its 202)")),
-    responses((status = 200, description = "The application and its delivery status", body = super::api_doc::ApplicationDoc),
-               (status = 404, description = "Unknown, or not yours"),
-               (status = 503, description = "The store cannot be read")))]
+    params(("id" = String, Path, description = "Application id (from the `Location` of its 202)"),
+           ("X-Purpose" = Option<String>, Header, description = "For an employee: the purpose of this read (doelbinding); without one the answer is 403", example = "re-integratie")),
+    responses((status = 200, description = "The application and its delivery status; the read is recorded in the audit log (`application.read`) before it is answered", body = super::api_doc::ApplicationDoc),
+               (status = 403, description = "An employee without `X-Purpose`"),
+               (status = 404, description = "Unknown, or not yours (a citizen's own, or one made to the employee's organisation)"),
+               (status = 503, description = "The store cannot be read, or the read could not be recorded (then nothing is shown)")))]
 pub(super) async fn get_application(
     State(s): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let actor = authenticate(&s, &headers)?;
+    // An application holds personal data: an employee reads it for a stated purpose, as a
+    // dossier (the citizen reading their own needs none).
+    let purpose = headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string);
+    if matches!(actor, Actor::Employee { .. }) && purpose.is_none() {
+        return Err(Problem::forbidden(
+            "state the purpose of this read in the `X-Purpose` header (doelbinding)",
+        ));
+    }
     let store = s.store.as_ref().ok_or_else(no_store)?;
     let app = store.application(id.clone()).await.map_err(store_problem)?;
     let visible = app.as_ref().is_some_and(|a| match &actor {
@@ -281,6 +296,23 @@ pub(super) async fn get_application(
             "no application `{id}` of yours"
         )));
     };
+    // On record before it is shown; fail closed, as a dossier read.
+    let mut read = crate::audit::AccessRecord::new(
+        "application.read",
+        Some(&actor),
+        &trace_of(&headers),
+        Bsn::parse(&app.bsn).ok(),
+    );
+    read.purpose = purpose;
+    read.details = Some(json!({"application": app.id, "service": app.service}));
+    store.append(read).await.map_err(|e| {
+        tracing::error!(error = %e, "Audit record not written; application withheld.");
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit-unavailable",
+            "The read could not be recorded, so the application is not shown",
+        )
+    })?;
     let rt = s.gateway.runtime();
     let mut v = serde_json::to_value(&app).unwrap_or_default();
     v["title"] = json!(

@@ -127,21 +127,51 @@ async fn soap_delivery_and_rejection() {
         404
     );
     let uwv = app.employee_token("uwv", &["uwv-werkcoach"]);
-    assert_eq!(
-        app.http
-            .get(format!("{}{loc}", app.url))
-            .bearer_auth(uwv)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
+    let read = |purpose: Option<&'static str>| {
+        let mut r = app.http.get(format!("{}{loc}", app.url)).bearer_auth(&uwv);
+        if let Some(p) = purpose {
+            r = r.header("X-Purpose", p);
+        }
+        r.send()
+    };
+    // An employee reads an application for a stated purpose, and the read is on record.
+    let r = read(None).await.unwrap();
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("X-Purpose"), "{p}");
+    assert_eq!(read(Some(" ")).await.unwrap().status(), 403);
+    assert_eq!(read(Some("re-integratie")).await.unwrap().status(), 200);
+    let id = loc.rsplit('/').next().unwrap();
+    let records = app
+        .store
+        .by_subject(ketenportaal::bsn::Bsn::parse("999991772").unwrap(), 100)
+        .await
+        .unwrap();
+    let reads: Vec<_> = records
+        .iter()
+        .filter(|(_, r)| r.kind == "application.read" && r.actor_type == "employee")
+        .collect();
+    assert_eq!(reads.len(), 1, "one employee read on record: {records:?}");
+    let (_, r) = reads[0];
+    assert_eq!(r.purpose.as_deref(), Some("re-integratie"));
+    assert_eq!(r.actor_organisation.as_deref(), Some("uwv"));
+    assert_eq!(r.details.as_ref().unwrap()["application"], id);
+    // The citizen sees it in their access log.
+    let log = app.get_json("/v1/me/access-log", Some(&token)).await;
+    let entries = log["entries"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["by"] == "medewerker"
+            && e["organisation"] == "uwv"
+            && e["purpose"] == "re-integratie"
+            && e["sections"] == json!(["zaken"])),
+        "{log}"
     );
     let gemeente = app.employee_token("gemeente-utrecht", &["gemeente-consulent"]);
     assert_eq!(
         app.http
             .get(format!("{}{loc}", app.url))
             .bearer_auth(gemeente)
+            .header("X-Purpose", "schuldhulp")
             .send()
             .await
             .unwrap()
