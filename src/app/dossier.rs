@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::App;
 use crate::auth::Actor;
 use crate::bsn::Bsn;
-use crate::config::compile::ZAKEN;
+use crate::config::compile::{GATEWAY_SOURCE, ZAKEN};
 use crate::gateway::{
     AccessError, DossierError, DossierRequest, DossierResponse, Runtime, SourceReport, authorize,
 };
@@ -141,7 +141,7 @@ fn known_sections(view: &ViewDef, only: Option<&[String]>) -> Result<(), AccessE
 
 /// The `zaken` section: the citizen's applications from the store, open ones first, then the
 /// latest, at most `store.zaken_limit`, when the view shows that section. The store is the
-/// source, named `ketenportaal`.
+/// source, named [`GATEWAY_SOURCE`].
 async fn add_zaken(s: &App, rt: &Runtime, allowed: &[String], resp: &mut DossierResponse) {
     let Some(store) = &s.store else { return };
     let started = std::time::Instant::now();
@@ -162,8 +162,8 @@ async fn add_zaken(s: &App, rt: &Runtime, allowed: &[String], resp: &mut Dossier
         .collect();
     resp.own_sections.insert(ZAKEN.into(), Value::Array(list));
     resp.sources.push(SourceReport {
-        adapter: std::sync::Arc::from("ketenportaal"),
-        organisation: Arc::from("ketenportaal"),
+        adapter: std::sync::Arc::from(GATEWAY_SOURCE),
+        organisation: Arc::from(GATEWAY_SOURCE),
         status,
         latency_ms: started.elapsed().as_millis() as u64,
         age_ms: None,
@@ -191,6 +191,6 @@ fn zaak(rt: &Runtime, a: &Application, shown: &dyn Fn(&str) -> bool) -> Value {
     put("reference", &|| json!(a.reference));
     put("submitted", &|| json!(a.created_at));
     put("updated", &|| json!(a.updated_at));
-    obj.insert("_source".into(), json!("ketenportaal"));
+    obj.insert("_source".into(), json!(GATEWAY_SOURCE));
     Value::Object(obj)
 }

@@ -228,6 +228,30 @@ fn check_refuses_an_adapter_mapping_into_the_gateways_own_zaken_section() {
     assert!(text.contains("uwv.yaml:"), "with its position: {text}");
 }
 
+#[test]
+fn check_refuses_a_file_adapter_under_the_gateways_own_source_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("adapters")).unwrap();
+    let gateway = GATEWAY
+        .replace("adapters/uwv.yaml", "adapters/ketenportaal.yaml")
+        .replace("  - adapters/ontbreekt.yaml\n", "")
+        .replace("  max_depth: diep\n", "  max_depth: 64\n")
+        .replace("  max_bytez: 10MiB\n", "");
+    std::fs::write(dir.path().join("gateway.yaml"), gateway).unwrap();
+    std::fs::write(
+        dir.path().join("adapters/ketenportaal.yaml"),
+        ADAPTER.replace("id: uwv", "id: ketenportaal"),
+    )
+    .unwrap();
+    let (ok, text) = run_check(dir.path());
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("adapters/ketenportaal.yaml:1:5: adapter id `ketenportaal` is reserved: it is the gateway's own source name"),
+        "{text}"
+    );
+    assert!(text.contains("hint: choose another id"), "{text}");
+}
+
 #[tokio::test]
 async fn adapter_test_with_an_operators_config_calls_its_sources_and_starts_no_fixtures() {
     // An operator's own config, its agencies somewhere else (here: a loopback agency server),

@@ -233,6 +233,52 @@ async fn an_invalid_registration_gets_the_same_messages_as_check() {
 }
 
 #[tokio::test]
+async fn ids_the_gateway_uses_itself_or_that_do_not_start_with_a_letter_are_refused() {
+    let app = spawn_app().await;
+    let key = demo_key(SECRET, "uwv");
+    for (id, why) in [
+        (
+            "ketenportaal",
+            "is reserved: it is the gateway's own source name",
+        ),
+        (
+            "zaken",
+            "is reserved: it is the section the gateway fills itself",
+        ),
+        ("admin", "is reserved: it is the gateway's operator routes"),
+        ("-", "is not valid"),
+        ("0", "is not valid"),
+        ("1-uwv", "is not valid"),
+    ] {
+        // Quoted, so that `-` and `0` reach the id check as strings.
+        let descriptor = uwv_variant("x").replace("id: x", &format!("id: \"{id}\""));
+        let r = put(&app, id, &key, descriptor, "application/yaml").await;
+        assert_eq!(r.status(), 422, "{id}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(&format!("adapter id `{id}` {why}")),
+            "{id}: {detail}"
+        );
+    }
+    // The dossier still names the gateway as its only `ketenportaal` source.
+    let d: Value = app
+        .me_dossier(&app.citizen_token(CITIZEN))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let own = d["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["adapter"] == "ketenportaal")
+        .count();
+    assert_eq!(own, 1, "{d}");
+}
+
+#[tokio::test]
 async fn the_test_endpoint_runs_one_adapter_for_test_persons_only() {
     let app = spawn_app().await;
     let key = demo_key(SECRET, "uwv");

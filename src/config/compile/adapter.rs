@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::partner::check_registration_bounds;
 use super::request::check_request_parts;
-use super::{AdapterSpec, Mapping, PublicDescriptor, ZAKEN};
+use super::{AdapterSpec, Mapping, PublicDescriptor, RESERVED_ADAPTER_IDS, ZAKEN};
 use crate::config::load::{ConfigError, did_you_mean, typed};
 use crate::config::yaml::{Node, Pos, Step};
 use crate::mapping::json::JsonMapping;
@@ -124,17 +124,30 @@ pub(super) fn compile_adapter(
     })
 }
 
-/// Ids are lowercase letters, digits and `-`.
+/// Ids start with a lowercase letter, then lowercase letters, digits and `-`, and are none of
+/// the names the gateway uses itself ([`RESERVED_ADAPTER_IDS`]): an id is shown as a source
+/// in every dossier, so `-` or `0` alone, or `ketenportaal`, would read as something it is not.
 fn check_id(d: &Descriptor, errors: &mut Vec<ConfigError>) {
     let id = &d.def.id;
-    if id.is_empty()
-        || !id
+    let well_formed = id.starts_with(|c: char| c.is_ascii_lowercase())
+        && id
             .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !well_formed {
         errors.push(
             d.problem(&["id"], format!("adapter id `{id}` is not valid"))
-                .hint("use lowercase letters, digits and `-`, e.g. `uwv-uitkeringen`"),
+                .hint("start with a lowercase letter, then use lowercase letters, digits and `-`, e.g. `uwv-uitkeringen`"),
+        );
+    } else if let Some((_, why)) = RESERVED_ADAPTER_IDS.iter().find(|(r, _)| r == id) {
+        errors.push(
+            d.problem(
+                &["id"],
+                format!("adapter id `{id}` is reserved: it is {why}"),
+            )
+            .hint(format!(
+                "choose another id, e.g. `{}-{id}`",
+                d.def.organisation
+            )),
         );
     }
 }

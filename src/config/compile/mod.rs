@@ -47,7 +47,7 @@ use crate::model::{AdapterDef, GatewayConfig};
 pub use adapter::Trust;
 use adapter::compile_adapter;
 pub use services::NoRemote;
-pub use vocabulary::{ZAKEN, ZAKEN_FIELDS, vocabulary};
+pub use vocabulary::{GATEWAY_SOURCE, RESERVED_ADAPTER_IDS, ZAKEN, ZAKEN_FIELDS, vocabulary};
 
 /// The loaded adapters by id.
 type Adapters = BTreeMap<String, Arc<AdapterSpec>>;
