@@ -6,7 +6,9 @@
 //! parsing: lower-case host, IPv4 and IPv6 forms canonical, default port made explicit, `.`
 //! and `..` segments resolved). What a normaliser could still read two ways is refused
 //! outright: user info, fragments, backslashes, control characters, and percent-encoded dots,
-//! slashes and backslashes (a server may decode `%2e%2e%2f` after we compared). Nothing here
+//! slashes and backslashes (a server may decode `%2e%2e%2f` after we compared), and in the
+//! path a `;` or an encoded percent sign (Java servers read `..;` as `..`, and a server that
+//! decodes twice reads `%252e` as `.`). Nothing here
 //! does I/O; the resolver that keeps DNS names on public addresses lives with the transport.
 
 use url::Url;
@@ -55,6 +57,7 @@ pub fn check_registered(
     if url.fragment().is_some() {
         return Err(EndpointRefusal::Fragment);
     }
+    refuse_ambiguous_path(url.path())?;
     let inside = prefixes
         .iter()
         .filter_map(|p| Url::parse(p).ok())
@@ -107,6 +110,31 @@ fn refuse_ambiguous(endpoint: &str) -> Result<(), EndpointRefusal> {
     Ok(())
 }
 
+/// Refuses path segments a server may resolve after we compared, checked on the parsed path
+/// (the query may hold both characters harmlessly): a `;` starts a path parameter, which
+/// Tomcat, Jetty and Spring strip, so `/uwv/..;/svb/` stays under `/uwv/` for us and is
+/// `/svb/` for them; an encoded percent sign lets a server that decodes twice turn
+/// `%252e%252e` into `..`, and an encoded `;` becomes the first after one decoding.
+fn refuse_ambiguous_path(path: &str) -> Result<(), EndpointRefusal> {
+    if path.contains(';') {
+        return Err(EndpointRefusal::Ambiguous(
+            "a `;` in its path (Java servers read `..;/` as `../`)",
+        ));
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%25") {
+        return Err(EndpointRefusal::Ambiguous(
+            "an encoded percent sign (`%25`) in its path (a double-encoded `%252e` is a dot to a server that decodes twice)",
+        ));
+    }
+    if lower.contains("%3b") {
+        return Err(EndpointRefusal::Ambiguous(
+            "a percent-encoded `;` in its path",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +157,31 @@ mod tests {
             "https://services.uwv.example.nl/uwv/a/c?x=1"
         );
         assert!(check("/uwv").is_ok());
+        // In the query, `;` and `%25` are data, not path segments.
+        assert!(check("/uwv/x?a=1;b=100%25").is_ok());
+    }
+
+    #[test]
+    fn path_parameters_and_double_encoding_are_refused_with_a_reason() {
+        for (e, why) in [
+            ("/uwv/..;/svb/RegelingenService", "a `;` in its path"),
+            ("/uwv/x;jsessionid=1", "a `;` in its path"),
+            (
+                "https://services.uwv.example.nl/uwv/..;/svb/",
+                "a `;` in its path",
+            ),
+            ("/uwv/%252e%252e/svb/", "an encoded percent sign"),
+            ("/uwv/%252E%252E%252Fsvb", "an encoded percent sign"),
+            ("/uwv/100%25", "an encoded percent sign"),
+            ("/uwv/..%3b/svb/", "a percent-encoded `;`"),
+        ] {
+            match check(e) {
+                Err(r @ EndpointRefusal::Ambiguous(_)) => {
+                    assert!(r.to_string().contains(why), "{e}: {r}")
+                }
+                other => panic!("{e} gave {other:?}"),
+            }
+        }
     }
 
     #[test]
