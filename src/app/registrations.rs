@@ -88,6 +88,37 @@ pub fn refuse_foreign(text: &str, org: &str) -> Result<(), RegistrationError> {
     }
 }
 
+/// Refuses an id that another organisation's adapter has: a partner may neither replace nor
+/// try out (under that id) what is not theirs.
+fn refuse_others_id(
+    rt: &crate::gateway::Runtime,
+    org: &str,
+    id: &str,
+) -> Result<(), RegistrationError> {
+    match rt.adapters.get(id) {
+        Some(existing) if existing.client.spec.def.organisation != org => Err(not_yours(id)),
+        _ => Ok(()),
+    }
+}
+
+/// A parsed descriptor must describe adapter `id` (the path's) of `org`.
+fn check_parsed(
+    spec: &crate::config::compile::AdapterSpec,
+    org: &str,
+    id: &str,
+) -> Result<(), RegistrationError> {
+    if spec.def.id != id {
+        return Err(RegistrationError::IdMismatch {
+            sent: spec.def.id.clone(),
+            path: id.to_string(),
+        });
+    }
+    if spec.def.organisation != org {
+        return Err(foreign(org, &spec.def.organisation));
+    }
+    Ok(())
+}
+
 /// Registers or replaces adapter `id` of `org` from the descriptor `text` (YAML or JSON).
 pub async fn put(
     app: &App,
@@ -100,25 +131,13 @@ pub async fn put(
     let store = app.store.as_ref().ok_or(RegistrationError::NoStore)?;
     let _guard = reloader.lock().await;
     let rt = app.gateway.runtime();
-    if let Some(existing) = rt.adapters.get(id)
-        && existing.client.spec.def.organisation != org
-    {
-        return Err(not_yours(id));
-    }
+    refuse_others_id(&rt, org, id)?;
     refuse_foreign(&text, org)?;
     let base = reloader.base();
     let spec = base
         .parse_adapter_text(&format!("registration:{id}"), &text)
         .map_err(invalid(INVALID))?;
-    if spec.def.id != id {
-        return Err(RegistrationError::IdMismatch {
-            sent: spec.def.id.clone(),
-            path: id.to_string(),
-        });
-    }
-    if spec.def.organisation != org {
-        return Err(foreign(org, &spec.def.organisation));
-    }
+    check_parsed(&spec, org, id)?;
     let sha256 = crate::credentials::sha256_hex(&text);
     let reg = Registration {
         id: id.to_string(),
@@ -243,6 +262,9 @@ pub async fn test(
     {
         return Err(RegistrationError::NotATestPerson);
     }
+    // The same rules as `put`: a dry run is what a `PUT` of the draft would register, so it
+    // may not run under another organisation's id, nor under an id its draft does not have.
+    refuse_others_id(&rt, org, id)?;
     let spec = match descriptor {
         Some(text) => {
             refuse_foreign(text, org)?;
@@ -250,6 +272,7 @@ pub async fn test(
                 .config
                 .parse_adapter_text(&format!("registration:{id}"), text)
                 .map_err(invalid(INVALID))?;
+            check_parsed(&spec, org, id)?;
             std::sync::Arc::new(spec)
         }
         None => rt
@@ -258,11 +281,6 @@ pub async fn test(
             .map(|a| a.client.spec.clone())
             .ok_or_else(|| RegistrationError::NotFound(id.to_string()))?,
     };
-    if spec.def.organisation != org || spec.def.id != id {
-        return Err(RegistrationError::NotYours(format!(
-            "adapter `{id}` is not one of `{org}`'s"
-        )));
-    }
     // Test calls bypass the breaker and the adapter's concurrency limit (they must work while
     // a circuit is open), so they are capped here: a partner cannot make the gateway hold
     // dozens of large answers at once.

@@ -216,15 +216,16 @@ struct TestBody {
 }
 
 /// `POST /v1/adapters/{id}/test` `{"bsn", "descriptor"?}`: run one adapter alone for a test
-/// person and show the mapped sections and the raw source status.
+/// person and show the mapped sections and the raw source status. A descriptor is held to the
+/// id rules of `PUT` (the path's id, not another organisation's).
 #[utoipa::path(post, path = "/v1/adapters/{id}/test", tag = "partners", security(("partner_key" = [])),
     params(("id" = String, Path, description = "Adapter id", example = "uwv-uitkeringen")),
     request_body = TestBody,
     responses((status = 200, description = "The adapter's mapped sections and source status for a test person", body = api_doc::AdapterTestResultDoc),
                (status = 400, description = "The body does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
-               (status = 403, description = "Not a configured test person, or not one of the partner's adapters"),
+               (status = 403, description = "Not a configured test person, another organisation's adapter (with or without a descriptor), or a descriptor for another organisation"),
                (status = 404, description = "No such adapter (and no descriptor sent)"),
-               (status = 422, description = "The BSN fails the 11-proef, or the descriptor sent is not valid"),
+               (status = 422, description = "The BSN fails the 11-proef, or the descriptor sent is not valid or its id differs from the path's"),
                (status = 429, description = "Too many adapter tests at once; try again in a moment"),
                (status = 500, description = "No HTTP client could be built")))]
 pub(super) async fn test_adapter(

@@ -319,6 +319,42 @@ async fn the_test_endpoint_runs_one_adapter_for_test_persons_only() {
 }
 
 #[tokio::test]
+async fn a_dry_run_keeps_the_id_rules_of_put() {
+    let app = spawn_app().await;
+    let key = demo_key(SECRET, "uwv");
+    let test = |id: &str, descriptor: String| {
+        app.http
+            .post(format!("{}/v1/adapters/{id}/test", app.url))
+            .header("X-Api-Key", &key)
+            .json(&json!({"bsn": CITIZEN, "descriptor": descriptor}))
+            .send()
+    };
+    // Under another organisation's adapter id: refused as a `PUT` would be.
+    let r = test("svb-regelingen", uwv_variant("svb-regelingen"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["detail"], "adapter `svb-regelingen` belongs to another organisation",
+        "{p}"
+    );
+    // A draft whose id is not the path's: a 422 naming both.
+    let r = test("uwv-wia", uwv_variant("p-ok")).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["detail"], "the descriptor's id `p-ok` differs from `uwv-wia` in the path",
+        "{p}"
+    );
+    assert_eq!(p["invalidParams"][0]["name"], "id", "{p}");
+    // The draft under its own, new id runs.
+    let r = test("uwv-wia", uwv_variant("uwv-wia")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(app.store.registrations().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn reload_swaps_valid_configs_and_refuses_invalid_ones() {
     let app = spawn_app_with(Options {
         copy_config: true,
