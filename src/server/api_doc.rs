@@ -558,6 +558,11 @@ pub fn finish(api: &utoipa::openapi::OpenApi) -> String {
             "required": true,
             "schema": {"type": "string", "examples": [super::API_VERSION]},
         },
+        "Cache-Control": {
+            "description": "`no-store`: answers carry personal data or are made for their caller; no browser or proxy may keep them",
+            "required": true,
+            "schema": {"type": "string", "examples": ["no-store"]},
+        },
         "WWW-Authenticate": {
             "description": "How to authenticate",
             "required": true,
@@ -634,6 +639,10 @@ fn finish_operation(op: &mut Value) {
             headers.insert(
                 "API-Version".into(),
                 json!({"$ref": "#/components/headers/API-Version"}),
+            );
+            headers.insert(
+                "Cache-Control".into(),
+                json!({"$ref": "#/components/headers/Cache-Control"}),
             );
             if status == "401" {
                 headers.insert(

@@ -114,11 +114,20 @@ pub fn openapi() -> &'static str {
 }
 
 /// The framework's own refusals (body limit, path decoding, method) become problem+json, and
-/// every response, errors included, carries the API version.
+/// every response, errors included, carries the API version and, unless it set its own,
+/// `Cache-Control: no-store`.
 async fn outgoing(r: Response) -> Response {
     let mut r = problem::framework_errors(r).await;
-    r.headers_mut()
-        .insert("api-version", HeaderValue::from_static(API_VERSION));
+    let h = r.headers_mut();
+    h.insert("api-version", HeaderValue::from_static(API_VERSION));
+    // Dossiers, the access log, applications and everything under `/v1/me/` carry personal
+    // data, and every other answer is made for its caller: no browser or proxy may keep one
+    // (a shared computer's back button, a caching proxy). Set here, once, so a new route
+    // cannot forget it; the portal's static files set their own (`no-cache`: they hold no
+    // personal data, and revalidate).
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     r
 }
 

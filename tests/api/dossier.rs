@@ -103,6 +103,52 @@ async fn demo_citizen_gets_a_complete_merged_dossier() {
     assert_eq!(c["values"][1], json!(["uwv-uitkeringen", 412]));
 }
 
+/// Personal data is never kept by a browser or a proxy: every answer that carries it says
+/// `no-store`, errors included; the portal's static pages keep their own `no-cache`.
+#[tokio::test]
+async fn dossiers_and_other_personal_answers_are_never_stored_by_caches() {
+    let app = spawn_app().await;
+    let citizen = app.citizen_token(CITIZEN);
+    let r = app.me_dossier(&citizen).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    let r = app
+        .employee_dossier(
+            &coach,
+            Some("re-integratie"),
+            json!({"bsn": CITIZEN, "view": "werkcoach"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    for path in ["/v1/me/access-log", "/v1/me/life-events"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(&citizen)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["cache-control"], "no-store", "{path}");
+    }
+    // A refused read too: its problem may name the BSN sent.
+    let r = app
+        .employee_dossier(&coach, None, json!({"bsn": CITIZEN, "view": "werkcoach"}))
+        .await;
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    // A portal page holds no personal data: it keeps its own header, once.
+    let r = app
+        .http
+        .get(format!("{}/portaal/klant.html", app.url))
+        .send()
+        .await
+        .unwrap();
+    let values: Vec<_> = r.headers().get_all("cache-control").iter().collect();
+    assert_eq!(values, ["no-cache"]);
+}
+
 #[tokio::test]
 async fn the_same_soap_answer_under_three_prefix_schemes_maps_identically() {
     let app = spawn_app().await;

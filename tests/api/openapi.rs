@@ -110,7 +110,7 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
 
 /// The statuses every route documents follow the rules the server follows: a secured route
 /// answers 401, a body 400 and 413, a path parameter 400; every error is a problem (only
-/// `/readyz` answers its own JSON); every answer carries `API-Version`.
+/// `/readyz` answers its own JSON); every answer carries `API-Version` and `Cache-Control`.
 #[tokio::test]
 async fn every_route_documents_the_statuses_it_gives() {
     let app = spawn_app().await;
@@ -146,6 +146,10 @@ async fn every_route_documents_the_statuses_it_gives() {
             assert!(
                 r["headers"]["API-Version"].is_object(),
                 "{method} {path} {status}: API-Version"
+            );
+            assert!(
+                r["headers"]["Cache-Control"].is_object(),
+                "{method} {path} {status}: Cache-Control"
             );
             if status.starts_with('4') || (status.starts_with('5') && path != "/readyz") {
                 assert_eq!(
