@@ -79,6 +79,22 @@ fn not_stored(e: StoreError) -> Problem {
     .detail("Nothing was stored. Send it again later with the same Idempotency-Key.")
 }
 
+/// The answer when a caller's `Idempotency-Key` already names an application with another
+/// service, person or data.
+fn key_reused() -> Problem {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "The Idempotency-Key was used for a different request",
+    )
+    .detail("This Idempotency-Key already names an application with another service, person or data; nothing was stored. Send a new key for a new application.")
+    .param(
+        "Idempotency-Key",
+        "reused",
+        "already used for a different request",
+    )
+}
+
 /// Validates and stores an application with its audit record, and answers 202: stored *and*
 /// audited (one transaction), or 503 with neither.
 async fn submit(
@@ -160,7 +176,7 @@ async fn submit(
         bsn: bsn.as_str().to_string(),
         actor: actor.subject().to_string(),
         idempotency_key: key,
-        data,
+        data: data.clone(),
         status: "received".into(),
         reference: None,
         reason: None,
@@ -182,10 +198,17 @@ async fn submit(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     submit.outcome = "accepted".into();
-    let (stored, _) = store
+    let (stored, inserted) = store
         .insert_application(app, submit)
         .await
         .map_err(not_stored)?;
+    // The key names one request: the same body again gets the first answer, another body a
+    // 422 (draft-ietf-httpapi-idempotency-key-header), never the first application as if it
+    // were this one.
+    if !inserted && (stored.service != service || stored.bsn != bsn.as_str() || stored.data != data)
+    {
+        return Err(key_reused());
+    }
     let location = format!("/v1/applications/{}", stored.id);
     let mut r = json_response(
         StatusCode::ACCEPTED,
@@ -198,13 +221,13 @@ async fn submit(
 }
 
 #[utoipa::path(post, path = "/v1/me/applications", tag = "applications", security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "The same key again (from the same caller) returns the same application", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$", example = "3f1c2a9e-6b8d-4e21-9c4f-0d5a7e8b1c23")),
+    params(("Idempotency-Key" = String, Header, description = "The same key with the same body again (from the same caller) returns the same application; with another body it is a 422", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$", example = "3f1c2a9e-6b8d-4e21-9c4f-0d5a7e8b1c23")),
     request_body = CitizenApplication,
     responses((status = 202, description = "Stored with its audit record; delivered to the organisation in the background", body = super::api_doc::ApplicationAcceptedDoc,
                 headers(("Location" = String, description = "Where to follow the application"))),
                (status = 400, description = "The body or `Idempotency-Key` does not match this document"),
                (status = 403, description = "Not a citizen token (employees use `POST /v1/dossiers/applications`)"),
-               (status = 422, description = "The service is unknown or cannot be applied for, or the data does not satisfy its schema; every violation listed"),
+               (status = 422, description = "The service is unknown or cannot be applied for, the data does not satisfy its schema (every violation listed), or the `Idempotency-Key` was used for a different request (`idempotency-key-reused`)"),
                (status = 500, description = "The service has no compiled schema (not expected: the configuration compiles every one when it loads)"),
                (status = 503, description = "Not stored (nor audited): send it again with the same key")))]
 pub(super) async fn me_apply(
@@ -224,14 +247,14 @@ pub(super) async fn me_apply(
 }
 
 #[utoipa::path(post, path = "/v1/dossiers/applications", tag = "applications", security(("bearer" = [])),
-    params(("Idempotency-Key" = String, Header, description = "The same key again (from the same caller) returns the same application", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$", example = "8d0e4b7a-2c51-4f9e-a3b6-71c9d2e5f048"),
+    params(("Idempotency-Key" = String, Header, description = "The same key with the same body again (from the same caller) returns the same application; with another body it is a 422", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$", example = "8d0e4b7a-2c51-4f9e-a3b6-71c9d2e5f048"),
            ("X-Purpose" = String, Header, description = "The purpose of this action (doelbinding); without one the answer is 403", example = "re-integratie")),
     request_body = EmployeeApplication,
     responses((status = 202, description = "Stored with its audit record; delivered in the background", body = super::api_doc::ApplicationAcceptedDoc,
                 headers(("Location" = String, description = "Where to follow the application"))),
                (status = 400, description = "The body or `Idempotency-Key` does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
                (status = 403, description = "A citizen token, no `X-Purpose`, or a service of another organisation"),
-               (status = 422, description = "The BSN fails the 11-proef, the service is unknown or cannot be applied for, or the data does not satisfy its schema; every violation listed"),
+               (status = 422, description = "The BSN fails the 11-proef, the service is unknown or cannot be applied for, the data does not satisfy its schema (every violation listed), or the `Idempotency-Key` was used for a different request (`idempotency-key-reused`)"),
                (status = 500, description = "The service has no compiled schema (not expected: the configuration compiles every one when it loads)"),
                (status = 503, description = "Not stored (nor audited): send it again with the same key")))]
 pub(super) async fn employee_apply(

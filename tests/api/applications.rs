@@ -58,6 +58,37 @@ async fn an_application_is_accepted_then_delivered_over_rest_once_per_key() {
 }
 
 #[tokio::test]
+async fn a_key_used_again_with_another_body_is_a_422_and_changes_nothing() {
+    let app = spawn_app().await;
+    let token = app.citizen_token(CITIZEN);
+    let r = app.apply(&token, Some("aanvraag-2"), bijstand()).await;
+    assert_eq!(r.status(), 202);
+    let first: Value = r.json().await.unwrap();
+    let mut other = bijstand();
+    other["data"]["toelichting"] = json!("iets anders");
+    let r = app.apply(&token, Some("aanvraag-2"), other).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("idempotency-key-reused"),
+        "{p}"
+    );
+    assert_eq!(p["invalidParams"][0]["name"], "Idempotency-Key", "{p}");
+    // The first application is as it was; the same body still gets it back.
+    let location = first["location"].as_str().unwrap();
+    let stored = app.get_json(location, Some(&token)).await;
+    assert_eq!(stored["data"]["toelichting"], "WW eindigt", "{stored}");
+    let again = app.apply(&token, Some("aanvraag-2"), bijstand()).await;
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+}
+
+#[tokio::test]
 async fn a_schema_violation_gets_a_422_naming_each_field() {
     let app = spawn_app().await;
     let token = app.citizen_token(CITIZEN);
