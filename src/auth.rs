@@ -3,8 +3,10 @@
 //! Tokens are JWTs verified with keys from config (HS256 for the demo, RS256/ES256 public keys
 //! in production), selected by `kid`. Each key is bound to one algorithm, so a token cannot
 //! choose its own (no `alg: none`, no HS/RS confusion). `exp`, `nbf`, `iss` and `aud` are
-//! checked with the configured clock skew. A citizen token carries the BSN (as DigiD would);
-//! an employee token carries the organisation and roles.
+//! checked with the configured clock skew; a header with `crit` is refused (RFC 7515
+//! §4.1.11: this gateway understands no extension). A citizen token carries the BSN (as
+//! DigiD would); an employee token carries the organisation and roles. A refusal tells the
+//! client a fixed reason ([`Refusal`]); the library's own words go to the log only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -58,14 +60,134 @@ pub struct Claims {
     pub roles: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+/// The claims read from a token being verified: every one optional, so that a missing claim
+/// reaches the check that names it ([`Refusal::MissingClaim`]) instead of failing as a
+/// parser's "missing field" with a line and column. The types are [`Claims`]'s.
+#[derive(Deserialize)]
+struct TokenClaims {
+    // Checked by the library's validation, not read here; typed as in `Claims`, so that a
+    // token this gateway could not have minted (an `aud` list, say) is refused as before.
+    #[serde(rename = "iss")]
+    _iss: Option<String>,
+    #[serde(rename = "aud")]
+    _aud: Option<String>,
+    #[serde(rename = "nbf")]
+    _nbf: Option<i64>,
+    #[serde(rename = "iat")]
+    _iat: Option<i64>,
+    sub: Option<String>,
+    exp: Option<i64>,
+    actor: Option<String>,
+    bsn: Option<String>,
+    org: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Why a token is refused, in fixed words: this is what the client is told. A parser's own
+/// message ("missing field `exp` at line 1 column 142") shows internals and goes to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("it is not a JWT (three base64url parts holding JSON)")]
+    Malformed,
+    #[error("its header is not one this gateway accepts (`alg`, `kid`, `typ`)")]
+    Header,
+    #[error(
+        "its header lists critical extensions (`crit`), which this gateway does not understand"
+    )]
+    Critical,
+    #[error("it is not signed with its key's algorithm")]
+    Algorithm,
+    #[error("its signature does not verify")]
+    Signature,
+    #[error("it has expired")]
+    Expired,
+    #[error("it is not valid yet (`nbf`)")]
+    NotYetValid,
+    #[error("its issuer (`iss`) is not accepted")]
+    Issuer,
+    #[error("its audience (`aud`) is not this gateway")]
+    Audience,
+    #[error("the token has no `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("a claim has the wrong type")]
+    ClaimType,
+    #[error("its `bsn` claim is not a valid BSN")]
+    Bsn,
+    #[error("its `actor` claim is neither `citizen` nor `employee`")]
+    Actor,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("no bearer token")]
     Missing,
-    #[error("the token is not valid: {0}")]
-    Invalid(String),
+    /// `detail` is for the log: it may quote the library or the token's values.
+    #[error("the token is not valid: {reason}")]
+    Invalid { reason: Refusal, detail: String },
     #[error("the token names an unknown key")]
     UnknownKey,
+}
+
+impl AuthError {
+    fn invalid(reason: Refusal, detail: impl Into<String>) -> AuthError {
+        AuthError::Invalid {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// What the log gets beside the client's reason (empty when there is nothing more).
+    pub fn detail(&self) -> &str {
+        match self {
+            AuthError::Invalid { detail, .. } => detail,
+            _ => "",
+        }
+    }
+}
+
+/// The fixed reason for an error of the JWT library, and its own words for the log.
+fn refused(e: &jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    let reason = match e.kind() {
+        K::InvalidSignature => Refusal::Signature,
+        K::ExpiredSignature => Refusal::Expired,
+        K::ImmatureSignature => Refusal::NotYetValid,
+        K::InvalidIssuer => Refusal::Issuer,
+        K::InvalidAudience => Refusal::Audience,
+        K::InvalidAlgorithm
+        | K::MissingAlgorithm
+        | K::InvalidAlgorithmName
+        | K::UnsupportedAlgorithm => Refusal::Algorithm,
+        K::MissingRequiredClaim(c) => match c.as_str() {
+            "exp" => Refusal::MissingClaim("exp"),
+            "iss" => Refusal::MissingClaim("iss"),
+            "aud" => Refusal::MissingClaim("aud"),
+            "sub" => Refusal::MissingClaim("sub"),
+            "nbf" => Refusal::MissingClaim("nbf"),
+            _ => Refusal::ClaimType,
+        },
+        K::InvalidClaimFormat(_) => Refusal::ClaimType,
+        K::Json(j) if j.classify() == serde_json::error::Category::Data => Refusal::ClaimType,
+        K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => Refusal::Malformed,
+        // Key material and provider failures: the token could not be verified.
+        _ => Refusal::Signature,
+    };
+    AuthError::invalid(reason, e.to_string())
+}
+
+/// Whether the token's header has a `crit` member. RFC 7515 §4.1.11: a recipient that does
+/// not understand every extension it lists must refuse the token, and this gateway
+/// understands none. Read from the header's JSON itself, so that `"crit": null` (which the
+/// library reads as no `crit`) is refused too.
+fn has_crit(token: &str) -> bool {
+    use base64::Engine;
+    let head = token.split('.').next().unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&b).ok())
+        .is_some_and(|h| h.contains_key("crit"))
 }
 
 /// How many verified tokens [`Verifier`] remembers; when full it starts over.
@@ -183,8 +305,24 @@ impl Verifier {
     /// The full check: signature, algorithm, `exp`/`nbf`/`iss`/`aud`, actor claims. Returns
     /// the actor and the token's `exp`.
     fn verify_signature(&self, token: &str) -> Result<(Actor, i64), AuthError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            let reason = match e.kind() {
+                K::InvalidToken | K::Base64(_) | K::Utf8(_) => Refusal::Malformed,
+                K::Json(j) if j.classify() != serde_json::error::Category::Data => {
+                    Refusal::Malformed
+                }
+                // JSON, but not a header we take (`alg: none`, a `kid` that is no string).
+                _ => Refusal::Header,
+            };
+            AuthError::invalid(reason, e.to_string())
+        })?;
+        if has_crit(token) {
+            return Err(AuthError::invalid(
+                Refusal::Critical,
+                format!("header `crit`: {:?}", header.crit),
+            ));
+        }
         let (key, validation) = match &header.kid {
             Some(kid) => self.keys.get(kid).ok_or(AuthError::UnknownKey)?,
             None if self.keys.len() == 1 => {
@@ -192,30 +330,35 @@ impl Verifier {
             }
             None => return Err(AuthError::UnknownKey),
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let data =
+            jsonwebtoken::decode::<TokenClaims>(token, key, validation).map_err(|e| refused(&e))?;
         let c = data.claims;
-        let exp = c.exp;
-        let actor = match c.actor.as_str() {
-            "citizen" => {
-                let bsn = c
-                    .bsn
-                    .as_deref()
-                    .ok_or_else(|| AuthError::Invalid("citizen token without bsn".into()))
-                    .and_then(|b| {
-                        Bsn::parse(b).map_err(|e| AuthError::Invalid(format!("bsn claim: {e}")))
-                    })?;
-                Ok(Actor::Citizen { sub: c.sub, bsn })
+        let missing = |claim: &'static str| {
+            AuthError::invalid(Refusal::MissingClaim(claim), format!("no `{claim}` claim"))
+        };
+        // Both required by the validation; asked again so that no `unwrap` is needed.
+        let exp = c.exp.ok_or_else(|| missing("exp"))?;
+        let sub = c.sub.ok_or_else(|| missing("sub"))?;
+        let actor = match c.actor.as_deref() {
+            Some("citizen") => {
+                let b = c.bsn.ok_or_else(|| missing("bsn"))?;
+                let bsn = Bsn::parse(&b)
+                    .map_err(|e| AuthError::invalid(Refusal::Bsn, format!("bsn claim: {e}")))?;
+                Actor::Citizen { sub, bsn }
             }
-            "employee" => Ok(Actor::Employee {
-                sub: c.sub,
-                organisation: c
-                    .org
-                    .ok_or_else(|| AuthError::Invalid("employee token without org".into()))?,
+            Some("employee") => Actor::Employee {
+                sub,
+                organisation: c.org.ok_or_else(|| missing("org"))?,
                 roles: c.roles,
-            }),
-            other => Err(AuthError::Invalid(format!("unknown actor `{other}`"))),
-        }?;
+            },
+            Some(other) => {
+                return Err(AuthError::invalid(
+                    Refusal::Actor,
+                    format!("unknown actor `{other}`"),
+                ));
+            }
+            None => return Err(missing("actor")),
+        };
         Ok((actor, exp))
     }
 }
@@ -372,6 +515,115 @@ mod tests {
         assert!(v.verify("garbage").is_err());
     }
 
+    /// A token with this header and these claims, signed with `SECRET` (HS256), whatever the
+    /// library would have written.
+    fn sign_raw(header: &str, claims: &serde_json::Value) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let msg = format!(
+            "{}.{}",
+            e.encode(header),
+            e.encode(serde_json::to_vec(claims).unwrap())
+        );
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+        m.update(msg.as_bytes());
+        format!("{msg}.{}", e.encode(m.finalize().into_bytes()))
+    }
+
+    fn reason(r: Result<Actor, AuthError>) -> Refusal {
+        match r {
+            Err(AuthError::Invalid { reason, .. }) => reason,
+            other => panic!("not refused as invalid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_header_with_crit_is_refused_however_it_is_written() {
+        let c = cfg();
+        let v = Verifier::new(&c, Path::new(".")).unwrap();
+        let claims = serde_json::to_value(claims_for(&c, &citizen(), 60)).unwrap();
+        // The raw signer makes tokens the verifier takes, so the refusals below are `crit`'s.
+        assert_eq!(
+            v.verify(&sign_raw(r#"{"alg":"HS256","kid":"k1"}"#, &claims))
+                .unwrap(),
+            citizen()
+        );
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        header.crit = Some(vec!["exp".into()]);
+        let listed = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(reason(v.verify(&listed)), Refusal::Critical);
+        for h in [
+            r#"{"alg":"HS256","kid":"k1","crit":["x-unknown"],"x-unknown":1}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":[]}"#,
+            r#"{"alg":"HS256","kid":"k1","crit":null}"#,
+        ] {
+            assert_eq!(
+                reason(v.verify(&sign_raw(h, &claims))),
+                Refusal::Critical,
+                "{h}"
+            );
+        }
+        assert!(
+            v.verified.lock().unwrap().len() == 1,
+            "refusals are not remembered"
+        );
+    }
+
+    #[test]
+    fn a_refusal_tells_a_fixed_reason_and_leaves_the_parser_to_the_log() {
+        let c = cfg();
+        let v = Verifier::new(&c, Path::new(".")).unwrap();
+        let header = r#"{"alg":"HS256","kid":"k1"}"#;
+        let full = serde_json::to_value(claims_for(&c, &citizen(), 60)).unwrap();
+        let without = |claim: &str| {
+            let mut cl = full.clone();
+            cl.as_object_mut().unwrap().remove(claim);
+            sign_raw(header, &cl)
+        };
+        let e = v.verify(&without("exp")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the token is not valid: the token has no `exp` claim"
+        );
+        assert!(!e.detail().is_empty());
+        assert_eq!(
+            reason(v.verify(&without("sub"))),
+            Refusal::MissingClaim("sub")
+        );
+        assert_eq!(
+            reason(v.verify(&without("actor"))),
+            Refusal::MissingClaim("actor")
+        );
+        assert_eq!(
+            reason(v.verify(&without("bsn"))),
+            Refusal::MissingClaim("bsn")
+        );
+        let mut wrong = full.clone();
+        wrong["exp"] = serde_json::json!("soon");
+        let e = v.verify(&sign_raw(header, &wrong)).unwrap_err();
+        assert_eq!(reason(Err(e.clone())), Refusal::ClaimType);
+        // The library's words (with a position) are the log's, never the client's.
+        assert!(e.detail().contains("line"), "{}", e.detail());
+        assert!(!e.to_string().contains("line"), "{e}");
+        let mut actor = full.clone();
+        actor["actor"] = serde_json::json!("admin");
+        assert_eq!(reason(v.verify(&sign_raw(header, &actor))), Refusal::Actor);
+        assert_eq!(reason(v.verify("garbage")), Refusal::Malformed);
+        assert_eq!(
+            reason(v.verify(&sign_raw(r#"{"alg":"none","kid":"k1"}"#, &full))),
+            Refusal::Header
+        );
+        let expired = mint_hs256(&c, "k1", SECRET, &claims_for(&c, &citizen(), -60)).unwrap();
+        assert_eq!(reason(v.verify(&expired)), Refusal::Expired);
+    }
+
     #[test]
     fn hs_rs_confusion_is_refused() {
         // The verifier expects ES256 for kid `idp`; an attacker signs HS256 with the public key
@@ -389,7 +641,7 @@ mod tests {
         let v = Verifier::new(&c, &base).unwrap();
         let pem = std::fs::read_to_string(base.join("keys/idp-es256.pub.pem")).unwrap();
         let forged = mint_hs256(&c, "idp", &pem, &claims_for(&c, &citizen(), 60)).unwrap();
-        assert!(matches!(v.verify(&forged), Err(AuthError::Invalid(_))));
+        assert!(matches!(v.verify(&forged), Err(AuthError::Invalid { .. })));
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub(super) fn authenticate(s: &App, headers: &HeaderMap) -> Result<Actor, Proble
     let rt = s.gateway.runtime();
     let token = bearer(headers).map_err(|e| Problem::unauthorized(e.to_string()))?;
     rt.verifier.verify(token).map_err(|e| {
-        tracing::info!(error = %e, "Token refused.");
+        // The client hears the fixed reason; what the library said goes to the log.
+        tracing::info!(error = %e, detail = e.detail(), "Token refused.");
         Problem::unauthorized(e.to_string())
     })
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Behaviour, CITIZEN, source, spawn_app};
+use crate::helpers::{Behaviour, CITIZEN, SECRET, source, spawn_app};
 
 const UWV: &str = "/uwv/UitkeringenService";
 const TOESLAGEN: &str = "/belastingdienst/toeslagen/api/v1/toeslagen/_zoek";
@@ -504,6 +504,41 @@ async fn bad_tokens_and_bodies_are_refused_clearly() {
     let last = forged.pop();
     forged.push(if last == Some('A') { 'E' } else { 'A' });
     assert_eq!(app.me_dossier(&forged).await.status(), 401);
+    // Signed with the right key, but with a `crit` header (RFC 7515 §4.1.11), or without
+    // `exp`: refused with a short reason, not the parser's words and position.
+    let sign = |crit: Option<Vec<String>>, drop: Option<&str>| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("demo".into());
+        header.crit = crit;
+        let actor = ketenportaal::demo::citizen(CITIZEN).unwrap();
+        let mut claims = serde_json::to_value(ketenportaal::auth::claims_for(
+            &app.config.gateway.auth,
+            &actor,
+            600,
+        ))
+        .unwrap();
+        if let Some(d) = drop {
+            claims.as_object_mut().unwrap().remove(d);
+        }
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    assert_eq!(app.me_dossier(&sign(None, None)).await.status(), 200);
+    let r = app.me_dossier(&sign(Some(vec!["exp".into()]), None)).await;
+    assert_eq!(r.status(), 401);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["detail"].as_str().unwrap().contains("(`crit`)"), "{p}");
+    let r = app.me_dossier(&sign(None, Some("exp"))).await;
+    assert_eq!(r.status(), 401);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["detail"], "the token is not valid: the token has no `exp` claim",
+        "{p}"
+    );
 
     let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
     let r = app
