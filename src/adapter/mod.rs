@@ -365,5 +365,5 @@ fn is_xml_type(ct: &str) -> bool {
 fn problem_detail(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let t = v.get("detail").or_else(|| v.get("title"))?.as_str()?;
-    Some(t.chars().take(200).collect())
+    Some(crate::mapping::untrusted_text(t, 200))
 }

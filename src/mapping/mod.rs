@@ -111,11 +111,45 @@ pub(crate) fn field_entry(
 }
 
 fn excerpt(s: &str) -> String {
-    let mut e: String = s.chars().take(24).collect();
-    if s.chars().count() > 24 {
-        e.push('…');
+    untrusted_text(s, 24)
+}
+
+/// Text a source wrote (a fault's reason, a problem's detail, a value that did not convert), as
+/// it may be shown and logged: at most `max` characters (then `…`), control characters and
+/// line breaks as spaces, and every run of 8 or more digits masked (`*`), so that an answer
+/// that echoes a BSN does not put it in the log, `/admin/status` or a dossier, and a hostile
+/// source cannot flood them.
+pub fn untrusted_text(s: &str, max: usize) -> String {
+    let s = s.trim();
+    let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
+    let mut out = String::with_capacity(end + 3);
+    let mut run = 0;
+    for c in s[..end].chars() {
+        if c.is_ascii_digit() {
+            run += 1;
+            out.push(c);
+            continue;
+        }
+        mask_digits(&mut out, run, run);
+        run = 0;
+        out.push(if c.is_control() { ' ' } else { c });
     }
-    e
+    // A run the cut splits is judged by its whole length.
+    let beyond = s[end..].bytes().take_while(u8::is_ascii_digit).count();
+    mask_digits(&mut out, run, run + beyond);
+    out.truncate(out.trim_end().len());
+    if end < s.len() {
+        out.push('…');
+    }
+    out
+}
+
+/// Masks the last `shown` characters of `out` (digits) when their run is `whole` ≥ 8 long.
+fn mask_digits(out: &mut String, shown: usize, whole: usize) {
+    if whole >= 8 {
+        out.truncate(out.len() - shown);
+        out.extend(std::iter::repeat_n('*', shown));
+    }
 }
 
 /// Converts source text into a typed value. `Err` carries an excerpt for the message.
@@ -263,6 +297,25 @@ mod tests {
             "12"
         );
         assert!(convert_json(FieldType::Integer, &serde_json::json!(1.5)).is_err());
+    }
+
+    #[test]
+    fn text_from_a_source_is_cut_short_flattened_and_its_numbers_masked() {
+        assert_eq!(
+            untrusted_text("Persoon met BSN 999993653 niet gevonden", 200),
+            "Persoon met BSN ********* niet gevonden"
+        );
+        assert_eq!(untrusted_text("Bel 0900-1234567", 200), "Bel 0900-1234567");
+        assert_eq!(
+            untrusted_text("regel 1\nregel\t2\u{7}", 200),
+            "regel 1 regel 2"
+        );
+        assert_eq!(untrusted_text(&"x".repeat(300), 5), "xxxxx…");
+        // A run the cut splits is masked as the whole run would be.
+        assert_eq!(untrusted_text("bsn 999993653", 8), "bsn ****…");
+        assert_eq!(untrusted_text("nr 1234567", 5), "nr 12…");
+        assert_eq!(untrusted_text("  ", 10), "");
+        assert_eq!(untrusted_text("é€😀", 2), "é€…");
     }
 }
 

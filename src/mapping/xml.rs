@@ -581,9 +581,17 @@ impl<'m, 'i> Run<'m, 'i> {
                 f.reading = None;
             }
             if depth == f.depth {
+                // The source's own words: shown in the dossier and logged, so kept short and
+                // without numbers that could be a BSN.
                 return Err(MapError::Fault {
-                    code: f.code.clone().unwrap_or_else(|| "(geen code)".into()),
-                    reason: f.reason.clone().unwrap_or_else(|| "(geen reden)".into()),
+                    code: f
+                        .code
+                        .as_deref()
+                        .map_or_else(|| "(geen code)".into(), |c| super::untrusted_text(c, 80)),
+                    reason: f
+                        .reason
+                        .as_deref()
+                        .map_or_else(|| "(geen reden)".into(), |r| super::untrusted_text(r, 200)),
                 });
             }
         }

@@ -236,6 +236,41 @@ async fn a_soap_fault_with_http_500_is_a_fault_not_a_transport_error() {
 }
 
 #[tokio::test]
+async fn a_source_s_own_words_are_cut_short_and_a_bsn_in_them_is_masked() {
+    let app = spawn_app().await;
+    let fault = format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault><faultcode>s:Client</faultcode><faultstring>Persoon met BSN {CITIZEN} niet gevonden.
+{}</faultstring></s:Fault></s:Body></s:Envelope>"#,
+        "Uw DigiD is geblokkeerd. ".repeat(8000)
+    );
+    app.chaos
+        .set(UWV, Behaviour::Status(500, "text/xml", fault));
+    let text = app
+        .me_dossier(&app.citizen_token(CITIZEN))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let d: Value = serde_json::from_str(&text).unwrap();
+    let e = source(&d, "uwv-uitkeringen")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.starts_with("SOAP Fault s:Client: Persoon met BSN ********* niet gevonden. Uw DigiD"),
+        "{e}"
+    );
+    assert!(e.ends_with('…') && e.chars().count() < 260, "{e}");
+    assert!(
+        text.len() < 20_000,
+        "a 200 KB fault does not make a 200 KB dossier"
+    );
+    let admin = ketenportaal::demo::demo_key(SECRET, "admin");
+    let status = app.get_json("/admin/status", Some(&admin)).await;
+    assert!(!status.to_string().contains(CITIZEN), "{status}");
+}
+
+#[tokio::test]
 async fn a_rest_500_becomes_a_source_error() {
     let app = spawn_app().await;
     let problem = r#"{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"Toeslagen database niet beschikbaar"}"#;
