@@ -153,7 +153,14 @@ impl Runtime {
                 });
                 (id.clone(), rt)
             })
-            .collect();
+            .collect::<BTreeMap<_, _>>();
+        // An adapter gone (a registration deleted, a file removed) takes its series with it:
+        // partners choose ids, so series kept for every id ever used would grow without bound.
+        if let Some(p) = previous {
+            for gone in p.adapters.keys().filter(|id| !adapters.contains_key(*id)) {
+                metrics.forget_adapter(gone);
+            }
+        }
         let plans = config
             .gateway
             .views

@@ -165,18 +165,7 @@ impl Metrics {
             .get_or_create(&l)
             .observe(took.as_secs_f64());
         if let Some(e) = err {
-            let kind = match e {
-                SourceError::Timeout(_) => "timeout",
-                SourceError::Http { .. } => "http",
-                SourceError::Fault { .. } => "fault",
-                SourceError::Map(_) => "mapping",
-                SourceError::TooLarge(_) => "too_large",
-                SourceError::OverBudget(_) | SourceError::OverShare { .. } => "over_budget",
-                SourceError::Transport(_) => "transport",
-                SourceError::Tls(_) => "tls",
-                SourceError::Unexpected(_) => "unexpected_answer",
-                SourceError::Unavailable => "unavailable",
-            };
+            let kind = error_kind(e);
             self.attempt_errors
                 .get_or_create(&AdapterStatus {
                     adapter: adapter.clone(),
@@ -184,6 +173,27 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Removes every series of `adapter` (it is no longer configured or registered).
+    pub fn forget_adapter(&self, adapter: &str) {
+        let adapter: Arc<str> = Arc::from(adapter);
+        let one = AdapterLabel {
+            adapter: adapter.clone(),
+        };
+        self.attempt_seconds.remove(&one);
+        self.circuit_state.remove(&one);
+        let each = |family: &Family<AdapterStatus, Counter>, statuses: &[&'static str]| {
+            for status in statuses {
+                family.remove(&AdapterStatus {
+                    adapter: adapter.clone(),
+                    status,
+                });
+            }
+        };
+        each(&self.attempt_errors, &ERROR_KINDS);
+        each(&self.source_results, &RESULTS);
+        each(&self.cache_lookups, &LOOKUPS);
     }
 
     /// The request-path counters of one adapter, each looked up on first use and kept.
@@ -278,6 +288,34 @@ const CODES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Source outcomes counted per dossier request (`source_results`).
 const RESULTS: [&str; 6] = ["ok", "cached", "stale", "timeout", "error", "unavailable"];
+/// Failed attempts by kind (`source_call_errors_total`).
+const ERROR_KINDS: [&str; 10] = [
+    "timeout",
+    "http",
+    "fault",
+    "mapping",
+    "too_large",
+    "over_budget",
+    "transport",
+    "tls",
+    "unexpected_answer",
+    "unavailable",
+];
+
+fn error_kind(e: &SourceError) -> &'static str {
+    match e {
+        SourceError::Timeout(_) => "timeout",
+        SourceError::Http { .. } => "http",
+        SourceError::Fault { .. } => "fault",
+        SourceError::Map(_) => "mapping",
+        SourceError::TooLarge(_) => "too_large",
+        SourceError::OverBudget(_) | SourceError::OverShare { .. } => "over_budget",
+        SourceError::Transport(_) => "transport",
+        SourceError::Tls(_) => "tls",
+        SourceError::Unexpected(_) => "unexpected_answer",
+        SourceError::Unavailable => "unavailable",
+    }
+}
 /// Cache lookup results (`cache_lookups`).
 const LOOKUPS: [&str; 4] = ["hit", "miss", "joined", "stale"];
 
@@ -326,6 +364,53 @@ impl AdapterSeries {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_adapter_leaves_no_series_and_the_others_keep_theirs() {
+        let m = Metrics::new();
+        let (gone, kept): (Arc<str>, Arc<str>) = (Arc::from("p-weg"), Arc::from("uwv"));
+        let errors = [
+            SourceError::Timeout(1),
+            SourceError::Http {
+                status: 500,
+                detail: None,
+            },
+            SourceError::Fault {
+                code: "c".into(),
+                reason: "r".into(),
+            },
+            SourceError::Map(crate::mapping::MapError::NoSoapBody),
+            SourceError::TooLarge(1),
+            SourceError::OverBudget(1),
+            SourceError::Transport("t".into()),
+            SourceError::Tls("t".into()),
+            SourceError::Unexpected("u".into()),
+            SourceError::Unavailable,
+        ];
+        for a in [&gone, &kept] {
+            for e in &errors {
+                assert!(ERROR_KINDS.contains(&error_kind(e)), "{e}");
+                m.observe_attempt(a, Duration::from_millis(1), Some(e));
+            }
+            let series = m.adapter_series(a);
+            RESULTS.iter().for_each(|r| series.source_result(r));
+            LOOKUPS.iter().for_each(|l| series.cache_lookup(l));
+            m.circuit_state
+                .get_or_create(&AdapterLabel { adapter: a.clone() })
+                .set(2);
+        }
+        m.forget_adapter("p-weg");
+        let text = m.encode();
+        assert!(!text.contains("p-weg"), "{text}");
+        assert_eq!(
+            text.matches(r#"adapter="uwv""#).count(),
+            text.matches("adapter=").count()
+        );
+        assert!(
+            text.contains(r#"ketenportaal_circuit_state{adapter="uwv"} 2"#),
+            "{text}"
+        );
+    }
 
     #[test]
     fn request_series_kept_after_their_first_lookup_count_into_the_exposition() {

@@ -88,6 +88,11 @@ async fn a_partner_registers_an_adapter_that_takes_effect_at_once_and_is_audited
             .iter()
             .all(|s| s["adapter"] != "uwv-wia")
     );
+    // Its metrics went with it (partners choose ids: kept, they would grow without bound);
+    // the file adapters' stay.
+    let m = app.metrics().await;
+    assert!(!m.contains(r#"adapter="uwv-wia""#), "{m}");
+    assert!(m.contains(r#"adapter="uwv-uitkeringen""#), "{m}");
     // A file adapter cannot be deleted over the API.
     let r = app
         .http
