@@ -216,6 +216,12 @@ pub enum AccessError {
     WrongAudience(String),
     #[error("none of your roles may use view `{0}`")]
     RoleNotAllowed(String),
+    #[error("view `{view}` is for employees of {allowed}, not of `{organisation}`")]
+    OrganisationNotAllowed {
+        view: String,
+        organisation: String,
+        allowed: String,
+    },
     #[error("state the purpose of this access in the `X-Purpose` header (doelbinding)")]
     PurposeMissing,
     #[error("purpose `{purpose}` is not allowed for view `{view}`; allowed: {allowed}")]
@@ -477,9 +483,20 @@ pub fn authorize<'c>(
                 return Err(AccessError::OtherSubject);
             }
         }
-        Actor::Employee { roles, .. } => {
+        Actor::Employee {
+            roles,
+            organisation,
+            ..
+        } => {
             if v.audience != Audience::Employee {
                 return Err(AccessError::WrongAudience(view.to_string()));
+            }
+            if !v.organisations.is_empty() && !v.organisations.contains(organisation) {
+                return Err(AccessError::OrganisationNotAllowed {
+                    view: view.to_string(),
+                    organisation: organisation.clone(),
+                    allowed: v.organisations.join(", "),
+                });
             }
             if !roles.iter().any(|r| v.roles.contains(r)) {
                 return Err(AccessError::RoleNotAllowed(view.to_string()));

@@ -397,6 +397,10 @@ pub struct ViewDef {
     /// Employee views: token roles that may use this view (any one suffices).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Employee views: the organisations (`org` claim) whose employees may use it; empty: any
+    /// organisation whose employee has one of the `roles`.
+    #[serde(default)]
+    pub organisations: Vec<String>,
     /// Employee views: the purposes (doelbinding) a caller may state, by id.
     #[serde(default)]
     pub purposes: BTreeMap<String, PurposeDef>,

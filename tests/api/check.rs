@@ -640,3 +640,25 @@ fn check_refuses_a_delivery_endpoint_that_is_not_a_url() {
         }
     }
 }
+
+#[test]
+fn an_employee_view_names_only_declared_organisations() {
+    let env = |k: &str| match k {
+        k if k.ends_with("_SHA256") => Some(ketenportaal::credentials::sha256_hex(k)),
+        _ => Some(format!("test-value-for-{k}-0123456789abcdef")),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    crate::helpers::copy_repo_dirs(dir.path(), &["config", "config/keys", "adapters"]);
+    let f = dir.path().join("config/gateway.yaml");
+    let text = std::fs::read_to_string(&f)
+        .unwrap()
+        .replace("organisations: [uwv]", "organisations: [uvw]");
+    std::fs::write(&f, text).unwrap();
+    let e = ketenportaal::config::Config::load_with_env(&f, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("employee view `werkcoach` names organisation `uvw`, which is not declared"),
+        "{e}"
+    );
+}

@@ -475,6 +475,19 @@ async fn employees_need_an_allowed_role_and_purpose() {
         .await;
     assert_eq!(r.status(), 403);
 
+    // The role alone is not enough where the view names its organisations: another
+    // organisation's employee with UWV's role name does not read UWV's view.
+    let svb = app.employee_token("svb", &["uwv-werkcoach"]);
+    let r = app
+        .employee_dossier(&svb, Some("re-integratie"), body.clone())
+        .await;
+    assert_eq!(r.status(), 403);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["detail"],
+        "view `werkcoach` is for employees of uwv, not of `svb`"
+    );
+
     // An employee cannot use the citizen view, nor the citizen endpoint.
     let r = app
         .employee_dossier(

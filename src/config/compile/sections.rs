@@ -219,6 +219,18 @@ impl GatewayFile<'_> {
                         ),
                     );
                 }
+                for org in &v.organisations {
+                    if !self.gw.organisations.contains_key(org) {
+                        errors.push(
+                            ConfigError::new(
+                                file,
+                                self.at(&["views", vname, "organisations"]),
+                                format!("employee view `{vname}` names organisation `{org}`, which is not declared"),
+                            )
+                            .hint("list ids from `organisations:`"),
+                        );
+                    }
+                }
                 if v.purposes.is_empty() {
                     errors.push(
                         ConfigError::new(file, self.at(&["views", vname]), format!("employee view `{vname}` allows no `purposes` (doelbinding)"))
@@ -227,14 +239,14 @@ impl GatewayFile<'_> {
                 }
             }
             Audience::Citizen => {
-                if !v.roles.is_empty() || !v.purposes.is_empty() {
+                if !v.roles.is_empty() || !v.purposes.is_empty() || !v.organisations.is_empty() {
                     errors.push(
                         ConfigError::new(
                             file,
                             self.at(&["views", vname]),
-                            format!("citizen view `{vname}` cannot have roles or purposes"),
+                            format!("citizen view `{vname}` cannot have roles, purposes or organisations"),
                         )
-                        .hint("a citizen reads their own dossier; remove `roles`/`purposes`"),
+                        .hint("a citizen reads their own dossier; remove `roles`/`purposes`/`organisations`"),
                     );
                 }
             }
