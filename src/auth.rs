@@ -65,12 +65,13 @@ pub struct Claims {
 /// parser's "missing field" with a line and column. The types are [`Claims`]'s.
 #[derive(Deserialize)]
 struct TokenClaims {
-    // Checked by the library's validation, not read here; typed as in `Claims`, so that a
-    // token this gateway could not have minted (an `aud` list, say) is refused as before.
+    // Checked by the library's validation, not read here. `aud` may be one string or a list
+    // (RFC 7519 §4.1.3; identity providers often send a list): the library accepts the token
+    // when the list holds this gateway's audience.
     #[serde(rename = "iss")]
     _iss: Option<String>,
     #[serde(rename = "aud")]
-    _aud: Option<String>,
+    _aud: Option<Audience>,
     #[serde(rename = "nbf")]
     _nbf: Option<i64>,
     #[serde(rename = "iat")]
@@ -82,6 +83,14 @@ struct TokenClaims {
     org: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
+}
+
+/// A token's `aud`: one audience or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(#[allow(dead_code)] String),
+    Several(#[allow(dead_code)] Vec<String>),
 }
 
 /// Why a token is refused, in fixed words: this is what the client is told. A parser's own
@@ -498,6 +507,23 @@ mod tests {
         cl.aud = "other".into();
         assert!(
             v.verify(&mint_hs256(&c, "k1", SECRET, &cl).unwrap())
+                .is_err()
+        );
+        // an audience list: taken when it holds this gateway's audience, refused otherwise
+        let mut listed = serde_json::to_value(claims_for(&c, &citizen(), 60)).unwrap();
+        listed["aud"] = serde_json::json!(["portaal", "aud"]);
+        assert_eq!(
+            v.verify(&sign_raw(r#"{"alg":"HS256","kid":"k1"}"#, &listed)),
+            Ok(citizen())
+        );
+        listed["aud"] = serde_json::json!(["portaal", "other"]);
+        assert_eq!(
+            reason(v.verify(&sign_raw(r#"{"alg":"HS256","kid":"k1"}"#, &listed))),
+            Refusal::Audience
+        );
+        listed["aud"] = serde_json::json!(7);
+        assert!(
+            v.verify(&sign_raw(r#"{"alg":"HS256","kid":"k1"}"#, &listed))
                 .is_err()
         );
         // unknown kid
