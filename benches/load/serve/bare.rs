@@ -36,8 +36,11 @@ pub async fn serve_bare(from_gateway: &Path, out: &ServeOut) -> Result<(), Strin
         let body = body.clone();
         async move {
             let mut r = json_response(body);
+            // The headers the gateway's answer carries besides the body's own.
             r.headers_mut()
                 .insert("api-version", HeaderValue::from_static(API_VERSION));
+            r.headers_mut()
+                .insert("cache-control", HeaderValue::from_static("no-store"));
             r
         }
     });
