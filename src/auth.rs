@@ -123,6 +123,8 @@ pub enum Refusal {
     ClaimType,
     #[error("its `bsn` claim is not a valid BSN")]
     Bsn,
+    #[error("its key may not vouch for this caller (the key is bound to other organisations)")]
+    Vouch,
     #[error("its `actor` claim is neither `citizen` nor `employee`")]
     Actor,
 }
@@ -219,7 +221,8 @@ struct Verified {
 /// a reload (new keys, issuer, audience) starts with an empty cache. Refused tokens are not
 /// remembered.
 pub struct Verifier {
-    keys: HashMap<String, (DecodingKey, Validation)>,
+    /// By `kid`: the key, its validation, and the organisations it may vouch for (empty: any).
+    keys: HashMap<String, (DecodingKey, Validation, Vec<String>)>,
     verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
     leeway: i64,
 }
@@ -270,7 +273,7 @@ impl Verifier {
             v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
             v.leeway = cfg.leeway.0.as_secs();
             v.validate_nbf = true;
-            keys.insert(k.kid.clone(), (key, v));
+            keys.insert(k.kid.clone(), (key, v, k.organisations.clone()));
         }
         Ok(Verifier {
             keys,
@@ -332,7 +335,7 @@ impl Verifier {
                 format!("header `crit`: {:?}", header.crit),
             ));
         }
-        let (key, validation) = match &header.kid {
+        let (key, validation, vouches_for) = match &header.kid {
             Some(kid) => self.keys.get(kid).ok_or(AuthError::UnknownKey)?,
             None if self.keys.len() == 1 => {
                 self.keys.values().next().ok_or(AuthError::UnknownKey)?
@@ -368,6 +371,22 @@ impl Verifier {
             }
             None => return Err(missing("actor")),
         };
+        // An organisation's identity provider speaks for its own employees only.
+        if !vouches_for.is_empty() {
+            let (ok, detail) = match &actor {
+                Actor::Employee { organisation, .. } => (
+                    vouches_for.contains(organisation),
+                    format!("employee of `{organisation}`"),
+                ),
+                Actor::Citizen { .. } => (false, "a citizen token".to_string()),
+            };
+            if !ok {
+                return Err(AuthError::invalid(
+                    Refusal::Vouch,
+                    format!("{detail}, signed by a key for {}", vouches_for.join(", ")),
+                ));
+            }
+        }
         Ok((actor, exp))
     }
 }
@@ -440,6 +459,7 @@ mod tests {
                 alg: KeyAlg::HS256,
                 secret: Some(Secret::new(SECRET)),
                 public_key: None,
+                organisations: Vec::new(),
             }],
         }
     }
@@ -651,6 +671,26 @@ mod tests {
     }
 
     #[test]
+    fn a_key_bound_to_organisations_vouches_for_their_employees_only() {
+        let mut c = cfg();
+        c.keys[0].organisations = vec!["uwv".into()];
+        let v = Verifier::new(&c, Path::new(".")).unwrap();
+        let employee = |org: &str| Actor::Employee {
+            sub: "e1".into(),
+            organisation: org.into(),
+            roles: vec!["uwv-werkcoach".into()],
+        };
+        let signed = |a: &Actor| mint_hs256(&c, "k1", SECRET, &claims_for(&c, a, 60)).unwrap();
+        assert_eq!(v.verify(&signed(&employee("uwv"))), Ok(employee("uwv")));
+        assert_eq!(reason(v.verify(&signed(&employee("svb")))), Refusal::Vouch);
+        assert_eq!(reason(v.verify(&signed(&citizen()))), Refusal::Vouch);
+        // Unbound, the same key signs anyone.
+        let open = Verifier::new(&cfg(), Path::new(".")).unwrap();
+        assert!(open.verify(&signed(&employee("svb"))).is_ok());
+        assert!(open.verify(&signed(&citizen())).is_ok());
+    }
+
+    #[test]
     fn hs_rs_confusion_is_refused() {
         // The verifier expects ES256 for kid `idp`; an attacker signs HS256 with the public key
         // PEM as the HMAC secret.
@@ -661,6 +701,7 @@ mod tests {
                 alg: KeyAlg::ES256,
                 secret: None,
                 public_key: Some("keys/idp-es256.pub.pem".into()),
+                organisations: Vec::new(),
             }],
             ..cfg()
         };

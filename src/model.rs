@@ -460,6 +460,11 @@ pub struct KeyDef {
     /// RS256/ES256: path to the PEM public key, relative to the config file.
     #[serde(default)]
     pub public_key: Option<String>,
+    /// An organisation's own identity provider: the organisations (`org` claim) whose
+    /// employees this key may vouch for. Set, the key signs no citizen tokens and no employee
+    /// of another organisation; empty, it signs any token (a DigiD broker, the demo).
+    #[serde(default)]
+    pub organisations: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

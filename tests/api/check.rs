@@ -642,7 +642,7 @@ fn check_refuses_a_delivery_endpoint_that_is_not_a_url() {
 }
 
 #[test]
-fn an_employee_view_names_only_declared_organisations() {
+fn views_and_token_keys_name_only_declared_organisations() {
     let env = |k: &str| match k {
         k if k.ends_with("_SHA256") => Some(ketenportaal::credentials::sha256_hex(k)),
         _ => Some(format!("test-value-for-{k}-0123456789abcdef")),
@@ -652,7 +652,11 @@ fn an_employee_view_names_only_declared_organisations() {
     let f = dir.path().join("config/gateway.yaml");
     let text = std::fs::read_to_string(&f)
         .unwrap()
-        .replace("organisations: [uwv]", "organisations: [uvw]");
+        .replace("organisations: [uwv]", "organisations: [uvw]")
+        .replace(
+            "      public_key: keys/idp-es256.pub.pem\n",
+            "      public_key: keys/idp-es256.pub.pem\n      organisations: [svb, sbv]\n",
+        );
     std::fs::write(&f, text).unwrap();
     let e = ketenportaal::config::Config::load_with_env(&f, &env)
         .unwrap_err()
@@ -661,4 +665,9 @@ fn an_employee_view_names_only_declared_organisations() {
         e.contains("employee view `werkcoach` names organisation `uvw`, which is not declared"),
         "{e}"
     );
+    assert!(
+        e.contains("key `idp-2026` vouches for organisation `sbv`, which is not declared"),
+        "{e}"
+    );
+    assert!(!e.contains("`svb`, which"), "{e}");
 }

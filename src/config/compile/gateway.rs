@@ -478,7 +478,8 @@ impl GatewayFile<'_> {
         }
     }
 
-    /// Token keys: an HS256 secret long enough, a public key for RS256 and ES256, each readable.
+    /// Token keys: an HS256 secret long enough, a public key for RS256 and ES256, each readable,
+    /// and only declared organisations to vouch for.
     fn auth_keys(&self, errors: &mut Vec<ConfigError>) {
         let GatewayFile { file, tree, gw, .. } = *self;
         for (i, k) in gw.auth.keys.iter().enumerate() {
@@ -523,6 +524,23 @@ impl GatewayFile<'_> {
                 && (k.secret.is_some() || k.public_key.is_some())
             {
                 errors.push(ConfigError::new(file, pos, format!("key `{}`: {e}", k.kid)));
+            }
+            for org in k
+                .organisations
+                .iter()
+                .filter(|o| !gw.organisations.contains_key(*o))
+            {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        pos,
+                        format!(
+                            "key `{}` vouches for organisation `{org}`, which is not declared",
+                            k.kid
+                        ),
+                    )
+                    .hint("list ids from `organisations:`"),
+                );
             }
         }
     }
