@@ -789,6 +789,9 @@ pub struct AuditConfig {
     pub pseudonym_key: Option<Secret>,
     /// Employee roles that may query the access log of any citizen.
     pub auditor_roles: Vec<String>,
+    /// The organisations whose employees may hold those roles (the security officers' own);
+    /// empty: any organisation's.
+    pub auditor_organisations: Vec<String>,
 }
 
 impl Default for AuditConfig {
@@ -796,6 +799,7 @@ impl Default for AuditConfig {
         AuditConfig {
             pseudonym_key: None,
             auditor_roles: vec!["auditor".into()],
+            auditor_organisations: Vec::new(),
         }
     }
 }

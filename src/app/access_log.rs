@@ -87,13 +87,21 @@ pub async fn citizen(
     Ok((bsn, entries))
 }
 
-/// Refuses a caller without an auditor role (`audit.auditor_roles`).
+/// Refuses a caller without an auditor role (`audit.auditor_roles`), or of an organisation
+/// not in `audit.auditor_organisations` when that is set.
 pub fn require_auditor(app: &App, actor: &Actor) -> Result<(), LogError> {
     let rt = app.gateway.runtime();
     let allowed = match actor {
-        Actor::Employee { roles, .. } => roles
-            .iter()
-            .any(|r| rt.config.gateway.audit.auditor_roles.contains(r)),
+        Actor::Employee {
+            roles,
+            organisation,
+            ..
+        } => {
+            let audit = &rt.config.gateway.audit;
+            roles.iter().any(|r| audit.auditor_roles.contains(r))
+                && (audit.auditor_organisations.is_empty()
+                    || audit.auditor_organisations.contains(organisation))
+        }
         Actor::Citizen { .. } => false,
     };
     if allowed {

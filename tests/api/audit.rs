@@ -120,6 +120,31 @@ async fn auditors_query_by_bsn_in_a_post_body_and_others_cannot() {
 }
 
 #[tokio::test]
+async fn auditors_may_be_limited_to_their_own_organisations() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::Options {
+        tweak: Some(Box::new(|c| {
+            c.gateway.audit.auditor_organisations = vec!["gemeente-utrecht".into()];
+        })),
+        ..Default::default()
+    })
+    .await;
+    let ask = |org: &str| {
+        app.http
+            .post(format!("{}/v1/audit/access-log", app.url))
+            .bearer_auth(app.employee_token(org, &["auditor"]))
+            .json(&json!({"bsn": CITIZEN}))
+            .send()
+    };
+    assert_eq!(ask("gemeente-utrecht").await.unwrap().status(), 200);
+    let r = ask("uwv").await.unwrap();
+    assert_eq!(
+        r.status(),
+        403,
+        "the role from another organisation is not enough"
+    );
+}
+
+#[tokio::test]
 async fn when_the_journal_cannot_be_written_nothing_is_answered_and_nothing_answered_is_lost() {
     // The gateway runs under a file size limit (`ulimit -f`): once the audit journal reaches
     // it, every write of it fails (EFBIG), as on a full disk.

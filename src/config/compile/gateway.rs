@@ -63,6 +63,7 @@ pub(super) fn validate_gateway(
     g.audit_and_store(errors);
     g.shared_cache(errors);
     g.auth_keys(errors);
+    g.auditor_organisations(errors);
     // Every key checked above: the verifier fails only where an error is already reported.
     let verifier = match crate::auth::Verifier::new(&gw.auth, g.base()) {
         Ok(v) => v,
@@ -474,6 +475,26 @@ impl GatewayFile<'_> {
                     "`cache.shared.prefix` must be a non-empty word without spaces",
                 )
                 .hint("e.g. `prefix: ketenportaal`"),
+            );
+        }
+    }
+
+    /// `audit.auditor_organisations` names declared organisations.
+    fn auditor_organisations(&self, errors: &mut Vec<ConfigError>) {
+        let GatewayFile { file, gw, .. } = *self;
+        for org in gw
+            .audit
+            .auditor_organisations
+            .iter()
+            .filter(|o| !gw.organisations.contains_key(*o))
+        {
+            errors.push(
+                ConfigError::new(
+                    file,
+                    self.at(&["audit", "auditor_organisations"]),
+                    format!("`audit.auditor_organisations` names `{org}`, which is not declared"),
+                )
+                .hint("list ids from `organisations:`"),
             );
         }
     }
