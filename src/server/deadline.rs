@@ -1,8 +1,9 @@
 //! Deadlines on what a client sends: the first bytes of a connection, and a request's body.
 //!
 //! hyper's `header_read_timeout` starts once HTTP/1 parsing does, but the listener first reads
-//! a few bytes to tell HTTP/1 from HTTP/2, with no timer: a connection that sends nothing at
-//! all was held forever. [`FirstBytes`] gives it `limits.header_timeout` for its first byte.
+//! up to 24 bytes (the length of HTTP/2's preface) to tell HTTP/1 from HTTP/2, with no timer:
+//! a connection that sent nothing, or the first bytes of the preface (`PRI * HTTP`), was held
+//! forever. [`FirstBytes`] gives it `limits.header_timeout` for its first 24 bytes.
 //! A request body has no timer in hyper either: a client that announces 100 bytes and sends
 //! one held its connection (and the handler) as long as it liked. [`BodyDeadline`] gives the
 //! whole body `limits.body_timeout` from the moment the request arrived; past it the body
@@ -21,19 +22,23 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// A connection that must send its first byte before a deadline.
+/// How many bytes the listener may read before it knows the protocol: HTTP/2's preface.
+const OPENING: usize = 24;
+
+/// A connection that must send its first [`OPENING`] bytes before a deadline.
 #[derive(Debug)]
 pub struct FirstBytes<I> {
     io: I,
-    /// Until the first byte arrives: how long it may take, and its timer once a read waited.
-    wait: Option<(Duration, Option<Pin<Box<Sleep>>>)>,
+    /// Until the opening has arrived: how long it may take, its timer once a read waited, and
+    /// how many of its bytes are still to come.
+    wait: Option<(Duration, Option<Pin<Box<Sleep>>>, usize)>,
 }
 
 impl<I> FirstBytes<I> {
     pub fn new(io: I, within: Duration) -> Self {
         FirstBytes {
             io,
-            wait: Some((within, None)),
+            wait: Some((within, None, OPENING)),
         }
     }
 }
@@ -48,13 +53,17 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    this.wait = None;
+                let read = buf.filled().len() - before;
+                if let Some((_, _, left)) = &mut this.wait {
+                    *left = left.saturating_sub(read);
+                    if *left == 0 {
+                        this.wait = None;
+                    }
                 }
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                if let Some((within, timer)) = &mut this.wait {
+                if let Some((within, timer, _)) = &mut this.wait {
                     let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*within)));
                     if timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Err(io::Error::new(

@@ -153,6 +153,14 @@ async fn slow_clients_are_cut_off() {
         .await
         .expect("a connection that sends nothing is closed");
     assert!(text.is_empty(), "{text}");
+    // One that sends the first bytes of HTTP/2's preface and stops (the protocol is not
+    // known yet, so no HTTP/1 timer runs).
+    let mut partial = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    partial.write_all(b"PRI * HTTP").await.unwrap();
+    let text = closed_within(partial, 5)
+        .await
+        .expect("a connection that sends part of the preface is closed");
+    assert!(text.is_empty(), "{text}");
     // A connection idle after its first request.
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
