@@ -29,16 +29,29 @@ const OPENING: usize = 24;
 #[derive(Debug)]
 pub struct FirstBytes<I> {
     io: I,
-    /// Until the opening has arrived: how long it may take, its timer once a read waited, and
-    /// how many of its bytes are still to come.
-    wait: Option<(Duration, Option<Pin<Box<Sleep>>>, usize)>,
+    /// Until the opening has arrived.
+    wait: Option<Opening>,
+}
+
+#[derive(Debug)]
+struct Opening {
+    /// How long it may take.
+    within: Duration,
+    /// Its timer, once a read waited.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// How many of its bytes are still to come.
+    left: usize,
 }
 
 impl<I> FirstBytes<I> {
     pub fn new(io: I, within: Duration) -> Self {
         FirstBytes {
             io,
-            wait: Some((within, None, OPENING)),
+            wait: Some(Opening {
+                within,
+                timer: None,
+                left: OPENING,
+            }),
         }
     }
 }
@@ -54,17 +67,20 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 let read = buf.filled().len() - before;
-                if let Some((_, _, left)) = &mut this.wait {
-                    *left = left.saturating_sub(read);
-                    if *left == 0 {
+                if let Some(o) = &mut this.wait {
+                    o.left = o.left.saturating_sub(read);
+                    if o.left == 0 {
                         this.wait = None;
                     }
                 }
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                if let Some((within, timer, _)) = &mut this.wait {
-                    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*within)));
+                if let Some(o) = &mut this.wait {
+                    let within = o.within;
+                    let timer = o
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(within)));
                     if timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
