@@ -242,6 +242,9 @@ pub struct Limits {
     pub max_inflight_percent_per_organisation: u8,
     /// Deepest element or JSON nesting accepted in a source answer.
     pub max_depth: u32,
+    /// Most records one source answer may put in one section; an answer with more is refused
+    /// (the source's status `error`), so that one source's huge list does not slow every read.
+    pub max_records: u32,
     /// A client must send its request headers within this time (slow clients are cut off).
     pub header_timeout: Dur,
     /// A request's body must have arrived this long after its headers (a client that
@@ -263,6 +266,7 @@ impl Default for Limits {
             max_inflight_response_bytes: ByteSize(64 * 1024 * 1024),
             max_inflight_percent_per_organisation: 50,
             max_depth: 64,
+            max_records: 1000,
             header_timeout: Dur(Duration::from_secs(10)),
             body_timeout: Dur(Duration::from_secs(10)),
             max_header_bytes: ByteSize(16 * 1024),

@@ -253,6 +253,7 @@ impl AdapterClient {
                     .map_err(SourceError::Map)?
             }
         };
+        crate::mapping::check_records(&sections, &self.spec.limits).map_err(SourceError::Map)?;
         Ok(SourceAnswer {
             adapter: self.id.clone(),
             organisation: self.organisation.clone(),

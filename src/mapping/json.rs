@@ -569,7 +569,13 @@ mod tests {
             JsonMapping::compile(&spec(None, &[("x", "/x", FieldType::String, false)])).unwrap();
         let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
         assert!(matches!(
-            m.map_bytes(deep.as_bytes(), &MapLimits { max_depth: 16 }),
+            m.map_bytes(
+                deep.as_bytes(),
+                &MapLimits {
+                    max_depth: 16,
+                    ..MapLimits::default()
+                }
+            ),
             Err(MapError::TooDeep(16))
         ));
     }
@@ -706,7 +712,10 @@ mod fast_path_tests {
             ),
         );
         let lists = JsonMapping::compile(&lists).unwrap();
-        let limits = MapLimits { max_depth: 16 };
+        let limits = MapLimits {
+            max_depth: 16,
+            ..MapLimits::default()
+        };
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
         let answers = [
             // Plain, with escapes in values and keys, numbers as text, nulls and absences.

@@ -32,6 +32,14 @@ pub enum MapError {
     NotXml(String),
     #[error("the answer carries a DOCTYPE or entity declaration, which is refused")]
     Doctype,
+    #[error(
+        "section `{section}`: {records} records, more than the {max} an answer may hold (limits.max_records)"
+    )]
+    TooManyRecords {
+        section: String,
+        records: usize,
+        max: u32,
+    },
     #[error("the answer nests deeper than {0} levels")]
     TooDeep(u32),
     #[error("the answer has no SOAP Envelope/Body")]
@@ -59,11 +67,33 @@ pub enum MapError {
 #[derive(Clone, Copy, Debug)]
 pub struct MapLimits {
     pub max_depth: u32,
+    /// Most records one answer may put in one section ([`check_records`]).
+    pub max_records: u32,
 }
 
 impl Default for MapLimits {
     fn default() -> Self {
-        MapLimits { max_depth: 64 }
+        MapLimits {
+            max_depth: 64,
+            max_records: 1000,
+        }
+    }
+}
+
+/// Refuses an answer that puts more than `limits.max_records` records in one section: every
+/// read of the dossier pays for each record (merge, view filter, rules of themes and life
+/// events, the answer's size), so one source with a huge list would slow every citizen's read.
+pub fn check_records(sections: &Sections, limits: &MapLimits) -> Result<(), MapError> {
+    match sections
+        .iter()
+        .find(|(_, records)| records.len() > limits.max_records as usize)
+    {
+        Some((section, records)) => Err(MapError::TooManyRecords {
+            section: section.clone(),
+            records: records.len(),
+            max: limits.max_records,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -846,7 +846,13 @@ mod tests {
             "</a>".repeat(100)
         );
         assert_eq!(
-            m.map_envelope(deep.as_bytes(), &MapLimits { max_depth: 32 }),
+            m.map_envelope(
+                deep.as_bytes(),
+                &MapLimits {
+                    max_depth: 32,
+                    ..MapLimits::default()
+                }
+            ),
             Err(MapError::TooDeep(32))
         );
         assert!(

@@ -271,6 +271,36 @@ async fn a_source_s_own_words_are_cut_short_and_a_bsn_in_them_is_masked() {
 }
 
 #[tokio::test]
+async fn an_answer_with_more_records_in_a_section_than_allowed_is_refused() {
+    let app = spawn_app().await;
+    let many = |n: usize| {
+        let list: Vec<Value> = (0..n)
+            .map(|i| json!({"soort": "zorgtoeslag", "jaar": 2000 + i % 30, "bedragPerMaand": 1, "status": "toegekend", "beschikkingsnummer": format!("B-{i}")}))
+            .collect();
+        json!({"toeslagen": list, "inkomen": []}).to_string()
+    };
+    app.chaos.set(
+        TOESLAGEN,
+        Behaviour::Status(200, "application/json", many(1001)),
+    );
+    let d = citizen_dossier(&app).await;
+    let s = source(&d, "toeslagen");
+    assert_eq!(s["status"], "error", "{s}");
+    assert_eq!(
+        s["error"],
+        "the answer could not be mapped: section `toeslagen`: 1001 records, more than the 1000 an answer may hold (limits.max_records)"
+    );
+    assert_eq!(source(&d, "brp-personen")["status"], "ok");
+    // At the limit it is served.
+    app.chaos.set(
+        TOESLAGEN,
+        Behaviour::Status(200, "application/json", many(1000)),
+    );
+    let d = citizen_dossier(&app).await;
+    assert_eq!(source(&d, "toeslagen")["status"], "ok", "{d}");
+}
+
+#[tokio::test]
 async fn a_rest_500_becomes_a_source_error() {
     let app = spawn_app().await;
     let problem = r#"{"type":"about:blank","title":"Internal Server Error","status":500,"detail":"Toeslagen database niet beschikbaar"}"#;

@@ -113,6 +113,7 @@ pub(super) fn compile_adapter(
         mapping: mapping?,
         limits: MapLimits {
             max_depth: gw.limits.max_depth,
+            max_records: gw.limits.max_records,
         },
         max_response_body: def
             .max_response_body
