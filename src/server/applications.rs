@@ -253,7 +253,7 @@ pub(super) async fn me_apply(
     responses((status = 202, description = "Stored with its audit record; delivered in the background", body = super::api_doc::ApplicationAcceptedDoc,
                 headers(("Location" = String, description = "Where to follow the application"))),
                (status = 400, description = "The body or `Idempotency-Key` does not match this document (a BSN that is not 8 or 9 digits, an unknown field)"),
-               (status = 403, description = "A citizen token, no `X-Purpose`, or a service of another organisation"),
+               (status = 403, description = "A citizen token, no `X-Purpose` or one that no employee view open to the caller's organisation and roles allows, or a service of another organisation"),
                (status = 422, description = "The BSN fails the 11-proef, the service is unknown or cannot be applied for, the data does not satisfy its schema (every violation listed), or the `Idempotency-Key` was used for a different request (`idempotency-key-reused`)"),
                (status = 500, description = "The service has no compiled schema (not expected: the configuration compiles every one when it loads)"),
                (status = 503, description = "Not stored (nor audited): send it again with the same key")))]
@@ -277,16 +277,49 @@ pub(super) async fn employee_apply(
             "state the purpose of this action in the `X-Purpose` header (doelbinding)",
         ));
     }
+    let purpose = headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim();
+    employee_may(&s, &actor, purpose)?;
     let b: EmployeeApplication = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &b.bsn)?;
     submit(&s, &headers, &actor, bsn, b.service, b.data).await
+}
+
+/// An employee acts on a citizen's application only as one of the employee views allows:
+/// a view open to their organisation, with one of their roles, for the purpose they state.
+fn employee_may(s: &Shared, actor: &Actor, purpose: &str) -> Result<(), Problem> {
+    let Actor::Employee {
+        roles,
+        organisation,
+        ..
+    } = actor
+    else {
+        return Ok(());
+    };
+    let rt = s.gateway.runtime();
+    let allowed = rt.config.gateway.views.values().any(|v| {
+        v.audience == crate::model::Audience::Employee
+            && (v.organisations.is_empty() || v.organisations.contains(organisation))
+            && roles.iter().any(|r| v.roles.contains(r))
+            && v.purposes.contains_key(purpose)
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(Problem::forbidden(format!(
+            "no employee view open to your organisation and roles allows the purpose `{purpose}`"
+        )))
+    }
 }
 
 #[utoipa::path(get, path = "/v1/applications/{id}", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path, description = "Application id (from the `Location` of its 202)"),
            ("X-Purpose" = Option<String>, Header, description = "For an employee: the purpose of this read (doelbinding); without one the answer is 403", example = "re-integratie")),
     responses((status = 200, description = "The application and its delivery status; the read is recorded in the audit log (`application.read`) before it is answered", body = super::api_doc::ApplicationDoc),
-               (status = 403, description = "An employee without `X-Purpose`"),
+               (status = 403, description = "An employee without `X-Purpose`, or with a purpose that no employee view open to their organisation and roles allows"),
                (status = 404, description = "Unknown, or not yours (a citizen's own, or one made to the employee's organisation)"),
                (status = 503, description = "The store cannot be read, or the read could not be recorded (then nothing is shown)")))]
 pub(super) async fn get_application(
@@ -303,10 +336,13 @@ pub(super) async fn get_application(
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .map(str::to_string);
-    if matches!(actor, Actor::Employee { .. }) && purpose.is_none() {
-        return Err(Problem::forbidden(
-            "state the purpose of this read in the `X-Purpose` header (doelbinding)",
-        ));
+    if let Actor::Employee { .. } = &actor {
+        let Some(p) = &purpose else {
+            return Err(Problem::forbidden(
+                "state the purpose of this read in the `X-Purpose` header (doelbinding)",
+            ));
+        };
+        employee_may(&s, &actor, p)?;
     }
     let store = s.store.as_ref().ok_or_else(no_store)?;
     let app = store.application(id.clone()).await.map_err(store_problem)?;

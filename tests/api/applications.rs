@@ -171,6 +171,18 @@ async fn soap_delivery_and_rejection() {
     let p: Value = r.json().await.unwrap();
     assert!(p["detail"].as_str().unwrap().contains("X-Purpose"), "{p}");
     assert_eq!(read(Some(" ")).await.unwrap().status(), 403);
+    // Any words are not a purpose: one of the employee views open to them must allow it.
+    assert_eq!(read(Some("nieuwsgierig")).await.unwrap().status(), 403);
+    let no_role = app.employee_token("uwv", &[]);
+    let r = app
+        .http
+        .get(format!("{}{loc}", app.url))
+        .bearer_auth(&no_role)
+        .header("X-Purpose", "re-integratie")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     assert_eq!(read(Some("re-integratie")).await.unwrap().status(), 200);
     let id = loc.rsplit('/').next().unwrap();
     let records = app
@@ -202,7 +214,7 @@ async fn soap_delivery_and_rejection() {
         app.http
             .get(format!("{}{loc}", app.url))
             .bearer_auth(gemeente)
-            .header("X-Purpose", "schuldhulp")
+            .header("X-Purpose", "bijstand-aanvraag")
             .send()
             .await
             .unwrap()
