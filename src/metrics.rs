@@ -64,6 +64,9 @@ pub struct Metrics {
     cache_lookups: Family<AdapterStatus, Counter>,
     cache_shared: Family<SharedLabel, Counter>,
     pub circuit_state: Family<AdapterLabel, Gauge>,
+    /// Adapters forgotten ([`Metrics::forget_adapter`]) and not built again: a call of theirs
+    /// still in flight when they went must not bring their series back.
+    retired: Retired,
     request_seconds: HistogramFamily<RouteLabel>,
     overhead_seconds: HistogramFamily<RouteLabel>,
     /// The two histograms of each route in [`ROUTES`] and status class, kept after the first
@@ -91,6 +94,7 @@ impl Metrics {
             cache_lookups: Family::default(),
             cache_shared: Family::default(),
             circuit_state: Family::default(),
+            retired: Retired::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
             overhead_seconds: Family::new_with_constructor(overhead_histogram),
             route_slots: Default::default(),
@@ -158,6 +162,9 @@ impl Metrics {
     }
 
     pub fn observe_attempt(&self, adapter: &Arc<str>, took: Duration, err: Option<&SourceError>) {
+        if self.retired.holds(adapter) {
+            return;
+        }
         let l = AdapterLabel {
             adapter: adapter.clone(),
         };
@@ -178,6 +185,7 @@ impl Metrics {
     /// Removes every series of `adapter` (it is no longer configured or registered).
     pub fn forget_adapter(&self, adapter: &str) {
         let adapter: Arc<str> = Arc::from(adapter);
+        self.retired.write().insert(adapter.clone());
         let one = AdapterLabel {
             adapter: adapter.clone(),
         };
@@ -198,7 +206,12 @@ impl Metrics {
 
     /// The request-path counters of one adapter, each looked up on first use and kept.
     pub fn adapter_series(&self, adapter: &Arc<str>) -> AdapterSeries {
+        // Built again (registered anew): its series may come back.
+        if self.retired.holds(adapter) {
+            self.retired.write().remove(adapter);
+        }
         AdapterSeries {
+            retired: self.retired.clone(),
             adapter: adapter.clone(),
             results: self.source_results.clone(),
             lookups: self.cache_lookups.clone(),
@@ -319,10 +332,28 @@ fn error_kind(e: &SourceError) -> &'static str {
 /// Cache lookup results (`cache_lookups`).
 const LOOKUPS: [&str; 4] = ["hit", "miss", "joined", "stale"];
 
+/// The ids of adapters whose series were removed, shared by the [`AdapterSeries`].
+#[derive(Clone, Debug, Default)]
+struct Retired(Arc<std::sync::RwLock<std::collections::HashSet<Arc<str>>>>);
+
+impl Retired {
+    fn holds(&self, adapter: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(adapter)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashSet<Arc<str>>> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// One adapter's series on the dossier path. A label lookup hashes the adapter id under the
 /// family's lock, and a dossier counts two per source; these keep the counter (a shared
 /// handle) after the first lookup. A series still appears only once it has been counted.
 pub struct AdapterSeries {
+    retired: Retired,
     adapter: Arc<str>,
     results: Family<AdapterStatus, Counter>,
     lookups: Family<AdapterStatus, Counter>,
@@ -352,12 +383,19 @@ impl AdapterSeries {
             adapter: self.adapter.clone(),
             status,
         };
+        // Once kept, a counter is counted without a look at the retired set (the cached
+        // dossier's path); before, a retired adapter's series is not made again.
         match names.iter().position(|n| *n == status) {
-            Some(i) => slots[i]
-                .get_or_init(|| family.get_or_create(&label()).clone())
-                .inc(),
-            None => family.get_or_create(&label()).inc(),
-        };
+            Some(i) if slots[i].get().is_some() || !self.retired.holds(&self.adapter) => {
+                slots[i]
+                    .get_or_init(|| family.get_or_create(&label()).clone())
+                    .inc();
+            }
+            _ if self.retired.holds(&self.adapter) => {}
+            _ => {
+                family.get_or_create(&label()).inc();
+            }
+        }
     }
 }
 
@@ -399,7 +437,12 @@ mod tests {
                 .get_or_create(&AdapterLabel { adapter: a.clone() })
                 .set(2);
         }
+        let in_flight = m.adapter_series(&gone);
         m.forget_adapter("p-weg");
+        // A call still in flight when it went ends after: nothing comes back.
+        m.observe_attempt(&gone, Duration::from_millis(1), Some(&errors[0]));
+        in_flight.source_result("ok");
+        in_flight.cache_lookup("miss");
         let text = m.encode();
         assert!(!text.contains("p-weg"), "{text}");
         assert_eq!(
@@ -410,6 +453,9 @@ mod tests {
             text.contains(r#"ketenportaal_circuit_state{adapter="uwv"} 2"#),
             "{text}"
         );
+        // Registered again: counted again.
+        m.adapter_series(&gone).source_result("ok");
+        assert!(m.encode().contains(r#"adapter="p-weg""#));
     }
 
     #[test]
