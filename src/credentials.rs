@@ -31,6 +31,8 @@ pub fn oin_of(der: &[u8]) -> Option<String> {
 pub enum CredentialError {
     #[error("no partner credential: send `X-Api-Key`, or a client certificate with your OIN")]
     Missing,
+    #[error("no admin token: send `Authorization: Bearer <admin token>`")]
+    MissingAdmin,
     #[error("the credential is not known")]
     Unknown,
     #[error("`/admin` is closed: no admin token is configured")]
@@ -91,7 +93,7 @@ pub fn admin(cfg: &GatewayConfig, headers: &HeaderMap) -> Result<(), CredentialE
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .ok_or(CredentialError::Missing)?;
+        .ok_or(CredentialError::MissingAdmin)?;
     if same(&sha256_hex(token.trim()), expected) {
         Ok(())
     } else {
@@ -164,5 +166,8 @@ mod tests {
         assert!(admin(&c, &h).is_ok());
         h.insert("authorization", "Bearer nope".parse().unwrap());
         assert_eq!(admin(&c, &h), Err(CredentialError::Unknown));
+        let missing = admin(&c, &HeaderMap::new()).unwrap_err();
+        assert_eq!(missing, CredentialError::MissingAdmin);
+        assert!(missing.to_string().contains("Authorization: Bearer"), "{missing}");
     }
 }
