@@ -168,6 +168,9 @@ mod tests {
         assert_eq!(admin(&c, &h), Err(CredentialError::Unknown));
         let missing = admin(&c, &HeaderMap::new()).unwrap_err();
         assert_eq!(missing, CredentialError::MissingAdmin);
-        assert!(missing.to_string().contains("Authorization: Bearer"), "{missing}");
+        assert!(
+            missing.to_string().contains("Authorization: Bearer"),
+            "{missing}"
+        );
     }
 }

@@ -264,7 +264,7 @@ impl Default for Limits {
             max_request_body: ByteSize(64 * 1024),
             max_response_body: ByteSize(4 * 1024 * 1024),
             max_inflight_response_bytes: ByteSize(64 * 1024 * 1024),
-            max_inflight_percent_per_organisation: 50,
+            max_inflight_percent_per_organisation: 25,
             max_depth: 64,
             max_records: 1000,
             header_timeout: Dur(Duration::from_secs(10)),

@@ -492,7 +492,7 @@ fn check_refuses_an_inflight_budget_that_cannot_hold_the_largest_answer() {
     let (ok, text) = run_check(dir.path());
     assert!(!ok, "{text}");
     assert!(
-        text.contains("[dir]/gateway.yaml:7:32: `limits.max_inflight_response_bytes` (16 MiB, of which one organisation may hold 50% (8 MiB)) cannot hold one answer of 10 MiB (adapter `uwv`) while it is mapped (20 MiB with its records)\n    hint: make an organisation's share of the budget at least twice the largest `max_response_body`, or lower that cap"),
+        text.contains("[dir]/gateway.yaml:7:32: `limits.max_inflight_response_bytes` (16 MiB, of which one organisation may hold 25% (4 MiB)) cannot hold one answer of 10 MiB (adapter `uwv`) while it is mapped (20 MiB with its records)\n    hint: make an organisation's share of the budget at least twice the largest `max_response_body`, or lower that cap"),
         "{text}"
     );
     assert!(text.contains("1 problem(s) found"), "{text}");
@@ -505,8 +505,11 @@ fn check_refuses_an_inflight_budget_that_cannot_hold_the_largest_answer() {
         std::fs::write(dir.path().join("gateway.yaml"), g).unwrap();
         run_check(dir.path())
     };
-    let (ok, text) = with("  max_inflight_response_bytes: 40MiB\n");
-    assert!(ok, "half of 40 MiB holds a 10 MiB answer twice: {text}");
+    let (ok, text) = with("  max_inflight_response_bytes: 80MiB\n");
+    assert!(
+        ok,
+        "a quarter of 80 MiB holds a 10 MiB answer twice: {text}"
+    );
     let (ok, text) =
         with("  max_inflight_response_bytes: 40MiB\n  max_inflight_percent_per_organisation: 25\n");
     assert!(!ok, "{text}");

@@ -96,19 +96,19 @@ async fn one_organisation_whose_answers_fill_its_share_leaves_the_others_room() 
     let inflight = &app.state.gateway.inflight;
     assert_eq!(
         inflight.share_limit(),
-        budget / 2,
-        "half the budget by default"
+        budget / 4,
+        "a quarter of the budget by default"
     );
     // UWV's answers in flight hold all but 1 KiB of its share: the whole budget has room.
     let uwv = inflight.share(&std::sync::Arc::from("uwv"));
     let mut held = inflight.reservation(Some(&uwv));
-    held.hold(budget / 2 - 1024).unwrap();
+    held.hold(budget / 4 - 1024).unwrap();
     let d: Value = app.me_dossier(&token).await.json().await.unwrap();
     let s = source(&d, "uwv-uitkeringen");
     assert_eq!(s["status"], "error", "{s}");
     assert_eq!(
         s["error"],
-        "not read: answers in flight from `uwv` already fill its share of the gateway's budget, 4194304 bytes (limits.max_inflight_percent_per_organisation of limits.max_inflight_response_bytes)"
+        "not read: answers in flight from `uwv` already fill its share of the gateway's budget, 2097152 bytes (limits.max_inflight_percent_per_organisation of limits.max_inflight_response_bytes)"
     );
     for other in ["svb-regelingen", "brp-personen"] {
         assert_eq!(source(&d, other)["status"], "ok", "{other}: {d}");

@@ -130,7 +130,7 @@ impl GatewayFile<'_> {
                     self.at(&["limits", "max_inflight_percent_per_organisation"]),
                     format!("`limits.max_inflight_percent_per_organisation` is {percent}; it is a percentage from 1 to 100"),
                 )
-                .hint("50 lets one organisation's answers hold half the budget; 100 sets no share"),
+                .hint("25 lets one organisation's answers hold a quarter of the budget; 100 sets no share"),
             );
             return;
         }
