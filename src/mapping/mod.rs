@@ -145,41 +145,60 @@ fn excerpt(s: &str) -> String {
 }
 
 /// Text a source wrote (a fault's reason, a problem's detail, a value that did not convert), as
-/// it may be shown and logged: at most `max` characters (then `…`), control characters and
-/// line breaks as spaces, and every run of 8 or more digits masked (`*`), so that an answer
-/// that echoes a BSN does not put it in the log, `/admin/status` or a dossier, and a hostile
-/// source cannot flood them.
+/// it may be shown and logged: control characters and line breaks as spaces, characters that
+/// hide or reorder text (zero-width, bidirectional overrides, soft hyphen) dropped, every run
+/// of 8 or more digits masked (`*`), also when the digits are not ASCII or are spaced by single
+/// spaces, dashes, dots or slashes, and at most `max` characters (then `…`). So an answer that
+/// echoes a BSN does not put it in the log, `/admin/status` or a dossier, and a hostile source
+/// can neither flood them nor dress its text up.
 pub fn untrusted_text(s: &str, max: usize) -> String {
-    let s = s.trim();
-    let end = s.char_indices().nth(max).map_or(s.len(), |(i, _)| i);
-    let mut out = String::with_capacity(end + 3);
-    let mut run = 0;
-    for c in s[..end].chars() {
-        if c.is_ascii_digit() {
-            run += 1;
-            out.push(c);
+    let hidden = |c: &char| {
+        matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+    };
+    // What can be shown, and a margin past it: a digit run that the cut splits is judged
+    // within the margin (a run that fills it is long enough to be masked anyway).
+    let mut shown = s
+        .chars()
+        .filter(|c| !hidden(c))
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .skip_while(|c| c.is_whitespace());
+    let mut chars: Vec<char> = shown.by_ref().take(max.saturating_add(64)).collect();
+    let more = shown.next().is_some();
+    let n = chars.len();
+    let mut i = 0;
+    while i < n {
+        if !chars[i].is_numeric() {
+            i += 1;
             continue;
         }
-        mask_digits(&mut out, run, run);
-        run = 0;
-        out.push(if c.is_control() { ' ' } else { c });
+        let (mut j, mut digits) = (i, 0);
+        while j < n {
+            if chars[j].is_numeric() {
+                digits += 1;
+                j += 1;
+            } else if matches!(chars[j], ' ' | '-' | '.' | '/')
+                && chars.get(j + 1).is_some_and(|c| c.is_numeric())
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        if digits >= 8 {
+            chars[i..j]
+                .iter_mut()
+                .filter(|c| c.is_numeric())
+                .for_each(|c| *c = '*');
+        }
+        i = j;
     }
-    // A run the cut splits is judged by its whole length.
-    let beyond = s[end..].bytes().take_while(u8::is_ascii_digit).count();
-    mask_digits(&mut out, run, run + beyond);
+    let mut out: String = chars.iter().take(max).collect();
     out.truncate(out.trim_end().len());
-    if end < s.len() {
+    if n > max || more {
         out.push('…');
     }
     out
-}
-
-/// Masks the last `shown` characters of `out` (digits) when their run is `whole` ≥ 8 long.
-fn mask_digits(out: &mut String, shown: usize, whole: usize) {
-    if whole >= 8 {
-        out.truncate(out.len() - shown);
-        out.extend(std::iter::repeat_n('*', shown));
-    }
 }
 
 /// Converts source text into a typed value. `Err` carries an excerpt for the message.
@@ -335,17 +354,35 @@ mod tests {
             untrusted_text("Persoon met BSN 999993653 niet gevonden", 200),
             "Persoon met BSN ********* niet gevonden"
         );
-        assert_eq!(untrusted_text("Bel 0900-1234567", 200), "Bel 0900-1234567");
+        // Spaced, split by invisible characters, or in other scripts' digits.
+        for bsn in [
+            "999-993-653",
+            "9 9 9 9 9 3 6 5 3",
+            "99999\u{200B}3653",
+            "\u{FF19}\u{FF19}\u{FF19}\u{FF19}\u{FF19}\u{FF13}\u{FF16}\u{FF15}\u{FF13}",
+            "\u{0669}\u{0669}\u{0669}\u{0669}\u{0669}\u{0663}\u{0666}\u{0665}\u{0663}",
+        ] {
+            let t = untrusted_text(&format!("BSN {bsn}."), 200);
+            assert_eq!(t.chars().filter(|c| *c == '*').count(), 9, "{bsn}: {t}");
+        }
+        // A date is eight digits too (and may be a birth date).
+        assert_eq!(
+            untrusted_text("op 12-03-2026 om 14.00", 200),
+            "op **-**-**** om 14.00"
+        );
+        assert_eq!(untrusted_text("Bel 0900 12", 200), "Bel 0900 12");
         assert_eq!(
             untrusted_text("regel 1\nregel\t2\u{7}", 200),
             "regel 1 regel 2"
         );
+        assert_eq!(untrusted_text("abc\u{202E}fed", 200), "abcfed");
         assert_eq!(untrusted_text(&"x".repeat(300), 5), "xxxxx…");
         // A run the cut splits is masked as the whole run would be.
         assert_eq!(untrusted_text("bsn 999993653", 8), "bsn ****…");
         assert_eq!(untrusted_text("nr 1234567", 5), "nr 12…");
         assert_eq!(untrusted_text("  ", 10), "");
         assert_eq!(untrusted_text("é€😀", 2), "é€…");
+        assert_eq!(untrusted_text("ab", 2), "ab");
     }
 }
 
