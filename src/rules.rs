@@ -225,6 +225,17 @@ impl Facts {
     /// Every field the vocabulary knows is present (null when the view or the sources have no
     /// value), so rules can test `x != null`.
     pub fn from_sections(sections: &Map<String, Value>, vocab: &Vocabulary) -> Facts {
+        Self::from_shown(sections, vocab, |_| true)
+    }
+
+    /// The facts of a dossier read through a view: a section the view does not show is not
+    /// a fact at all (not an empty list), so a rule that reads it cannot be decided, rather
+    /// than deciding on records the reader was never shown.
+    pub fn from_shown(
+        sections: &Map<String, Value>,
+        vocab: &Vocabulary,
+        shown: impl Fn(&str) -> bool,
+    ) -> Facts {
         let record = |sec: &str, obj: Option<&Map<String, Value>>| -> CelValue {
             let mut m: HashMap<String, CelValue> = HashMap::new();
             for f in vocab.fields.get(sec).into_iter().flatten() {
@@ -241,7 +252,7 @@ impl Facts {
             CelValue::from(m)
         };
         let mut vars = Vec::new();
-        for sec in vocab.fields.keys() {
+        for sec in vocab.fields.keys().filter(|s| shown(s)) {
             let v = if vocab.lists.contains(sec) {
                 let items: Vec<CelValue> = sections
                     .get(sec)
@@ -365,6 +376,11 @@ mod tests {
         // A missing value cannot be compared: not decided, with the reason.
         let s = json!({}).as_object().cloned().unwrap();
         assert!(r.evaluate(&Facts::from_sections(&s, &v)).is_err());
+        // A list the view does not show is no fact, not an empty list: not decided either way.
+        let none = Rule::compile("!uitkeringen.exists(u, u.soort == 'WW')", &v).unwrap();
+        assert_eq!(none.evaluate(&Facts::from_sections(&s, &v)), Ok(true));
+        let hidden = Facts::from_shown(&s, &v, |sec| sec != "uitkeringen");
+        assert!(none.evaluate(&hidden).is_err());
     }
 
     #[test]

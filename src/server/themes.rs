@@ -126,7 +126,7 @@ fn theme_answer(rt: &Runtime, id: &str, d: &DossierResponse) -> Result<Value, Pr
         .get(id)
         .ok_or_else(|| Problem::not_found(format!("no theme `{id}`")))?;
     let sections = d.sections();
-    let facts = Facts::from_sections(&sections, &rt.catalogue.vocab);
+    let facts = facts_of(rt, d, &sections);
     let events = life_events(rt, &sections, &facts, Some(&t.life_events));
     Ok(json!({
         "theme": {"id": id, "title": t.title, "description": t.description},
@@ -168,9 +168,18 @@ fn life_events(
         .collect()
 }
 
+/// The rules' facts: the sections the reader's view shows (another section is unknown to the
+/// rules, not empty).
+fn facts_of(rt: &Runtime, d: &DossierResponse, sections: &Map<String, Value>) -> Facts {
+    let view = rt.config.gateway.views.get(&d.view);
+    Facts::from_shown(sections, &rt.catalogue.vocab, |sec| {
+        view.is_none_or(|v| v.sections.contains_key(sec))
+    })
+}
+
 fn events_answer(rt: &Runtime, d: &DossierResponse) -> Value {
     let sections = d.sections();
-    let facts = Facts::from_sections(&sections, &rt.catalogue.vocab);
+    let facts = facts_of(rt, d, &sections);
     json!({
         "subject": d.subject,
         "complete": d.complete,

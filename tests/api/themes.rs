@@ -180,6 +180,26 @@ async fn employees_evaluate_themes_for_a_client_with_a_purpose() {
         .await
         .unwrap();
     assert!(v["life_events"].as_array().unwrap().is_empty(), "{v}");
+    // Nor is a service decided on a section the view does not show: `inkomen` is not an
+    // empty list to the werkcoach, it is unknown.
+    let v: Value = app
+        .http
+        .post(format!(
+            "{}/v1/dossiers/themes/aow-leeftijd-bereiken",
+            app.url
+        ))
+        .bearer_auth(&coach)
+        .header("X-Purpose", "re-integratie")
+        .json(&json!({"bsn": "999990019", "view": "werkcoach"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let aio = service(&v, "aio-aanvragen");
+    assert_eq!(aio["decided"], false, "{v}");
+    assert_eq!(aio["relevant"], false, "{v}");
 }
 
 #[tokio::test]
