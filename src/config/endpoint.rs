@@ -132,6 +132,22 @@ fn refuse_ambiguous_path(path: &str) -> Result<(), EndpointRefusal> {
             "a percent-encoded `;` in its path",
         ));
     }
+    // IIS reads `%u002e` as `.`; servers that normalise Unicode fold a fullwidth `；` or `．`
+    // (sent as UTF-8, percent-encoded) into its ASCII twin.
+    if lower.contains("%u") {
+        return Err(EndpointRefusal::Ambiguous(
+            "a `%u` escape in its path (IIS reads `%u002e` as `.`)",
+        ));
+    }
+    let bytes = lower.as_bytes();
+    if bytes
+        .windows(2)
+        .any(|w| w[0] == b'%' && matches!(w[1], b'8'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(EndpointRefusal::Ambiguous(
+            "a non-ASCII character in its path (a server may fold a fullwidth `；` into `;`)",
+        ));
+    }
     Ok(())
 }
 
@@ -174,6 +190,9 @@ mod tests {
             ("/uwv/%252E%252E%252Fsvb", "an encoded percent sign"),
             ("/uwv/100%25", "an encoded percent sign"),
             ("/uwv/..%3b/svb/", "a percent-encoded `;`"),
+            ("/uwv/%u002e%u002e/svb/", "a `%u` escape"),
+            ("/uwv/..%EF%BC%9B/svb/", "a non-ASCII character"),
+            ("/uwv/..\u{FF1B}/svb/", "a non-ASCII character"),
         ] {
             match check(e) {
                 Err(r @ EndpointRefusal::Ambiguous(_)) => {
