@@ -43,6 +43,7 @@ impl PartnerRequest {
     /// The organisation the request acts for (API key or client-certificate OIN), with the
     /// runtime snapshot the request then uses.
     fn organisation(&self, s: &App) -> Result<(Arc<Runtime>, String), Problem> {
+        super::extract::single(&self.headers, &["x-api-key"])?;
         let rt = s.gateway.runtime();
         let org =
             crate::credentials::partner(&rt.config.gateway, &self.headers, self.cert.as_ref())

@@ -24,8 +24,23 @@ fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(token.trim())
 }
 
+/// Refuses a request that sends a header which must be one (a credential, a purpose) more
+/// than once: which one counts would be up to each hop between the client and us.
+pub(super) fn single(headers: &HeaderMap, names: &[&str]) -> Result<(), Problem> {
+    match names
+        .iter()
+        .find(|n| headers.get_all(**n).iter().nth(1).is_some())
+    {
+        Some(n) => Err(Problem::bad_request(format!(
+            "`{n}` is sent more than once; send it once"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The caller, from a bearer token the live config's verifier accepts; otherwise a 401.
 pub(super) fn authenticate(s: &App, headers: &HeaderMap) -> Result<Actor, Problem> {
+    single(headers, &["authorization", "x-purpose"])?;
     let rt = s.gateway.runtime();
     let token = bearer(headers).map_err(|e| Problem::unauthorized(e.to_string()))?;
     rt.verifier.verify(token).map_err(|e| {

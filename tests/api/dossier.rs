@@ -576,6 +576,43 @@ async fn bad_tokens_and_bodies_are_refused_clearly() {
     assert!(r.headers().contains_key("www-authenticate"));
     assert_eq!(r.headers()["api-version"], "1.0.0");
     assert_eq!(app.me_dossier("not.a.token").await.status(), 401);
+    // A credential or purpose sent twice: which one counts is not ours to guess.
+    let token = app.citizen_token(CITIZEN);
+    let r = app
+        .http
+        .get(format!("{}/v1/me/dossier", app.url))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Authorization", "Bearer other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        p["detail"],
+        "`authorization` is sent more than once; send it once"
+    );
+    let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
+    let r = app
+        .http
+        .post(format!("{}/v1/dossiers", app.url))
+        .bearer_auth(&coach)
+        .header("X-Purpose", "re-integratie")
+        .header("X-Purpose", "ww-beoordeling")
+        .json(&json!({"bsn": CITIZEN, "view": "werkcoach"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .http
+        .get(format!("{}/v1/adapters", app.url))
+        .header("X-Api-Key", ketenportaal::demo::demo_key(SECRET, "uwv"))
+        .header("X-Api-Key", "other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let mut forged = app.citizen_token(CITIZEN);
     // Another last signature character (the token's own last one may already be 'A', which
     // made this check pass a valid token about once in sixteen runs).
