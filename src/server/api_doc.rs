@@ -618,7 +618,10 @@ fn finish_operation(op: &mut Value) {
         add("400", "A path parameter is not valid UTF-8");
     }
     if secured {
-        add("400", "A credential (or `X-Purpose`) header is sent more than once");
+        add(
+            "400",
+            "A credential (or `X-Purpose`) header is sent more than once",
+        );
         add("401", "No credentials, or not valid ones");
     }
     for (status, response) in responses.iter_mut() {
