@@ -491,14 +491,14 @@ pub fn authorize<'c>(
             if v.audience != Audience::Employee {
                 return Err(AccessError::WrongAudience(view.to_string()));
             }
-            if !v.organisations.is_empty() && !v.organisations.contains(organisation) {
+            if !v.open_to_organisation(organisation) {
                 return Err(AccessError::OrganisationNotAllowed {
                     view: view.to_string(),
                     organisation: organisation.clone(),
                     allowed: v.organisations.join(", "),
                 });
             }
-            if !roles.iter().any(|r| v.roles.contains(r)) {
+            if !v.open_to_roles(roles) {
                 return Err(AccessError::RoleNotAllowed(view.to_string()));
             }
             let p = purpose.ok_or(AccessError::PurposeMissing)?;

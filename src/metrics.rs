@@ -383,16 +383,22 @@ impl AdapterSeries {
             adapter: self.adapter.clone(),
             status,
         };
+        let slot = names.iter().position(|n| *n == status).map(|i| &slots[i]);
         // Once kept, a counter is counted without a look at the retired set (the cached
         // dossier's path); before, a retired adapter's series is not made again.
-        match names.iter().position(|n| *n == status) {
-            Some(i) if slots[i].get().is_some() || !self.retired.holds(&self.adapter) => {
-                slots[i]
-                    .get_or_init(|| family.get_or_create(&label()).clone())
+        if let Some(kept) = slot.and_then(OnceLock::get) {
+            kept.inc();
+            return;
+        }
+        if self.retired.holds(&self.adapter) {
+            return;
+        }
+        match slot {
+            Some(s) => {
+                s.get_or_init(|| family.get_or_create(&label()).clone())
                     .inc();
             }
-            _ if self.retired.holds(&self.adapter) => {}
-            _ => {
+            None => {
                 family.get_or_create(&label()).inc();
             }
         }

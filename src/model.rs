@@ -412,6 +412,18 @@ pub struct ViewDef {
     pub sections: BTreeMap<String, Vec<String>>,
 }
 
+impl ViewDef {
+    /// Whether an employee of `organisation` may use this view (`organisations`, empty: any).
+    pub fn open_to_organisation(&self, organisation: &str) -> bool {
+        self.organisations.is_empty() || self.organisations.iter().any(|o| o == organisation)
+    }
+
+    /// Whether one of `roles` may use this view.
+    pub fn open_to_roles(&self, roles: &[String]) -> bool {
+        roles.iter().any(|r| self.roles.contains(r))
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurposeDef {

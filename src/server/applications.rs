@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::errors::{no_store, store_problem, unprocessable};
-use super::extract::{authenticate, parse_body, parse_bsn, trace_of};
+use super::extract::{authenticate, parse_body, parse_bsn, purpose, trace_of};
 use super::{Problem, Shared, json as json_response};
 use crate::auth::Actor;
 use crate::bsn::Bsn;
@@ -268,20 +268,11 @@ pub(super) async fn employee_apply(
             "citizens apply at POST /v1/me/applications",
         ));
     }
-    if headers
-        .get("x-purpose")
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|p| p.trim().is_empty())
-    {
+    let Some(purpose) = purpose(&headers) else {
         return Err(Problem::forbidden(
             "state the purpose of this action in the `X-Purpose` header (doelbinding)",
         ));
-    }
-    let purpose = headers
-        .get("x-purpose")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .trim();
+    };
     employee_may(&s, &actor, purpose)?;
     let b: EmployeeApplication = parse_body(&body)?;
     let bsn = parse_bsn("bsn", &b.bsn)?;
@@ -302,8 +293,8 @@ fn employee_may(s: &Shared, actor: &Actor, purpose: &str) -> Result<(), Problem>
     let rt = s.gateway.runtime();
     let allowed = rt.config.gateway.views.values().any(|v| {
         v.audience == crate::model::Audience::Employee
-            && (v.organisations.is_empty() || v.organisations.contains(organisation))
-            && roles.iter().any(|r| v.roles.contains(r))
+            && v.open_to_organisation(organisation)
+            && v.open_to_roles(roles)
             && v.purposes.contains_key(purpose)
     });
     if allowed {
@@ -330,12 +321,7 @@ pub(super) async fn get_application(
     let actor = authenticate(&s, &headers)?;
     // An application holds personal data: an employee reads it for a stated purpose, as a
     // dossier (the citizen reading their own needs none).
-    let purpose = headers
-        .get("x-purpose")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(str::to_string);
+    let purpose = purpose(&headers).map(str::to_string);
     if let Actor::Employee { .. } = &actor {
         let Some(p) = &purpose else {
             return Err(Problem::forbidden(

@@ -84,7 +84,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for FirstBytes<I> {
                     if timer.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::TimedOut,
-                            "the client sent nothing within limits.header_timeout",
+                            "the client did not send its first bytes within limits.header_timeout",
                         )));
                     }
                 }
@@ -126,16 +126,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for FirstBytes<I> {
 
 /// The body did not arrive in time. Its text is what the client reads (in a 408).
 #[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {} (limits.body_timeout)", humantime(*.0))]
+#[error("the request body did not arrive within {} (limits.body_timeout)", crate::model::Dur(*.0))]
 pub struct BodyTimedOut(pub Duration);
-
-fn humantime(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else {
-        format!("{}ms", d.as_millis())
-    }
-}
 
 /// A request body that must have arrived by a deadline.
 #[derive(Debug)]

@@ -135,11 +135,7 @@ pub(super) async fn employee_dossier_for(
         return Err(read_problem(ReadError::NotAnEmployee));
     }
     let bsn = parse_bsn("bsn", &b.bsn)?;
-    let purpose = headers
-        .get("x-purpose")
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty());
+    let purpose = super::extract::purpose(headers).map(str::to_string);
     let no_cache = headers
         .get(header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok())

@@ -50,6 +50,16 @@ pub(super) fn authenticate(s: &App, headers: &HeaderMap) -> Result<Actor, Proble
     })
 }
 
+/// The purpose the caller states (`X-Purpose`, doelbinding), trimmed; `None` when absent or
+/// blank.
+pub(super) fn purpose(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-purpose")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
 /// The W3C trace context of the request (`traceparent`), or a new one.
 pub(super) fn trace_of(headers: &HeaderMap) -> TraceContext {
     TraceContext::from_header(headers.get("traceparent").and_then(|v| v.to_str().ok()))
