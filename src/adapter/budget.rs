@@ -72,8 +72,7 @@ impl InflightBudget {
 
     /// What one organisation's answers may hold together now.
     pub fn share_limit(&self) -> u64 {
-        let percent = self.share_percent.load(Ordering::Relaxed);
-        u64::try_from(u128::from(self.limit()) * u128::from(percent) / 100).unwrap_or(u64::MAX)
+        share_of(self.limit(), self.share_percent.load(Ordering::Relaxed))
     }
 
     /// Bytes reserved now.
@@ -139,6 +138,12 @@ impl InflightBudget {
             share.used.fetch_sub(bytes, Ordering::AcqRel);
         }
     }
+}
+
+/// `percent` of `limit` bytes: one organisation's share of the budget (also what the config
+/// check holds the largest answer against).
+pub fn share_of(limit: u64, percent: impl Into<u64>) -> u64 {
+    u64::try_from(u128::from(limit) * u128::from(percent.into()) / 100).unwrap_or(u64::MAX)
 }
 
 /// Bytes held by one answer in flight; given back on drop.

@@ -135,8 +135,7 @@ impl GatewayFile<'_> {
             return;
         }
         let budget = gw.limits.max_inflight_response_bytes.0;
-        let share =
-            u64::try_from(u128::from(budget) * u128::from(percent) / 100).unwrap_or(u64::MAX);
+        let share = crate::adapter::budget::share_of(budget, percent);
         let largest = adapters
             .values()
             .map(|a| (a.max_response_body, format!("adapter `{}`", a.def.id)))
@@ -482,19 +481,14 @@ impl GatewayFile<'_> {
     /// `audit.auditor_organisations` names declared organisations.
     fn auditor_organisations(&self, errors: &mut Vec<ConfigError>) {
         let GatewayFile { file, gw, .. } = *self;
-        for org in gw
-            .audit
-            .auditor_organisations
-            .iter()
-            .filter(|o| !gw.organisations.contains_key(*o))
-        {
+        for org in super::undeclared(gw, &gw.audit.auditor_organisations) {
             errors.push(
                 ConfigError::new(
                     file,
                     self.at(&["audit", "auditor_organisations"]),
                     format!("`audit.auditor_organisations` names `{org}`, which is not declared"),
                 )
-                .hint("list ids from `organisations:`"),
+                .hint(super::UNDECLARED_HINT),
             );
         }
     }
@@ -546,11 +540,7 @@ impl GatewayFile<'_> {
             {
                 errors.push(ConfigError::new(file, pos, format!("key `{}`: {e}", k.kid)));
             }
-            for org in k
-                .organisations
-                .iter()
-                .filter(|o| !gw.organisations.contains_key(*o))
-            {
+            for org in super::undeclared(gw, &k.organisations) {
                 errors.push(
                     ConfigError::new(
                         file,
@@ -560,7 +550,7 @@ impl GatewayFile<'_> {
                             k.kid
                         ),
                     )
-                    .hint("list ids from `organisations:`"),
+                    .hint(super::UNDECLARED_HINT),
                 );
             }
         }

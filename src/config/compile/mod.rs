@@ -46,6 +46,18 @@ use crate::mapping::xml::XmlMapping;
 use crate::model::{AdapterDef, GatewayConfig};
 pub use adapter::Trust;
 use adapter::compile_adapter;
+
+/// The ids in `listed` that are not declared under `organisations:` (a view's, a token key's
+/// or the auditors' list), for the error each gets with [`UNDECLARED_HINT`].
+fn undeclared<'a>(gw: &'a GatewayConfig, listed: &'a [String]) -> impl Iterator<Item = &'a str> {
+    listed
+        .iter()
+        .map(String::as_str)
+        .filter(|o| !gw.organisations.contains_key(*o))
+}
+
+/// The hint for an organisation id that is not declared.
+const UNDECLARED_HINT: &str = "list ids from `organisations:`";
 pub use services::NoRemote;
 pub use vocabulary::{GATEWAY_SOURCE, RESERVED_ADAPTER_IDS, ZAKEN, ZAKEN_FIELDS, vocabulary};
 

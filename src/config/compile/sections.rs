@@ -219,17 +219,15 @@ impl GatewayFile<'_> {
                         ),
                     );
                 }
-                for org in &v.organisations {
-                    if !self.gw.organisations.contains_key(org) {
-                        errors.push(
-                            ConfigError::new(
-                                file,
-                                self.at(&["views", vname, "organisations"]),
-                                format!("employee view `{vname}` names organisation `{org}`, which is not declared"),
-                            )
-                            .hint("list ids from `organisations:`"),
-                        );
-                    }
+                for org in super::undeclared(self.gw, &v.organisations) {
+                    errors.push(
+                        ConfigError::new(
+                            file,
+                            self.at(&["views", vname, "organisations"]),
+                            format!("employee view `{vname}` names organisation `{org}`, which is not declared"),
+                        )
+                        .hint(super::UNDECLARED_HINT),
+                    );
                 }
                 if v.purposes.is_empty() {
                     errors.push(
