@@ -167,13 +167,15 @@ async fn employees_evaluate_themes_for_a_client_with_a_purpose() {
     assert_eq!(r.status(), 200);
     // The werkcoach view lacks `aow_datum`: the rule cannot see it, so nothing is detected.
     let coach = app.employee_token("uwv", &["uwv-werkcoach"]);
-    let v: Value = app
-        .http
-        .post(format!("{}/v1/dossiers/life-events", app.url))
-        .bearer_auth(&coach)
-        .header("X-Purpose", "re-integratie")
-        .json(&json!({"bsn": "999990019", "view": "werkcoach"}))
-        .send()
+    let as_coach = |path: &str| {
+        app.http
+            .post(format!("{}{path}", app.url))
+            .bearer_auth(&coach)
+            .header("X-Purpose", "re-integratie")
+            .json(&json!({"bsn": "999990019", "view": "werkcoach"}))
+            .send()
+    };
+    let v: Value = as_coach("/v1/dossiers/life-events")
         .await
         .unwrap()
         .json()
@@ -182,16 +184,7 @@ async fn employees_evaluate_themes_for_a_client_with_a_purpose() {
     assert!(v["life_events"].as_array().unwrap().is_empty(), "{v}");
     // Nor is a service decided on a section the view does not show: `inkomen` is not an
     // empty list to the werkcoach, it is unknown.
-    let v: Value = app
-        .http
-        .post(format!(
-            "{}/v1/dossiers/themes/aow-leeftijd-bereiken",
-            app.url
-        ))
-        .bearer_auth(&coach)
-        .header("X-Purpose", "re-integratie")
-        .json(&json!({"bsn": "999990019", "view": "werkcoach"}))
-        .send()
+    let v: Value = as_coach("/v1/dossiers/themes/aow-leeftijd-bereiken")
         .await
         .unwrap()
         .json()
